@@ -1,0 +1,1 @@
+"""The transit operator's transaction core: ingestion, fares, deferred authorization, ledger."""

@@ -1,0 +1,1 @@
+"""The card's bank: financial accounts, card lifecycle, cryptogram verification, authorization."""

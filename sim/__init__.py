@@ -1,0 +1,1 @@
+"""SimPy models of a bus fleet that drive the real parts under simulated time."""

@@ -1,0 +1,1 @@
+"""Versioned messages between validators and the back office."""
