@@ -6,7 +6,10 @@ ARPCs with it; both find the scheme by the name a card profile states.
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol
+
+_IMPLEMENTATIONS = ("emv.crypto.tdes", "emv.crypto.sm4ac")
 
 
 class CryptogramScheme(Protocol):
@@ -43,8 +46,8 @@ def register(scheme: CryptogramScheme) -> CryptogramScheme:
 def scheme(name: str) -> CryptogramScheme:
     """The scheme a card profile names (``"tdes"`` or ``"sm4"``)."""
     # Importing the implementations registers them; done here so callers need one import.
-    from emv.crypto import sm4ac, tdes  # noqa: F401, PLC0415
-
+    for module in _IMPLEMENTATIONS:
+        importlib.import_module(module)
     try:
         return _SCHEMES[name]
     except KeyError:
