@@ -8,8 +8,10 @@ key signs the dynamic data of each transaction (SDAD, 9F4B; for fDDA over
 
 Every block is RSA *with message recovery* (ISO/IEC 9796-2 as EMV uses it): the verifier
 recovers ``6A || fields || SHA-1 || BC`` with the public key and checks it.  ``cryptography``
-offers no raw RSA, so the raw operations are Python ``pow`` (CRT for the private one) while
-``cryptography`` generates and serialises keys.
+offers no raw RSA, so the raw operations are done here: the public one (exponent 3 or 65537)
+with Python ``pow``, the private one by the CRT with ``gmpy2.powmod`` (GMP: ~0.1 ms for
+RSA-1024 against ~1 ms for ``pow``, which matters because the in-process virtual card signs
+every fDDA tap).  ``cryptography`` generates and serialises keys.
 
 Layouts (N = length in bytes of the signing key's modulus):
 
@@ -42,6 +44,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
+import gmpy2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -220,8 +223,8 @@ class RsaPrivateKey:
         value = int.from_bytes(block, "big")
         if value >= public.n:
             raise RsaInputError("RSA block is not below the modulus")
-        m1 = pow(value, self._dp, self._p)
-        m2 = pow(value, self._dq, self._q)
+        m1 = int(gmpy2.powmod(value, self._dp, self._p))
+        m2 = int(gmpy2.powmod(value, self._dq, self._q))
         h = (self._qinv * (m1 - m2)) % self._p
         return (m2 + h * self._q).to_bytes(public.size, "big")
 
