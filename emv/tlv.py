@@ -197,7 +197,11 @@ def encode_one(tag: int, value: bytes) -> bytes:
     return encode_tag(tag) + encode_length(len(value)) + value
 
 
-def encode(items: Iterable[Tlv | tuple[int, bytes | Iterable[Tlv | tuple[int, bytes]]]]) -> bytes:
+# What ``encode`` takes: nodes, or (tag, value) pairs whose value is bytes or more of the same.
+TlvSpec = Tlv | tuple[int, "bytes | Iterable[TlvSpec]"]
+
+
+def encode(items: Iterable[TlvSpec]) -> bytes:
     """Encode nodes in order; a node with children re-encodes them, so edits in a tree stick."""
     parts: list[bytes] = []
     for item in items:
