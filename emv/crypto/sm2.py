@@ -1,15 +1,15 @@
 """SM2 digital signatures (GM/T 0003.2, GB/T 32918.2) on the recommended 256-bit curve.
 
 Why this backend: SM2 verification runs on every SM tap, and ``cryptography`` has no SM2.
-Measured here (one core, same run): pure-Python ``gmssl`` ~10.5 ms per verify;
-``fastecdsa`` 4 (Rust, custom curve, generic constant-time ladders) ~2.2 ms for s*G + t*P;
-``gmpy2`` (GMP integers) with Jacobian coordinates and interleaved wNAF ~0.4 ms.  So the curve
-arithmetic is a few dozen lines over ``gmpy2``: GMP does the multi-precision work in C, the
-Python layer only sequences ~300 point operations.  Precomputed odd multiples of G are built at
-import; those of a public key are cached (public data only: CA and issuer keys recur on every
-tap).
+Measured on this project's machine: pure-Python ``gmssl`` ~10.3 ms per verify; ``fastecdsa``
+4 (now Rust; on a custom curve it uses generic constant-time ladders) ~2.2 ms for the
+s*G + t*P alone; ``gmpy2`` (GMP integers) with Jacobian coordinates and interleaved wNAF
+~0.5 ms for the whole verify.  So the curve arithmetic is a few dozen lines over ``gmpy2``:
+GMP does the multi-precision work in C, the Python layer only sequences ~300 point operations.
+Odd multiples of G are precomputed at import, those of a public key cached (public data only:
+CA and issuer keys recur on every tap); k*G for signing uses a lazily built fixed-base table.
 
-Signing is not hardened against timing side channels (variable-time wNAF over GMP): this is a
+Signing is not hardened against timing side channels (variable-time windows over GMP): this is a
 simulator whose signing keys are test keys on virtual cards.  Do not sign with real keys here.
 
 Input policy (decided for the kernel's sake):
