@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from emv.card.profile import CardProfile
 from emv.crypto import rsa_certs
 from emv.crypto import testkeys as rsa_testkeys
-from emv.crypto.rsa_certs import CaKeyTable, CertificateError, RsaPrivateKey
+from emv.crypto.errors import CertificateError
+from emv.crypto.rsa_certs import CaKeyTable, RsaPrivateKey
 
 METHOD_RSA = "fdda-rsa"
 METHOD_SM2 = "fdda-sm2"

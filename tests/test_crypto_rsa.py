@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from emv.crypto import testkeys
+from emv.crypto.errors import CertificateError, Reason
 from emv.crypto.rsa_certs import (
     CaKeyTable,
-    CertificateError,
     IccCertificate,
     IssuerCertificate,
     RsaInputError,
@@ -401,8 +401,6 @@ def test_each_check_fails_with_its_reason(reason: str, call: Callable[[], object
 
 def test_every_reason_is_covered() -> None:
     from typing import get_args
-
-    from emv.crypto.rsa_certs import Reason
 
     assert {c[1] for c in CASES} == set(get_args(Reason))
 

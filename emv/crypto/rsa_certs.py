@@ -42,28 +42,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
 from types import MappingProxyType
-from typing import Literal
 
 import gmpy2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from emv.crypto.errors import CertificateError
 from emv.pan import PanError, normalize_pan
-
-Reason = Literal[
-    "wrong-length",  # block, remainder, exponent or data length inconsistent with the keys
-    "bad-signature",  # the block read as a number is not below the modulus
-    "bad-trailer",  # recovered data does not end with BC
-    "bad-header",  # recovered data does not start with 6A
-    "bad-format",  # certificate / signed data format is not 02, 04 or 05 as expected
-    "bad-algorithm",  # hash algorithm or public key algorithm indicator is not 01
-    "bad-hash",  # the SHA-1 in the block does not match the data
-    "pan-mismatch",  # issuer id or PAN in the certificate does not match the card's PAN
-    "bad-date",  # expiry is not a BCD MMYY date
-    "expired",  # certificate expired before `today`
-    "bad-key",  # the recovered public key is not a usable EMV RSA key
-    "unknown-ca",  # no CA public key for this RID and index
-]
 
 HEADER = 0x6A
 TRAILER = 0xBC
@@ -86,19 +71,6 @@ SDAD_OVERHEAD = 25
 ISSUER_CERT = "issuer public key certificate (90)"
 ICC_CERT = "ICC public key certificate (9F46)"
 SDAD = "signed dynamic application data (9F4B)"
-
-
-class CertificateError(ValueError):
-    """A certificate or signed data block failed an EMV Book 2 check.
-
-    ``reason`` is one of ``Reason`` (stable, for outcomes and counters); ``what`` names the
-    data object; the message adds a detail that never contains a PAN or key material.
-    """
-
-    def __init__(self, reason: Reason, what: str, detail: str) -> None:
-        super().__init__(f"{what}: {reason}: {detail}")
-        self.reason: Reason = reason
-        self.what = what
 
 
 class RsaInputError(ValueError):
