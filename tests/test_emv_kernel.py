@@ -229,3 +229,31 @@ def test_card_answers_anything_with_a_status_word(command: bytes) -> None:
     card.process(bytes.fromhex("00A4040008") + UNIONPAY_DEBIT + b"\x00")
     response = card.process(command)
     assert len(response) >= 2
+
+
+def test_terminal_priority_over_card_priority() -> None:
+    """The card prefers credit; the validator lists debit before credit and gets debit."""
+    card = new_card("unionpay-dual")
+    assert tap(card).aid == "A000000333010101"
+    credit_first = config(aid_priority=(bytes.fromhex("A000000333010102"), UNIONPAY_DEBIT))
+    assert tap(card, cfg=credit_first).aid == "A000000333010102"
+
+
+def test_gpo_refusal_falls_back_to_the_next_application() -> None:
+    card = new_card("unionpay-dual")
+
+    gpos = []
+
+    def refuse_credit(apdu: bytes) -> bytes:
+        response = card.process(apdu)
+        if apdu[1] == 0xA8:
+            gpos.append(apdu)
+            if len(gpos) == 1:  # the credit application's GPO
+                return b"\x69\x85"
+        return response
+
+    card.power_on()
+    cfg = config(aid_priority=(bytes.fromhex("A000000333010102"), UNIONPAY_DEBIT))
+    txn = TransactionInput(amount=200, date=TODAY, unpredictable_number=UN)
+    result = run(Kernel(cfg, txn), refuse_credit)
+    assert result.outcome is Outcome.APPROVED_OFFLINE and result.aid == "A000000333010101"
