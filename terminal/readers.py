@@ -38,6 +38,10 @@ class Reader(Protocol):
     def power_off(self) -> None:
         ...
 
+    def close(self) -> None:
+        """Let go of the reader (PC/SC context); the reader is not used after."""
+        ...
+
 
 class VirtualReader:
     """A reader whose field holds an in-process virtual card (or nothing)."""
@@ -66,16 +70,26 @@ class VirtualReader:
     def power_off(self) -> None:
         self._powered = False
 
+    def close(self) -> None:
+        self.power_off()
+
 
 def pcsc_reader_names() -> list[str]:
     """Names of the PC/SC readers pcscd knows (empty when none or no pcscd)."""
-    from smartcard.Exceptions import ListReadersException  # noqa: PLC0415 - optional extra
-    from smartcard.System import readers  # noqa: PLC0415
+    from smartcard.System import readers  # noqa: PLC0415 - optional extra
 
     try:
         return [str(r) for r in readers()]
-    except ListReadersException:
+    except _pcsc_errors():
         return []
+
+
+def _pcsc_errors() -> tuple[type[Exception], ...]:
+    """pyscard's errors for "cannot talk to pcscd" (no daemon, no readers, no context)."""
+    from smartcard.Exceptions import ListReadersException  # noqa: PLC0415
+    from smartcard.pcsc.PCSCExceptions import BaseSCardException  # noqa: PLC0415
+
+    return (ListReadersException, BaseSCardException)
 
 
 class PcscReader:
@@ -91,11 +105,9 @@ class PcscReader:
         except ImportError:
             raise ReaderError(name or "pcsc", "pyscard is not installed "
                                               "(pip install 'tapsim[pcsc]')") from None
-        from smartcard.Exceptions import ListReadersException  # noqa: PLC0415
-
         try:
             found = [r for r in readers() if name in str(r)]
-        except ListReadersException as exc:
+        except _pcsc_errors() as exc:
             raise ReaderError(name or "pcsc", f"cannot list PC/SC readers (is pcscd running?): "
                                               f"{exc}") from None
         if not found:
@@ -103,26 +115,28 @@ class PcscReader:
         self._reader: Any = found[0]
         self.name = str(found[0])
         self._conn: Any = None
+        self._connected = False
 
     def power_on(self) -> bytes:
         from smartcard.CardConnection import CardConnection  # noqa: PLC0415
         from smartcard.Exceptions import CardConnectionException, NoCardException  # noqa: PLC0415
 
+        if self._conn is None:  # one PC/SC context for the reader's life, not one per tap
+            self._conn = self._reader.createConnection()
         self.power_off()
-        conn = self._reader.createConnection()
         try:
-            conn.connect(CardConnection.T1_protocol)
+            self._conn.connect(CardConnection.T1_protocol)
         except NoCardException:
             raise ReaderError(self.name, "no card in the field") from None
         except CardConnectionException as exc:
             raise ReaderError(self.name, f"cannot connect T=1: {exc}") from None
-        self._conn = conn
-        return bytes(conn.getATR())
+        self._connected = True
+        return bytes(self._conn.getATR())
 
     def transceive(self, apdu: bytes) -> bytes:
         from smartcard.Exceptions import CardConnectionException  # noqa: PLC0415
 
-        if self._conn is None:
+        if self._conn is None or not self._connected:
             raise ReaderError(self.name, "no card connected (power_on first)")
         try:
             data, sw1, sw2 = self._conn.transmit(list(apdu))
@@ -133,9 +147,19 @@ class PcscReader:
     def power_off(self) -> None:
         from smartcard.Exceptions import CardConnectionException  # noqa: PLC0415
 
-        if self._conn is not None:
+        if self._conn is not None and self._connected:
             with contextlib.suppress(CardConnectionException):
                 self._conn.disconnect()
+        self._connected = False
+
+    def close(self) -> None:
+        """Release the PC/SC context (before pcscd goes away, not at garbage collection)."""
+        from smartcard.Exceptions import CardConnectionException  # noqa: PLC0415
+
+        self.power_off()
+        if self._conn is not None:
+            with contextlib.suppress(CardConnectionException):
+                self._conn.release()
             self._conn = None
 
 

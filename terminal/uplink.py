@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import sqlite3
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 
 from terminal.denylist import Downlink
-from terminal.journal import Journal
+from terminal.journal import Journal, JournalError
 from wire import topics
 
 log = logging.getLogger("tapsim.terminal.uplink")
@@ -149,6 +150,10 @@ class Uplink:
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
                 log.warning("broker link down: %s", exc)
+            except (OSError, sqlite3.Error, JournalError) as exc:
+                # A local fault (disk, journal): the taps stay journaled; try again shortly.
+                self.stats.last_error = str(exc)
+                log.error("uplink stopped by a local error, restarting: %s", exc)
             finally:
                 if self.connected.is_set():
                     self.stats.disconnects += 1

@@ -17,7 +17,7 @@ import pytest
 from terminal.denylist import Downlink
 from terminal.journal import Journal
 from terminal.uplink import BrokerSettings, Uplink, validator_client_id
-from tests.fixtures.mosquitto import Broker, BrokerFactory
+from tests.fixtures.mosquitto import Broker
 from tests.fixtures.mqtt import Collector, publish, wait_until
 from tests.fixtures.netproxy import Proxy
 from tests.fixtures.terminal import Rig, rig

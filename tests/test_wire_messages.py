@@ -25,8 +25,8 @@ from wire import (
     check_snapshot,
     decode,
     encode,
+    topics,
 )
-from wire import topics
 
 T0 = dt.datetime(2026, 11, 23, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=8)))
 TOKEN = "0123456789abcdef0123456789abcdef"

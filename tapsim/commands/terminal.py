@@ -211,6 +211,7 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
         if link is not None:
             await link
         executor.shutdown()
+        reader.close()
     return 0
 
 
