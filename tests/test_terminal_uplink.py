@@ -9,27 +9,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from terminal.denylist import Downlink
 from terminal.journal import Journal
-from terminal.uplink import BrokerSettings, Uplink, validator_client_id
 from tests.fixtures.mosquitto import Broker
-from tests.fixtures.mqtt import Collector, publish, wait_until
+from tests.fixtures.mqtt import (
+    SIGNER,
+    Collector,
+    Running,
+    burst,
+    journal_ids,
+    publish,
+    settings,
+    tap_ids,
+    wait_until,
+)
 from tests.fixtures.netproxy import Proxy
-from tests.fixtures.terminal import Rig, rig
+from tests.fixtures.terminal import rig
 from wire import (
     DenyListDelta,
     DenyListSnapshot,
     FareTableVersion,
     Reason,
     Signer,
-    TapRecord,
-    Verifier,
-    decode,
     encode,
     generate_signing_key,
     topics,
@@ -37,56 +42,8 @@ from wire import (
 
 pytestmark = pytest.mark.service
 
-BO_KEY = generate_signing_key()
-SIGNER = Signer(BO_KEY)
 T0 = dt.datetime(2026, 11, 23, tzinfo=dt.UTC)
 TOK = [f"{i:032x}" for i in range(1, 40)]
-
-
-def settings(host: str, port: int, vid: str = "V1", **kw: object) -> BrokerSettings:
-    return BrokerSettings(host=host, port=port, client_id=validator_client_id(vid),
-                          keepalive=2, timeout=3.0, **kw)  # type: ignore[arg-type]
-
-
-class Running:
-    """An uplink running as a task, with its own journal connections (as the CLI does)."""
-
-    def __init__(self, st: BrokerSettings, path: Path, vid: str = "V1",
-                 with_downlink: bool = True) -> None:
-        self.up_store = Journal(path, lock=False, durable=False)
-        self.store = Journal(path, lock=False)
-        self.downlink = Downlink(Verifier(BO_KEY.public_key()), self.store) \
-            if with_downlink else None
-        self.uplink = Uplink(st, self.up_store, vid, self.downlink, backoff=(0.1, 0.5))
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.uplink.run(self.stop))
-        await asyncio.wait_for(self.uplink.connected.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 10)
-        self.up_store.close()
-        self.store.close()
-
-
-def tap_ids(messages: list[tuple[str, bytes]]) -> set[str]:
-    return {decode(p, TapRecord).tap_id for _, p in messages}
-
-
-def journal_ids(r: Rig) -> set[str]:
-    return {e.tap_id for e in r.journal.entries()}
-
-
-def burst(r: Rig, n: int, notify: Callable[[], None] | None = None) -> None:
-    for _ in range(n):
-        r.validator.tap(r.reader)
-        if notify:
-            notify()
 
 
 @contextlib.asynccontextmanager
