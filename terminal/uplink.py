@@ -115,13 +115,16 @@ class Uplink:
 
     def __init__(self, settings: BrokerSettings, journal: Journal, validator_id: str,
                  downlink: Downlink | None = None, *, window: int = 256,
-                 backoff: tuple[float, float] = (0.2, 5.0),
+                 backoff: tuple[float, float] = (0.2, 5.0), max_rate: float | None = 1000.0,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.journal = journal
         self.topic = topics.tap_topic(validator_id)
         self.downlink = downlink
         self.window = window
+        # Taps/s at most when draining a backlog: the uplink shares the CPU (and the GIL)
+        # with the tap path, whose p99 must stay in budget while a long partition drains.
+        self.max_rate = max_rate
         self.backoff = backoff
         self.clock = clock
         self.stats = UplinkStats()
@@ -185,10 +188,21 @@ class Uplink:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         cursor = 0  # every connection starts again from the oldest unsent tap
         inflight: dict[asyncio.Task[Any], int] = {}
+        loop = asyncio.get_running_loop()
+        budget, refilled = float(self.window), loop.time()
         try:
             while True:
                 room = self.window - len(inflight)
+                if self.max_rate is not None:  # token bucket: a backlog drains at max_rate
+                    now = loop.time()
+                    budget = min(float(self.window), budget + (now - refilled) * self.max_rate)
+                    refilled = now
+                    if budget < 1 and not inflight:
+                        await asyncio.sleep((1 - budget) / self.max_rate)
+                        continue
+                    room = min(room, int(budget))
                 rows = self.journal.unsent(room, cursor) if room > 0 else []
+                budget -= len(rows)
                 for seq, payload in rows:
                     task = asyncio.create_task(client.publish(self.topic, payload, qos=1))
                     inflight[task] = seq
