@@ -151,3 +151,42 @@ def test_sigkill_mid_burst_then_restart_delivers_every_tap(mosquitto: Broker,
             assert await c.wait_for(lambda m: tap_ids(m) == set(journal), 20)
 
     asyncio.run(main_())
+
+
+@pytest.mark.service
+def test_broker_config_then_a_validator_on_that_broker(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    """`tapsim broker config` output runs as is: mosquitto starts, the validator connects."""
+    from tests.fixtures.services import find_binary, free_port, missing, wait_port
+
+    if find_binary("mosquitto") is None:
+        missing("mosquitto", "install the Debian package 'mosquitto'")
+    port = free_port()
+    out = tmp_path / "broker"
+    assert main(["broker", "config", "--out", str(out), "--validators", "V1,V2",
+                 "--port", str(port)]) == 0
+    printed = capsys.readouterr().out
+    assert "mosquitto -c" in printed
+    assert (out / "credentials" / "V1").stat().st_mode & 0o777 == 0o600
+    password = (out / "credentials" / "V1").read_text().strip()
+    assert password not in printed and password not in (out / "passwd").read_text()
+    conf = out / "mosquitto.conf"
+    import getpass
+
+    conf.write_text(conf.read_text() + f"user {getpass.getuser()}\n")  # running as root here
+    broker = subprocess.Popen([find_binary("mosquitto") or "", "-c", str(conf)],
+                              stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port("127.0.0.1", port)
+        proc = subprocess.run(
+            [sys.executable, "-m", "tapsim.cli", "terminal", "run", "--validator-id", "V1",
+             "--broker", f"mqtt://V1@127.0.0.1:{port}", "--deny-list-key",
+             str(out / "backoffice-signing.pub.pem"), "--journal", str(tmp_path / "j"),
+             "--taps", "2"],
+            env={**os.environ, "TAPSIM_MQTT_PASSWORD": password}, capture_output=True,
+            text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert "not yet sent" not in proc.stderr  # both taps PUBACKed before exit
+    finally:
+        broker.terminate()
+        broker.wait()

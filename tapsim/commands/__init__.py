@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import card, tap, terminal, tlv
+from tapsim.commands import broker, card, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -14,4 +14,5 @@ COMMANDS: list[Register] = [
     card.register,
     tlv.register,
     terminal.register,
+    broker.register,
 ]
