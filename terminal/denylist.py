@@ -4,7 +4,7 @@ Every tap checks the deny list (a set lookup, under a lock because the downlink 
 changes from another thread), so the check costs nothing against the tap budget.
 Changes come as signed snapshots (retained) and deltas (QoS 1); :class:`Downlink`
 verifies them (:mod:`wire.signing`), applies the version rules
-(:mod:`wire.versioning`), writes them to the journal file *before* changing memory, and
+(:mod:`wire.versioning`), writes them to the deny store *before* changing memory, and
 keeps deltas that arrive ahead of a gap until the snapshot that closes it.
 """
 
@@ -15,7 +15,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from terminal.journal import Journal
+from terminal.denystore import DenyStore
 from wire import topics
 from wire.errors import Reason, WireError
 from wire.messages import DenyListDelta, DenyListSnapshot, FareTableVersion
@@ -71,7 +71,7 @@ class DownlinkStats:
 class Downlink:
     """Opens, checks and applies downlink messages; never raises on what arrives."""
 
-    def __init__(self, verifier: Verifier, store: Journal,
+    def __init__(self, verifier: Verifier, store: DenyStore,
                  deny_list: DenyList | None = None) -> None:
         self.verifier = verifier
         self.store = store

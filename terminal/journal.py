@@ -6,9 +6,9 @@ power cut) has either not shown the outcome or has the tap on disk.  The uplink 
 unsent rows and marks them sent on the broker's PUBACK; a resend after a crash between
 PUBACK and the mark is harmless, since the back office dedupes on ``tap_id``.
 
-The same file keeps what the validator must remember across a restart: the deny list
-(version and tokens) and the fare table version, so an offline validator that reboots
-still refuses deny-listed cards.
+What the validator must remember from its downlink (deny list, fare table version) lives
+in a second file beside it (:mod:`terminal.denystore`): applying a snapshot of a million
+tokens then never holds the lock a tap's journal write waits for.
 
 One process writes taps (an exclusive ``flock`` on ``<journal>.lock`` refuses a
 second); other connections in that process (the uplink) open with ``lock=False``.
@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS taps (
     sent_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS taps_unsent ON taps (seq) WHERE sent_us IS NULL;
-CREATE TABLE IF NOT EXISTS deny_tokens (token TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -56,6 +55,25 @@ def to_us(t: dt.datetime) -> int:
 
 def from_us(us: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=us)
+
+
+def connect(path: Path, durable: bool) -> sqlite3.Connection:
+    """An autocommit WAL connection (``durable``: synchronous=FULL), one thread at a time."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        work(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -79,13 +97,9 @@ class Journal:
             self._take_lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit (isolation_level None): each write is its own durable transaction
-            # unless wrapped in BEGIN ... COMMIT below.  Used from one thread at a time.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                       timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("PRAGMA busy_timeout=10000")
+            # Autocommit: each write is its own durable transaction unless wrapped in
+            # BEGIN ... COMMIT (in_transaction).
+            self._db = connect(self.path, durable)
             self._db.executescript(_SCHEMA)
             self.epoch = self._ensure_epoch()
             row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM taps").fetchone()
@@ -191,47 +205,5 @@ class Journal:
                                "AND seq < ?", (to_us(sent_before), self._last_seq))
         return cur.rowcount
 
-    # --- what the validator remembers -------------------------------------------------
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
-                         "SET value = excluded.value", (key, value))
-
-    def load_deny_list(self) -> tuple[int, set[str]]:
-        version = int(self.get_meta("deny_version", "0") or 0)
-        tokens = {str(t) for (t,) in self._db.execute("SELECT token FROM deny_tokens")}
-        return version, tokens
-
-    def save_deny_snapshot(self, version: int, tokens: Iterable[str]) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM deny_tokens")
-            db.executemany("INSERT OR IGNORE INTO deny_tokens VALUES (?)", ((t,) for t in tokens))
-            self._set_version(db, version)
-
-        self._in_transaction(work)
-
-    def save_deny_delta(self, version: int, add: Iterable[str], remove: Iterable[str]) -> None:
-        def work(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR IGNORE INTO deny_tokens VALUES (?)", ((t,) for t in add))
-            db.executemany("DELETE FROM deny_tokens WHERE token = ?", ((t,) for t in remove))
-            self._set_version(db, version)
-
-        self._in_transaction(work)
-
-    @staticmethod
-    def _set_version(db: sqlite3.Connection, version: int) -> None:
-        db.execute("INSERT INTO meta VALUES ('deny_version', ?) ON CONFLICT(key) DO UPDATE "
-                   "SET value = excluded.value", (str(version),))
-
     def _in_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            work(self._db)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        in_transaction(self._db, work)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from terminal.denylist import Downlink
-from terminal.journal import Journal
+from terminal.denystore import DenyStore
 from wire import (
     DenyListDelta,
     DenyListSnapshot,
@@ -37,7 +37,7 @@ def delta(a: int, b: int, add: list[str] = [], remove: list[str] = []) -> bytes:
 
 @pytest.fixture
 def dl(tmp_path: Path) -> Downlink:
-    return Downlink(Verifier(KEY.public_key()), Journal(tmp_path / "j.db", lock=False))
+    return Downlink(Verifier(KEY.public_key()), DenyStore(tmp_path / "j.db.deny"))
 
 
 def test_snapshot_then_deltas(dl: Downlink) -> None:

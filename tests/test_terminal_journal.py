@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from terminal.denystore import DenyStore, deny_store_path
 from terminal.journal import Journal, JournalError
 
 T0 = dt.datetime(2026, 11, 23, 7, 0, tzinfo=dt.UTC)
@@ -87,13 +88,17 @@ def test_recent_tokens_for_duplicate_reload(tmp_path: Path) -> None:
             "cd" * 16: T0 + dt.timedelta(seconds=5)}
 
 
-def test_deny_list_persists(tmp_path: Path) -> None:
-    with Journal(tmp_path / "j.db") as j:
-        assert j.load_deny_list() == (0, set())
-        j.save_deny_snapshot(4, ["a" * 32, "b" * 32])
-        j.save_deny_delta(5, add=["c" * 32], remove=["a" * 32])
-    with Journal(tmp_path / "j.db", lock=False) as j:
-        assert j.load_deny_list() == (5, {"b" * 32, "c" * 32})
+def test_deny_list_persists_beside_the_journal(tmp_path: Path) -> None:
+    path = deny_store_path(tmp_path / "j.db")
+    assert path.name == "j.db.deny"
+    with DenyStore(path) as d:
+        assert d.load_deny_list() == (0, set())
+        d.save_deny_snapshot(4, ["a" * 32, "b" * 32])
+        d.save_deny_delta(5, add=["c" * 32], remove=["a" * 32])
+        d.set_meta("fare_version", "3")
+    with DenyStore(path) as d:
+        assert d.load_deny_list() == (5, {"b" * 32, "c" * 32})
+        assert d.get_meta("fare_version") == "3"
 
 
 def test_naive_times_are_refused(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from terminal.denystore import DenyStore, deny_store_path
 from terminal.journal import Journal
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.mqtt import (
@@ -170,7 +171,7 @@ def test_offline_validator_catches_up_on_reconnect(mosquitto: Broker, tmp_path: 
             assert await wait_until(lambda: dl.deny_list.version == 7 and dl.fare_version == 9)
             assert dl.deny_list.tokens() == {*TOK[:3], TOK[14], TOK[15], TOK[16]}
         # ... and it remembers across a restart without any network.
-        store = Journal(path, lock=False)
+        store = DenyStore(deny_store_path(path))
         assert store.load_deny_list() == (7, {*TOK[:3], TOK[14], TOK[15], TOK[16]})
         store.close()
 

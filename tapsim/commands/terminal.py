@@ -23,6 +23,7 @@ from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 from terminal.decisions import RiderRules, TapPolicy
 from terminal.denylist import DenyList, Downlink
+from terminal.denystore import DenyStore, deny_store_path
 from terminal.journal import Journal, JournalError
 from terminal.readers import Reader, ReaderError, open_reader
 from terminal.uplink import BrokerSettings, BrokerUrlError, Uplink, validator_client_id
@@ -73,6 +74,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="age from which the holder rides as senior (default 60)")
     run.add_argument("--drain", type=float, default=10.0, metavar="S",
                      help="before exiting, wait up to S seconds for unsent taps (default 10)")
+    run.add_argument("--keep-days", type=float, default=7.0, metavar="DAYS",
+                     help="at start, drop taps sent more than DAYS ago from the journal "
+                          "(default 7)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
     run.add_argument("--json", action="store_true", help="one JSON object per tap")
     run.add_argument("-v", "--verbose", action="store_true", help="log the link to stderr")
@@ -158,14 +162,18 @@ async def _run(args: argparse.Namespace) -> int:
         log.warning("no deny-list key: downlink messages will not be applied")
     with contextlib.ExitStack() as stack:
         stack.callback(journal.close)
+        journal.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=args.keep_days))
+        try:
+            deny_store = DenyStore(deny_store_path(path))
+        except JournalError as exc:
+            raise UserError(str(exc)) from None
+        stack.callback(deny_store.close)
         downlink = None
         if verifier is not None:
-            store = Journal(path, lock=False)
-            stack.callback(store.close)
-            downlink = Downlink(verifier, store)
+            downlink = Downlink(verifier, deny_store)
             deny_list = downlink.deny_list
         else:
-            deny_list = DenyList(*journal.load_deny_list())
+            deny_list = DenyList(*deny_store.load_deny_list())
         uplink = None
         if settings is not None:
             up_store = Journal(path, lock=False, durable=False)
