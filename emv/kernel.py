@@ -139,6 +139,9 @@ class _End(Exception):  # noqa: N818 - internal control flow, never escapes the 
         self.reason = reason
 
 
+# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).
+_GPO_MANDATORY = ((0x82, 2), (0x94, 0), (0x9F36, 2), (0x9F26, 8))
+
 # TVR bits used here (byte index, mask).
 TVR_ODA_NOT_PERFORMED = (0, 0x80)
 TVR_DDA_FAILED = (0, 0x08)
@@ -253,9 +256,11 @@ class Kernel:
         else:
             self._gpo_nodes = list(nodes)
             self._card = tlv.flatten(nodes)
-        for tag in (0x82, 0x94, 0x9F36, 0x9F26):
+        for tag, size in _GPO_MANDATORY:
             if tag not in self._card:
                 raise _End(Outcome.END_APPLICATION, f"missing-{tlv.tag_hex(tag)}")
+            if size and len(self._card[tag]) != size:
+                raise _End(Outcome.END_APPLICATION, f"bad-length-{tlv.tag_hex(tag)}")
         self._reads = _parse_afl(self._card[0x94], self.config.max_records)
         return self._next_read()
 
