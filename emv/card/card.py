@@ -130,7 +130,7 @@ class VirtualCard:
         if not ttq[0] & 0x20:  # the reader does not support qPBOC/qVSDC
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
         wants_sm = values[0xDF69] == b"\x01"
-        uses_sm = app.scheme.name == "sm4"
+        uses_sm = app.scheme.name == "sm4" or self.image.profile.crypto.suite == "sm2"
         if uses_sm and not wants_sm:
             # An SM-only card on a terminal without SM: let the kernel try another interface.
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
