@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from emv.card.profile import CardProfile
 from emv.crypto import rsa_certs
@@ -212,6 +213,19 @@ def is_sm2_card(card: Mapping[int, bytes]) -> bool:
     return issuer_cert[:1] == bytes((SM2_ISSUER_FORMAT,)) and 0x9F32 not in card
 
 
+def _issuer_digits(pan: bytes) -> str:
+    """What the issuer certificate's check reads of the PAN: its first 8 digits, made into a
+    12-digit stand-in (the full PAN is checked against the ICC certificate right after)."""
+    return pan.hex().upper()[:8].ljust(12, "0")
+
+
+@lru_cache(maxsize=256)
+def _sm2_issuer_key(ca: bytes, certificate: bytes, pan_head: str, today: dt.date) -> bytes:
+    """The issuer key, once per (CA, certificate, issuer digits, day): every card of one issuer
+    carries the same certificate, and its SM2 check is a third of an SM tap's terminal work."""
+    return recover_sm2_issuer_key(ca, certificate, pan=pan_head, today=today)
+
+
 def _verify_sm2(table: Mapping[tuple[bytes, int], bytes], rid: bytes, card: Mapping[int, bytes],
                 static_data: bytes, ddol_data: bytes, today: dt.date) -> str:
     index = card[0x8F]
@@ -225,7 +239,7 @@ def _verify_sm2(table: Mapping[tuple[bytes, int], bytes], rid: bytes, card: Mapp
     if sdad is None:
         raise OdaFailure(METHOD_SM2, "missing-sdad")
     try:
-        issuer = recover_sm2_issuer_key(ca, card[0x90], pan=pan, today=today)
+        issuer = _sm2_issuer_key(ca, card[0x90], _issuer_digits(pan), today)
         icc = recover_sm2_icc_key(issuer, card[0x9F46], pan=pan, static_data=static_data,
                                   today=today)
         dynamic = sm2_verify_dynamic_data(icc, sdad, ddol_data)

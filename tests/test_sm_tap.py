@@ -254,3 +254,22 @@ def test_garbled_sm_answers_end_in_a_defined_outcome(step: int, at: int, xor: in
     assert outcome.outcome in set(Outcome)
     if outcome.outcome is Outcome.APPROVED_OFFLINE:
         assert outcome.oda_ok is True  # nothing garbled gets through ODA
+
+
+def test_cached_issuer_check_still_refuses_what_it_should() -> None:
+    """The issuer key is cached per (CA, certificate, issuer digits, day): never a failure."""
+    trace: list[Exchange] = []
+    assert tap(new_card(), trace=trace).oda_ok is True  # the genuine chain, now cached
+    card = card_objects(trace)
+    signed_record = next(tlv.decode(e.response[:-2])[0].value for e in trace
+                         if e.command[:4] == bytes.fromhex("00B20114"))
+    static = signed_record + card[0x82]
+    ddol = UN + bytes.fromhex("000000000200") + bytes.fromhex("0156") + card[0x9F69]
+    rid, keys = SM2_TEST_CA_RID, builtin_test_ca_keys()
+    assert verify_fdda(keys, rid, card, static, ddol, TODAY, sm_allowed=True) == "fdda-sm2"
+    other_issuer = {**card, 0x5A: bytes.fromhex("6228480000000000018F")}
+    late = dt.date(2034, 1, 1)  # after the issuer certificate's expiry (card expiry + 2 years)
+    for data, day, reason in ((other_issuer, TODAY, "pan-mismatch"), (card, late, "expired")):
+        with pytest.raises(OdaFailure) as failed:
+            verify_fdda(keys, rid, data, static, ddol, day, sm_allowed=True)
+        assert failed.value.reason == reason
