@@ -6,6 +6,8 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emv import tlv
 from emv.apdu import read_record, select
@@ -26,6 +28,7 @@ from emv.epurse.messages import (
 )
 from emv.epurse.psam import Psam
 from emv.kernel import T_UNION_EPURSE
+from tapsim.cli import main
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AT = dt.datetime(2026, 11, 23, 7, 45, 10, tzinfo=SHANGHAI)
@@ -199,3 +202,26 @@ def test_state_round_trips_through_its_dict() -> None:
     again.process(select(T_UNION_EPURSE).to_bytes())
     assert again.process(bytes.fromhex("805C000204")) == (2700).to_bytes(4, "big") + b"\x90\x00"
     assert sw(again.process(get_transaction_proof(0x06, 0))) == 0x9000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.tuples(st.sampled_from([0x50, 0x54, 0x52, 0x5A, 0x5C, 0xB2]), st.integers(0, 255),
+              st.integers(0, 255), st.binary(max_size=20)).map(
+        lambda c: bytes((0x80, c[0], c[1], c[2], len(c[3]))) + c[3] if c[3]
+        else bytes((0x80, c[0], c[1], c[2], 0)))), max_size=6))
+def test_selected_epurse_answers_anything_with_a_status_word(commands: list[bytes]) -> None:
+    card, _ = epurse_card("sscard3-sm")
+    for command in commands:
+        response = card.process(command)
+        assert len(response) >= 2
+    st_ = card.state.app(T_UNION_EPURSE)
+    assert (st_.balance, st_.purchase_counter) == (3000, 0)  # no valid MAC, no money moves
+
+
+def test_trace_masks_the_epurse_card_number(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tap", "--card", "sscard3", "--prefer", "epurse", "--fresh", "--trace",
+                 "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "6231900000000000014" not in out and '"aid": "A000000632010105"' in out

@@ -99,9 +99,9 @@ class VirtualCard:
             apdu = CommandApdu.parse(command)
         except ApduError:
             return _sw(SW.WRONG_LENGTH)
-        if self._epurse is not None and apdu.ins in EPURSE_COMMANDS:
-            return self._epurse.process(apdu)
         handler = self._handlers.get(apdu.ins)
+        if self._epurse is not None and apdu.ins in EPURSE_COMMANDS:
+            handler = self._epurse.process
         if handler is None:
             return _sw(SW.INS_NOT_SUPPORTED)
         try:
