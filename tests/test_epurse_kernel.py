@@ -213,8 +213,45 @@ def test_removed_after_debit_retry_is_approved_without_a_second_debit() -> None:
     assert retry.epurse_recovered["tac"] == retry.epurse_tac and retry.epurse_mac2_ok is True
     assert (retry.epurse_serial, retry.psam_serial) == (0, 1)  # the torn purchase's numbers
     assert balance(card) == 2800 and card.state.app(T_UNION_EPURSE).purchase_counter == 1
-    assert [e.command[:2].hex() for e in trace][2:] == ["8050", "805a"]
+    assert [e.command[:2].hex() for e in trace][2:] == ["805a"]  # the proof, no new debit
     assert psam.pending_count == 0
+
+
+def test_retry_is_approved_even_when_the_purse_is_now_too_short() -> None:
+    card, psam = new_card(), Psam.test()
+    card.state.app(T_UNION_EPURSE).balance = 250
+    tap(card, psam, transceive=removed_at(card, 0x54, after=True))
+    assert balance(card) == 50
+    retry = tap(card, psam, at=MORNING + dt.timedelta(seconds=10))
+    assert retry.outcome is Outcome.APPROVED_OFFLINE and retry.aid == "A000000632010105"
+    assert retry.epurse_balance_after == 50 and retry.epurse_fallback is None
+
+
+def test_torn_purchase_beyond_the_log_is_left_unresolved() -> None:
+    card, ours, other = new_card(), Psam.test(), Psam.test(bytes.fromhex("320000000009"))
+    card.state.app(T_UNION_EPURSE).balance = 5000
+    tap(card, ours, transceive=removed_at(card, 0x54, after=True))
+    for _ in range(10):  # ten purchases elsewhere push serial 0 out of the ten-record log
+        assert tap(card, other).outcome is Outcome.APPROVED_OFFLINE
+    trace: list[Exchange] = []
+    back = tap(card, ours, at=MORNING + dt.timedelta(days=1), trace=trace)
+    assert back.epurse_recovered is not None
+    assert back.epurse_recovered["status"] == "unresolved"
+    assert sum(e.command[:2] == b"\x00\xb2" for e in trace) == 10
+    assert back.outcome is Outcome.APPROVED_OFFLINE and ours.pending_count == 0
+    assert balance(card) == 5000 - 12 * 200
+
+
+def test_card_behind_its_pending_purchase_is_refused() -> None:
+    card, psam = new_card(), Psam.test()
+    assert tap(card, psam).outcome is Outcome.APPROVED_OFFLINE
+    before = copy.deepcopy(card.state)  # serial 1
+    tap(card, psam, transceive=removed_at(card, 0x54, after=False))  # pending at serial 1
+    rolled = VirtualCard(card.image, copy.deepcopy(before))
+    rolled.state.app(T_UNION_EPURSE).purchase_counter = 0  # a card image from further back
+    result = tap(rolled, psam)
+    assert result.outcome is Outcome.DECLINED and result.reason == "epurse-serial-replayed"
+    assert psam.pending_count == 1
 
 
 def test_removed_after_debit_later_trip_pays_for_itself() -> None:

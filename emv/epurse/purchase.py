@@ -7,10 +7,10 @@ terminal's object), never I/O.  Why a second machine rather than more kernel sta
 e-purse shares nothing with the QuickPass path after SELECT (no GPO, no AFL, no ODA), so
 keeping it apart keeps both readable, and the kernel's only job is to map its end.
 
-Flow: INITIALIZE FOR PURCHASE -> (a torn purchase of this card pending in the PSAM?
-resolve it, then INITIALIZE again) -> checks -> PSAM numbers the purchase and computes
-MAC1, and holds it as pending -> DEBIT FOR PURCHASE -> the PSAM checks MAC2, releases the
-pending purchase and remembers the card's serial.
+Flow: (a torn purchase of this card pending in the PSAM? resolve it first, below) ->
+INITIALIZE FOR PURCHASE -> checks -> PSAM numbers the purchase and computes MAC1, and holds
+it as pending -> DEBIT FOR PURCHASE -> the PSAM checks MAC2, releases the pending purchase
+and remembers the card's serial.
 
 Defined ends (``FlowKind``):
 
@@ -24,16 +24,18 @@ Defined ends (``FlowKind``):
 * ended: a DEBIT answered 9000 but garbled (the pending purchase is kept for the next tap);
 * try-again: the card left the field; after DEBIT was sent the purchase stays pending.
 
-Torn purchase, next tap of the same card (the card's offline serial S, the pending P):
-S = P: the DEBIT never took effect, the pending purchase is discarded; S = P + 1: GET
-TRANSACTION PROOF for P, MAC2 checked under P's session key -> completed (with its TAC);
-otherwise (or no proof) the card's transaction log (SFI 18) is read for serial P: our
-terminal, amount and time -> completed (by log); another terminal's -> discarded; not found
--> unresolved (left to the clearing house).  Never charged twice: when the torn purchase
-turns out completed and this tap is its retry (same amount, within ``retry_window`` of it:
-the rider presenting the card again as the validator asked), the tap is approved on that
-purchase and nothing new is debited; otherwise the resolution only settles the terminal's
-record of what the card already did, and this tap's purchase runs as usual.
+Torn purchase P, next tap of the same card: GET TRANSACTION PROOF for P's card serial
+first; a proof whose MAC2 verifies under P's session key -> completed (with its TAC).
+Otherwise INITIALIZE tells the card's offline serial S: S < P: the counter went back
+(declined); S = P: the DEBIT never took effect, P is discarded and this INITIALIZE serves
+the new purchase; S > P: the card's transaction log (SFI 18) is read for serial P: our
+terminal, amount and time -> completed (by log); another terminal's -> discarded; not
+found -> unresolved (left to the clearing house).  Never charged twice: when P turns out
+completed and this tap is its retry (same amount, within ``retry_window`` of it: the rider
+presenting the card again as the validator asked), the tap is approved on P and nothing new
+is debited (the proof comes first so that even a purse now too short for a second fare
+gets its retry approved); otherwise the resolution only settles the terminal's record of
+what the card already did, and this tap's purchase runs as usual.
 """
 
 from __future__ import annotations
@@ -144,6 +146,10 @@ class PurchaseFlow:
             return self._end(FlowKind.FALLBACK, "epurse-not-yet-valid")
         if self.today > public.expiry:
             return self._end(FlowKind.FALLBACK, "epurse-expired")
+        self._pending = self.psam.pending(self._card)
+        if self._pending is not None:
+            self._state = _State.PROOF
+            return get_transaction_proof(TYPE_PURCHASE, self._pending.card_serial)
         return self._initialize()
 
     def receive(self, response: ResponseApdu) -> FlowStep:
@@ -183,9 +189,8 @@ class PurchaseFlow:
         init = PurchaseInit.parse(r.data)
         self.record.balance_before = init.balance
         self.record.card_serial = init.serial
-        pending = self.psam.pending(self._card)
-        if pending is not None and not self._resolved:
-            return self._resolve(pending, init)
+        if self._pending is not None and not self._resolved:
+            return self._resolve(self._pending, init)
         return self._purchase(init)
 
     def _purchase(self, init: PurchaseInit) -> FlowStep:
@@ -228,27 +233,23 @@ class PurchaseFlow:
 
     # --- torn purchase --------------------------------------------------------------------
 
-    def _resolve(self, pending: PurchaseSession, init: PurchaseInit) -> FlowStep:
-        self._pending = pending
-        if init.serial < pending.card_serial:
-            return self._end(FlowKind.DECLINED, "epurse-serial-replayed")
-        if init.serial == pending.card_serial:
-            self._settle("discarded")
-            return self._purchase(init)
-        if init.serial == pending.card_serial + 1:
-            self._state = _State.PROOF
-            return get_transaction_proof(TYPE_PURCHASE, pending.card_serial)
-        return self._read_log()
-
     def _on_proof(self, r: ResponseApdu) -> FlowStep:
         pending = self._pending
-        assert pending is not None
+        assert pending is not None  # the proof is asked for a pending purchase
         if r.ok:
             proof = Proof.parse(r.data)
             if self.psam.verify_mac2(self._card, pending, proof.mac2):
                 self._settle("completed", proof.tac.hex().upper())
                 return self._after_completed(pending, proof.tac.hex().upper(), True)
-        return self._read_log()  # no proof, or not ours: the log says what happened
+        return self._initialize()  # no proof, or not ours: the card's serial says more
+
+    def _resolve(self, pending: PurchaseSession, init: PurchaseInit) -> FlowStep:
+        if init.serial < pending.card_serial:
+            return self._end(FlowKind.DECLINED, "epurse-serial-replayed")
+        if init.serial == pending.card_serial:
+            self._settle("discarded")
+            return self._purchase(init)
+        return self._read_log()
 
     def _read_log(self) -> bytes:
         self._state = _State.LOG
