@@ -179,5 +179,5 @@ def main(args: argparse.Namespace) -> int:
                 "epurse_balance_after", "epurse_tac", "psam_serial", "epurse_fallback"):
         value = getattr(result, key)
         if value is not None:
-            console.print(f"  {key:<18} {value}")
+            console.print(f"  {key:<22} {value}")
     return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1
