@@ -101,7 +101,7 @@ def _steps(d: Detail, fmt: Callable[[int], str]) -> str:
     for step in d.steps:
         eff = step.leg
         legs = d.legs[eff.first:eff.last + 1]
-        where = legs[0].route_id if len(legs) == 1 else "+".join(leg.route_id for leg in legs)
+        where = "route " + "+".join(leg.route_id for leg in legs)
         price = eff.price
         if price is None:
             out.append(f"{where}: no fare leg rule matches (unpriced)")

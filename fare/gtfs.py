@@ -63,6 +63,8 @@ class _Loader:
         self.files = files
         self.problems: list[FeedProblem] = []
         self.headers: dict[str, tuple[str, ...]] = {}
+        self.broken: set[str] = set()  # files whose header is unusable: no cascade of "unknown"
+        self._read: dict[str, list[_Row]] = {}
 
     def problem(self, file: str, line: int, fieldname: str, message: str) -> None:
         self.problems.append(FeedProblem(file, line, fieldname, message))
@@ -71,6 +73,15 @@ class _Loader:
         self, name: str, required: tuple[str, ...], *, must_exist: bool = False
     ) -> list[_Row]:
         """Rows of a file as dicts; [] when absent.  Checks the header and the row widths."""
+        if name in self._read:
+            return self._read[name]
+        rows = self._table(name, required, must_exist=must_exist)
+        self._read[name] = rows
+        return rows
+
+    def _table(
+        self, name: str, required: tuple[str, ...], *, must_exist: bool = False
+    ) -> list[_Row]:
         text = self.files.get(name)
         if text is None:
             if must_exist:
@@ -101,6 +112,7 @@ class _Loader:
                 ok = False
         self.headers[name] = tuple(c.strip() for c in header)
         if not ok:
+            self.broken.add(name)
             return []
         cols = [c.strip() for c in header]
         rows: list[_Row] = []
@@ -199,9 +211,17 @@ class _Loader:
     def reference(
         self, file: str, row: _Row, col: str,
         known: Mapping[str, object] | frozenset[str] | set[str], what: str,
+        source: str | None = None,
     ) -> str | None:
+        """The value of a foreign-key field, or None (and a problem) when it names nothing.
+
+        When ``source`` (the file defining the ids) could not be read at all, the reference is
+        not reported: that file's own problem already says what is wrong.
+        """
         value = row.get(col)
         if value == "":
+            return None
+        if value not in known and source is not None and source in self.broken:
             return None
         if value not in known:
             self.problem(file, row.line, col, f"unknown {what} {value!r}")
@@ -532,7 +552,7 @@ def _fare_products(
         products[pid].append(FareProduct(pid, row.get("fare_product_name"), amount, cat, med))
     if rows and currency is None and not any(p.file == f for p in ld.problems):
         ld.problem(f, 0, "currency", "no currency given")
-    if not rows and f in ld.files:
+    if not rows and f in ld.files and f not in ld.broken:
         ld.problem(f, 0, "", "no fare products defined")
     return currency, {k: tuple(v) for k, v in products.items()}
 
@@ -551,7 +571,10 @@ def _leg_rules(
     for row in rows:
         pid: str | None = ld.required(f, row, "fare_product_id")
         if pid is not None:
-            pid = ld.reference(f, row, "fare_product_id", products, "fare product")
+            pid = ld.reference(f, row, "fare_product_id", products, "fare product",
+                               "fare_products.txt")
+            if pid is None and "fare_products.txt" in ld.broken:
+                continue
         net = ld.reference(f, row, "network_id", networks, "network")
         fa = ld.reference(f, row, "from_area_id", areas, "area")
         ta = ld.reference(f, row, "to_area_id", areas, "area")
@@ -601,12 +624,16 @@ def _transfer_rules(
 ) -> list[FareTransferRule]:
     f = "fare_transfer_rules.txt"
     groups = {r.leg_group_id for r in leg_rules if r.leg_group_id is not None}
+    if "fare_leg_rules.txt" in ld.files:  # also the groups of rows rejected for other reasons
+        groups |= {row.get("leg_group_id") for row in
+                   ld.table("fare_leg_rules.txt", ()) if row.get("leg_group_id")}
     out: list[FareTransferRule] = []
     seen: dict[tuple[object, ...], int] = {}
     for row in ld.table(f, ("fare_transfer_type",)):
         fg = ld.reference(f, row, "from_leg_group_id", groups, "leg group")
         tg = ld.reference(f, row, "to_leg_group_id", groups, "leg group")
-        pid = ld.reference(f, row, "fare_product_id", products, "fare product")
+        pid = ld.reference(f, row, "fare_product_id", products, "fare product",
+                           "fare_products.txt")
         kind = ld.integer(f, row, "fare_transfer_type", lo=0, hi=2)
         if row.get("fare_transfer_type") == "":
             ld.problem(f, row.line, "fare_transfer_type", "required value is empty")
