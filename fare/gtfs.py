@@ -65,6 +65,7 @@ class _Loader:
         self.headers: dict[str, tuple[str, ...]] = {}
         self.broken: set[str] = set()  # files whose header is unusable: no cascade of "unknown"
         self._read: dict[str, list[_Row]] = {}
+        self.declared: dict[str, set[str]] = {}  # ids named by a file, even on rejected rows
 
     def problem(self, file: str, line: int, fieldname: str, message: str) -> None:
         self.problems.append(FeedProblem(file, line, fieldname, message))
@@ -221,8 +222,9 @@ class _Loader:
         value = row.get(col)
         if value == "":
             return None
-        if value not in known and source is not None and source in self.broken:
-            return None
+        if value not in known and source is not None and (
+                source in self.broken or value in self.declared.get(source, ())):
+            return None  # defined there, on a row that has its own problem
         if value not in known:
             self.problem(file, row.line, col, f"unknown {what} {value!r}")
             return None
@@ -513,6 +515,7 @@ def _fare_products(
 ) -> tuple[str | None, dict[str, tuple[FareProduct, ...]]]:
     f = "fare_products.txt"
     rows = ld.table(f, ("fare_product_id", "amount", "currency"), must_exist=True)
+    ld.declared[f] = {row.get("fare_product_id") for row in rows}
     currency: str | None = None
     currency_line = 0
     products: dict[str, list[FareProduct]] = defaultdict(list)
