@@ -47,5 +47,6 @@ class Taps:
                    stop, route, action, self.category, self.media)  # type: ignore[arg-type]
 
 
-def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0, tz: str = "America/New_York") -> datetime:
+def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0, *,
+       tz: str = "America/New_York") -> datetime:
     return datetime(y, mo, d, h, mi, tzinfo=ZoneInfo(tz))

@@ -4,7 +4,7 @@ closed day were charged; the cached local clock agrees with zoneinfo."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -124,11 +124,12 @@ def test_a_later_tap_never_lowers_earlier_journeys_of_a_closed_day(
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(min_value=0, max_value=2_000_000_000),
-       st.sampled_from(["Europe/Berlin", "America/New_York", "Asia/Shanghai", "Australia/Lord_Howe"]))
+       st.sampled_from(["Europe/Berlin", "America/New_York", "Asia/Shanghai",
+                        "Australia/Lord_Howe"]))
 def test_cached_clock_matches_zoneinfo(ts: int, zone: str) -> None:
     tz = ZoneInfo(zone)
     clock = LocalClock(tz)
     local = clock.local(ts)
-    wall = datetime.fromtimestamp(ts, tz).replace(tzinfo=timezone.utc)
+    wall = datetime.fromtimestamp(ts, tz).replace(tzinfo=UTC)
     assert local == wall.timestamp()
     assert int(local // DAY) == (wall.date() - date(1970, 1, 1)).days
