@@ -15,6 +15,7 @@ Charges for incomplete journeys (the maximum fare) are neither counted nor cappe
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -28,16 +29,11 @@ class TierTable(NamedTuple):
     cap_id: str
     rider_category_id: str | None
     fare_media_id: str | None
-    steps: tuple[tuple[int, int], ...]  # (threshold, discount basis points), ascending
+    thresholds: tuple[int, ...]  # ascending
+    bps: tuple[int, ...]  # bps[i] applies from thresholds[i - 1]; bps[0] = 0 below the first
 
     def discount_bp(self, spend: int) -> int:
-        bp = 0
-        for threshold, step_bp in self.steps:
-            if spend >= threshold:
-                bp = step_bp
-            else:
-                break
-        return bp
+        return self.bps[bisect_right(self.thresholds, spend)]
 
 
 def tier_tables(tiers: Sequence[SpendTier]) -> tuple[TierTable, ...]:
@@ -45,8 +41,12 @@ def tier_tables(tiers: Sequence[SpendTier]) -> tuple[TierTable, ...]:
     for t in tiers:
         grouped.setdefault((t.cap_id, t.rider_category_id, t.fare_media_id), []).append(
             (t.threshold, t.discount_bp))
-    return tuple(TierTable(cid, cat, med, tuple(sorted(steps)))
-                 for (cid, cat, med), steps in grouped.items())
+    tables: list[TierTable] = []
+    for (cid, cat, med), steps in grouped.items():
+        steps.sort()
+        tables.append(TierTable(cid, cat, med, tuple(t for t, _ in steps),
+                                (0, *(bp for _, bp in steps))))
+    return tuple(tables)
 
 
 def applies(cat_rule: str | None, media_rule: str | None, cat: str | None,

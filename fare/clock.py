@@ -16,27 +16,34 @@ from zoneinfo import ZoneInfo
 from fare.model import Service, Timeframe
 
 DAY = 86_400
-_BUCKET = 900  # engine.py reads LocalClock.offsets with this bucket too
+_BUCKET = 900  # engine.py reads LocalClock.buckets with this bucket size too
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 class LocalClock:
     """POSIX seconds -> local day number (days since 1970-01-01) and seconds into that day."""
 
-    __slots__ = ("offsets", "tz")
+    __slots__ = ("buckets", "tz")
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
-        self.offsets: dict[int, int] = {}
+        # bucket -> (UTC offset, local day number, calendar month key) of its 15 minutes
+        self.buckets: dict[int, tuple[int, int, int]] = {}
 
-    def offset(self, ts: float) -> int:
+    def bucket(self, ts: float) -> tuple[int, int, int]:
+        """(UTC offset, local day, month key) at POSIX time ``ts``."""
         bucket = int(ts // _BUCKET)
-        off = self.offsets.get(bucket)
-        if off is None:
+        found = self.buckets.get(bucket)
+        if found is None:
             delta = datetime.fromtimestamp(bucket * _BUCKET, self.tz).utcoffset()
             off = int(delta.total_seconds()) if delta is not None else 0
-            self.offsets[bucket] = off
-        return off
+            day = (bucket * _BUCKET + off) // DAY
+            found = (off, day, month_key(day))
+            self.buckets[bucket] = found
+        return found
+
+    def offset(self, ts: float) -> int:
+        return self.bucket(ts)[0]
 
     def local(self, ts: float) -> float:
         """Seconds since 1970-01-01 00:00 local wall time."""

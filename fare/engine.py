@@ -23,6 +23,7 @@ How a journey is charged (README: "Charging model"):
 from __future__ import annotations
 
 import gc
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,8 +31,8 @@ from typing import NamedTuple
 
 from fare.caps import Tally, add, headroom, period_key
 from fare.errors import TapError
-from fare.explain import Charge, ChargeKind, Detail
-from fare.index import FareIndex
+from fare.explain import Charge, ChargeKind
+from fare.index import FareIndex, NetInfo
 from fare.legs import NO_SIG, Leg
 from fare.model import Feed, Tap
 from fare.transfers import could_transfer
@@ -102,9 +103,10 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
     if ts < st.last_ts:
         raise TapError(f"tap {tap.tap_id}: earlier than the card's previous tap "
                        "(taps of a card must be priced in time order)")
-    network = ix.route_network.get(tap.route_id, _UNKNOWN)
-    if network is _UNKNOWN:
+    route = ix.routes.get(tap.route_id)
+    if route is None:
         raise TapError(f"tap {tap.tap_id}: unknown route_id {tap.route_id!r}")
+    network = route[0]
     stop_sig = ix.stop_sig.get(tap.stop_id)
     if stop_sig is None:
         raise TapError(f"tap {tap.tap_id}: unknown stop_id {tap.stop_id!r}")
@@ -116,9 +118,9 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
             st, charge = _incomplete(ix, st, tap.time)
             out.append(charge)
     if tap.action == "on":
-        st, charge = _tap_on(ix, st, tap, ts, network, stop_sig)  # type: ignore[arg-type]
+        st, charge = _tap_on(ix, st, tap, ts, route, stop_sig)
     else:
-        st, charge = _tap_off(ix, st, tap, ts, network, stop_sig)  # type: ignore[arg-type]
+        st, charge = _tap_off(ix, st, tap, ts, network, stop_sig)
     out.append(charge)
     return st
 
@@ -186,10 +188,10 @@ def _tap_time(tap: Tap) -> datetime:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,  # noqa: PLR0917
-            stop_sig: int) -> tuple[CardFareState, Charge]:
+def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0917
+            route: tuple[str | None, NetInfo], stop_sig: int) -> tuple[CardFareState, Charge]:
     # The hot path of the whole engine: method calls are inlined as dict lookups on purpose.
-    info = ix.nets.get(network) or ix.net(network)
+    network, info = route
     from_sig = stop_sig if info.from_area else NO_SIG
     from_tf = ix.tf_sig(ts) if info.from_tf else NO_SIG
     category, media = tap.rider_category, tap.fare_media
@@ -223,11 +225,10 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str 
         new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged,
                                                            new_fare)
         j = OpenJourney(terms, legs, new_fare, new_disc, charged + c, mx.amount, c)
-        detail = Detail(before, new_fare, legs, (), terms.tier_id, terms.tier_bp, capped, waived,
-                        mx.amount, mx.source)
         return (CardFareState(ts, journeys, j, caps, tiers),
                 Charge(tap.tap_id, tap.card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
-                       tap.time, detail))
+                       tap.time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp, capped,
+                       waived, mx.amount, mx.source))
     jp = None
     if legs is not None and j is not None:
         jp = ix.price_legs(legs)
@@ -247,12 +248,11 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str 
     assert legs is not None
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, jp.total)
     j = OpenJourney(terms, legs, jp.total, new_disc, charged + c)
-    detail = Detail(before, jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped,
-                    waived)
     return (CardFareState(ts, journeys, j, caps, tiers),
             Charge(tap.tap_id, tap.card, c, ix.currency,
                    ChargeKind.FARE if price is not None else ChargeKind.UNPRICED, terms.no,
-                   tap.time, detail))
+                   tap.time, before, jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp,
+                   capped, waived))
 
 
 def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,  # noqa: PLR0917
@@ -278,11 +278,10 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, j.discounted, j.charged,
                                                        jp.total)
     nj = OpenJourney(terms, legs, jp.total, new_disc, j.charged + c)
-    detail = Detail(j.fare, jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped,
-                    waived)
     kind = ChargeKind.TAP_OFF if price is not None else ChargeKind.UNPRICED
     return (CardFareState(ts, st.journeys, nj, caps, tiers),
-            Charge(tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, detail))
+            Charge(tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, j.fare,
+                   jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived))
 
 
 def _missing_tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
@@ -294,9 +293,8 @@ def _missing_tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
         mx = ix.missing_tap_on_fare(network, tap.rider_category, tap.fare_media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
-    detail = Detail(0, amount, (), (), max_fare=amount, max_source=source)
     charge = Charge(tap.tap_id, tap.card, amount, ix.currency, ChargeKind.MISSING_TAP_ON, no,
-                    tap.time, detail)
+                    tap.time, 0, amount, max_fare=amount, max_source=source)
     return CardFareState(ts, no, st.journey, st.caps, st.tiers), charge
 
 
@@ -320,18 +318,19 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
     mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
                      ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
                      leg.category, leg.media)
-    detail = Detail(j.fare, j.fare, j.legs, (), max_fare=j.pending, max_source=mx.source)
     charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, ChargeKind.INCOMPLETE,
-                    terms.no, when, detail)
+                    terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
+                    max_source=mx.source)
     return CardFareState(st.last_ts, st.journeys, None, caps, tiers), charge
 
 
 def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> JourneyTerms:
-    plan = ix.plan(tap.rider_category, tap.fare_media)
+    plan = ix.plans.get((tap.rider_category, tap.fare_media)) or \
+        ix.plan(tap.rider_category, tap.fare_media)
     if plan.simple:
         return JourneyTerms(no, tap.card, ts, (), (), -1, 0, 0, None)
-    offset = ix.clock.offsets.get(int(ts // 900))
-    local = ts + (offset if offset is not None else ix.clock.offset(ts))
+    info = ix.clock.buckets.get(int(ts // 900)) or ix.clock.bucket(ts)
+    local = ts + info[0]
     keys: tuple[int, ...] = ()
     if plan.caps:
         feed_caps = ix.feed.caps
@@ -339,13 +338,11 @@ def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> Jo
     tier = plan.tier
     if tier < 0:
         return JourneyTerms(no, tap.card, ts, plan.caps, keys, -1, 0, 0, None)
-    month = ix.month_of(int(local // _DAY))
+    month = info[2]
     last_month, spend = st.tiers[tier]
-    if last_month != month:
-        spend = 0
     table = ix.tiers[tier]
-    return JourneyTerms(no, tap.card, ts, plan.caps, keys, tier, month,
-                        table.discount_bp(spend), table.cap_id)
+    bp = table.bps[bisect_right(table.thresholds, spend)] if last_month == month else 0
+    return JourneyTerms(no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id)
 
 
 def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,  # noqa: PLR0917
@@ -359,9 +356,15 @@ def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int
     new_disc = new_fare - (new_fare * tier_bp + 5000) // 10000 if tier_bp else new_fare
     delta = new_disc - old_disc
     if delta >= 0 and not terms.caps:
-        if delta and terms.tier >= 0:
-            return new_disc, delta, (), 0, st.caps, _tier_add(st.tiers, terms.tier,
-                                                               terms.tier_key, delta)
+        tier = terms.tier
+        if delta and tier >= 0:
+            tiers = st.tiers
+            if len(tiers) == 1:  # the usual single tier table, inline
+                month, spend = tiers[0]
+                key = terms.tier_key
+                return new_disc, delta, (), 0, st.caps, (
+                    (key, (spend if month == key else 0) + delta),)
+            return new_disc, delta, (), 0, st.caps, _tier_add(tiers, tier, terms.tier_key, delta)
         return new_disc, delta, (), 0, st.caps, st.tiers
     capped: tuple[str, ...] = ()
     waived = 0

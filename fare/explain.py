@@ -27,6 +27,8 @@ class ChargeKind(enum.StrEnum):
 
 
 class Detail(NamedTuple):
+    """Why a charge is what it is (``Charge.detail``)."""
+
     fare_before: int  # the journey's fare before this tap (uncapped, before tiers)
     fare_after: int
     legs: tuple[Leg, ...]
@@ -40,7 +42,11 @@ class Detail(NamedTuple):
 
 
 class Charge(NamedTuple):
-    """An amount (minor units; negative = refund) charged to a card because of one tap."""
+    """An amount (minor units; negative = refund) charged to a card because of one tap.
+
+    The fields after ``time`` are the facts behind it (also as ``detail``); they are flat here
+    because a charge is made for every tap and one tuple is cheaper than two.
+    """
 
     tap_id: str
     card: str
@@ -49,7 +55,20 @@ class Charge(NamedTuple):
     kind: ChargeKind
     journey: int  # the card's journey number the charge belongs to
     time: datetime
-    detail: Detail
+    fare_before: int = 0
+    fare_after: int = 0
+    legs: tuple[Leg, ...] = ()
+    steps: tuple[Step, ...] = ()
+    tier_id: str | None = None
+    tier_bp: int = 0
+    capped_by: tuple[str, ...] = ()
+    waived: int = 0
+    max_fare: int = 0
+    max_source: str = ""
+
+    @property
+    def detail(self) -> Detail:
+        return Detail(*self[7:])
 
     @property
     def explain(self) -> str:
@@ -62,7 +81,7 @@ class Charge(NamedTuple):
 
 
 def render(charge: Charge) -> str:
-    d = charge.detail
+    d = charge
     cur = charge.currency
 
     def money(v: int) -> str:
@@ -96,7 +115,7 @@ def render(charge: Charge) -> str:
     return "; ".join(parts)
 
 
-def _steps(d: Detail, fmt: Callable[[int], str]) -> str:
+def _steps(d: Charge, fmt: Callable[[int], str]) -> str:
     out: list[str] = []
     for step in d.steps:
         eff = step.leg

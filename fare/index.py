@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from fare.caps import TierTable, applies, tier_tables
-from fare.clock import DAY, LocalClock, TimeframeIndex, month_key
+from fare.clock import DAY, LocalClock, TimeframeIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
 from fare.match import LegMatcher, LegPrice, resolve_product
 from fare.model import FareTransferRule, Feed, MaxFare
@@ -61,6 +61,10 @@ class FareIndex:
         self.default_category = feed.default_rider_category
         self.route_network: dict[str, str | None] = {
             rid: r.network_id for rid, r in feed.routes.items()}
+        self.nets: dict[str | None, NetInfo] = {}
+        # route -> (network, what its leg rules look at): one lookup per tap
+        self.routes: dict[str, tuple[str | None, NetInfo]] = {
+            rid: (net, self.net(net)) for rid, net in self.route_network.items()}
         self.area_sets: list[frozenset[str]] = [frozenset()]
         ids: dict[frozenset[str], int] = {frozenset(): 0}
         self.stop_sig: dict[str, int] = {}
@@ -82,14 +86,12 @@ class FareIndex:
 
         self.initial_state = CardFareState(caps=((),) * self.n_caps,
                                            tiers=((-1, 0),) * self.n_tiers)
-        self.nets: dict[str | None, NetInfo] = {}
         self.leg_cache: dict[_LegKey, LegPrice | None] = {}
         self.solo: dict[int, JourneyPrice] = {}  # id(LegPrice) -> its one-leg journey price
         self._max: dict[tuple[object, ...], MaxFareInfo] = {}
         self._windows: dict[tuple[str | None, str | None, str | None], int] = {}
         self._costs: dict[tuple[str, str | None, str | None], int | None] = {}
-        self._plans: dict[tuple[str | None, str | None], CapPlan] = {}
-        self._months: dict[int, int] = {}
+        self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
 
     # ---- stops, networks, time ----
 
@@ -110,14 +112,6 @@ class FareIndex:
         local = self.clock.local(ts)
         day = int(local // DAY)
         return self.tf.signature(day, int(local - day * DAY))
-
-    def month_of(self, day: int) -> int:
-        """Calendar month key (year * 12 + month - 1) of a local day number."""
-        month = self._months.get(day)
-        if month is None:
-            month = month_key(day)
-            self._months[day] = month
-        return month
 
     # ---- legs ----
 
@@ -292,7 +286,7 @@ class FareIndex:
 
     def plan(self, category: str | None, media: str | None) -> CapPlan:
         key = (category, media)
-        plan = self._plans.get(key)
+        plan = self.plans.get(key)
         if plan is None:
             cat = category if category is not None else self.default_category
             caps = tuple(i for i, c in enumerate(self.feed.caps)
@@ -305,5 +299,5 @@ class FareIndex:
                     if rank < best_rank:
                         tier, best_rank = i, rank
             plan = CapPlan(caps, tier, not caps and tier < 0)
-            self._plans[key] = plan
+            self.plans[key] = plan
         return plan
