@@ -125,8 +125,13 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
     return st
 
 
-_UNKNOWN = object()
 _MISS = object()
+# NamedTuple construction through tuple.__new__: the generated __new__ is a Python frame that
+# costs several times more, and the engine builds five of them per tap.  Every call passes all
+# fields in order.
+_new = tuple.__new__
+_FARE = ChargeKind.FARE
+_UNPRICED = ChargeKind.UNPRICED
 
 
 def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) -> tuple[
@@ -202,8 +207,8 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0
         price = ix.leg_cache.get(key, _MISS)
         if price is _MISS:
             price = ix.leg_price(*key)
-    leg = Leg(tap.tap_id, ts, tap.route_id, network, tap.stop_id, from_sig, from_tf, category,
-              media, needs_off, None, None, None, NO_SIG, NO_SIG, price)  # type: ignore[arg-type]
+    leg = _new(Leg, (tap.tap_id, ts, tap.route_id, network, tap.stop_id, from_sig, from_tf,
+                     category, media, needs_off, None, None, None, NO_SIG, NO_SIG, price))
     j = st.journey
     journeys = st.journeys
     legs: tuple[Leg, ...] | None = None
@@ -224,11 +229,11 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0
         new_fare = before + mx.amount
         new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged,
                                                            new_fare)
-        j = OpenJourney(terms, legs, new_fare, new_disc, charged + c, mx.amount, c)
-        return (CardFareState(ts, journeys, j, caps, tiers),
-                Charge(tap.tap_id, tap.card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
-                       tap.time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp, capped,
-                       waived, mx.amount, mx.source))
+        j = _new(OpenJourney, (terms, legs, new_fare, new_disc, charged + c, mx.amount, c))
+        return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
+                _new(Charge, (tap.tap_id, tap.card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
+                              tap.time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp,
+                              capped, waived, mx.amount, mx.source)))
     jp = None
     if legs is not None and j is not None:
         jp = ix.price_legs(legs)
@@ -247,12 +252,12 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0
         terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
     assert legs is not None
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, jp.total)
-    j = OpenJourney(terms, legs, jp.total, new_disc, charged + c)
-    return (CardFareState(ts, journeys, j, caps, tiers),
-            Charge(tap.tap_id, tap.card, c, ix.currency,
-                   ChargeKind.FARE if price is not None else ChargeKind.UNPRICED, terms.no,
-                   tap.time, before, jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp,
-                   capped, waived))
+    j = _new(OpenJourney, (terms, legs, jp.total, new_disc, charged + c, -1, 0))
+    return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
+            _new(Charge, (tap.tap_id, tap.card, c, ix.currency,
+                          _FARE if price is not None else _UNPRICED, terms.no, tap.time, before,
+                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
+                          0, "")))
 
 
 def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,  # noqa: PLR0917
@@ -269,19 +274,18 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str
     if leg.needs_tap_off:
         price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
                              leg.media)
-    closed = Leg(leg.on_tap, leg.on_ts, leg.route_id, leg.network, leg.from_stop, leg.from_sig,
-                 leg.from_tf, leg.category, leg.media, leg.needs_tap_off, tap.tap_id, ts,
-                 tap.stop_id, to_sig, to_tf, price)
+    closed = _new(Leg, (*leg[:10], tap.tap_id, ts, tap.stop_id, to_sig, to_tf, price))
     legs = (*j.legs[:-1], closed)
     jp = ix.price_legs(legs)
     terms = j.terms
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, j.discounted, j.charged,
                                                        jp.total)
-    nj = OpenJourney(terms, legs, jp.total, new_disc, j.charged + c)
+    nj = _new(OpenJourney, (terms, legs, jp.total, new_disc, j.charged + c, -1, 0))
     kind = ChargeKind.TAP_OFF if price is not None else ChargeKind.UNPRICED
-    return (CardFareState(ts, st.journeys, nj, caps, tiers),
-            Charge(tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, j.fare,
-                   jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived))
+    return (_new(CardFareState, (ts, st.journeys, nj, caps, tiers)),
+            _new(Charge, (tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, j.fare,
+                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
+                          0, "")))
 
 
 def _missing_tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
@@ -328,7 +332,7 @@ def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> Jo
     plan = ix.plans.get((tap.rider_category, tap.fare_media)) or \
         ix.plan(tap.rider_category, tap.fare_media)
     if plan.simple:
-        return JourneyTerms(no, tap.card, ts, (), (), -1, 0, 0, None)
+        return _new(JourneyTerms, (no, tap.card, ts, (), (), -1, 0, 0, None))
     info = ix.clock.buckets.get(int(ts // 900)) or ix.clock.bucket(ts)
     local = ts + info[0]
     keys: tuple[int, ...] = ()
@@ -337,12 +341,12 @@ def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> Jo
         keys = tuple([period_key(feed_caps[i], local, no) for i in plan.caps])
     tier = plan.tier
     if tier < 0:
-        return JourneyTerms(no, tap.card, ts, plan.caps, keys, -1, 0, 0, None)
+        return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, -1, 0, 0, None))
     month = info[2]
     last_month, spend = st.tiers[tier]
     table = ix.tiers[tier]
     bp = table.bps[bisect_right(table.thresholds, spend)] if last_month == month else 0
-    return JourneyTerms(no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id)
+    return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id))
 
 
 def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,  # noqa: PLR0917
