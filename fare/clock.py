@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from fare.model import Service, Timeframe
@@ -116,12 +116,3 @@ class TimeframeIndex:
             self._days[day] = entry
         bounds, sigs = entry
         return sigs[bisect_right(bounds, second) - 1]
-
-    def groups_at(self, when: datetime, tz: ZoneInfo) -> frozenset[str]:
-        """The timeframe groups in effect at ``when`` (for explanations and tests)."""
-        local = when.astimezone(tz)
-        day = date_day(local.date())
-        start = datetime(local.year, local.month, local.day, tzinfo=tz)
-        wall = local.replace(tzinfo=None) - start.replace(tzinfo=None)
-        second = int(wall / timedelta(seconds=1))
-        return self.sets[self.signature(day, second)]

@@ -35,7 +35,6 @@ from fare.explain import Charge, ChargeKind
 from fare.index import FareIndex, NetInfo
 from fare.legs import NO_SIG, Leg
 from fare.model import Feed, Tap
-from fare.transfers import could_transfer
 
 _DAY = 86_400
 
@@ -221,8 +220,18 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0
     legs: tuple[Leg, ...] | None = None
     if j is not None:
         prev = j.legs[-1]
-        if (ix.join_pairs and (prev.network, network) in ix.join_pairs) or \
-                could_transfer(ix.transfers, prev, ts):
+        prev_price = prev.price
+        if prev_price is not None and prev_price.leg_group_id is not None:
+            # Might this leg still be a transfer from prev?  An optimistic bound that keeps the
+            # journey open: the gap since prev's last validation is within the longest duration
+            # limit of the rules out of prev's group (every duration type spans at least it).
+            gap = ix.transfers.gaps.get(prev_price.leg_group_id)
+            if gap is None:
+                gap = ix.transfers.longest_gap(prev_price.leg_group_id)
+            off = prev.off_ts
+            if ts - (off if off is not None else prev.on_ts) <= gap:
+                legs = (*j.legs, leg)
+        if legs is None and ix.join_pairs and (prev.network, network) in ix.join_pairs:
             legs = (*j.legs, leg)
     if needs_off:
         to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG

@@ -13,7 +13,7 @@ import csv
 import io
 import zipfile
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -809,9 +809,3 @@ def _check_default_categories(
             ld.problem("fare_products.txt", 0, "rider_category_id",
                        f"product {pid!r} is sold to categories {', '.join(eligible)}: exactly one "
                        f"of them must have is_default_fare_category=1 (found {len(defaults)})")
-
-
-def iter_problems(error: FeedError) -> Iterator[str]:
-    """Each problem as ``file:line: field: message`` (what the CLI prints)."""
-    for p in error.problems:
-        yield str(p)

@@ -213,9 +213,6 @@ class FareIndex:
         self._costs[key] = cost
         return cost
 
-    def may_join(self, before: Leg, after_network: str | None) -> bool:
-        return (before.network, after_network) in self.join_pairs
-
     # ---- incomplete legs ----
 
     def _max_row(self, network: str | None, category: str | None,

@@ -46,11 +46,6 @@ class Leg(NamedTuple):
         """
         return self.off_ts if self.off_ts is not None else self.on_ts
 
-    @property
-    def is_open(self) -> bool:
-        """Waiting for a tap off that decides its fare."""
-        return self.needs_tap_off and self.off_ts is None
-
 
 class EffectiveLeg(NamedTuple):
     first: int  # index of its first leg in the journey

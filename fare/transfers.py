@@ -167,20 +167,3 @@ def _within(rule: FareTransferRule, legs: Sequence[Leg], first: EffectiveLeg,
     start = legs[first.first].on_ts if from_departure else legs[first.last].arrival_ts
     end = legs[current.first].on_ts if to_departure else legs[current.last].arrival_ts
     return end - start <= rule.duration_limit
-
-
-def could_transfer(index: TransferIndex, prev: Leg, nxt_on_ts: float) -> bool:
-    """Might a leg boarding at ``nxt_on_ts`` still be a transfer from ``prev``?
-
-    A cheap, optimistic bound used to decide whether a journey stays open: any rule out of
-    prev's group whose duration limit is not already exceeded by the gap prev arrival -> boarding
-    (every duration type measures at least that gap).
-    """
-    price = prev.price
-    if price is None or price.leg_group_id is None:
-        return False
-    gap = index.gaps.get(price.leg_group_id)
-    if gap is None:
-        gap = index.longest_gap(price.leg_group_id)
-    off = prev.off_ts
-    return nxt_on_ts - (off if off is not None else prev.on_ts) <= gap
