@@ -58,10 +58,6 @@ def day_date(day: int) -> date:
     return date.fromordinal(_EPOCH_ORDINAL + day)
 
 
-def date_day(d: date) -> int:
-    return d.toordinal() - _EPOCH_ORDINAL
-
-
 def weekday(day: int) -> int:
     """0 = Monday for a local day number (1970-01-01 was a Thursday)."""
     return (day + 3) % 7
