@@ -96,8 +96,7 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
     else:
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
-            # A state kept across a feed update whose caps changed: start the tallies afresh.
-            st = st._replace(caps=ix.initial_state.caps, tiers=ix.initial_state.tiers)
+            st = _rebase(ix, st)
     ts = tap.time.timestamp()
     if ts < st.last_ts:
         raise TapError(f"tap {tap.tap_id}: earlier than the card's previous tap "
@@ -122,6 +121,16 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
         st, charge = _tap_off(ix, st, tap, ts, network, stop_sig)
     out.append(charge)
     return st
+
+
+def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
+    """A state kept across a feed update whose caps or tiers changed: start the tallies afresh,
+    and let an open journey finish outside them (its cap indexes mean nothing any more)."""
+    j = st.journey
+    if j is not None:
+        terms = j.terms._replace(caps=(), cap_keys=(), tier=-1)
+        j = j._replace(terms=terms)
+    return st._replace(journey=j, caps=ix.initial_state.caps, tiers=ix.initial_state.tiers)
 
 
 _MISS = object()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
 from fare.errors import TapError
@@ -258,15 +258,3 @@ class Tap:
             raise TapError(f"tap {self.tap_id}: time {self.time.isoformat()} has no UTC offset")
         if self.action not in ("on", "off"):
             raise TapError(f"tap {self.tap_id}: action must be 'on' or 'off', not {self.action!r}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "tap_id": self.tap_id,
-            "card": self.card,
-            "time": self.time.isoformat(),
-            "stop_id": self.stop_id,
-            "route_id": self.route_id,
-            "action": self.action,
-            "rider_category": self.rider_category,
-            "fare_media": self.fare_media,
-        }

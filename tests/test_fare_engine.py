@@ -356,3 +356,14 @@ def test_explain_names_the_cap(city: Feed) -> None:
     assert "capped by day" in charges[1].explain
     assert charges[1].detail.waived == 100
     assert charges[1].time - charges[0].time == timedelta(hours=2)
+
+
+def test_state_survives_a_feed_update_that_changes_caps() -> None:
+    old = zonal_feed()
+    new = zonal_feed("day,daily,,,,6.00,USD,,,,,,\nmx,max_fare,,,rail,8.00,USD,,,,,,3600")
+    t = Taps(at(2024, 3, 4, 8))
+    st, first = price_tap(old, None, t(0, "s1", "r"))
+    st, second = price_tap(new, st, t(20, "s3", "r", "off"))
+    assert [c.amount for c in first + second] == [500, 0]  # 5.00 max, across A -> B = 5.00
+    st, third = price_tap(new, st, t(120, "s1", "b"))
+    assert [c.amount for c in third] == [100]
