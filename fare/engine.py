@@ -208,7 +208,7 @@ def _tap_time(tap: Tap) -> datetime:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0917
+def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
             route: tuple[str | None, NetInfo], stop_sig: int) -> tuple[CardFareState, Charge]:
     # The hot path of the whole engine: method calls are inlined as dict lookups on purpose.
     network, info = route
@@ -285,7 +285,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,  # noqa: PLR0
                           0, "")))
 
 
-def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,  # noqa: PLR0917
+def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,
              stop_sig: int) -> tuple[CardFareState, Charge]:
     j = st.journey
     leg = j.legs[-1] if j is not None else None
@@ -374,7 +374,7 @@ def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> Jo
     return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id))
 
 
-def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,  # noqa: PLR0917
+def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,
             charged: int, new_fare: int) -> _Settled:
     """Charge the change of a journey's fare through its tier and caps.
 

@@ -209,7 +209,7 @@ class _Loader:
                 seen[key] = row
         return seen
 
-    def reference(  # noqa: PLR0917 - reads like the sentence it reports
+    def reference(
         self, file: str, row: _Row, col: str,
         known: Mapping[str, object] | frozenset[str] | set[str], what: str,
         source: str | None = None,

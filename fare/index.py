@@ -115,7 +115,7 @@ class FareIndex:
 
     # ---- legs ----
 
-    def leg_price(  # noqa: PLR0917 - hot path: positional on purpose
+    def leg_price(
         self, network: str | None, from_sig: int, to_sig: int, from_tf: int, to_tf: int,
         category: str | None, media: str | None,
     ) -> LegPrice | None:
@@ -128,7 +128,7 @@ class FareIndex:
         self.leg_cache[key] = price
         return price
 
-    def _price_leg(  # noqa: PLR0917 - hot path: positional on purpose
+    def _price_leg(
         self, network: str | None, from_sig: int, to_sig: int, from_tf: int, to_tf: int,
         category: str | None, media: str | None,
     ) -> LegPrice | None:
@@ -151,7 +151,7 @@ class FareIndex:
                 best = LegPrice(product.amount, rule, product, rule.leg_group_id, fallback)
         return best
 
-    def price_stops(  # noqa: PLR0917 - hot path: positional on purpose
+    def price_stops(
         self, network: str | None, from_stop: str, to_stop: str | None, on_ts: float,
         off_ts: float | None, category: str | None, media: str | None,
     ) -> LegPrice | None:
@@ -240,7 +240,7 @@ class FareIndex:
             self._windows[key] = window
         return window
 
-    def max_fare(self, network: str | None, from_sig: int, from_tf: int, to_tf: int,  # noqa: PLR0917
+    def max_fare(self, network: str | None, from_sig: int, from_tf: int, to_tf: int,
                  category: str | None, media: str | None) -> MaxFareInfo:
         """What a tap on charges when the fare depends on a destination not yet known.
 
