@@ -11,3 +11,6 @@ Two suites live side by side, chosen per card profile:
 suite behind one protocol, so the card, the kernel and the issuer never branch on
 the suite themselves.
 """
+
+from emv.crypto.sm2 import sm2_sign as sm2_sign
+from emv.crypto.sm2 import sm2_verify as sm2_verify

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Protocol
 
-_IMPLEMENTATIONS = ("emv.crypto.tdes", "emv.crypto.sm4ac")
+_IMPLEMENTATIONS = {"tdes": "emv.crypto.tdes", "sm4": "emv.crypto.sm4ac"}
 
 
 class CryptogramScheme(Protocol):
@@ -46,10 +46,10 @@ def register(scheme: CryptogramScheme) -> CryptogramScheme:
 def scheme(name: str) -> CryptogramScheme:
     """The scheme a card profile names (``"tdes"`` or ``"sm4"``)."""
     # Importing the implementations registers them; done here so callers need one import.
-    for module in _IMPLEMENTATIONS:
-        importlib.import_module(module)
+    if name not in _SCHEMES and name in _IMPLEMENTATIONS:
+        importlib.import_module(_IMPLEMENTATIONS[name])
     try:
         return _SCHEMES[name]
     except KeyError:
-        known = ", ".join(sorted(_SCHEMES)) or "none"
+        known = ", ".join(sorted(set(_SCHEMES) | set(_IMPLEMENTATIONS)))
         raise ValueError(f"unknown cryptogram scheme {name!r} (known: {known})") from None

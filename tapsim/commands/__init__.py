@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from tapsim.commands import card, tap, tlv
+
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
-COMMANDS: list[Register] = []
+COMMANDS: list[Register] = [
+    tap.register,
+    card.register,
+    tlv.register,
+]

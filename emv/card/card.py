@@ -1,0 +1,241 @@
+"""The virtual card: a sans-I/O APDU processor (bytes in, bytes out) over an image and a state.
+
+It answers the commands of a contactless tap the way a qPBOC/qUICS card does:
+SELECT (PPSE and AIDs), GET PROCESSING OPTIONS (the card decides offline approval,
+online request or decline, and returns its cryptogram and fDDA signature in the
+same answer), READ RECORD, GET DATA, GENERATE AC, and the e-purse's GET BALANCE.
+Whatever it is sent, it answers with a status word; it never raises.
+
+The card's own randomness (the unpredictable number in 9F69) is derived from the
+card key and the ATC, so a tap is repeatable: same card, same state, same
+terminal input -> same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from emv import tlv
+from emv.apdu import (
+    GENERATE_AC,
+    GET_BALANCE,
+    GET_DATA,
+    GET_PROCESSING_OPTIONS,
+    READ_RECORD,
+    SELECT,
+    SW,
+    ApduError,
+    CommandApdu,
+)
+from emv.appdata import (
+    CID_AAC,
+    CID_ARQC,
+    CID_TC,
+    AppDataError,
+    IssuerApplicationData,
+    ac_input,
+    ac_terminal_data,
+    amount_bcd,
+    bcd_amount,
+)
+from emv.card.image import AFL, CDOL1, FDDA_RECORD, PDOL, PPSE_NAME, AppImage, CardImage
+from emv.card.state import CardState
+from emv.dol import split_dol_data
+from emv.tlv import TlvError
+
+# Pseudo-ATR of a contactless ISO 14443-4 card as PC/SC shows it (T=1).
+ATR = bytes.fromhex("3B8880010000000000718100F9")
+
+# CTQ (9F6C): byte 1 0x80 online PIN required... tapsim's cards ask for nothing (transit).
+CTQ = bytes.fromhex("0080")
+
+
+def _sw(sw: int) -> bytes:
+    return sw.to_bytes(2, "big")
+
+
+def _ok(data: bytes) -> bytes:
+    return data + b"\x90\x00"
+
+
+class VirtualCard:
+    """One card in the field; ``process`` answers one command APDU."""
+
+    def __init__(self, image: CardImage, state: CardState | None = None) -> None:
+        self.image = image
+        self.state = state if state is not None else CardState()
+        for aid, app in image.apps.items():
+            if aid.hex().upper() not in self.state.apps:
+                self.state.app(aid).balance = app.app.balance
+        self._selected: AppImage | None = None
+        self._fdda_record: bytes | None = None
+        self._handlers: dict[int, Callable[[CommandApdu], bytes]] = {
+            SELECT: self._select,
+            GET_PROCESSING_OPTIONS: self._gpo,
+            READ_RECORD: self._read_record,
+            GET_DATA: self._get_data,
+            GENERATE_AC: self._generate_ac,
+            GET_BALANCE: self._get_balance,
+        }
+
+    def power_on(self) -> bytes:
+        """Field on (or reset): nothing selected; the ATR a reader would report."""
+        self._selected = None
+        self._fdda_record = None
+        return ATR
+
+    def process(self, command: bytes) -> bytes:
+        """Answer one command APDU with a response APDU (data + status word)."""
+        try:
+            apdu = CommandApdu.parse(command)
+        except ApduError:
+            return _sw(SW.WRONG_LENGTH)
+        handler = self._handlers.get(apdu.ins)
+        if handler is None:
+            return _sw(SW.INS_NOT_SUPPORTED)
+        try:
+            return handler(apdu)
+        except (TlvError, AppDataError, ValueError):
+            return _sw(SW.WRONG_DATA)
+
+    # --- commands -------------------------------------------------------------
+
+    def _select(self, apdu: CommandApdu) -> bytes:
+        if apdu.cla != 0x00 or apdu.p1 != 0x04:
+            return _sw(SW.WRONG_P1P2)
+        self._fdda_record = None
+        if apdu.data == PPSE_NAME:
+            self._selected = None
+            return _ok(self.image.ppse_fci)
+        app = self.image.apps.get(apdu.data)
+        if app is None:
+            self._selected = None
+            return _sw(SW.FILE_NOT_FOUND)
+        self._selected = app
+        return _ok(app.fci)
+
+    def _gpo(self, apdu: CommandApdu) -> bytes:
+        app = self._selected
+        if app is None or app.app.kind == "epurse":
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        if apdu.cla != 0x80:
+            return _sw(SW.CLA_NOT_SUPPORTED)
+        nodes = tlv.decode(apdu.data)
+        if len(nodes) != 1 or nodes[0].tag != 0x83:
+            return _sw(SW.WRONG_DATA)
+        values = split_dol_data(list(PDOL), nodes[0].value)
+        ttq = values[0x9F66]
+        amount = bcd_amount(values[0x9F02])
+        if not ttq[0] & 0x20:  # the reader does not support qPBOC/qVSDC
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        wants_sm = values[0xDF69] == b"\x01"
+        uses_sm = app.scheme.name == "sm4"
+        if uses_sm and not wants_sm:
+            # An SM-only card on a terminal without SM: let the kernel try another interface.
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+
+        st = self.state.app(app.app.aid)
+        st.atc = (st.atc + 1) & 0xFFFF
+        available = max(app.app.offline_spending_amount - st.offline_spent, 0)
+        offline_only_reader = bool(ttq[0] & 0x08)
+        if app.app.online_only or amount > available:
+            cid = CID_AAC if offline_only_reader else CID_ARQC
+        else:
+            cid = CID_TC
+            st.offline_spent += amount
+            available -= amount
+        cvr = bytes((0x03, cid | 0x20, 0x00, 0x00))
+        cvn, algorithm = app.iad_template
+        iad = IssuerApplicationData(dki=0x01, cvn=cvn, cvr=cvr, algorithm=algorithm).to_bytes()
+        session_key = app.scheme.derive_session_key(app.card_key, st.atc)
+        cryptogram = app.scheme.generate_ac(
+            session_key, ac_input(ac_terminal_data(values), app.aip, st.atc, cvr)
+        )
+        st.log.append({"atc": st.atc, "amount": amount, "cid": cid})
+        del st.log[:-10]  # a card keeps its last ten transactions
+
+        objects: list[tuple[int, bytes]] = [
+            (0x82, app.aip), (0x94, AFL), (0x9F36, st.atc.to_bytes(2, "big")),
+            (0x9F26, cryptogram), (0x9F27, bytes((cid,))), (0x9F10, iad),
+            (0x57, app.track2), (0x5F34, bytes.fromhex(self.image.profile.psn)),
+        ]
+        if app.oda is not None and cid != CID_AAC:
+            card_un = hashlib.sha256(app.card_key + st.atc.to_bytes(2, "big")).digest()[:4]
+            card_auth = b"\x01" + card_un + CTQ  # 9F69: fDDA version 01 || card UN || CTQ
+            icc_dynamic = bytes((2,)) + st.atc.to_bytes(2, "big")
+            ddol_data = values[0x9F37] + values[0x9F02] + values[0x5F2A] + card_auth
+            objects.append((0x9F4B, app.oda.sign_dynamic_data(icc_dynamic, ddol_data)))
+            self._fdda_record = tlv.encode([(0x70, [(0x9F69, card_auth)])])
+        else:
+            self._fdda_record = tlv.encode([(0x70, [(0x9F69, b"\x01" + bytes(4) + CTQ)])])
+        objects += [(0x9F6C, CTQ), (0x9F5D, amount_bcd(available))]
+        return _ok(tlv.encode([(0x77, objects)]))
+
+    def _read_record(self, apdu: CommandApdu) -> bytes:
+        app = self._selected
+        if app is None:
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        if apdu.p2 & 0x07 != 0x04:
+            return _sw(SW.WRONG_P1P2)
+        key = (apdu.p2 >> 3, apdu.p1)
+        if key == FDDA_RECORD:
+            if self._fdda_record is None:
+                return _sw(SW.CONDITIONS_NOT_SATISFIED)
+            return _ok(self._fdda_record)
+        record = app.records.get(key)
+        if record is None:
+            return _sw(SW.RECORD_NOT_FOUND)
+        return _ok(record)
+
+    def _get_data(self, apdu: CommandApdu) -> bytes:
+        app = self._selected
+        if app is None:
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        tag = (apdu.p1 << 8) | apdu.p2
+        st = self.state.app(app.app.aid)
+        if tag == 0x9F36:
+            value = st.atc.to_bytes(2, "big")
+        elif tag == 0x9F5D:
+            value = amount_bcd(max(app.app.offline_spending_amount - st.offline_spent, 0))
+        elif tag == 0x9F79 and app.app.kind == "epurse":
+            value = amount_bcd(st.balance)
+        else:
+            return _sw(SW.REFERENCED_DATA_NOT_FOUND)
+        return _ok(tlv.encode_one(tag, value))
+
+    def _generate_ac(self, apdu: CommandApdu) -> bytes:
+        app = self._selected
+        if app is None or app.app.kind == "epurse":
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        values = split_dol_data(list(CDOL1), apdu.data)
+        requested = apdu.p1 & 0xC0
+        st = self.state.app(app.app.aid)
+        st.atc = (st.atc + 1) & 0xFFFF
+        # A card may lower what the terminal asks for, never raise it (Book 3 §9.3).
+        if requested == CID_TC and app.app.online_only:
+            cid = CID_ARQC
+        elif requested in (CID_AAC, CID_TC, CID_ARQC):
+            cid = requested
+        else:
+            return _sw(SW.WRONG_P1P2)
+        cvr = bytes((0x03, cid | 0x20, 0x00, 0x00))
+        cvn, algorithm = app.iad_template
+        iad = IssuerApplicationData(dki=0x01, cvn=cvn, cvr=cvr, algorithm=algorithm).to_bytes()
+        session_key = app.scheme.derive_session_key(app.card_key, st.atc)
+        cryptogram = app.scheme.generate_ac(
+            session_key, ac_input(ac_terminal_data(values), app.aip, st.atc, cvr)
+        )
+        return _ok(tlv.encode([(0x77, [
+            (0x9F27, bytes((cid,))), (0x9F36, st.atc.to_bytes(2, "big")),
+            (0x9F26, cryptogram), (0x9F10, iad),
+        ])]))
+
+    def _get_balance(self, apdu: CommandApdu) -> bytes:
+        app = self._selected
+        if app is None or app.app.kind != "epurse":
+            return _sw(SW.CONDITIONS_NOT_SATISFIED)
+        if apdu.cla != 0x80 or apdu.p1 != 0x00 or apdu.p2 != 0x02:
+            return _sw(SW.WRONG_P1P2)
+        return _ok(self.state.app(app.app.aid).balance.to_bytes(4, "big"))
+

@@ -1,0 +1,459 @@
+"""The reader's contactless kernel as a sans-I/O state machine (in the manner of h11).
+
+The kernel never touches a reader, a socket or a clock.  It is created with the
+terminal's configuration and this transaction's inputs (amount, date,
+unpredictable number), hands out the next command APDU, and is fed each response::
+
+    kernel = Kernel(config, txn)
+    step = kernel.start()
+    while isinstance(step, Send):
+        step = kernel.receive(transceive(step.apdu))
+    result = step.result          # Finished: outcome + transaction record
+
+The same kernel then runs against the in-process virtual card, PC/SC, vpcd,
+SimPy time and a benchmark.  Every problem (a malformed answer, a bad status
+word, a failed signature) ends the transaction with a defined outcome and a
+reason string; ``receive`` does not raise on anything a card can send.
+
+Flow (qPBOC/qUICS, EMV Book C-7 in spirit): SELECT PPSE -> choose the
+application by the terminal's priority -> SELECT AID -> GPO with the PDOL filled
+from the terminal's data (DF69 = 01 when the terminal does SM) -> READ RECORD over
+the AFL -> processing restrictions (effective and expiry dates) -> fDDA (RSA or
+SM2) -> outcome from the card's cryptogram type.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from emv import tlv
+from emv.apdu import SW, CommandApdu, ResponseApdu, get_processing_options, read_record, select
+from emv.appdata import AC_TERMINAL_TAGS, CID_AAC, CID_ARQC, CID_TC, bcd_amount
+from emv.dol import DolEntry, build_dol, parse_dol
+from emv.oda import CaKeys, OdaFailure, verify_fdda
+from emv.pan import PanError, mask_pan, pan_token
+from emv.tlv import TlvError
+
+PPSE = b"2PAY.SYS.DDF01"
+UNIONPAY_DEBIT = bytes.fromhex("A000000333010101")
+UNIONPAY_CREDIT = bytes.fromhex("A000000333010102")
+UNIONPAY_QUASI_CREDIT = bytes.fromhex("A000000333010103")
+T_UNION_EPURSE = bytes.fromhex("A000000632010105")
+
+
+class Outcome(StrEnum):
+    APPROVED_OFFLINE = "approved-offline"
+    ONLINE_REQUEST = "online-request"
+    DECLINED = "declined"
+    TRY_ANOTHER_INTERFACE = "try-another-interface"
+    END_APPLICATION = "end-application"
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    """What a validator is: its qualifiers, country and currency, and what it trusts."""
+
+    ca_keys: CaKeys
+    token_key: bytes
+    ttq: bytes = bytes.fromhex("26800000")  # qPBOC, online capable, ODA for online
+    country: bytes = bytes.fromhex("0156")
+    currency: bytes = bytes.fromhex("0156")
+    sm_supported: bool = True
+    # The terminal's application priority: first listed wins; unlisted AIDs are not used.
+    aid_priority: tuple[bytes, ...] = (UNIONPAY_DEBIT, UNIONPAY_CREDIT, UNIONPAY_QUASI_CREDIT)
+    max_records: int = 16
+
+
+@dataclass(frozen=True)
+class TransactionInput:
+    """This tap's inputs; the caller supplies the date and randomness (no clock here)."""
+
+    amount: int
+    date: dt.date
+    unpredictable_number: bytes
+    amount_other: int = 0
+    transaction_type: int = 0x00
+
+    def __post_init__(self) -> None:
+        if len(self.unpredictable_number) != 4:
+            raise ValueError("unpredictable number is 4 bytes")
+        if not 0 <= self.amount < 10**12 or not 0 <= self.amount_other < 10**12:
+            raise ValueError("amounts are 0 to 999999999999 minor units")
+
+
+@dataclass
+class TapResult:
+    """The transaction record: what the validator shows, journals and sends on."""
+
+    outcome: Outcome
+    reason: str | None = None
+    aid: str | None = None
+    label: str | None = None
+    oda: str = "none"
+    oda_ok: bool | None = None
+    atc: int | None = None
+    cid: int | None = None
+    cryptogram: str | None = None
+    iad: str | None = None
+    pan_masked: str | None = None
+    pan_token: str | None = None
+    psn: str | None = None
+    expiry: str | None = None
+    tvr: str = "0000000000"
+    available_offline: int | None = None
+    holder_category: str | None = None
+    holder_birth_date: str | None = None
+    ac_data: dict[str, str] = field(default_factory=dict)  # terminal data the AC covers, hex
+
+
+@dataclass(frozen=True)
+class Send:
+    """The next command to send to the card."""
+
+    apdu: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    result: TapResult
+
+
+Step = Send | Finished
+
+
+class _Stage(StrEnum):
+    IDLE = "idle"
+    SELECT_PPSE = "select-ppse"
+    SELECT_AID = "select-aid"
+    GPO = "gpo"
+    READ_RECORDS = "read-records"
+    DONE = "done"
+
+
+class _End(Exception):  # noqa: N818 - internal control flow, never escapes the kernel
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        self.outcome = outcome
+        self.reason = reason
+
+
+# TVR bits used here (byte index, mask).
+TVR_ODA_NOT_PERFORMED = (0, 0x80)
+TVR_DDA_FAILED = (0, 0x08)
+TVR_EXPIRED = (1, 0x40)
+TVR_NOT_EFFECTIVE = (1, 0x20)
+
+
+class Kernel:
+    """One transaction; make a new kernel for the next tap."""
+
+    def __init__(self, config: TerminalConfig, txn: TransactionInput) -> None:
+        self.config = config
+        self.txn = txn
+        self._stage = _Stage.IDLE
+        self._candidates: list[tuple[bytes, str]] = []
+        self._tvr = bytearray(5)
+        self._result = TapResult(outcome=Outcome.END_APPLICATION)
+        self._terminal_values: dict[int, bytes] = {}
+        self._card: dict[int, bytes] = {}
+        self._gpo_nodes: list[tlv.Tlv] = []
+        self._reads: list[tuple[int, int, bool]] = []
+        self._static_data = bytearray()
+        self._static_ok = True
+
+    @property
+    def stage(self) -> str:
+        return self._stage.value
+
+    def start(self) -> Step:
+        if self._stage is not _Stage.IDLE:
+            raise RuntimeError("a kernel runs one transaction; make a new one")
+        self._stage = _Stage.SELECT_PPSE
+        return Send(select(PPSE).to_bytes())
+
+    def receive(self, response: bytes) -> Step:
+        """Feed the card's answer to the last command; get the next step."""
+        if self._stage in (_Stage.IDLE, _Stage.DONE):
+            raise RuntimeError(f"no command is outstanding (stage {self._stage.value})")
+        try:
+            rapdu = ResponseApdu.parse(response)
+            handler = _HANDLERS[self._stage]
+            return handler(self, rapdu)
+        except _End as end:
+            return self._finish(end.outcome, end.reason)
+        except TlvError as exc:
+            return self._finish(Outcome.END_APPLICATION, f"malformed-response: {exc}")
+        except ValueError as exc:  # ApduError and data errors from the card's answer
+            return self._finish(Outcome.END_APPLICATION, f"malformed-response: {exc}")
+
+    # --- stages -----------------------------------------------------------------
+
+    def _on_ppse(self, r: ResponseApdu) -> Step:
+        if r.sw == SW.FILE_NOT_FOUND:
+            raise _End(Outcome.TRY_ANOTHER_INTERFACE, "no-ppse")
+        if not r.ok:
+            raise _End(Outcome.END_APPLICATION, f"ppse-status-{r.sw:04X}")
+        fci = tlv.decode(r.data)
+        listed: list[tuple[int, int, bytes, str]] = []
+        for entry in tlv.find_all(fci, 0x61):
+            aid = entry.find(0x4F)
+            if aid is None:
+                continue
+            prio = entry.find(0x87)
+            label = entry.find(0x50)
+            card_prio = prio.value[0] & 0x0F if prio is not None and prio.value else 15
+            try:
+                term_prio = self.config.aid_priority.index(aid.value)
+            except ValueError:
+                continue
+            name = label.value.decode("ascii", "replace") if label is not None else ""
+            listed.append((term_prio, card_prio, aid.value, name))
+        if not listed:
+            raise _End(Outcome.END_APPLICATION, "no-supported-application")
+        listed.sort()
+        self._candidates = [(aid, name) for _, _, aid, name in listed]
+        return self._select_next()
+
+    def _select_next(self) -> Step:
+        if not self._candidates:
+            raise _End(Outcome.TRY_ANOTHER_INTERFACE, "no-application-accepted")
+        aid, label = self._candidates.pop(0)
+        self._result.aid = aid.hex().upper()
+        self._result.label = label
+        self._stage = _Stage.SELECT_AID
+        return Send(select(aid).to_bytes())
+
+    def _on_select_aid(self, r: ResponseApdu) -> Step:
+        if not r.ok:
+            return self._select_next()
+        fci = tlv.decode(r.data)
+        pdol_node = tlv.find(fci, 0x9F38)
+        pdol = parse_dol(pdol_node.value) if pdol_node is not None else []
+        self._terminal_values = self._terminal_data()
+        data = build_dol(pdol, self._terminal_values)
+        self._pdol = pdol
+        self._stage = _Stage.GPO
+        return Send(get_processing_options(data).to_bytes())
+
+    def _on_gpo(self, r: ResponseApdu) -> Step:
+        if r.sw == SW.CONDITIONS_NOT_SATISFIED:
+            return self._select_next()
+        if not r.ok:
+            raise _End(Outcome.END_APPLICATION, f"gpo-status-{r.sw:04X}")
+        nodes = tlv.decode(r.data)
+        if len(nodes) != 1 or nodes[0].tag not in (0x77, 0x80):
+            raise _End(Outcome.END_APPLICATION, "gpo-not-a-response-template")
+        if nodes[0].tag == 0x80:  # format 1: AIP || AFL
+            raw = nodes[0].value
+            if len(raw) < 6 or (len(raw) - 2) % 4:
+                raise _End(Outcome.END_APPLICATION, "gpo-format-1-malformed")
+            self._card = {0x82: raw[:2], 0x94: raw[2:]}
+        else:
+            self._gpo_nodes = list(nodes)
+            self._card = tlv.flatten(nodes)
+        for tag in (0x82, 0x94, 0x9F36, 0x9F26):
+            if tag not in self._card:
+                raise _End(Outcome.END_APPLICATION, f"missing-{tlv.tag_hex(tag)}")
+        self._reads = _parse_afl(self._card[0x94], self.config.max_records)
+        return self._next_read()
+
+    def _next_read(self) -> Step:
+        if not self._reads:
+            return self._complete()
+        sfi, rec, _ = self._reads[0]
+        self._stage = _Stage.READ_RECORDS
+        return Send(read_record(sfi, rec).to_bytes())
+
+    def _on_record(self, r: ResponseApdu) -> Step:
+        sfi, rec, for_oda = self._reads.pop(0)
+        if not r.ok:
+            raise _End(Outcome.END_APPLICATION, f"read-record-{sfi}.{rec}-status-{r.sw:04X}")
+        nodes = tlv.decode(r.data)
+        if len(nodes) != 1 or nodes[0].tag != 0x70:
+            if for_oda:
+                self._static_ok = False
+            raise _End(Outcome.END_APPLICATION, f"record-{sfi}.{rec}-not-a-70-template")
+        if for_oda:
+            self._static_data += nodes[0].value
+        for tag, value in tlv.flatten(nodes).items():
+            self._card.setdefault(tag, value)
+        return self._next_read()
+
+    # --- completion ---------------------------------------------------------------
+
+    def _complete(self) -> Step:
+        card, res = self._card, self._result
+        res.atc = int.from_bytes(card[0x9F36], "big")
+        res.cryptogram = card[0x9F26].hex().upper()
+        if 0x9F10 in card:
+            res.iad = card[0x9F10].hex().upper()
+        res.ac_data = {tlv.tag_hex(t): self._terminal_values[t].hex().upper()
+                       for t in AC_TERMINAL_TAGS if t in self._terminal_values}
+        pan = card.get(0x5A) or _pan_from_track2(card.get(0x57))
+        if pan is None:
+            raise _End(Outcome.END_APPLICATION, "missing-pan")
+        try:
+            res.pan_masked = mask_pan(pan)
+            res.pan_token = pan_token(pan, self.config.token_key)
+        except PanError as exc:
+            raise _End(Outcome.END_APPLICATION, f"bad-pan: {exc}") from None
+        if 0x5F34 in card:
+            res.psn = card[0x5F34].hex()
+        if 0x9F5D in card:
+            try:
+                res.available_offline = bcd_amount(card[0x9F5D])
+            except ValueError:
+                res.available_offline = None
+        if 0xDF70 in card:
+            res.holder_category = card[0xDF70].decode("ascii", "replace")
+        if 0xDF71 in card:
+            res.holder_birth_date = card[0xDF71].hex()
+
+        cid = _cid(card)
+        res.cid = cid
+        # Processing restrictions (Book 3 §10.4): dates.
+        today = self.txn.date
+        expiry = _bcd_date(card.get(0x5F24))
+        effective = _bcd_date(card.get(0x5F25))
+        if expiry is not None:
+            res.expiry = expiry.isoformat()
+        if expiry is not None and today > expiry:
+            self._set(TVR_EXPIRED)
+            raise _End(Outcome.DECLINED, "card-expired")
+        if effective is not None and today < effective:
+            self._set(TVR_NOT_EFFECTIVE)
+            raise _End(Outcome.DECLINED, "card-not-yet-effective")
+        if cid == CID_AAC:
+            raise _End(Outcome.DECLINED, "card-declined")
+
+        # Offline data authentication: fDDA when the card supports DDA and signed this tap.
+        aip = card[0x82]
+        if aip[0] & 0x20 and 0x9F4B in card:
+            ddol = (self._terminal_values[0x9F37] + self._terminal_values[0x9F02]
+                    + self._terminal_values[0x5F2A] + card.get(0x9F69, b""))
+            static = bytes(self._static_data) + (aip if card.get(0x9F4A) == b"\x82" else b"")
+            aid = bytes.fromhex(res.aid or "")
+            try:
+                res.oda = verify_fdda(
+                    self.config.ca_keys, aid[:5], card, static, ddol, today,
+                    sm_allowed=self.config.sm_supported,
+                )
+                res.oda_ok = True
+            except OdaFailure as exc:
+                res.oda = exc.method
+                res.oda_ok = False
+                self._set(TVR_DDA_FAILED)
+                raise _End(Outcome.DECLINED, f"oda-failed: {exc.reason}") from None
+        else:
+            self._set(TVR_ODA_NOT_PERFORMED)
+            if cid == CID_TC:
+                raise _End(Outcome.DECLINED, "offline-approval-without-oda")
+        if cid == CID_TC:
+            return self._finish(Outcome.APPROVED_OFFLINE, None)
+        if cid == CID_ARQC:
+            return self._finish(Outcome.ONLINE_REQUEST, None)
+        raise _End(Outcome.END_APPLICATION, f"unknown-cid-{cid:02X}")
+
+    def _finish(self, outcome: Outcome, reason: str | None) -> Finished:
+        self._stage = _Stage.DONE
+        self._result.outcome = outcome
+        self._result.reason = reason
+        self._result.tvr = bytes(self._tvr).hex().upper()
+        return Finished(self._result)
+
+    def _set(self, bit: tuple[int, int]) -> None:
+        self._tvr[bit[0]] |= bit[1]
+
+    def _terminal_data(self) -> dict[int, bytes]:
+        t, c = self.txn, self.config
+        ttq = bytearray(c.ttq)
+        return {
+            0x9F66: bytes(ttq),
+            0x9F02: bytes.fromhex(f"{t.amount:012d}"),
+            0x9F03: bytes.fromhex(f"{t.amount_other:012d}"),
+            0x9F1A: c.country,
+            0x95: bytes(self._tvr),
+            0x5F2A: c.currency,
+            0x9A: bytes.fromhex(t.date.strftime("%y%m%d")),
+            0x9C: bytes((t.transaction_type,)),
+            0x9F37: t.unpredictable_number,
+            0xDF69: b"\x01" if c.sm_supported else b"\x00",
+            0x9F35: b"\x22",
+            0x9F33: bytes.fromhex("E0E1C8"),
+        }
+
+
+_HANDLERS: Mapping[_Stage, Callable[[Kernel, ResponseApdu], Step]] = {
+    _Stage.SELECT_PPSE: Kernel._on_ppse,
+    _Stage.SELECT_AID: Kernel._on_select_aid,
+    _Stage.GPO: Kernel._on_gpo,
+    _Stage.READ_RECORDS: Kernel._on_record,
+}
+
+
+def _parse_afl(afl: bytes, limit: int) -> list[tuple[int, int, bool]]:
+    if not afl or len(afl) % 4:
+        raise _End(Outcome.END_APPLICATION, "afl-length-not-multiple-of-4")
+    reads: list[tuple[int, int, bool]] = []
+    for i in range(0, len(afl), 4):
+        sfi, first, last, oda = afl[i] >> 3, afl[i + 1], afl[i + 2], afl[i + 3]
+        if not 1 <= sfi <= 30 or afl[i] & 0x07 or first == 0 or last < first \
+                or oda > last - first + 1:
+            raise _End(Outcome.END_APPLICATION, f"afl-entry-{i // 4}-invalid")
+        for rec in range(first, last + 1):
+            reads.append((sfi, rec, rec < first + oda))
+    if len(reads) > limit:
+        raise _End(Outcome.END_APPLICATION, f"afl-asks-{len(reads)}-records")
+    return reads
+
+
+def _cid(card: Mapping[int, bytes]) -> int:
+    raw = card.get(0x9F27)
+    if raw:
+        return raw[0] & 0xC0
+    iad = card.get(0x9F10, b"")  # qPBOC may leave 9F27 out: the CVR in the IAD says it
+    return iad[4] & 0xC0 if len(iad) > 4 else CID_ARQC
+
+
+def _pan_from_track2(track2: bytes | None) -> str | None:
+    if not track2:
+        return None
+    digits = track2.hex().upper()
+    return digits.split("D", 1)[0] if "D" in digits else None
+
+
+def _bcd_date(raw: bytes | None) -> dt.date | None:
+    if raw is None:
+        return None
+    try:
+        text = raw.hex()
+        return dt.date(2000 + int(text[0:2]), int(text[2:4]), int(text[4:6]))
+    except ValueError:
+        raise _End(Outcome.END_APPLICATION, "malformed-date") from None
+
+
+@dataclass
+class Exchange:
+    command: bytes
+    response: bytes
+
+
+def run(kernel: Kernel, transceive: Callable[[bytes], bytes],
+        trace: list[Exchange] | None = None) -> TapResult:
+    """Drive a kernel to its end against any transport (a callable sending one APDU)."""
+    step = kernel.start()
+    while isinstance(step, Send):
+        response = transceive(step.apdu)
+        if trace is not None:
+            trace.append(Exchange(step.apdu, response))
+        step = kernel.receive(response)
+    return step.result
+
+
+__all__ = [
+    "PPSE", "T_UNION_EPURSE", "UNIONPAY_CREDIT", "UNIONPAY_DEBIT", "UNIONPAY_QUASI_CREDIT",
+    "CommandApdu", "DolEntry", "Exchange", "Finished", "Kernel", "Outcome", "Send", "TapResult",
+    "TerminalConfig", "TransactionInput", "run",
+]

@@ -1,0 +1,73 @@
+"""`tapsim card list|show`: the built-in card profiles and what is on them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
+from emv.pan import mask_pan
+from tapsim.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("card", help="virtual card profiles")
+    cs = p.add_subparsers(dest="card_command", metavar="SUBCOMMAND")
+    cs.required = True
+    ls = cs.add_parser("list", help="list the built-in card profiles")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=list_cards)
+    show = cs.add_parser("show", help="show one card profile (PAN masked, no keys)")
+    show.add_argument("name", metavar="NAME|PATH")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=show_card)
+
+
+def _summary(p: CardProfile) -> dict[str, Any]:
+    return {
+        "name": p.name, "description": p.description, "pan_masked": mask_pan(p.pan),
+        "psn": p.psn, "expiry": p.expiry.isoformat(), "effective": p.effective.isoformat(),
+        "suite": p.crypto.suite, "cryptogram": p.crypto.cryptogram,
+        "holder": None if p.holder is None else {
+            "category": p.holder.category,
+            "birth_date": p.holder.birth_date.isoformat() if p.holder.birth_date else None},
+        "applications": [{"aid": a.aid.hex().upper(), "label": a.label, "kind": a.kind,
+                          "priority": a.priority,
+                          **({"balance": a.balance} if a.kind == "epurse" else
+                             {"offline_spending_amount": a.offline_spending_amount})}
+                         for a in p.applications],
+    }
+
+
+def _load(name: str) -> CardProfile:
+    try:
+        return load_profile(name)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+
+
+def list_cards(args: argparse.Namespace) -> int:
+    cards = [_load(n) for n in builtin_names()]
+    if args.json:
+        print(json.dumps([_summary(c) for c in cards], indent=1))
+        return 0
+    for c in cards:
+        print(f"{c.name:<22} {c.description}")
+    return 0
+
+
+def show_card(args: argparse.Namespace) -> int:
+    s = _summary(_load(args.name))
+    if args.json:
+        print(json.dumps(s, indent=1))
+        return 0
+    for key in ("name", "description", "pan_masked", "psn", "expiry", "effective", "suite",
+                "cryptogram"):
+        print(f"{key:<12} {s[key]}")
+    if s["holder"]:
+        print(f"{'holder':<12} {s['holder']['category']} (born {s['holder']['birth_date']})")
+    for a in s["applications"]:
+        extra = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("aid", "label"))
+        print(f"{'application':<12} {a['aid']} {a['label']} ({extra})")
+    return 0

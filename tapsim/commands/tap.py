@@ -1,0 +1,149 @@
+"""`tapsim tap`: one tap of a virtual card on a validator kernel, in process."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from emv.card.card import VirtualCard
+from emv.card.image import personalise
+from emv.card.profile import ProfileError, load_profile
+from emv.card.state import CardState
+from emv.describe import command_name, response_lines, safe_hex
+from emv.kernel import Exchange, Kernel, Outcome, TapResult, TerminalConfig, TransactionInput, run
+from emv.oda import builtin_test_ca_keys
+from tapsim.errors import UserError
+
+# TEST token key for demos; a deployment sets TAPSIM_TOKEN_KEY (hex, >= 16 bytes).
+DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
+
+OUTCOME_STYLE = {
+    Outcome.APPROVED_OFFLINE: "bold green",
+    Outcome.ONLINE_REQUEST: "bold yellow",
+    Outcome.DECLINED: "bold red",
+    Outcome.TRY_ANOTHER_INTERFACE: "bold magenta",
+    Outcome.END_APPLICATION: "bold red",
+}
+
+
+def token_key() -> bytes:
+    raw = os.environ.get("TAPSIM_TOKEN_KEY")
+    if not raw:
+        return DEMO_TOKEN_KEY
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise UserError("TAPSIM_TOKEN_KEY must be hex") from None
+    if len(key) < 16:
+        raise UserError("TAPSIM_TOKEN_KEY must be at least 16 bytes")
+    return key
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tapsim" / "cards"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "tap", help="tap a virtual card on the kernel, in process",
+        description="Run the contactless kernel against a virtual card. The card's counters "
+                    "persist between taps (see --state).",
+    )
+    p.add_argument("--card", required=True, metavar="NAME|PATH",
+                   help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
+    p.add_argument("--amount", type=int, default=200, metavar="FEN",
+                   help="amount in minor units (default 200 = 2.00 CNY)")
+    p.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                   help="transaction date (default: today)")
+    p.add_argument("--no-sm", action="store_true",
+                   help="a terminal without national (SM) cryptography")
+    p.add_argument("--state", type=Path, default=None, metavar="FILE",
+                   help="card state file (default: under $XDG_STATE_HOME/tapsim/cards/)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start from a newly personalised card and do not save its state")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", action="store_true",
+                   help="show every APDU exchanged, decoded (PANs masked)")
+    p.set_defaults(func=main)
+
+
+def _load_state(path: Path | None) -> CardState | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return CardState.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: not a card state file ({exc})") from None
+
+
+def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
+             state: CardState | None = None,
+             trace: list[Exchange] | None = None) -> tuple[TapResult, CardState]:
+    """Personalise (cached), tap once, give the result and the card's new state."""
+    try:
+        profile = load_profile(card_name)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    card = VirtualCard(personalise(profile), state)
+    card.power_on()
+    config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(), sm_supported=sm)
+    try:
+        txn = TransactionInput(amount=amount, date=date,
+                               unpredictable_number=secrets.token_bytes(4))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    result = run(Kernel(config, txn), card.process, trace)
+    return result, card.state
+
+
+def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {k: (v.value if isinstance(v, Outcome) else v)
+                           for k, v in vars(result).items()}
+    if trace is not None:
+        out["apdus"] = [{"c": e.command.hex().upper(), "r": safe_hex(e.response)} for e in trace]
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+
+    if args.amount < 0:
+        raise UserError("--amount must not be negative")
+    date = args.date or dt.date.today()
+    state_path: Path | None = None
+    if not args.fresh:
+        state_path = args.state or state_dir() / f"{Path(args.card).stem}.json"
+    state = _load_state(state_path)
+    trace: list[Exchange] | None = [] if args.trace else None
+    result, new_state = tap_once(args.card, args.amount, date, sm=not args.no_sm,
+                                 state=state, trace=trace)
+    if state_path is not None:
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(new_state.to_dict(), indent=1))
+        tmp.replace(state_path)
+    if args.json:
+        print(json.dumps(result_dict(result, trace)))
+        return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1
+    console = Console(highlight=False, soft_wrap=True)
+    if trace is not None:
+        for ex in trace:
+            name = command_name(ex.command)
+            console.print(f"[bold cyan]>> {name}[/]  {ex.command.hex().upper()}")
+            for line in response_lines(ex.response):
+                console.print(f"[dim]<<[/] {line}")
+    style = OUTCOME_STYLE[result.outcome]
+    console.print(f"[{style}]{result.outcome.value.upper()}[/]"
+                  + (f"  ({result.reason})" if result.reason else ""))
+    for key in ("label", "aid", "pan_masked", "atc", "cryptogram", "oda", "oda_ok",
+                "available_offline", "holder_category"):
+        value = getattr(result, key)
+        if value is not None:
+            console.print(f"  {key:<18} {value}")
+    return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1
