@@ -43,9 +43,8 @@ from backoffice.ledger import (
     ISSUER_SETTLEMENT,
     RECEIVABLE,
     REVENUE,
+    Entry,
     Line,
-    Posting,
-    merge_lines,
     transfer,
 )
 from backoffice.policy import BackOfficeConfig
@@ -123,7 +122,7 @@ class BackOffice:
             )
         self._agg = self.config.aggregation
         self._rec = self.config.recovery
-        self._day_of = self._agg.service_day.day_of
+        self._day_label = self._agg.service_day.label
         self.cards: dict[str, TransitCard] = {}
         self.tap_ids: set[str] = set()
         self.reject_ids: set[str] = set()
@@ -184,14 +183,14 @@ class BackOffice:
         """Rows for everything decided since the last drain (then forgets them)."""
         enc = self.pricer.encode_state
         ch = Changes(
-            taps=[tap_row(p, us) for p, us in self._new_taps.values()],
+            taps=[tap_row(p) for p in self._new_taps.values()],
             tap_updates=[
                 (p.amount, p.explain, tid)
                 for tid, p in self._updated_taps.items()
                 if tid not in self._new_taps
             ],
             rejects=self._rejects,
-            postings=self._postings,
+            entries=self._fare_entries() + self._entries,
             aggregates=[
                 aggregate_row(a, enc(a.fare_state_at_open)) for a in self._dirty_aggs.values()
             ],
@@ -223,24 +222,26 @@ class BackOffice:
     # -- a tap -----------------------------------------------------------------------------
 
     def _accept(self, tap: TapRecord, now: datetime, now_us: int, res: BatchResult) -> None:
-        if tap.tap_id in self.tap_ids:
+        tap_id = tap.tap_id
+        if tap_id in self.tap_ids:
             res.duplicates += 1
             return
         card = self.cards.get(tap.pan_token)
         if card is not None and tap.atc in card.atcs:
             self._reject(
                 tap, "atc", "ATC seen before for this card (replayed or cloned)",
-                tap.tap_id, now_us=now_us, res=res, alert="replayed_atc",
+                tap_id, now_us=now_us, res=res, alert="replayed_atc",
             )  # fmt: skip
             return
-        day = self._day_of(tap.time).isoformat()
+        t = tap.time
+        day = self._day_label(t)
         agg = card.open_agg if card is not None else None
         closing = close_before(agg, tap, day, self._agg) if agg is not None else None
         currency = self.config.currency
         # Price first: a tap the pricer refuses is rejected before anything changes.
         repriced = None
         try:
-            if agg is not None and closing is None and (tap.time, tap.tap_id) < agg.last_key:
+            if agg is not None and closing is None and (t, tap_id) < agg.last_key:
                 late = PricedTap(tap, day, 0, "", agg.aggregate_id)
                 state, repriced = reprice(
                     self.pricer, agg.fare_state_at_open, [*agg.taps, late], currency
@@ -248,16 +249,19 @@ class BackOffice:
                 amount, explain = 0, ""
             else:
                 state, charges = self.pricer.price(card.fare_state if card else None, tap)
-                amount, explain = total_of(charges, currency)
+                if len(charges) == 1 and charges[0].currency == currency:
+                    amount, explain = charges[0].amount, charges[0].explain
+                else:
+                    amount, explain = total_of(charges, currency)
         except PricingError as exc:
-            self._reject(tap, "fare", f"cannot price: {exc}", tap.tap_id, now_us=now_us, res=res)
+            self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
             return
 
         if card is None:
             card = TransitCard(tap.pan_token, tap.masked_pan)
             self.cards[tap.pan_token] = card
         card.atcs.add(tap.atc)
-        self.tap_ids.add(tap.tap_id)
+        self.tap_ids.add(tap_id)
         res.accepted += 1
         if agg is not None and closing is not None:
             self._close(card, agg, now, closing, res)
@@ -269,40 +273,49 @@ class BackOffice:
             agg = self._open_aggregate(card, tap, day, now, res, auth=auth)
 
         if repriced is None:
-            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id)
+            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us)
         else:
             for p, new_amount, new_explain in repriced:
                 if p.tap is tap:
                     p.amount, p.explain = new_amount, new_explain
+                    p.posted, p.received_us = new_amount, now_us
                     priced = p
                 elif new_amount != p.amount or new_explain != p.explain:
-                    self._adjust(p, new_amount, new_explain, tap.tap_id, agg)
+                    self._adjust(p, new_amount, new_explain, tap_id, agg)
+        amount = priced.amount
         agg.taps.append(priced)
-        self._post_fare(priced, priced.amount)
-        agg.total += priced.amount
-        self._new_taps[tap.tap_id] = (priced, now_us)
-        card.fare_state = state
+        self._new_taps[tap_id] = priced
+        self.fares_total += amount
+        balances = self.balances
+        balances[RECEIVABLE] += amount
+        balances[REVENUE] -= amount
+        agg.total += amount
+        if state is not card.fare_state:
+            card.fare_state = state
+            self._dirty_cards[card.pan_token] = card
         agg.tap_count += 1
-        key = (tap.time, tap.tap_id)
-        agg.last_key = max(agg.last_key, key)
-        agg.first_time = min(agg.first_time, tap.time)
-        self._dirty_cards[card.pan_token] = card
-        self._dirty_aggs[agg.aggregate_id] = agg
+        agg.last_key = max(agg.last_key, (t, tap_id))
+        agg.first_time = min(agg.first_time, t)
+        # An open aggregate's row is written when it opens and when it closes: in between,
+        # its total and its taps are the taps rows (see _restore).
         if agg.total >= self._agg.spend_limit:
             self._close(card, agg, now, CLOSE_SPEND_LIMIT, res)
 
-    def _post_fare(self, p: PricedTap, amount: int) -> None:
-        self.fares_total += amount
-        if amount:
-            t = p.tap
-            txn = "fare:" + t.tap_id
-            at = to_us(t.time)
-            self._postings.append(
-                Posting(txn, RECEIVABLE, t.operator_id, p.service_day, amount, at)
-            )
-            self._postings.append(Posting(txn, REVENUE, t.operator_id, p.service_day, -amount, at))
-            self.balances[RECEIVABLE] += amount
-            self.balances[REVENUE] -= amount
+    def _fare_entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        for p in self._new_taps.values():
+            if p.posted:
+                t = p.tap
+                amount, debit, credit = p.posted, RECEIVABLE, REVENUE
+                if amount < 0:  # a refund
+                    amount, debit, credit = -amount, REVENUE, RECEIVABLE
+                out.append(
+                    Entry(
+                        "fare:" + t.tap_id, debit, credit, t.operator_id, p.service_day, amount,
+                        to_us(t.time),
+                    )
+                )  # fmt: skip
+        return out
 
     def _adjust(
         self, p: PricedTap, new_amount: int, explain: str, cause: str, agg: Aggregate
@@ -318,10 +331,12 @@ class BackOffice:
         p.amount, p.explain = new_amount, explain
         self._updated_taps[p.tap.tap_id] = p
 
-    def _post(self, postings: list[Posting]) -> None:
-        for x in postings:
-            self.balances[x.account] += x.amount
-        self._postings.extend(postings)
+    def _post(self, entries: list[Entry]) -> None:
+        balances = self.balances
+        for e in entries:
+            balances[e.debit] += e.amount
+            balances[e.credit] -= e.amount
+        self._entries.extend(entries)
 
     # -- aggregates ------------------------------------------------------------------------
 
@@ -384,12 +399,18 @@ class BackOffice:
         agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
         card.open_agg = agg
         self._open[card.pan_token] = agg
+        self._dirty_aggs[agg.aggregate_id] = agg
+        self._dirty_cards[card.pan_token] = card
         return agg
 
     def _close(
         self, card: TransitCard, agg: Aggregate, now: datetime, reason: str, res: BatchResult
     ) -> None:
-        agg.lines = merge_lines(Line(p.tap.operator_id, p.service_day, p.amount) for p in agg.taps)
+        sums: dict[tuple[str, str], int] = {}
+        for p in agg.taps:
+            key = (p.tap.operator_id, p.service_day)
+            sums[key] = sums.get(key, 0) + p.amount
+        agg.lines = [Line(op, day, amt) for (op, day), amt in sorted(sums.items()) if amt]
         agg.taps = []
         agg.closed_at = now
         agg.close_reason = reason
@@ -600,10 +621,10 @@ class BackOffice:
     # -- state -----------------------------------------------------------------------------
 
     def _clear_changes(self) -> None:
-        self._new_taps: dict[str, tuple[PricedTap, int]] = {}
+        self._new_taps: dict[str, PricedTap] = {}
         self._updated_taps: dict[str, PricedTap] = {}
         self._rejects: list[RejectRow] = []
-        self._postings: list[Posting] = []
+        self._entries: list[Entry] = []
         self._dirty_aggs: dict[str, Aggregate] = {}
         self._dirty_debts: dict[str, Debt] = {}
         self._dirty_cards: dict[str, TransitCard] = {}
@@ -634,6 +655,13 @@ class BackOffice:
         for trow in sorted(snap.open_taps, key=lambda r: (r.time_us, r.tap_id)):
             p = priced_tap(trow)
             aggs[p.aggregate_id].taps.append(p)
+        for agg in aggs.values():  # the running figures live in the taps rows
+            agg.total = sum(p.amount for p in agg.taps)
+            agg.tap_count = len(agg.taps)
+            if agg.taps:
+                agg.first_time = min(agg.first_time, agg.taps[0].tap.time)
+                last = agg.taps[-1].tap
+                agg.last_key = max(agg.last_key, (last.time, last.tap_id))
         for drow in snap.unpaid_debts:
             debt = debt_from_row(drow)
             self.cards[debt.pan_token].debts[debt.debt_id] = debt

@@ -1,9 +1,10 @@
 """The double-entry ledger: every fen is a debit on one account and a credit on another.
 
-Postings carry the operator and the service day they belong to, so the settlement report
-per operator and day is a sum over postings.  ``amount`` is signed: positive debit,
-negative credit; the postings of one transaction sum to zero (:func:`transfer` makes
-them in pairs and :func:`check_balanced` proves it).
+Each :class:`Entry` is one journal line: ``amount`` (always positive) debited to ``debit``
+and credited to ``credit``, for one operator and service day, so the settlement report per
+operator and day is a sum over entries and no entry can be one-sided.
+:func:`transfer` makes entries (a negative line swaps the accounts), :func:`check_entries`
+refuses malformed ones, :func:`balances` gives debits minus credits per account.
 
 Accounts (asset accounts debit-normal, the others credit-normal):
 
@@ -28,7 +29,7 @@ ACCOUNTS = (RECEIVABLE, REVENUE, ISSUER_SETTLEMENT, FIRST_RIDE_LOSS)
 
 
 class LedgerError(ValueError):
-    """Postings that do not balance, or name an unknown account."""
+    """An entry that is one-sided, of no amount, or names an unknown account."""
 
 
 class Line(NamedTuple):
@@ -39,39 +40,49 @@ class Line(NamedTuple):
     amount: int
 
 
-class Posting(NamedTuple):
-    """One side of a transaction (column order of the ``postings`` table)."""
+class Entry(NamedTuple):
+    """One journal line (column order of the ``ledger`` table)."""
 
     txn_id: str
-    account: str
+    debit: str
+    credit: str
     operator_id: str
     service_day: str
-    amount: int  # + debit, - credit
+    amount: int  # > 0
     at_us: int
 
 
 def transfer(
     txn_id: str, debit: str, credit: str, lines: Iterable[Line], at_us: int
-) -> list[Posting]:
-    """Debit ``debit`` and credit ``credit`` with each line's amount (zero lines skipped)."""
-    out: list[Posting] = []
+) -> list[Entry]:
+    """Debit ``debit`` and credit ``credit`` with each line (negative: the other way round)."""
+    out: list[Entry] = []
     for op, day, amount in lines:
-        if amount:
-            out.append(Posting(txn_id, debit, op, day, amount, at_us))
-            out.append(Posting(txn_id, credit, op, day, -amount, at_us))
+        if amount > 0:
+            out.append(Entry(txn_id, debit, credit, op, day, amount, at_us))
+        elif amount < 0:
+            out.append(Entry(txn_id, credit, debit, op, day, -amount, at_us))
     return out
 
 
-def check_balanced(postings: Iterable[Posting]) -> None:
-    """Raise :class:`LedgerError` unless every transaction sums to zero on known accounts."""
-    sums: dict[str, int] = {}
-    for p in postings:
-        if p.account not in ACCOUNTS:
-            raise LedgerError(f"posting of {p.txn_id} names unknown account {p.account!r}")
-        sums[p.txn_id] = sums.get(p.txn_id, 0) + p.amount
-    bad = sorted(t for t, s in sums.items() if s)
-    if bad:
-        raise LedgerError(f"unbalanced transactions: {', '.join(bad[:5])}")
+def check_entries(entries: Iterable[Entry]) -> None:
+    """Raise :class:`LedgerError` for an entry that is not a proper debit-and-credit pair."""
+    for e in entries:
+        if e.debit not in ACCOUNTS or e.credit not in ACCOUNTS:
+            raise LedgerError(f"entry of {e.txn_id} names an unknown account")
+        if e.debit == e.credit:
+            raise LedgerError(f"entry of {e.txn_id} debits and credits {e.debit}")
+        if e.amount <= 0:
+            raise LedgerError(f"entry of {e.txn_id} has amount {e.amount} (must be positive)")
+
+
+def balances(entries: Iterable[Entry]) -> dict[str, int]:
+    """Debits minus credits per account."""
+    out = dict.fromkeys(ACCOUNTS, 0)
+    for e in entries:
+        out[e.debit] += e.amount
+        out[e.credit] -= e.amount
+    return out
 
 
 def merge_lines(lines: Iterable[Line]) -> list[Line]:

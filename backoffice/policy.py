@@ -22,6 +22,7 @@ class ServiceDay:
 
     tz: tzinfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     cutover: time = time(4, 0)
+    _labels: dict[tuple[object, ...], str] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.cutover.tzinfo is not None:
@@ -36,6 +37,22 @@ class ServiceDay:
         if local.time() < self.cutover:
             day -= timedelta(days=1)
         return day
+
+    def label(self, t: datetime) -> str:
+        """``day_of(t)`` as ISO text, memoised per local hour of ``t`` (ingest's hot path).
+
+        An hour is cached only when its first and last instant fall on the same service day,
+        so odd offsets and DST folds fall back to the exact computation.
+        """
+        key = (t.date(), t.hour, t.fold, t.tzinfo)
+        label = self._labels.get(key)
+        if label is None:
+            label = self.day_of(t).isoformat()
+            start = t.replace(minute=0, second=0, microsecond=0)
+            last = start.replace(minute=59, second=59, microsecond=999_999)
+            if self.day_of(start) == self.day_of(last):
+                self._labels[key] = label
+        return label
 
     def end_of(self, day: date) -> datetime:
         """The first moment after ``day`` (the next cut-over), timezone-aware."""

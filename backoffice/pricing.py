@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from backoffice.policy import ServiceDay
 from backoffice.taps import Action, TapRecord
@@ -22,8 +22,7 @@ class PricingError(ValueError):
     """A tap the pricer cannot price (unknown route, bad category...): the tap is rejected."""
 
 
-@dataclass(frozen=True, slots=True)
-class FareCharge:
+class FareCharge(NamedTuple):
     """One line of what a tap costs (amount may be negative: a refund or an adjustment)."""
 
     tap_id: str
@@ -72,6 +71,9 @@ class FlatFarePricer:
     daily_cap: int | None = None
     service_day: ServiceDay = field(default_factory=ServiceDay)
     strict: bool = False  # unknown route and operator: refuse instead of the default fare
+    _memo: dict[tuple[str, str, str], tuple[int, str]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         for name, fares in (("by_route", self.by_route), ("by_operator", self.by_operator)):
@@ -86,9 +88,12 @@ class FlatFarePricer:
         if self.daily_cap is not None and self.daily_cap < 0:
             raise PricingError("FlatFarePricer.daily_cap is negative")
 
-    def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
-        if tap.action is Action.TAP_OFF:
-            return state, [FareCharge(tap.tap_id, 0, self.currency, "tap-off: flat fare")]
+    def _base(self, tap: TapRecord) -> tuple[int, str]:
+        """Fare and explanation before the cap, memoised per (route, operator, category)."""
+        key = (tap.route_id, tap.operator_id, tap.rider_category)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
         fare = self.by_route.get(tap.route_id)
         basis = f"route {tap.route_id}"
         if fare is None:
@@ -104,6 +109,14 @@ class FlatFarePricer:
             pct = self.discounts[tap.rider_category]
             fare = fare * pct // 100
             explain += f", {tap.rider_category} pays {pct}%"
+        if len(self._memo) < 100_000:
+            self._memo[key] = (fare, explain)
+        return fare, explain
+
+    def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
+        if tap.action is Action.TAP_OFF:
+            return state, [FareCharge(tap.tap_id, 0, self.currency, "tap-off: flat fare")]
+        fare, explain = self._base(tap)
         if self.daily_cap is None:
             return state, [FareCharge(tap.tap_id, fare, self.currency, explain)]
         day = self.service_day.day_of(tap.time)

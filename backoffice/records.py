@@ -13,16 +13,16 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import NamedTuple
 
-from backoffice.ledger import Line, Posting
+from backoffice.ledger import Entry, Line
 from backoffice.taps import Action, TapRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 
 
 def to_us(t: datetime) -> int:
     """Exact microseconds since the epoch of an aware time (no float rounding)."""
-    return (t - EPOCH) // _US
+    d = t - EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
 
 
 def from_us(us: int, offset_s: int = 0) -> datetime:
@@ -54,6 +54,8 @@ class PricedTap:
     amount: int
     explain: str
     aggregate_id: str
+    posted: int = 0  # the amount of its ``fare:`` entry (later changes are ``adj:`` entries)
+    received_us: int = 0
 
 
 @dataclass(slots=True)
@@ -140,14 +142,14 @@ class TapRow(NamedTuple):
     received_us: int
 
 
-def tap_row(p: PricedTap, received_us: int) -> TapRow:
+def tap_row(p: PricedTap) -> TapRow:
     t = p.tap
     offset = t.time.utcoffset()
     return TapRow(
         t.tap_id, t.pan_token, t.masked_pan, t.validator_id, t.operator_id, to_us(t.time),
         int(offset.total_seconds()) if offset else 0, p.service_day, t.stop_id, t.route_id,
         t.action.value, t.atc, t.arqc.hex(), t.ac_data.hex(), t.scheme, t.rider_category,
-        t.fare_media, p.amount, p.explain, p.aggregate_id, received_us,
+        t.fare_media, p.amount, p.explain, p.aggregate_id, p.received_us,
     )  # fmt: skip
 
 
@@ -169,10 +171,14 @@ def priced_tap(row: TapRow) -> PricedTap:
         rider_category=row.rider_category,
         fare_media=row.fare_media,
     )
-    return PricedTap(tap, row.service_day, row.amount, row.explain, row.aggregate_id)
+    return PricedTap(
+        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount, row.received_us
+    )
 
 
 def lines_json(lines: list[Line]) -> str:
+    if not lines:
+        return "[]"
     return json.dumps([list(x) for x in lines], separators=(",", ":"))
 
 
@@ -337,7 +343,7 @@ class Changes:
     taps: list[TapRow] = field(default_factory=list)
     tap_updates: list[tuple[int, str, str]] = field(default_factory=list)  # amount, explain, id
     rejects: list[RejectRow] = field(default_factory=list)
-    postings: list[Posting] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     aggregates: list[AggregateRow] = field(default_factory=list)
     debts: list[DebtRow] = field(default_factory=list)
     cards: list[CardRow] = field(default_factory=list)
@@ -348,7 +354,7 @@ class Changes:
 
     def __bool__(self) -> bool:
         return any(
-            (self.taps, self.tap_updates, self.rejects, self.postings, self.aggregates,
+            (self.taps, self.tap_updates, self.rejects, self.entries, self.aggregates,
              self.debts, self.cards, self.deny_set, self.deny_clear, self.deny_events,
              self.alerts)
         )  # fmt: skip

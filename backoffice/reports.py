@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from backoffice.engine import BackOffice
 from backoffice.ledger import FIRST_RIDE_LOSS, ISSUER_SETTLEMENT, RECEIVABLE, REVENUE
-from backoffice.records import AggStatus, DebtRow, DebtStatus
+from backoffice.records import DebtRow, DebtStatus
 from backoffice.storage.base import BalanceRow, FareRow, Store
 
 
@@ -88,7 +88,7 @@ class Figures:
 
     tap_fares: int
     balances: dict[str, int]  # ledger balance per account
-    unbalanced: list[str]  # transactions whose postings do not sum to zero
+    bad_entries: list[str]  # entries that are not a proper debit-and-credit pair
     issuer_captured: int  # captures at the issuer for this merchant
     open_aggregates: int  # sum of open aggregate totals
     debts_open: int
@@ -114,8 +114,8 @@ def reconcile(f: Figures) -> Reconciliation:
     receivable = b.get(RECEIVABLE, 0)
     loss = b.get(FIRST_RIDE_LOSS, 0)
     problems = []
-    if f.unbalanced:
-        problems.append(f"{len(f.unbalanced)} unbalanced transactions, e.g. {f.unbalanced[0]}")
+    if f.bad_entries:
+        problems.append(f"{len(f.bad_entries)} malformed ledger entries, e.g. {f.bad_entries[0]}")
     if sum(b.values()) != 0:
         problems.append(f"ledger does not balance: debits - credits = {sum(b.values())}")
     if f.tap_fares != revenue:
@@ -150,9 +150,9 @@ def store_figures(store: Store, merchant_id: str) -> Figures:
     return Figures(
         tap_fares=sum(r.fares for r in fares),
         balances=balances,
-        unbalanced=store.unbalanced_transactions(),
+        bad_entries=store.bad_entries(),
         issuer_captured=sum(c.amount for c in store.captures(merchant_id)),
-        open_aggregates=sum(a.total for a in store.aggregates(AggStatus.OPEN.value)),
+        open_aggregates=store.open_aggregates_total(),
         debts_open=sum(d.amount for d in debts if d.status == DebtStatus.OPEN.value),
         debts_written_off=sum(d.amount for d in debts if d.status == DebtStatus.WRITTEN_OFF.value),
         lines=settlement(fares, balances_rows),
@@ -165,7 +165,7 @@ def memory_figures(core: BackOffice, issuer_captured: int) -> Figures:
     return Figures(
         tap_fares=core.fares_total,
         balances=dict(core.balances),
-        unbalanced=[],
+        bad_entries=[],
         issuer_captured=issuer_captured,
         open_aggregates=sum(a.total for a in core.open_aggregates()),
         debts_open=sum(d.amount for d in debts if d.status is DebtStatus.OPEN),

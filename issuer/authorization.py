@@ -8,7 +8,6 @@ It returns the records to keep; persisting them is the caller's business.
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 from datetime import datetime
 
@@ -29,6 +28,7 @@ from issuer.models import (
     Flag,
     Hold,
     HoldStatus,
+    evolve,
 )
 from issuer.policy import BankPolicy, ExpiryPolicy
 
@@ -62,7 +62,7 @@ def remember_atc(card: Card, atc: int, window: int) -> Card:
         lowest = min(recent)
         recent.discard(lowest)
         floor = max(floor, lowest)
-    return dataclasses.replace(card, recent_atcs=frozenset(recent), atc_floor=floor)
+    return evolve(card, recent_atcs=frozenset(recent), atc_floor=floor)
 
 
 def state_code(card: Card, account: Account, now: datetime, policy: BankPolicy) -> ResponseCode:
@@ -157,7 +157,7 @@ def authorize(
             currency=request.currency,
             created_at=now,
         )
-        new_account = dataclasses.replace(account, held=account.held + request.amount)
+        new_account = evolve(account, held=account.held + request.amount)
 
     record = AuthRecord(
         request_id=request.request_id,
@@ -176,7 +176,7 @@ def authorize(
         hold_id=hold.hold_id if hold else None,
     )
     if request.kind is AuthKind.DEFERRED and code is RC.APPROVED and original is not None:
-        new_original = dataclasses.replace(original, completed_by=request.request_id)
+        new_original = evolve(original, completed_by=request.request_id)
     return Decision(
         code=code,
         record=record,
@@ -237,13 +237,13 @@ def capture(
         raise HoldError(f"hold {hold.hold_id} is not on account {account.account_id}")
     if not 0 < amount <= hold.amount:
         raise HoldError(f"capture of {amount} outside 1..{hold.amount} for hold {hold.hold_id}")
-    new_account = dataclasses.replace(
+    new_account = evolve(
         account,
         balance=account.balance - amount,
         held=account.held - hold.amount,
         last_movement=now,
     )
-    new_hold = dataclasses.replace(hold, status=HoldStatus.CAPTURED, settled_at=now)
+    new_hold = evolve(hold, status=HoldStatus.CAPTURED, settled_at=now)
     cap = Capture(
         capture_id=capture_id,
         hold_id=hold.hold_id,
@@ -261,5 +261,5 @@ def release(account: Account, hold: Hold, now: datetime) -> tuple[Account, Hold]
     """Give a hold's money back to the available balance."""
     if hold.status is not HoldStatus.ACTIVE:
         raise HoldError(f"hold {hold.hold_id} is {hold.status.value}, cannot release")
-    new_account = dataclasses.replace(account, held=account.held - hold.amount)
-    return new_account, dataclasses.replace(hold, status=HoldStatus.RELEASED, settled_at=now)
+    new_account = evolve(account, held=account.held - hold.amount)
+    return new_account, evolve(hold, status=HoldStatus.RELEASED, settled_at=now)

@@ -8,12 +8,11 @@ authorization gives the same answer whether or not the bank's nightly sweep has 
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from enum import StrEnum
 
 from issuer.errors import IllegalTransitionError
-from issuer.models import Account, Card, CardState, Replacement, ReplaceReason
+from issuer.models import Account, Card, CardState, Replacement, ReplaceReason, evolve
 from issuer.policy import BankPolicy
 
 
@@ -92,7 +91,7 @@ def transition(
                 f"renewal opens {policy.renewal_window.days} days before expiry",
             )
         changes["replacement"] = replacement
-    return dataclasses.replace(card, **changes)  # type: ignore[arg-type]
+    return evolve(card, **changes)
 
 
 def is_dormant_due(account: Account, now: datetime, policy: BankPolicy) -> bool:

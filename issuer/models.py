@@ -9,8 +9,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from issuer.codes import ResponseCode
+
+T = TypeVar("T")
+
+
+_SLOTS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
+
+
+def evolve(record: T, **changes: object) -> T:
+    """A copy of a frozen slotted record with some fields changed.
+
+    ``dataclasses.replace`` without its per-call field introspection (about twice as fast,
+    and authorization makes several per request).  Unknown field names raise TypeError.
+    """
+    cls = type(record)
+    known = _SLOTS.get(cls)
+    if known is None:
+        slots: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+        known = _SLOTS[cls] = (slots, frozenset(slots))
+    if not known[1].issuperset(changes):
+        unknown = ", ".join(sorted(set(changes) - known[1]))
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    new = object.__new__(cls)
+    put = object.__setattr__
+    for name in known[0]:
+        put(new, name, changes[name] if name in changes else getattr(record, name))
+    return new
 
 
 class CardState(StrEnum):

@@ -9,7 +9,6 @@ by their ids, because an acquirer that crashed will ask again.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -41,6 +40,7 @@ from issuer.models import (
     HoldStatus,
     Replacement,
     ReplaceReason,
+    evolve,
 )
 from issuer.policy import BankPolicy
 from issuer.store import IssuerChanges, IssuerSnapshot
@@ -156,7 +156,7 @@ class Issuer:
             raise AccountError(f"account {account_id!r} is closed")
         if amount <= 0:
             raise AccountError(f"deposit must be positive, got {amount}")
-        account = dataclasses.replace(account, balance=account.balance + amount, last_movement=now)
+        account = evolve(account, balance=account.balance + amount, last_movement=now)
         self._put_account(account)
         return account
 
@@ -282,16 +282,10 @@ class Issuer:
         if source.held:
             raise AccountError("the old account still has holds; capture or release them first")
         target = self.account(self.card(rep.new_token).account_id)
-        target = dataclasses.replace(
-            target, balance=target.balance + source.balance, last_movement=now
-        )
+        target = evolve(target, balance=target.balance + source.balance, last_movement=now)
         self._put_account(target)
-        self._put_account(
-            dataclasses.replace(source, balance=0, status=AccountStatus.CLOSED, last_movement=now)
-        )
-        self._put_card(
-            dataclasses.replace(old, replacement=dataclasses.replace(rep, balance_moved=True))
-        )
+        self._put_account(evolve(source, balance=0, status=AccountStatus.CLOSED, last_movement=now))
+        self._put_card(evolve(old, replacement=evolve(rep, balance_moved=True)))
         return target
 
     def close_after_grace(self, now: datetime) -> list[Account]:
@@ -315,7 +309,7 @@ class Issuer:
         if account.held:
             raise AccountError(f"account {account_id!r} has holds of {account.held}; settle first")
         self._put_account(
-            dataclasses.replace(account, balance=0, status=AccountStatus.CLOSED, last_movement=now)
+            evolve(account, balance=0, status=AccountStatus.CLOSED, last_movement=now)
         )
 
     # -- authorization, capture, release -----------------------------------------------

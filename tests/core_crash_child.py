@@ -3,7 +3,7 @@
 ``python -m tests.core_crash_child URL TAPS.jsonl BATCH CRASH_BATCH``
 
 With CRASH_BATCH >= 0 the process stops in the middle of that batch's transaction (after
-the taps rows are written, before the postings) and says ``MIDBATCH`` on stdout, then waits
+the taps rows are written, before the ledger entries) and says ``MIDBATCH`` on stdout, then waits
 for the test to kill it with SIGKILL.  Every batch is re-sent from the start of the file,
 as validators re-send what the back office never acknowledged.
 """
@@ -41,7 +41,7 @@ def main(argv: Sequence[str]) -> int:
         real = store._bulk_insert
 
         def stalling(table: str, fields: Sequence[str], rows: Sequence[Any]) -> None:
-            if table == "postings" and current["batch"] == crash_batch:
+            if table == "ledger" and current["batch"] == crash_batch:
                 print("MIDBATCH", flush=True)
                 time.sleep(120)  # the test kills us here
             real(table, fields, rows)

@@ -111,7 +111,7 @@ def test_sigkill_mid_batch_loses_nothing_and_charges_nothing_twice(
 
     # Exactly the committed batches are in the database: the torn batch left no trace.
     assert store.count("taps") == CRASH_BATCH * BATCH
-    assert not store.unbalanced_transactions()
+    assert not store.bad_entries()
 
     proc = child(url, path, -1)
     out, err = proc.communicate(timeout=120)

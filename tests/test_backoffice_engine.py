@@ -17,7 +17,7 @@ from backoffice.ledger import (
     ISSUER_SETTLEMENT,
     RECEIVABLE,
     REVENUE,
-    check_balanced,
+    check_entries,
 )
 from backoffice.policy import (
     AggregationPolicy,
@@ -73,7 +73,7 @@ def test_a_day_of_taps_is_one_verification_and_one_charge() -> None:
     assert balance(issuer, tc) == 9_400
     assert bo.balances == {RECEIVABLE: 0, REVENUE: -600, ISSUER_SETTLEMENT: 600, FIRST_RIDE_LOSS: 0}
     changes = bo.drain_changes()
-    check_balanced(changes.postings)
+    check_entries(changes.entries)
     assert {a.status for a in changes.aggregates} == {AggStatus.CHARGED.value}
     rec_ok(bo, issuer)
 
@@ -328,8 +328,8 @@ def test_a_late_tap_reprices_its_aggregate_in_time_order() -> None:
     ]  # fmt: skip
     assert agg.total == 500 and bo.fares_total == 500
     changes = bo.drain_changes()
-    assert any(p.txn_id.startswith("adj:t10") for p in changes.postings)
-    check_balanced(changes.postings)
+    assert any(p.txn_id.startswith("adj:t10") for p in changes.entries)
+    check_entries(changes.entries)
     rec_ok(bo, issuer)
 
 

@@ -174,7 +174,7 @@ def test_no_clear_pan_or_key_anywhere_in_the_database(store_url: tuple[SqlStore,
         secrets |= {tc.pan, tc.pan[6:-4]}
         secrets.add(ks.card_key(c.issuer.card(tc.token).key).hex())
     tables = [
-        "taps", "rejects", "postings", "aggregates", "debts", "transit_cards", "deny_list",
+        "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
         "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
         "iss_captures",
     ]  # fmt: skip

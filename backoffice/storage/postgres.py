@@ -1,6 +1,6 @@
 """PostgreSQL through psycopg 3: the deployment backend.
 
-Append-only rows (taps, postings) go in with ``COPY``; upserts with ``executemany``
+Append-only rows (taps, ledger entries) go in with ``COPY``; upserts with ``executemany``
 (pipelined by psycopg).  ``?schema=NAME`` in the URL puts the tables in their own schema
 (created if missing), which is how the tests get a fresh database per run.
 """

@@ -4,7 +4,7 @@
 dialect fills it in.  Money is BIGINT fen, times are BIGINT microseconds since the epoch
 (UTC), bytes are hex text, so every column means the same on both backends.  Unique keys
 are the last guard against a double charge: one tap per id, one ATC per card, one posting
-per transaction line, one capture per hold.
+per capture, one capture per hold.
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ TABLES: tuple[str, ...] = (
         reason TEXT NOT NULL,
         raw TEXT NOT NULL,
         received_us BIGINT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS postings (
+    """CREATE TABLE IF NOT EXISTS ledger (
         txn_id TEXT NOT NULL,
-        account TEXT NOT NULL,
+        debit TEXT NOT NULL,
+        credit TEXT NOT NULL,
         operator_id TEXT NOT NULL,
         service_day TEXT NOT NULL,
         amount BIGINT NOT NULL,
-        at_us BIGINT NOT NULL,
-        PRIMARY KEY (txn_id, account, operator_id, service_day))""",
+        at_us BIGINT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS aggregates (
         aggregate_id TEXT PRIMARY KEY,
         pan_token TEXT NOT NULL,

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from backoffice.ledger import Posting
+from backoffice.ledger import ACCOUNTS, Entry
 from backoffice.records import (
     AggregateRow,
     AlertRow,
@@ -34,7 +34,7 @@ Params = Sequence[Any]
 
 _TABLES = frozenset(
     (
-        "taps", "rejects", "postings", "aggregates", "debts", "transit_cards", "deny_list",
+        "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
         "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
         "iss_captures",
     )
@@ -63,11 +63,18 @@ TAP_COLS = TapRow._fields
 AGG_COLS = AggregateRow._fields
 DEBT_COLS = DebtRow._fields
 CARD_COLS = CardRow._fields
-POSTING_COLS = Posting._fields
+ENTRY_COLS = Entry._fields
 REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
 DENY_EVENT_COLS = DenyEventRow._fields
 ALERT_COLS = AlertRow._fields
+
+
+# Both sides of every entry: debits positive, credits negative.
+_SIDES = (
+    "SELECT debit AS account, operator_id, service_day, amount AS amt FROM ledger "
+    "UNION ALL SELECT credit, operator_id, service_day, -amount FROM ledger"
+)
 
 
 class SqlStore(ABC):
@@ -104,7 +111,7 @@ class SqlStore(ABC):
     def close(self) -> None: ...
 
     def _bulk_insert(self, table: str, fields: Sequence[str], rows: Sequence[Params]) -> None:
-        """Append-only rows (taps, postings); backends override with their fastest path."""
+        """Append-only rows (taps, ledger); backends override with their fastest path."""
         if rows:
             self._executemany(_insert(table, fields), rows)
 
@@ -154,7 +161,7 @@ class SqlStore(ABC):
             )
         if ch.rejects:
             self._executemany(_insert_ignore("rejects", REJECT_COLS, "reject_id"), ch.rejects)
-        self._bulk_insert("postings", POSTING_COLS, ch.postings)
+        self._bulk_insert("ledger", ENTRY_COLS, ch.entries)
         if ch.aggregates:
             self._executemany(_upsert("aggregates", AGG_COLS, "aggregate_id"), ch.aggregates)
         if ch.debts:
@@ -235,7 +242,7 @@ class SqlStore(ABC):
         snap.deny = [DenyRow(*r) for r in self._select("deny_list", DENY_COLS)]
         snap.balances = {
             r[0]: int(r[1])
-            for r in self._query("SELECT account, SUM(amount) FROM postings GROUP BY account")
+            for r in self._query(f"SELECT account, SUM(amt) FROM ({_SIDES}) x GROUP BY account")  # noqa: S608
         }
         snap.fares_total = int(self._query("SELECT COALESCE(SUM(amount), 0) FROM taps")[0][0])
         return snap
@@ -251,15 +258,18 @@ class SqlStore(ABC):
 
     def ledger_balances(self) -> list[BalanceRow]:
         rows = self._query(
-            "SELECT account, operator_id, service_day, SUM(amount) FROM postings "
+            f"SELECT account, operator_id, service_day, SUM(amt) FROM ({_SIDES}) x "  # noqa: S608
             "GROUP BY account, operator_id, service_day "
             "ORDER BY account, operator_id, service_day"
         )
         return [BalanceRow(r[0], r[1], r[2], int(r[3])) for r in rows]
 
-    def unbalanced_transactions(self) -> list[str]:
+    def bad_entries(self) -> list[str]:
+        marks = ", ".join("?" for _ in ACCOUNTS)
         rows = self._query(
-            "SELECT txn_id FROM postings GROUP BY txn_id HAVING SUM(amount) <> 0 ORDER BY txn_id"
+            "SELECT txn_id FROM ledger WHERE debit = credit OR amount <= 0 "  # noqa: S608
+            f"OR debit NOT IN ({marks}) OR credit NOT IN ({marks}) ORDER BY txn_id",
+            (*ACCOUNTS, *ACCOUNTS),
         )
         return [r[0] for r in rows]
 
@@ -269,6 +279,15 @@ class SqlStore(ABC):
             "GROUP BY operator_id, service_day ORDER BY operator_id, service_day"
         )
         return [FareRow(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def open_aggregates_total(self) -> int:
+        """Fares in open aggregates (their rows hold the total only from open and close)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(t.amount), 0) FROM taps t JOIN aggregates a "
+            "ON a.aggregate_id = t.aggregate_id WHERE a.status = ?",
+            ("open",),
+        )
+        return int(rows[0][0])
 
     def captures(self, merchant_id: str | None = None) -> list[Capture]:
         where, params = ("WHERE merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())

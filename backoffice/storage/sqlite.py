@@ -36,6 +36,7 @@ class SqliteStore(SqlStore):
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._conn.execute("PRAGMA busy_timeout=5000")
+            self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"sqlite: cannot open {path}: {exc}") from None
         self._create_schema()
