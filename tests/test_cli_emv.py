@@ -23,18 +23,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
 
 def test_tap_json_trace(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     state = tmp_path / "card.json"
-    code, out, _ = run_cli(
-        capsys,
-        "tap",
-        "--card",
-        "sscard3",
-        "--json",
-        "--trace",
-        "--state",
-        str(state),
-        "--date",
-        "2026-11-23",
-    )
+    code, out, _ = run_cli(capsys, "tap", "--card", "sscard3", "--json", "--trace",
+                           "--state", str(state), "--date", "2026-11-23")
     assert code == 0
     result = json.loads(out)
     assert result["outcome"] == "approved-offline"
@@ -63,48 +53,27 @@ def test_tap_human_output_and_decline_exit_code(capsys: pytest.CaptureFixture[st
 
 def test_tap_profile_file_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     profile = tmp_path / "mine.json"
-    profile.write_text(
-        json.dumps(
-            {
-                "name": "mine",
-                "description": "test",
-                "pan": "6222020000000000018",
-                "expiry": "2030-01-31",
-                "applications": [{"aid": "A000000333010101", "label": "Debit"}],
-            }
-        )
-    )
+    profile.write_text(json.dumps({
+        "name": "mine", "description": "test", "pan": "6222020000000000018",
+        "expiry": "2030-01-31", "applications": [{"aid": "A000000333010101", "label": "Debit"}],
+    }))
     code, out, _ = run_cli(capsys, "tap", "--card", str(profile), "--fresh", "--json")
     assert code == 0 and json.loads(out)["outcome"] == "approved-offline"
 
     code, _, err = run_cli(capsys, "tap", "--card", "no-such-card", "--fresh")
     assert code == 2 and "no such built-in card" in err and "sscard3" in err
 
-    profile.write_text(
-        json.dumps(
-            {
-                "name": "bad",
-                "description": "x",
-                "pan": "6222020000000000018",
-                "expiry": "2030-01-31",
-                "applications": [{"aid": 42, "label": "Debit"}],
-            }
-        )
-    )
+    profile.write_text(json.dumps({
+        "name": "bad", "description": "x", "pan": "6222020000000000018", "expiry": "2030-01-31",
+        "applications": [{"aid": 42, "label": "Debit"}],
+    }))
     code, _, err = run_cli(capsys, "tap", "--card", str(profile), "--fresh")
     assert code == 2 and "mine.json" in err and "$.applications[0].aid" in err
 
-    profile.write_text(
-        json.dumps(
-            {
-                "name": "bad",
-                "description": "x",
-                "pan": "6222020000000000017",
-                "expiry": "2030-01-31",
-                "applications": [{"aid": "A000000333010101", "label": "Debit"}],
-            }
-        )
-    )
+    profile.write_text(json.dumps({
+        "name": "bad", "description": "x", "pan": "6222020000000000017", "expiry": "2030-01-31",
+        "applications": [{"aid": "A000000333010101", "label": "Debit"}],
+    }))
     code, _, err = run_cli(capsys, "tap", "--card", str(profile), "--fresh")
     assert code == 2 and "Luhn" in err and "6222020000000000017" not in err
 
@@ -115,14 +84,8 @@ def test_tlv_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "77 Response Message Template Format 2" in out
     assert "9F36 Application Transaction Counter (ATC) [2] 0001" in out
     code, out, _ = run_cli(capsys, "tlv", "--json", "9F5D03000100")
-    assert json.loads(out) == [
-        {
-            "tag": "9F5D",
-            "name": "Available Offline Spending Amount (qPBOC)",
-            "length": 3,
-            "value": "000100",
-        }
-    ]
+    assert json.loads(out) == [{"tag": "9F5D", "name": "Available Offline Spending Amount (qPBOC)",
+                                "length": 3, "value": "000100"}]
     code, _, err = run_cli(capsys, "tlv", "9F3605 0001")
     assert code == 2 and "offset 0" in err and "9F36" in err
     code, _, err = run_cli(capsys, "tlv", "9F3G")
@@ -143,12 +106,7 @@ def test_card_list_and_show(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_is_installed() -> None:
     exe = shutil.which("tapsim", path=str(Path(sys.executable).parent))
     assert exe is not None, "the tapsim console script is not installed in this environment"
-    done = subprocess.run(
-        [exe, "tap", "--card", "sscard3", "--fresh", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    done = subprocess.run([exe, "tap", "--card", "sscard3", "--fresh", "--json"],
+                          capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outcome"] == "approved-offline"

@@ -38,8 +38,8 @@ EXPIRY = bytes.fromhex("1230")  # December 2030
 SERIAL = bytes.fromhex("000001")
 STATIC = bytes.fromhex("5A0A6217000010001234567F5F24033012315F25032011017C00")
 # fDDA DDOL data: 9F37 unpredictable number, 9F02 amount, 5F2A currency, 9F69 card auth data.
-DDOL = bytes.fromhex("1A2B3C4D000000000200015601AABBCCDD00008000")
-DYNAMIC = bytes.fromhex("021234")  # ICC dynamic number length + value
+DDOL = bytes.fromhex("1A2B3C4D" "000000000200" "0156" "01AABBCCDD00008000")
+DYNAMIC = bytes.fromhex("02" "1234")  # ICC dynamic number length + value
 
 CA = testkeys.ca_key()
 ISSUER = testkeys.issuer_key()
@@ -113,24 +113,18 @@ def test_pan_may_come_as_bcd_from_tag_5a(
     issuer_cert: IssuerCertificate, icc_cert: IccCertificate
 ) -> None:
     bcd = bytes.fromhex(PAN + "F")
-    assert (
-        recover_issuer_key(
-            CA.public, issuer_cert.certificate, issuer_cert.remainder, b"\x03", pan=bcd, today=TODAY
-        )
-        == ISSUER.public
-    )
-    assert (
-        recover_icc_key(
-            ISSUER.public,
-            icc_cert.certificate,
-            icc_cert.remainder,
-            b"\x03",
-            pan=bcd,
-            static_data=STATIC,
-            today=TODAY,
-        )
-        == ICC.public
-    )
+    assert recover_issuer_key(
+        CA.public, issuer_cert.certificate, issuer_cert.remainder, b"\x03", pan=bcd, today=TODAY
+    ) == ISSUER.public
+    assert recover_icc_key(
+        ISSUER.public,
+        icc_cert.certificate,
+        icc_cert.remainder,
+        b"\x03",
+        pan=bcd,
+        static_data=STATIC,
+        today=TODAY,
+    ) == ICC.public
 
 
 def test_sdad_round_trip() -> None:
@@ -178,18 +172,9 @@ def test_keys_that_fit_have_no_remainder(big_key: RsaPrivateKey) -> None:
         big_key, ICC.public, pan=PAN, expiry=EXPIRY, serial=SERIAL, static_data=STATIC
     )
     assert icc.remainder == b""
-    assert (
-        recover_icc_key(
-            big_key.public,
-            icc.certificate,
-            b"",
-            icc.exponent,
-            pan=PAN,
-            static_data=STATIC,
-            today=TODAY,
-        )
-        == ICC.public
-    )
+    assert recover_icc_key(
+        big_key.public, icc.certificate, b"", icc.exponent, pan=PAN, static_data=STATIC, today=TODAY
+    ) == ICC.public
 
 
 def test_exponent_65537_round_trip() -> None:
@@ -328,206 +313,84 @@ def test_forged_baseline_is_valid() -> None:
 
 CASES: list[tuple[str, str, Callable[[], object]]] = [
     # wrong-length
-    (
-        "short certificate",
-        "wrong-length",
-        lambda: recover_issuer_key(
-            CA.public,
-            GOOD_ISSUER.certificate[1:],
-            GOOD_ISSUER.remainder,
-            b"\x03",
-            pan=PAN,
-            today=TODAY,
-        ),
-    ),
-    (
-        "truncated remainder",
-        "wrong-length",
-        lambda: recover_issuer_key(
-            CA.public,
-            GOOD_ISSUER.certificate,
-            GOOD_ISSUER.remainder[:-1],
-            b"\x03",
-            pan=PAN,
-            today=TODAY,
-        ),
-    ),
-    (
-        "exponent length differs",
-        "wrong-length",
-        lambda: recover_issuer_key(
-            CA.public,
-            GOOD_ISSUER.certificate,
-            GOOD_ISSUER.remainder,
-            b"\x01\x00\x01",
-            pan=PAN,
-            today=TODAY,
-        ),
-    ),
+    ("short certificate", "wrong-length", lambda: recover_issuer_key(
+        CA.public, GOOD_ISSUER.certificate[1:], GOOD_ISSUER.remainder, b"\x03", pan=PAN,
+        today=TODAY)),
+    ("truncated remainder", "wrong-length", lambda: recover_issuer_key(
+        CA.public, GOOD_ISSUER.certificate, GOOD_ISSUER.remainder[:-1], b"\x03", pan=PAN,
+        today=TODAY)),
+    ("exponent length differs", "wrong-length", lambda: recover_issuer_key(
+        CA.public, GOOD_ISSUER.certificate, GOOD_ISSUER.remainder, b"\x01\x00\x01", pan=PAN,
+        today=TODAY)),
     ("key length zero", "wrong-length", lambda: recover_issuer(forged_issuer(key_len=0))),
-    (
-        "key longer than signer",
-        "wrong-length",
-        lambda: recover_issuer(forged_issuer(key_len=CA.public.size + 1)),
-    ),
-    (
-        "exponent length 2",
-        "wrong-length",
-        lambda: recover_issuer(forged_issuer(exponent=b"\x00\x03")),
-    ),
-    (
-        "SDAD of other length",
-        "wrong-length",
-        lambda: verify_dynamic_data(ICC.public, bytes(ICC.public.size + 1), DDOL),
-    ),
-    (
-        "dynamic data length too big",
-        "wrong-length",
-        lambda: verify_dynamic_data(
-            ICC.public, forge(ICC, sdad_body(l_dd=ICC.public.size - 24), DDOL), DDOL
-        ),
-    ),
-    (
-        "CA key too short",
-        "wrong-length",
-        lambda: recover_issuer_key(
-            RsaPublicKey(b"\xc3" * 36, b"\x03"), bytes(36), b"", b"\x03", pan=PAN, today=TODAY
-        ),
-    ),
-    (
-        "issuer key too short",
-        "wrong-length",
-        lambda: recover_icc_key(
-            RsaPublicKey(b"\xc3" * 42, b"\x03"),
-            bytes(42),
-            b"",
-            b"\x03",
-            pan=PAN,
-            static_data=b"",
-            today=TODAY,
-        ),
-    ),
-    (
-        "ICC key too short",
-        "wrong-length",
-        lambda: verify_dynamic_data(RsaPublicKey(b"\xc3" * 25, b"\x03"), bytes(25), DDOL),
-    ),
-    (
-        "ICC certificate given as issuer's",
-        "wrong-length",
-        lambda: recover_issuer_key(
-            CA.public, forged_icc().certificate, b"", b"\x03", pan=PAN, today=TODAY
-        ),
-    ),
+    ("key longer than signer", "wrong-length",
+     lambda: recover_issuer(forged_issuer(key_len=CA.public.size + 1))),
+    ("exponent length 2", "wrong-length",
+     lambda: recover_issuer(forged_issuer(exponent=b"\x00\x03"))),
+    ("SDAD of other length", "wrong-length",
+     lambda: verify_dynamic_data(ICC.public, bytes(ICC.public.size + 1), DDOL)),
+    ("dynamic data length too big", "wrong-length", lambda: verify_dynamic_data(
+        ICC.public, forge(ICC, sdad_body(l_dd=ICC.public.size - 24), DDOL), DDOL)),
+    ("CA key too short", "wrong-length", lambda: recover_issuer_key(
+        RsaPublicKey(b"\xc3" * 36, b"\x03"), bytes(36), b"", b"\x03", pan=PAN, today=TODAY)),
+    ("issuer key too short", "wrong-length", lambda: recover_icc_key(
+        RsaPublicKey(b"\xc3" * 42, b"\x03"), bytes(42), b"", b"\x03", pan=PAN, static_data=b"",
+        today=TODAY)),
+    ("ICC key too short", "wrong-length",
+     lambda: verify_dynamic_data(RsaPublicKey(b"\xc3" * 25, b"\x03"), bytes(25), DDOL)),
+    ("ICC certificate given as issuer's", "wrong-length", lambda: recover_issuer_key(
+        CA.public, forged_icc().certificate, b"", b"\x03", pan=PAN, today=TODAY)),
     # bad-signature
-    (
-        "block equal to modulus",
-        "bad-signature",
-        lambda: verify_dynamic_data(ICC.public, ICC.public.modulus, DDOL),
-    ),
+    ("block equal to modulus", "bad-signature",
+     lambda: verify_dynamic_data(ICC.public, ICC.public.modulus, DDOL)),
     # bad-trailer / bad-header / bad-format
-    (
-        "trailer BD",
-        "bad-trailer",
-        lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(), DDOL, trailer=0xBD), DDOL),
-    ),
-    (
-        "header 6B",
-        "bad-header",
-        lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(), DDOL, header=0x6B), DDOL),
-    ),
+    ("trailer BD", "bad-trailer",
+     lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(), DDOL, trailer=0xBD), DDOL)),
+    ("header 6B", "bad-header",
+     lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(), DDOL, header=0x6B), DDOL)),
     ("issuer format 04", "bad-format", lambda: recover_issuer(forged_issuer(fmt=0x04))),
-    (
-        "SDAD format 03",
-        "bad-format",
-        lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(fmt=0x03), DDOL), DDOL),
-    ),
+    ("SDAD format 03", "bad-format", lambda: verify_dynamic_data(
+        ICC.public, forge(ICC, sdad_body(fmt=0x03), DDOL), DDOL)),
     # bad-algorithm
-    (
-        "hash algorithm 02",
-        "bad-algorithm",
-        lambda: recover_issuer(forged_issuer(algos=b"\x02\x01")),
-    ),
+    ("hash algorithm 02", "bad-algorithm",
+     lambda: recover_issuer(forged_issuer(algos=b"\x02\x01"))),
     ("key algorithm 02", "bad-algorithm", lambda: recover_issuer(forged_issuer(algos=b"\x01\x02"))),
     ("ICC hash algorithm 02", "bad-algorithm", lambda: recover_icc(forged_icc(algos=b"\x02\x01"))),
-    (
-        "SDAD hash algorithm 02",
-        "bad-algorithm",
-        lambda: verify_dynamic_data(ICC.public, forge(ICC, sdad_body(algo=0x02), DDOL), DDOL),
-    ),
+    ("SDAD hash algorithm 02", "bad-algorithm", lambda: verify_dynamic_data(
+        ICC.public, forge(ICC, sdad_body(algo=0x02), DDOL), DDOL)),
     # bad-hash
-    (
-        "remainder altered",
-        "bad-hash",
-        lambda: recover_issuer_key(
-            CA.public,
-            GOOD_ISSUER.certificate,
-            bytes(len(GOOD_ISSUER.remainder)),
-            b"\x03",
-            pan=PAN,
-            today=TODAY,
-        ),
-    ),
-    (
-        "static data altered",
-        "bad-hash",
-        lambda: recover_icc(forged_icc(), static=STATIC[:-1] + b"\x01"),
-    ),
-    (
-        "DDOL data altered",
-        "bad-hash",
-        lambda: verify_dynamic_data(
-            ICC.public, sign_dynamic_data(ICC, DYNAMIC, DDOL), DDOL[:-1] + b"\x01"
-        ),
-    ),
-    (
-        "hash field wrong",
-        "bad-hash",
-        lambda: verify_dynamic_data(
-            ICC.public, forge(ICC, sdad_body(), DDOL, digest=bytes(20)), DDOL
-        ),
-    ),
+    ("remainder altered", "bad-hash", lambda: recover_issuer_key(
+        CA.public, GOOD_ISSUER.certificate, bytes(len(GOOD_ISSUER.remainder)), b"\x03", pan=PAN,
+        today=TODAY)),
+    ("static data altered", "bad-hash",
+     lambda: recover_icc(forged_icc(), static=STATIC[:-1] + b"\x01")),
+    ("DDOL data altered", "bad-hash", lambda: verify_dynamic_data(
+        ICC.public, sign_dynamic_data(ICC, DYNAMIC, DDOL), DDOL[:-1] + b"\x01")),
+    ("hash field wrong", "bad-hash", lambda: verify_dynamic_data(
+        ICC.public, forge(ICC, sdad_body(), DDOL, digest=bytes(20)), DDOL)),
     # pan-mismatch
-    (
-        "issuer id of another issuer",
-        "pan-mismatch",
-        lambda: recover_issuer(GOOD_ISSUER, pan="6228480000000000001"),
-    ),
-    (
-        "issuer id not digits",
-        "pan-mismatch",
-        lambda: recover_issuer(forged_issuer(issuer_id=bytes.fromhex("62F700FF"))),
-    ),
-    (
-        "issuer id of two digits",
-        "pan-mismatch",
-        lambda: recover_issuer(forged_issuer(issuer_id=bytes.fromhex("62FFFFFF"))),
-    ),
+    ("issuer id of another issuer", "pan-mismatch",
+     lambda: recover_issuer(GOOD_ISSUER, pan="6228480000000000001")),
+    ("issuer id not digits", "pan-mismatch",
+     lambda: recover_issuer(forged_issuer(issuer_id=bytes.fromhex("62F700FF")))),
+    ("issuer id of two digits", "pan-mismatch",
+     lambda: recover_issuer(forged_issuer(issuer_id=bytes.fromhex("62FFFFFF")))),
     ("ICC PAN of another card", "pan-mismatch", lambda: recover_icc(forged_icc(), pan=OTHER_PAN)),
     ("card PAN malformed", "pan-mismatch", lambda: recover_issuer(GOOD_ISSUER, pan="62170A")),
     # bad-date / expired
     ("month 13", "bad-date", lambda: recover_issuer(forged_issuer(expiry=bytes.fromhex("1330")))),
     ("month 00", "bad-date", lambda: recover_icc(forged_icc(expiry=bytes.fromhex("0030")))),
     ("not BCD", "bad-date", lambda: recover_issuer(forged_issuer(expiry=bytes.fromhex("1A30")))),
-    (
-        "issuer expired",
-        "expired",
-        lambda: recover_issuer(forged_issuer(expiry=bytes.fromhex("1025"))),
-    ),
+    ("issuer expired", "expired",
+     lambda: recover_issuer(forged_issuer(expiry=bytes.fromhex("1025")))),
     ("ICC expired", "expired", lambda: recover_icc(forged_icc(expiry=bytes.fromhex("0126")))),
     # bad-key
     ("exponent 05", "bad-key", lambda: recover_issuer(forged_issuer(exponent=b"\x05"))),
-    (
-        "modulus with leading zero",
-        "bad-key",
-        lambda: recover_issuer(forged_issuer(modulus=b"\x00" + ISSUER.public.modulus[1:])),
-    ),
+    ("modulus with leading zero", "bad-key",
+     lambda: recover_issuer(forged_issuer(modulus=b"\x00" + ISSUER.public.modulus[1:]))),
     # unknown-ca
-    (
-        "CA index not held",
-        "unknown-ca",
-        lambda: testkeys.ca_table().lookup(testkeys.TEST_CA_RID, 0x01),
-    ),
+    ("CA index not held", "unknown-ca",
+     lambda: testkeys.ca_table().lookup(testkeys.TEST_CA_RID, 0x01)),
 ]
 
 
@@ -735,71 +598,32 @@ def test_from_pem_rejects_other_things() -> None:
         (lambda: ICC.raw_private(bytes(5)), "128 bytes"),
         (lambda: CaKeyTable({(b"\xa0\x00", 1): ICC.public}), "RID"),
         (lambda: CaKeyTable.of([(testkeys.TEST_CA_RID, 256, ICC.public)]), "index"),
-        (
-            lambda: issuer_certificate(
-                ISSUER, CA.public, issuer_id=bytes.fromhex("621700FF"), expiry=EXPIRY, serial=SERIAL
-            ),
-            "longer than the CA",
-        ),
-        (
-            lambda: issuer_certificate(
-                CA, ISSUER.public, issuer_id=bytes.fromhex("62FFFFFF"), expiry=EXPIRY, serial=SERIAL
-            ),
-            "issuer identifier",
-        ),
-        (
-            lambda: issuer_certificate(
-                CA,
-                ISSUER.public,
-                issuer_id=bytes.fromhex("621700FF"),
-                expiry=b"\x13\x30",
-                serial=SERIAL,
-            ),
-            "MMYY",
-        ),
-        (
-            lambda: issuer_certificate(
-                CA,
-                ISSUER.public,
-                issuer_id=bytes.fromhex("621700FF"),
-                expiry=EXPIRY,
-                serial=b"\x01",
-            ),
-            "serial",
-        ),
-        (
-            lambda: issuer_certificate(
-                RsaPrivateKey(RsaPublicKey(b"\xc3" * 36, b"\x03"), 1, 1, 1, 1, 1, 1),
-                RsaPublicKey(b"\xc3" * 30, b"\x03"),
-                issuer_id=bytes.fromhex("621700FF"),
-                expiry=EXPIRY,
-                serial=SERIAL,
-            ),
-            "cannot hold",
-        ),
-        (
-            lambda: icc_certificate(
-                ICC, CA.public, pan=PAN, expiry=EXPIRY, serial=SERIAL, static_data=b""
-            ),
-            "longer than the issuer",
-        ),
-        (
-            lambda: icc_certificate(
-                RsaPrivateKey(RsaPublicKey(b"\xc3" * 42, b"\x03"), 1, 1, 1, 1, 1, 1),
-                RsaPublicKey(b"\xc3" * 30, b"\x03"),
-                pan=PAN,
-                expiry=EXPIRY,
-                serial=SERIAL,
-                static_data=b"",
-            ),
-            "cannot hold",
-        ),
-        (
-            lambda: icc_certificate(
-                ISSUER, ICC.public, pan="12AB", expiry=EXPIRY, serial=SERIAL, static_data=b""
-            ),
-            "PAN",
-        ),
+        (lambda: issuer_certificate(
+            ISSUER, CA.public, issuer_id=bytes.fromhex("621700FF"), expiry=EXPIRY, serial=SERIAL
+        ), "longer than the CA"),
+        (lambda: issuer_certificate(
+            CA, ISSUER.public, issuer_id=bytes.fromhex("62FFFFFF"), expiry=EXPIRY, serial=SERIAL
+        ), "issuer identifier"),
+        (lambda: issuer_certificate(
+            CA, ISSUER.public, issuer_id=bytes.fromhex("621700FF"), expiry=b"\x13\x30",
+            serial=SERIAL), "MMYY"),
+        (lambda: issuer_certificate(
+            CA, ISSUER.public, issuer_id=bytes.fromhex("621700FF"), expiry=EXPIRY, serial=b"\x01"
+        ), "serial"),
+        (lambda: issuer_certificate(
+            RsaPrivateKey(RsaPublicKey(b"\xc3" * 36, b"\x03"), 1, 1, 1, 1, 1, 1),
+            RsaPublicKey(b"\xc3" * 30, b"\x03"), issuer_id=bytes.fromhex("621700FF"),
+            expiry=EXPIRY, serial=SERIAL), "cannot hold"),
+        (lambda: icc_certificate(
+            ICC, CA.public, pan=PAN, expiry=EXPIRY, serial=SERIAL, static_data=b""
+        ), "longer than the issuer"),
+        (lambda: icc_certificate(
+            RsaPrivateKey(RsaPublicKey(b"\xc3" * 42, b"\x03"), 1, 1, 1, 1, 1, 1),
+            RsaPublicKey(b"\xc3" * 30, b"\x03"), pan=PAN, expiry=EXPIRY, serial=SERIAL,
+            static_data=b""), "cannot hold"),
+        (lambda: icc_certificate(
+            ISSUER, ICC.public, pan="12AB", expiry=EXPIRY, serial=SERIAL, static_data=b""
+        ), "PAN"),
         (lambda: sign_dynamic_data(ICC, bytes(ICC.public.size - 24), b""), "exceeds"),
         (lambda: issuer_id_from_pan(PAN, 2), "3-8"),
         (lambda: issuer_id_from_pan("1234", 6), "PAN"),

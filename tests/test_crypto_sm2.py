@@ -59,7 +59,9 @@ def _gmssl(private_key: bytes | None, public_key: bytes) -> gmssl_sm2.CryptSM2:
 
 
 def test_sm3_abc_vector() -> None:
-    assert sm3(b"abc").hex() == ("66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0")
+    assert sm3(b"abc").hex() == (
+        "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+    )
 
 
 def test_sm4_standard_vector_both_ways() -> None:

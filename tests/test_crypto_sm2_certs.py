@@ -47,7 +47,7 @@ STATIC = bytes.fromhex("5A0A6217000010001234567F5F24033012315F280201565F3401019F
 )
 # fDDA: ICC dynamic data (length + ICC dynamic number) and 9F37 || 9F02 || 5F2A || 9F69.
 DYNAMIC = bytes.fromhex("0412345678")
-DDOL = bytes.fromhex("A1B2C3D4000000000150015601A1B2C3D40000")
+DDOL = bytes.fromhex("A1B2C3D4" "000000000150" "0156" "01A1B2C3D40000")
 
 ISSUER_CERT = sm2_issuer_certificate(
     CA.private_key, ISSUER.public_key, issuer_id=ISSUER_ID, expiry=EXPIRY, serial=b"\x00\x00\x01"
@@ -102,7 +102,7 @@ def test_layouts() -> None:
     assert ICC_CERT[:20].hex().upper() == "146217000010001234567F1230000002" + "04000040"
     assert ICC_CERT[20:84] == ICC.public_key
     assert len(SSAD) == SSAD_SIZE and SSAD[:3].hex().upper() == "13DAC1"
-    assert SDAD[: 2 + len(DYNAMIC)] == b"\x15\x05" + DYNAMIC and len(SDAD) == 2 + 5 + 64
+    assert SDAD[:2 + len(DYNAMIC)] == b"\x15\x05" + DYNAMIC and len(SDAD) == 2 + 5 + 64
 
 
 def _gmssl_verifies(public_key: bytes, signed: bytes, signature: bytes) -> bool:
@@ -232,10 +232,7 @@ def test_static_and_dynamic_data_reasons() -> None:
         ),
         (
             lambda: sm2_issuer_certificate(
-                CA.private_key,
-                ISSUER.public_key,
-                issuer_id=ISSUER_ID,
-                expiry=b"\x13\x30",
+                CA.private_key, ISSUER.public_key, issuer_id=ISSUER_ID, expiry=b"\x13\x30",
                 serial=b"123",
             ),
             "expiry",
@@ -254,11 +251,7 @@ def test_static_and_dynamic_data_reasons() -> None:
         ),
         (
             lambda: sm2_icc_certificate(
-                ISSUER.private_key,
-                ICC.public_key,
-                pan="12AB",
-                expiry=EXPIRY,
-                serial=b"123",
+                ISSUER.private_key, ICC.public_key, pan="12AB", expiry=EXPIRY, serial=b"123",
                 static_data=b"",
             ),
             "PAN",
@@ -268,7 +261,9 @@ def test_static_and_dynamic_data_reasons() -> None:
         (lambda: recover_sm2_issuer_key(b"\x04", ISSUER_CERT, pan=PAN, today=TODAY), "64 or 65"),
     ],
 )
-def test_bad_arguments_raise_crypto_input_error(call: Callable[[], object], message: str) -> None:
+def test_bad_arguments_raise_crypto_input_error(
+    call: Callable[[], object], message: str
+) -> None:
     with pytest.raises(CryptoInputError, match=message):
         call()
 

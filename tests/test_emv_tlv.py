@@ -9,14 +9,10 @@ from emv.tlv import Tlv, TlvError, decode, encode
 
 def _ppse_answer() -> bytes:
     apps = [
-        tlv.encode_one(
-            0x61,
-            tlv.encode_one(0x4F, bytes.fromhex("A000000333010101")) + tlv.encode_one(0x87, b"\x01"),
-        ),
-        tlv.encode_one(
-            0x61,
-            tlv.encode_one(0x4F, bytes.fromhex("A000000632010105")) + tlv.encode_one(0x87, b"\x02"),
-        ),
+        tlv.encode_one(0x61, tlv.encode_one(0x4F, bytes.fromhex("A000000333010101"))
+                       + tlv.encode_one(0x87, b"\x01")),
+        tlv.encode_one(0x61, tlv.encode_one(0x4F, bytes.fromhex("A000000632010105"))
+                       + tlv.encode_one(0x87, b"\x02")),
     ]
     bf0c = tlv.encode_one(0xBF0C, b"".join(apps))
     fci = tlv.encode_one(0x84, b"2PAY.SYS.DDF01") + tlv.encode_one(0xA5, bf0c)
@@ -86,7 +82,6 @@ def test_qpboc_tag_meanings() -> None:
 
 
 # --- properties --------------------------------------------------------------
-
 
 def _tags(constructed: bool) -> st.SearchStrategy[int]:
     bit = 0x20 if constructed else 0x00
