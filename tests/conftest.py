@@ -1,0 +1,16 @@
+"""Test-wide settings.
+
+Under CI (``CI=true``) hypothesis runs derandomized: the same examples every run,
+so a red CI always means a change broke something, never that a new random
+example was drawn.  Locally it explores freely (and keeps its example database).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
