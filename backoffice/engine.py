@@ -162,7 +162,7 @@ class BackOffice:
             agg = self._open[token]
             reason = due_reason(agg, now, self._agg)
             if reason is not None:
-                self._close(self.cards[token], agg, now, reason, res)
+                self._close(self.cards[token], agg, now, reason, res, settle=True)
         return res
 
     def run_recovery(self, now: datetime) -> BatchResult:
@@ -404,8 +404,17 @@ class BackOffice:
         return agg
 
     def _close(
-        self, card: TransitCard, agg: Aggregate, now: datetime, reason: str, res: BatchResult
+        self,
+        card: TransitCard,
+        agg: Aggregate,
+        now: datetime,
+        reason: str,
+        res: BatchResult,
+        *,
+        settle: bool = False,
     ) -> None:
+        if settle:  # no tap closes it: the pricer may have fares that fall due now
+            self._settle_fares(card, agg, now)
         sums: dict[tuple[str, str], int] = {}
         for p in agg.taps:
             key = (p.tap.operator_id, p.service_day)
@@ -474,6 +483,21 @@ class BackOffice:
             )
         )
         self._deny_add(card, resp.code.value, now, res)
+
+    def _settle_fares(self, card: TransitCard, agg: Aggregate, now: datetime) -> None:
+        try:
+            state, charges = self.pricer.close(card.fare_state, now)
+        except PricingError:
+            return  # the fare stays as priced; the next tap settles the journey
+        if state is not card.fare_state:
+            card.fare_state = state
+            self._dirty_cards[card.pan_token] = card
+        for charge in charges:
+            if charge.currency != self.config.currency or not charge.amount or not agg.taps:
+                continue
+            target = next((p for p in agg.taps if p.tap.tap_id == charge.tap_id), agg.taps[-1])
+            explain = f"{target.explain}; {charge.explain}"
+            self._adjust(target, target.amount + charge.amount, explain, "close", agg)
 
     # -- debts -----------------------------------------------------------------------------
 

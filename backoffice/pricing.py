@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import NamedTuple, Protocol
 
 from backoffice.policy import ServiceDay
@@ -38,6 +38,11 @@ class Pricer(Protocol):
 
     def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
         """Charges for ``tap`` given the card's fare state, and the state after it."""
+        ...
+
+    def close(self, state: object | None, now: datetime) -> tuple[object, list[FareCharge]]:
+        """Charges that fall due without a tap (an unfinished journey's maximum fare) when
+        the card's aggregate closes at ``now``; each names the tap it belongs to."""
         ...
 
     def encode_state(self, state: object) -> bytes:
@@ -125,6 +130,10 @@ class FlatFarePricer:
             fare = max(0, self.daily_cap - spent)
             explain += f", capped at {self.daily_cap} a day"
         return FlatState(day, spent + fare), [FareCharge(tap.tap_id, fare, self.currency, explain)]
+
+    def close(self, state: object | None, now: datetime) -> tuple[object, list[FareCharge]]:
+        """A flat tariff charges at boarding: nothing is ever left open."""
+        return state, []
 
     def encode_state(self, state: object) -> bytes:
         if state is None:

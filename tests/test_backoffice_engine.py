@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,9 +25,10 @@ from backoffice.policy import (
     PolicyError,
     RecoveryPolicy,
 )
-from backoffice.pricing import FlatFarePricer, PricingError
+from backoffice.pricing import FareCharge, FlatFarePricer, PricingError
 from backoffice.records import AggStatus, DebtStatus, debt_row
 from backoffice.reports import first_ride_risk, memory_figures, reconcile
+from backoffice.taps import Action, TapRecord
 from issuer.lifecycle import Event
 from issuer.models import AuthKind, ReplaceReason
 from issuer.service import Issuer
@@ -395,3 +396,52 @@ def test_service_day_cutover_splits_days_at_four_in_the_morning() -> None:
     assert agg.service_day == "2026-03-02" and agg.tap_count == 2
     bo.ingest([tc.tap("tue", late + 2 * timedelta(minutes=1))], late + H)
     assert [a.service_day for a in bo.open_aggregates()] == ["2026-03-03"]
+
+
+class TapOnOffPricer:
+    """A small real tariff with open journeys: 300 for a completed journey, 500 when the
+    rider never taps off (charged when the journey is settled without a tap)."""
+
+    currency = "CNY"
+
+    def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
+        if tap.action is Action.TAP_OFF:
+            return None, [FareCharge(tap.tap_id, 300, "CNY", "journey")]
+        charges = []
+        if isinstance(state, str):  # tapped on again without tapping off: incomplete journey
+            charges.append(FareCharge(state, 500, "CNY", "no tap-off: maximum fare"))
+        charges.append(FareCharge(tap.tap_id, 0, "CNY", "tap-on"))
+        return tap.tap_id, charges
+
+    def close(self, state: object | None, now: datetime) -> tuple[object, list[FareCharge]]:
+        if isinstance(state, str):
+            return None, [FareCharge(state, 500, "CNY", "no tap-off: maximum fare")]
+        return state, []
+
+    def encode_state(self, state: object) -> bytes:
+        return state.encode() if isinstance(state, str) else b""
+
+    def decode_state(self, data: bytes) -> object:
+        return data.decode() or None
+
+
+def test_an_unfinished_journey_is_charged_when_the_aggregate_closes() -> None:
+    issuer = new_issuer()
+    tc = TestCard(pan_for(18))
+    open_card(issuer, tc)
+    bo = BackOffice(TapOnOffPricer(), issuer, config())
+    bo.ingest(
+        [
+            tc.tap("on1", T0, action=Action.TAP_ON),
+            tc.tap("off1", T0 + H, action=Action.TAP_OFF),
+            tc.tap("on2", T0 + 2 * H, action=Action.TAP_ON),
+        ],
+        T0 + 2 * H,
+    )
+    assert bo.fares_total == 300
+    res = bo.close_due(T0 + DAY)
+    assert [e.amount for e in res.of_kind("charged")] == [800]
+    changes = bo.drain_changes()
+    assert {t.tap_id: t.amount for t in changes.taps} == {"on1": 0, "off1": 300, "on2": 500}
+    check_entries(changes.entries)
+    rec_ok(bo, issuer)
