@@ -123,10 +123,12 @@ def test_recovery_and_deny_list_removal_are_durable(store_url: tuple[SqlStore, s
 
 def test_open_aggregates_resume_after_restart(store_url: tuple[SqlStore, str]) -> None:
     store, _ = store_url
-    c = new_core(store)
+    c = new_core(store, nominal_amount=100)  # a nominal hold that outlives the restart
     [tc] = setup_cards(c, [10_000])
     c.ingest([tc.tap("t0", T0), tc.tap("t2", T0 + 2 * H)], T0 + 2 * H)
-    c2 = new_core(store)
+    account_id = c.issuer.card(tc.token).account_id
+    assert c.issuer.account(account_id).held == 100
+    c2 = new_core(store, nominal_amount=100)
     [agg] = c2.core.open_aggregates()
     assert (agg.aggregate_id, agg.total, [p.tap.tap_id for p in agg.taps]) == (
         "A:t0", 400, ["t0", "t2"],
@@ -136,6 +138,8 @@ def test_open_aggregates_resume_after_restart(store_url: tuple[SqlStore, str]) -
     [row] = store.aggregates(AggStatus.CHARGED.value)
     assert row.total == 600 and row.tap_count == 3
     assert sum(cap.amount for cap in store.captures(MERCHANT)) == 600
+    account = new_core(store).issuer.account(account_id)
+    assert (account.balance, account.held) == (9_400, 0)
     assert c2.reconcile().ok
 
 
