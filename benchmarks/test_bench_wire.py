@@ -15,6 +15,7 @@ from benchmarks.conftest import median_seconds
 from wire import (
     Action,
     DenyListSnapshot,
+    Method,
     Signer,
     TapOutcome,
     TapRecord,
@@ -27,12 +28,12 @@ from wire import (
 RECORD = TapRecord(
     tap_id="BUS-0042:0a1b2c3d:123456", validator_id="BUS-0042", operator_id="OP1", seq=123456,
     time=dt.datetime(2026, 11, 23, 7, 30, tzinfo=dt.UTC), stop_id="S-1203", route_id="300",
-    action=Action.TAP, outcome=TapOutcome.ACCEPTED, reason=None, pan_token="ab" * 16,
-    pan_masked="623190*********0014", aid="A000000333010101", atc=4321, cryptogram=bytes(8),
-    cid=0x40, iad=bytes.fromhex("0701010360000000"), aip=b"\x20\x00", ac_data=bytes(39),
-    scheme="tdes", amount=200, currency="CNY", oda="fdda-rsa", oda_ok=True,
-    rider_category="senior", fare_media="unionpay-quickpass", deny_list_version=77,
-    fare_table_version=3)
+    action=Action.TAP, outcome=TapOutcome.ACCEPTED, reason=None, method=Method.EMV,
+    pan_token="ab" * 16, pan_masked="623190*********0014", aid="A000000333010101", amount=200,
+    currency="CNY", rider_category="senior", fare_media="unionpay-quickpass",
+    deny_list_version=77, fare_table_version=3, oda="fdda-rsa", oda_ok=True, atc=4321,
+    cryptogram=bytes(8), cid=0x40, iad=bytes.fromhex("0701010360000000"), aip=b"\x20\x00",
+    ac_data=bytes(39), scheme="tdes")
 PAYLOAD = encode(RECORD)
 
 

@@ -17,6 +17,7 @@ from enum import StrEnum
 from types import MappingProxyType
 
 from emv.kernel import Outcome, TapResult
+from fare.concessions import AgeRule, rider_category_for
 from wire.messages import TapOutcome
 
 # DF70 (tapsim's holder category object) value -> GTFS rider_category_id.
@@ -31,12 +32,11 @@ class RiderRules:
     """How a card's holder data maps to a rider category.
 
     Age wins over the card's category byte: a card personalised before the holder
-    turned ``senior_age`` still says "adult" in DF70, but the birth date (DF71) is
-    fixed, so the validator derives seniority at every tap.
+    turned 60 still says "adult" in DF70, but the birth date (DF71) is fixed, so the
+    validator derives seniority at every tap (``fare.concessions`` age rules, first match).
     """
 
-    senior_age: int | None = 60
-    senior_category: str = "senior"
+    age_rules: tuple[AgeRule, ...] = (AgeRule("senior", 60),)
     default_category: str = "adult"
     card_categories: Mapping[str, str] = field(default_factory=lambda: DEFAULT_CARD_CATEGORIES)
 
@@ -78,11 +78,6 @@ class Display:
     beep: Beep
 
 
-def age_on(birth: dt.date, today: dt.date) -> int:
-    """Completed years on ``today`` (a 29 February birthday counts on 1 March)."""
-    return today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
-
-
 def parse_birth_date(raw: str | None) -> dt.date | None:
     """DF71 as the kernel gives it (``YYYYMMDD`` digits); None when absent or not a date."""
     if raw is None or len(raw) != 8 or not raw.isdigit():
@@ -97,9 +92,10 @@ def rider_category(rules: RiderRules, holder_category: str | None, birth_date: s
                    today: dt.date) -> str:
     """The rider category of this tap from the card's holder data (DF70, DF71)."""
     birth = parse_birth_date(birth_date)
-    if rules.senior_age is not None and birth is not None \
-            and age_on(birth, today) >= rules.senior_age:
-        return rules.senior_category
+    if birth is not None:
+        by_age = rider_category_for(birth, today, rules.age_rules)
+        if by_age is not None:
+            return by_age
     if holder_category is not None and holder_category in rules.card_categories:
         return rules.card_categories[holder_category]
     return rules.default_category
@@ -117,7 +113,7 @@ def decide(result: TapResult, *, deny_listed: bool, duplicate: bool,
            policy: TapPolicy) -> Verdict:
     """The validator's verdict: the card's word first, then the deny list, then duplicates."""
     if result.outcome in (Outcome.DECLINED, Outcome.END_APPLICATION,
-                          Outcome.TRY_ANOTHER_INTERFACE):
+                          Outcome.TRY_ANOTHER_INTERFACE, Outcome.TRY_AGAIN):
         return Verdict(TapOutcome.DECLINED, result.reason or result.outcome.value)
     if deny_listed:
         return Verdict(TapOutcome.DENY_LISTED, "deny-listed")

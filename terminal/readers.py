@@ -13,6 +13,7 @@ import contextlib
 from typing import Any, Protocol, runtime_checkable
 
 from emv.card.card import VirtualCard
+from emv.kernel import CardRemoved
 
 
 class ReaderError(RuntimeError):
@@ -21,6 +22,12 @@ class ReaderError(RuntimeError):
     def __init__(self, reader: str, message: str) -> None:
         self.reader = reader
         super().__init__(f"reader {reader!r}: {message}")
+
+
+class CardGoneError(ReaderError, CardRemoved):
+    """The card left the field mid-transaction.  Also the kernel's ``CardRemoved``, so
+    ``emv.kernel.run`` ends the tap as try-again (and keeps a torn e-purse purchase pending
+    in the PSAM for the next tap) instead of losing track of it."""
 
 
 @runtime_checkable
@@ -64,7 +71,7 @@ class VirtualReader:
 
     def transceive(self, apdu: bytes) -> bytes:
         if self.card is None or not self._powered:
-            raise ReaderError(self.name, "no powered card in the field")
+            raise CardGoneError(self.name, "no powered card in the field")
         return self.card.process(apdu)
 
     def power_off(self) -> None:
@@ -137,11 +144,11 @@ class PcscReader:
         from smartcard.Exceptions import CardConnectionException  # noqa: PLC0415
 
         if self._conn is None or not self._connected:
-            raise ReaderError(self.name, "no card connected (power_on first)")
+            raise CardGoneError(self.name, "no card connected (power_on first)")
         try:
             data, sw1, sw2 = self._conn.transmit(list(apdu))
         except CardConnectionException as exc:
-            raise ReaderError(self.name, f"card went away: {exc}") from None
+            raise CardGoneError(self.name, f"card went away: {exc}") from None
         return bytes(data) + bytes((sw1, sw2))
 
     def power_off(self) -> None:

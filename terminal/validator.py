@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from emv import tlv
@@ -26,7 +27,16 @@ from emv.appdata import (
     IssuerApplicationData,
     ac_input,
 )
-from emv.kernel import Kernel, TapResult, TerminalConfig, TransactionInput, run
+from emv.epurse.psam import Psam
+from emv.kernel import (
+    EPURSE_AIDS,
+    Kernel,
+    Outcome,
+    TapResult,
+    TerminalConfig,
+    TransactionInput,
+    run,
+)
 from emv.tlv import TlvError
 from terminal.decisions import (
     Display,
@@ -43,7 +53,7 @@ from terminal.denylist import DenyList
 from terminal.journal import Journal
 from terminal.readers import Reader, ReaderError
 from wire.codec import encode
-from wire.messages import Action, TapOutcome, TapRecord
+from wire.messages import Action, Method, TapOutcome, TapRecord
 from wire.topics import check_validator_id
 
 log = logging.getLogger("tapsim.terminal")
@@ -121,8 +131,10 @@ class Validator:
                  unpredictable: Callable[[], bytes] = lambda: secrets.token_bytes(4),
                  fare_version: Callable[[], int] = lambda: 0,
                  show: Callable[[Display], None] | None = None,
-                 on_journaled: Callable[[TapRecord], None] | None = None) -> None:
+                 on_journaled: Callable[[TapRecord], None] | None = None,
+                 psam: Psam | None = None) -> None:
         self.config = config
+        self.psam = psam  # with EPURSE_FIRST in the terminal config: T-Union purchases
         self.terminal = terminal
         self.journal = journal
         self.deny_list = deny_list
@@ -140,42 +152,50 @@ class Validator:
     def tap(self, reader: Reader) -> TapEvent:
         t0 = time.perf_counter()
         now = self.clock()
-        today = now.astimezone(self.config.timezone).date()
+        local = now.astimezone(self.config.timezone)
         gpo: list[bytes] = []
 
         def transceive(apdu: bytes) -> bytes:
-            response = reader.transceive(apdu)
+            response = reader.transceive(apdu)  # CardGoneError ends the kernel as try-again
             if len(apdu) > 1 and apdu[1] == GPO_INS:
                 gpo.append(response)
             return response
 
         try:
             reader.power_on()
-            txn = TransactionInput(amount=self.config.amount, date=today,
-                                   unpredictable_number=self.unpredictable())
-            result = run(Kernel(self.terminal, txn), transceive)
         except ReaderError as exc:
-            log.info("tap not completed: %s", exc)
+            log.debug("no tap: %s", exc)
             return self._shown(TapEvent(None, display_for_error(), None, None,
                                         time.perf_counter() - t0, 0.0))
+        try:
+            txn = TransactionInput(amount=self.config.amount, date=local.date(),
+                                   unpredictable_number=self.unpredictable(), at=local)
+            result = run(Kernel(self.terminal, txn, self.psam), transceive)
         finally:
             reader.power_off()
-        token = result.pan_token
         kernel_s = time.perf_counter() - t0
-        if token is None or result.cryptogram is None or result.atc is None or not gpo:
-            # The card was not read far enough to identify it: nothing to journal.
+        token = result.pan_token
+        epurse = bytes.fromhex(result.aid or "") in EPURSE_AIDS
+        if result.outcome is Outcome.TRY_AGAIN or token is None \
+                or (not epurse and (result.cryptogram is None or result.atc is None or not gpo)):
+            # The card left, or was not read far enough to identify it: nothing to journal.
             verdict = decide(result, deny_listed=False, duplicate=False,
                              policy=self.config.policy)
             return self._shown(TapEvent(verdict, display_for_error(), result, None, kernel_s, 0.0))
 
+        # A completed e-purse purchase has already taken the fare from the card: it stands.
+        # (Refusing it here would need the kernel to ask before the DEBIT; see the report.)
+        paid = epurse and result.outcome is Outcome.APPROVED_OFFLINE
         last = self.duplicates.last(token)
-        verdict = decide(result, deny_listed=token in self.deny_list,
-                         duplicate=is_duplicate(last, now, self.config.policy.duplicate_window),
+        verdict = decide(result, deny_listed=not paid and token in self.deny_list,
+                         duplicate=not paid and is_duplicate(
+                             last, now, self.config.policy.duplicate_window),
                          policy=self.config.policy)
         category = rider_category(self.config.rider_rules, result.holder_category,
-                                  result.holder_birth_date, today)
+                                  result.holder_birth_date, local.date())
         seq = self.journal.last_seq + 1
-        record = self._record(seq, now, result, verdict, category, _aip(gpo[-1]))
+        record = self._record(seq, now, result, verdict, category, epurse,
+                              _aip(gpo[-1]) if gpo else None)
         t1 = time.perf_counter()
         self.journal.append(seq, record.tap_id, now, token, verdict.outcome.value, encode(record))
         journal_s = time.perf_counter() - t1
@@ -192,10 +212,31 @@ class Validator:
         return event
 
     def _record(self, seq: int, now: dt.datetime, result: TapResult, verdict: Verdict,
-                category: str, aip: bytes) -> TapRecord:
+                category: str, epurse: bool, aip: bytes | None) -> TapRecord:
         c = self.config
-        assert result.pan_token and result.pan_masked and result.cryptogram \
-            and result.atc is not None and result.aid
+        assert result.pan_token and result.pan_masked and result.aid
+        common: dict[str, Any] = {
+            "tap_id": f"{c.validator_id}:{self.journal.epoch}:{seq}",
+            "validator_id": c.validator_id, "operator_id": c.operator_id, "seq": seq,
+            "time": now.astimezone(dt.UTC), "stop_id": c.stop_id, "route_id": c.route_id,
+            "action": c.action, "outcome": verdict.outcome,
+            "reason": None if verdict.reason is None else verdict.reason[:120],
+            "pan_token": result.pan_token, "pan_masked": result.pan_masked, "aid": result.aid,
+            "amount": c.amount, "currency": c.currency, "rider_category": category,
+            "fare_media": c.fare_media.get(result.aid, "epurse" if epurse else "emv"),
+            "deny_list_version": self.deny_list.version,
+            "fare_table_version": self.fare_version(),
+        }
+        if epurse:
+            return TapRecord(
+                **common, method=Method.EPURSE,
+                epurse_balance_before=result.epurse_balance_before,
+                epurse_balance_after=result.epurse_balance_after,
+                epurse_serial=result.epurse_serial,
+                tac=bytes.fromhex(result.epurse_tac) if result.epurse_tac else None,
+                psam_id=result.psam_id.upper() if result.psam_id else None,
+                psam_serial=result.psam_serial)
+        assert result.cryptogram is not None and result.atc is not None and aip is not None
         iad = bytes.fromhex(result.iad or "")
         terminal_data = b"".join(bytes.fromhex(result.ac_data[tlv.tag_hex(t)])
                                  for t in AC_TERMINAL_TAGS if tlv.tag_hex(t) in result.ac_data)
@@ -207,18 +248,9 @@ class Validator:
             scheme = "unknown"
             ac_data = ac_input(terminal_data, aip, result.atc, b"")
         return TapRecord(
-            tap_id=f"{c.validator_id}:{self.journal.epoch}:{seq}",
-            validator_id=c.validator_id, operator_id=c.operator_id, seq=seq,
-            time=now.astimezone(dt.UTC), stop_id=c.stop_id, route_id=c.route_id,
-            action=c.action, outcome=verdict.outcome,
-            reason=None if verdict.reason is None else verdict.reason[:120],
-            pan_token=result.pan_token, pan_masked=result.pan_masked, aid=result.aid,
-            atc=result.atc, cryptogram=bytes.fromhex(result.cryptogram), cid=result.cid or 0,
-            iad=iad, aip=aip, ac_data=ac_data, scheme=scheme, amount=c.amount,
-            currency=c.currency, oda=result.oda, oda_ok=result.oda_ok,
-            rider_category=category, fare_media=c.fare_media.get(result.aid, "emv"),
-            deny_list_version=self.deny_list.version, fare_table_version=self.fare_version(),
-        )
+            **common, method=Method.EMV, oda=result.oda, oda_ok=result.oda_ok, atc=result.atc,
+            cryptogram=bytes.fromhex(result.cryptogram), cid=result.cid or 0, iad=iad, aip=aip,
+            ac_data=ac_data, scheme=scheme)
 
 
 def _aip(gpo_response: bytes) -> bytes:

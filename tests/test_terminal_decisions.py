@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emv.kernel import Outcome, TapResult
+from fare.concessions import AgeRule
 from terminal.decisions import (
     Beep,
     Colour,
     RiderRules,
     TapPolicy,
     Verdict,
-    age_on,
     decide,
     display_for,
     is_duplicate,
@@ -23,7 +23,7 @@ from terminal.decisions import (
 )
 from wire import TapOutcome
 
-RULES = RiderRules(senior_age=60)
+RULES = RiderRules(age_rules=(AgeRule("senior", 60),))
 POLICY = TapPolicy()
 NOW = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 
@@ -33,26 +33,32 @@ def result(outcome: Outcome = Outcome.APPROVED_OFFLINE, oda_ok: bool | None = Tr
     return TapResult(outcome=outcome, oda_ok=oda_ok, reason=reason, pan_token="ab" * 16)
 
 
-def test_age_counts_completed_years() -> None:
-    birth = dt.date(1966, 11, 23)
-    assert age_on(birth, dt.date(2026, 11, 22)) == 59
-    assert age_on(birth, dt.date(2026, 11, 23)) == 60
+def test_senior_from_the_60th_birthday() -> None:
+    assert rider_category(RULES, "adult", "19661123", dt.date(2026, 11, 22)) == "adult"
+    assert rider_category(RULES, "adult", "19661123", dt.date(2026, 11, 23)) == "senior"
 
 
 def test_leap_day_birthday_counts_from_first_of_march() -> None:
-    birth = dt.date(1964, 2, 29)
-    assert age_on(birth, dt.date(2024, 2, 28)) == 59
-    assert age_on(birth, dt.date(2024, 2, 29)) == 60
-    assert age_on(birth, dt.date(2025, 2, 28)) == 60
-    assert age_on(birth, dt.date(2025, 3, 1)) == 61
+    rules = RiderRules(age_rules=(AgeRule("senior", 61),))
+    assert rider_category(rules, None, "19640229", dt.date(2025, 2, 28)) == "adult"
+    assert rider_category(rules, None, "19640229", dt.date(2025, 3, 1)) == "senior"
+
+
+def test_age_rules_first_match_wins() -> None:
+    rules = RiderRules(age_rules=(AgeRule("child", 0, 5), AgeRule("senior", 65)))
+    today = dt.date(2026, 11, 23)
+    assert rider_category(rules, "adult", "20230101", today) == "child"
+    assert rider_category(rules, "adult", "19610101", today) == "senior"
+    assert rider_category(rules, "adult", "19700101", today) == "adult"
 
 
 @given(birth=st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2020, 1, 1)),
        days=st.integers(0, 40000))
-def test_age_never_decreases(birth: dt.date, days: int) -> None:
+def test_once_senior_always_senior(birth: dt.date, days: int) -> None:
     today = birth + dt.timedelta(days=days)
-    assert age_on(birth, today) <= age_on(birth, today + dt.timedelta(days=1))
-    assert age_on(birth, today) >= 0
+    raw = birth.strftime("%Y%m%d")
+    if rider_category(RULES, None, raw, today) == "senior":
+        assert rider_category(RULES, None, raw, today + dt.timedelta(days=1)) == "senior"
 
 
 def test_birth_date_parsing() -> None:
@@ -72,7 +78,7 @@ def test_card_category_when_age_does_not_decide() -> None:
     assert rider_category(RULES, "student", "20080101", today) == "student"
     assert rider_category(RULES, "senior", None, today) == "senior"  # DF70 alone
     assert rider_category(RULES, "vip", None, today) == "adult"  # unknown: default
-    assert rider_category(RiderRules(senior_age=None), "adult", "19300101", today) == "adult"
+    assert rider_category(RiderRules(age_rules=()), "adult", "19300101", today) == "adult"
     assert rider_category(RULES, None, None, today) == "adult"
 
 
@@ -83,6 +89,12 @@ def test_duplicate_window() -> None:
     assert not is_duplicate(NOW - dt.timedelta(seconds=30), NOW, w)
     assert is_duplicate(NOW + dt.timedelta(seconds=5), NOW, w)  # clock stepped back
     assert not is_duplicate(NOW, NOW, dt.timedelta(0))  # window off
+
+
+def test_card_removed_is_never_accepted() -> None:
+    v = decide(result(Outcome.TRY_AGAIN, reason="card-removed"), deny_listed=False,
+               duplicate=False, policy=POLICY)
+    assert v == Verdict(TapOutcome.DECLINED, "card-removed")
 
 
 def test_card_decline_comes_first() -> None:

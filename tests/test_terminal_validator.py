@@ -9,13 +9,14 @@ import pytest
 
 from emv.card.profile import load_profile
 from emv.crypto.cryptogram import scheme
+from emv.kernel import Outcome
 from emv.pan import pan_token
 from terminal.decisions import Colour, Display
 from terminal.denylist import DenyList
 from terminal.journal import Journal
-from terminal.readers import ReaderError, VirtualReader
+from terminal.readers import CardGoneError, VirtualReader
 from tests.fixtures.terminal import TOKEN_KEY, StepClock, card, rig
-from wire import TapOutcome, TapRecord, decode
+from wire import Method, TapOutcome, TapRecord, decode
 
 SSCARD3_TOKEN = pan_token("6231900000000000014", TOKEN_KEY)
 
@@ -110,22 +111,60 @@ def test_no_card_shows_tap_again_and_journals_nothing(tmp_path: Path) -> None:
 class FlakyReader(VirtualReader):
     """The card leaves the field after ``n`` APDUs."""
 
-    def __init__(self, n: int) -> None:
-        super().__init__(card())
+    def __init__(self, n: int, name: str = "sscard3") -> None:
+        super().__init__(card(name))
         self.left = n
 
     def transceive(self, apdu: bytes) -> bytes:
         self.left -= 1
         if self.left < 0:
-            raise ReaderError(self.name, "card went away")
+            raise CardGoneError(self.name, "card went away")
         return super().transceive(apdu)
 
 
 def test_card_pulled_away_mid_tap_journals_nothing(tmp_path: Path) -> None:
     r = rig(tmp_path / "j.db")
     event = r.validator.tap(FlakyReader(3))
+    assert event.result is not None and event.result.outcome is Outcome.TRY_AGAIN
     assert event.record is None and event.display.text == "Tap again"
     assert r.journal.count() == 0
+
+
+def test_epurse_purchase_is_journaled_with_its_proof(tmp_path: Path) -> None:
+    r = rig(tmp_path / "j.db", epurse=True)
+    event = r.validator.tap(r.reader)
+    rec = event.record
+    assert rec is not None and rec.outcome is TapOutcome.ACCEPTED
+    assert rec.method is Method.EPURSE and rec.fare_media == "tunion-epurse"
+    assert (rec.epurse_balance_before, rec.epurse_balance_after) == (3000, 2800)
+    assert rec.tac is not None and len(rec.tac) == 4 and rec.psam_id == "310000000001"
+    assert rec.cryptogram is None and rec.pan_token == SSCARD3_TOKEN
+    assert decode(next(r.journal.entries()).payload, TapRecord) == rec
+
+
+def test_a_paid_epurse_tap_stands_even_on_the_deny_list(tmp_path: Path) -> None:
+    """The purse was debited in the tap: the validator cannot take the fare back."""
+    r = rig(tmp_path / "j.db", epurse=True, deny_list=DenyList(1, {SSCARD3_TOKEN}))
+    assert r.validator.tap(r.reader).verdict.outcome is TapOutcome.ACCEPTED  # type: ignore[union-attr]
+
+
+def test_epurse_torn_purchase_is_settled_on_the_next_tap(tmp_path: Path) -> None:
+    """The card leaves after DEBIT was sent: try again, and the next tap is not a 2nd fare."""
+    r = rig(tmp_path / "j.db", epurse=True)
+    torn = None
+    for n in range(3, 12):  # cut the tap one APDU later each time until the DEBIT went out
+        reader = FlakyReader(n)
+        reader.card = r.reader.card
+        event = r.validator.tap(reader)
+        if event.result is not None and event.result.outcome is Outcome.TRY_AGAIN \
+                and r.validator.psam is not None and r.validator.psam.pending_count:
+            torn = event
+            break
+    assert torn is not None and torn.record is None
+    again = r.validator.tap(r.reader)
+    assert again.record is not None and again.record.outcome is TapOutcome.ACCEPTED
+    assert again.record.epurse_balance_after == 2800  # one fare, not two
+    assert r.journal.count() == 1
 
 
 def test_second_validator_on_the_same_journal_is_refused(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from wire import (
     DenyListDelta,
     DenyListSnapshot,
     FareTableVersion,
+    Method,
     Reason,
     Signed,
     TapOutcome,
@@ -36,10 +37,12 @@ def tap(**changes: object) -> TapRecord:
     base = TapRecord(
         tap_id="V1:0a1b2c3d:7", validator_id="V1", operator_id="OP1", seq=7, time=T0,
         stop_id="S-12", route_id="R/300", action=Action.TAP, outcome=TapOutcome.ACCEPTED,
-        reason=None, pan_token=TOKEN, pan_masked="623190*********0014", aid="A000000333010101",
-        atc=12, cryptogram=bytes(range(8)), cid=0x40, iad=bytes.fromhex("0701010360000000"),
-        aip=b"\x20\x00", ac_data=bytes(39), scheme="tdes", amount=200, currency="CNY",
-        oda="fdda-rsa", oda_ok=True, rider_category="senior", fare_media="unionpay-quickpass")
+        reason=None, method=Method.EMV, pan_token=TOKEN, pan_masked="623190*********0014",
+        aid="A000000333010101", amount=200, currency="CNY", rider_category="senior",
+        fare_media="unionpay-quickpass", deny_list_version=3, fare_table_version=1,
+        oda="fdda-rsa", oda_ok=True, atc=12, cryptogram=bytes(range(8)), cid=0x40,
+        iad=bytes.fromhex("0701010360000000"), aip=b"\x20\x00", ac_data=bytes(39),
+        scheme="tdes")
     return msgspec.structs.replace(base, **changes)
 
 
@@ -69,7 +72,7 @@ times = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(21
 def test_tap_records_round_trip(atc: int, amount: int, when: dt.datetime, seq: int,
                                 reason: str | None, balance: int | None) -> None:
     record = tap(atc=atc, amount=amount, time=when, seq=seq, reason=reason,
-                 epurse_balance=balance)
+                 epurse_balance_after=balance)
     assert decode(encode(record), TapRecord) == record
 
 
@@ -96,7 +99,7 @@ def test_garbage_only_ever_raises_wire_error(blob: bytes) -> None:
 
 def test_schema_errors_name_the_field() -> None:
     raw = msgspec.msgpack.decode(encode(tap()))
-    raw[11] = "NOT-A-TOKEN"  # pan_token (index 0 is the kind)
+    raw[12] = "NOT-A-TOKEN"  # pan_token (index 0 is the kind)
     err = raised(msgspec.msgpack.encode(raw), TapRecord)
     assert err.reason is Reason.MALFORMED
     assert "tap/1.pan_token" in err.detail and "regex" in err.detail
@@ -107,13 +110,14 @@ def test_schema_errors_name_the_field() -> None:
 
 def test_clear_pan_cannot_pass_as_mask_or_token() -> None:
     raw = msgspec.msgpack.decode(encode(tap()))
-    raw[12] = "6231900000000000014"
+    raw[13] = "6231900000000000014"
     assert "pan_masked" in raised(msgspec.msgpack.encode(raw), TapRecord).detail
 
 
 def test_out_of_range_values_are_refused() -> None:
-    for index, value, field in ((14, 0x10000, "atc"), (4, 0, "seq"), (21, -1, "amount"),
-                                (15, b"1234567", "cryptogram"), (8, "walk", "action")):
+    for index, value, field in ((23, 0x10000, "atc"), (4, 0, "seq"), (15, -1, "amount"),
+                                (24, b"1234567", "cryptogram"), (8, "walk", "action"),
+                                (11, "cash", "method")):
         raw = msgspec.msgpack.decode(encode(tap()))
         raw[index] = value
         err = raised(msgspec.msgpack.encode(raw), TapRecord)
@@ -157,9 +161,28 @@ def test_newer_minor_version_with_trailing_field_still_decodes() -> None:
 
 
 def test_older_minor_version_without_optional_tail_decodes_with_defaults() -> None:
-    raw = msgspec.msgpack.decode(encode(tap()))[:25]  # up to oda_ok
+    declined = tap(outcome=TapOutcome.DECLINED, reason="card-expired")
+    raw = msgspec.msgpack.decode(encode(declined))[:21]  # up to fare_table_version
     back = decode(msgspec.msgpack.encode(raw), TapRecord)
-    assert back.rider_category == "" and back.epurse_balance is None
+    assert back.oda == "none" and back.cryptogram is None and back.tac is None
+
+
+def test_an_accepted_tap_carries_its_method_s_proof() -> None:
+    raw = msgspec.msgpack.decode(encode(tap()))
+    raw[24] = None  # an accepted EMV tap without its cryptogram
+    err = raised(msgspec.msgpack.encode(raw), TapRecord)
+    assert err.reason is Reason.MALFORMED
+    assert err.detail == "tap/1: an accepted emv tap needs cryptogram"
+    purse = tap(method=Method.EPURSE, aid="A000000632010105", fare_media="tunion-epurse",
+                oda="none", oda_ok=None, atc=None, cryptogram=None, cid=None, iad=None, aip=None,
+                ac_data=None, scheme=None, epurse_balance_before=3000, epurse_balance_after=2800,
+                epurse_serial=4, tac=bytes.fromhex("923D9EB2"), psam_id="310000000001",
+                psam_serial=17)
+    assert decode(encode(purse), TapRecord) == purse
+    raw = msgspec.msgpack.decode(encode(purse))
+    del raw[33:]  # no TAC, no PSAM
+    assert "needs tac, psam_id, psam_serial" in raised(msgspec.msgpack.encode(raw),
+                                                       TapRecord).detail
 
 
 def test_signed_envelope_signature_length_is_exact() -> None:

@@ -12,6 +12,7 @@ from wire.messages import (
     Downlink,
     FareTableVersion,
     Message,
+    Method,
     Signed,
     TapOutcome,
     TapRecord,
@@ -21,7 +22,8 @@ from wire.versioning import check_delta, check_fare_version, check_snapshot
 
 __all__ = [
     "SIZE_LIMITS", "Action", "DenyListDelta", "DenyListSnapshot", "Downlink", "FareTableVersion",
-    "Message", "Reason", "Signed", "Signer", "TapOutcome", "TapRecord", "Verifier", "WireError",
+    "Message", "Method", "Reason", "Signed", "Signer", "TapOutcome", "TapRecord", "Verifier",
+    "WireError",
     "check_delta", "check_fare_version", "check_snapshot", "decode", "encode",
     "generate_signing_key", "key_id_of", "kind_of",
 ]

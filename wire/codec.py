@@ -93,6 +93,8 @@ def _schema_error(payload: bytes, message: str) -> WireError:
         if kind is not None and kind not in KINDS:
             return WireError(Reason.UNKNOWN_KIND, f"kind {kind!r} (this decoder knows "
                                                   f"{', '.join(sorted(KINDS))})")
+        if kind is not None and where == "" and not text.startswith("Expected `array`"):
+            return WireError(Reason.MALFORMED, f"{kind}: {text}")  # a whole-message rule
         return WireError(Reason.MALFORMED, f"{text} (a message is an array led by its kind)")
     msg_type = KINDS.get(kind or "")
     path = where.strip("`")

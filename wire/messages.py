@@ -56,6 +56,14 @@ class Action(StrEnum):
     TAP_OFF = "tap_off"
 
 
+class Method(StrEnum):
+    """How the card paid: EMV (QuickPass, charged later by the back office through the
+    issuer) or the T-Union e-purse (debited on the card during the tap)."""
+
+    EMV = "emv"
+    EPURSE = "epurse"
+
+
 class TapOutcome(StrEnum):
     """What the validator decided and showed; only ``accepted`` taps are charged."""
 
@@ -73,9 +81,12 @@ class TapRecord(_Msg, tag="tap/1", frozen=True):
     """One tap, journaled at the validator before its outcome was shown.
 
     ``tap_id`` is stable across resends (validator id, journal epoch, journal sequence),
-    so the back office dedupes on it.  ``ac_data`` is exactly what the card computed its
-    cryptogram over (terminal data || AIP || ATC || CVR), so the issuer can verify the
-    cryptogram without knowing the kernel's layout.
+    so the back office dedupes on it.  A ``method="emv"`` tap (QuickPass, open loop) carries
+    the cryptogram fields; ``ac_data`` is exactly what the card computed its cryptogram over
+    (terminal data || AIP || ATC || CVR), so the issuer verifies it without knowing the
+    kernel's layout.  A ``method="epurse"`` tap (T-Union, closed loop: the fare is already
+    taken from the card) carries the purchase proof: balances, the card's serial, the TAC
+    and the PSAM that took it.
     """
 
     tap_id: Ident
@@ -88,28 +99,45 @@ class TapRecord(_Msg, tag="tap/1", frozen=True):
     action: Action
     outcome: TapOutcome
     reason: ReasonText | None
+    method: Method
     pan_token: Token
     pan_masked: MaskedPan
     aid: AidHex
-    atc: U16
-    cryptogram: Annotated[bytes, msgspec.Meta(min_length=8, max_length=8)]
-    cid: Byte
-    iad: Annotated[bytes, msgspec.Meta(max_length=32)]
-    aip: Annotated[bytes, msgspec.Meta(min_length=2, max_length=2)]
-    ac_data: Annotated[bytes, msgspec.Meta(min_length=1, max_length=255)]
-    scheme: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,16}$")]
     amount: Fen
     currency: Currency
-    oda: Label
-    oda_ok: bool | None
-    rider_category: Label = ""
-    fare_media: Label = ""
-    deny_list_version: Version = 0
-    fare_table_version: Version = 0
-    # T-Union e-purse (closed loop) taps only.
-    epurse_balance: Fen | None = None
-    epurse_txn_no: U16 | None = None
+    rider_category: Label
+    fare_media: Label
+    deny_list_version: Version
+    fare_table_version: Version
+    # method "emv"
+    oda: Label = "none"
+    oda_ok: bool | None = None
+    atc: U16 | None = None
+    cryptogram: Annotated[bytes, msgspec.Meta(min_length=8, max_length=8)] | None = None
+    cid: Byte | None = None
+    iad: Annotated[bytes, msgspec.Meta(max_length=32)] | None = None
+    aip: Annotated[bytes, msgspec.Meta(min_length=2, max_length=2)] | None = None
+    ac_data: Annotated[bytes, msgspec.Meta(min_length=1, max_length=255)] | None = None
+    scheme: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]{1,16}$")] | None = None
+    # method "epurse"
+    epurse_balance_before: Fen | None = None
+    epurse_balance_after: Fen | None = None
+    epurse_serial: U16 | None = None
     tac: Annotated[bytes, msgspec.Meta(min_length=4, max_length=4)] | None = None
+    psam_id: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9A-F]{2}){1,16}$")] | None = None
+    psam_serial: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] | None = None
+
+    def __post_init__(self) -> None:
+        # Raised while decoding, msgspec reports it as a validation error (reason malformed).
+        needs = _EMV_FIELDS if self.method is Method.EMV else _EPURSE_FIELDS
+        missing = [name for name in needs if getattr(self, name) is None]
+        if missing and self.outcome is TapOutcome.ACCEPTED:
+            raise ValueError(f"an accepted {self.method.value} tap needs {', '.join(missing)}")
+
+
+_EMV_FIELDS = ("atc", "cryptogram", "cid", "aip", "ac_data", "scheme")
+_EPURSE_FIELDS = ("epurse_balance_before", "epurse_balance_after", "epurse_serial", "tac",
+                  "psam_id", "psam_serial")
 
 
 class DenyListSnapshot(_Msg, tag="dls/1", frozen=True):

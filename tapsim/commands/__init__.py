@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import broker, card, tap, terminal, tlv
+from tapsim.commands import broker, card, fare, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -13,6 +13,7 @@ COMMANDS: list[Register] = [
     tap.register,
     card.register,
     tlv.register,
+    fare.register,
     terminal.register,
     broker.register,
 ]

@@ -17,8 +17,10 @@ from pathlib import Path
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import ProfileError, load_profile
-from emv.kernel import TerminalConfig
+from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
 from emv.oda import builtin_test_ca_keys
+from fare.concessions import AgeRule
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 from terminal.decisions import RiderRules, TapPolicy
@@ -61,6 +63,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--stop-id", default="STOP1")
     run.add_argument("--route-id", default="ROUTE1")
     run.add_argument("--action", choices=[a.value for a in Action], default=Action.TAP.value)
+    run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
+                     help="first choice of application; epurse: the T-Union e-purse with a TEST "
+                          "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
     run.add_argument("--amount", type=int, default=200, metavar="FEN",
                      help="nominal fare offered to the card (default 200)")
     run.add_argument("--journal", type=Path, metavar="FILE",
@@ -104,6 +109,22 @@ def _verifier(paths: list[Path] | None) -> Verifier | None:
     return Verifier({key_id_of(k): k for k in keys})
 
 
+def _load_psam(path: Path) -> Psam:
+    """The TEST PSAM's state (serial, pending torn purchases) from beside the journal."""
+    if not path.exists():
+        return Psam.test()
+    try:
+        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: not a PSAM state file ({exc})") from None
+
+
+def _save_psam(psam: Psam, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(psam.to_dict()))
+    tmp.replace(path)
+
+
 def _line(event: TapEvent, as_json: bool) -> str:
     rec = event.record
     data = {
@@ -114,6 +135,8 @@ def _line(event: TapEvent, as_json: bool) -> str:
         "beep": event.display.beep.value,
         "rider_category": rec.rider_category if rec else None,
         "pan_masked": rec.pan_masked if rec else None,
+        "method": rec.method.value if rec else None,
+        "epurse_balance": rec.epurse_balance_after if rec else None,
         "kernel_ms": round(event.kernel_s * 1e3, 3), "journal_ms": round(event.journal_s * 1e3, 3),
     }
     if as_json:
@@ -131,7 +154,7 @@ async def _run(args: argparse.Namespace) -> int:
             validator_id=args.validator_id, operator_id=args.operator_id, stop_id=args.stop_id,
             route_id=args.route_id, action=Action(args.action), amount=args.amount,
             policy=TapPolicy(duplicate_window=dt.timedelta(seconds=args.duplicate_window)),
-            rider_rules=RiderRules(senior_age=args.senior_age))
+            rider_rules=RiderRules(age_rules=(AgeRule("senior", args.senior_age),)))
     except (ValueError, WireError) as exc:
         raise UserError(str(exc)) from None
     card = None
@@ -179,12 +202,17 @@ async def _run(args: argparse.Namespace) -> int:
             up_store = Journal(path, lock=False, durable=False)
             stack.callback(up_store.close)
             uplink = Uplink(settings, up_store, args.validator_id, downlink)
+        psam_file = path.with_name(path.name + ".psam.json")
+        psam = _load_psam(psam_file) if args.prefer == "epurse" else None
         validator = Validator(
             config, TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(),
-                                   sm_supported=not args.no_sm),
+                                   sm_supported=not args.no_sm,
+                                   aid_priority=EPURSE_FIRST if psam else QUICKPASS_FIRST),
             journal, deny_list,
             fare_version=(lambda: downlink.fare_version) if downlink else (lambda: 0),
-            on_journaled=(lambda _r: uplink.notify()) if uplink else None)
+            on_journaled=(lambda _r: uplink.notify()) if uplink else None, psam=psam)
+        if psam is not None:
+            stack.callback(_save_psam, psam, psam_file)
         return await _loop(args, validator, reader, uplink)
 
 
@@ -205,6 +233,10 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                     await asyncio.wait_for(stop.wait(), 0.1)
                 continue
             taps += 1
+            if validator.psam is not None and validator.journal.path:
+                _save_psam(validator.psam,
+                           validator.journal.path.with_name(validator.journal.path.name
+                                                            + ".psam.json"))
             print(_line(event, args.json), flush=True)
             if args.interval > 0:
                 with contextlib.suppress(TimeoutError):
