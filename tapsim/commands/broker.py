@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def config(args: argparse.Namespace) -> int:
         raise UserError("--validators names no validator")
     if args.tls_only and args.tls_port is None:
         raise UserError("--tls-only needs --tls-port")
+    # Absolute paths, so the broker can be started from any directory; and mosquitto
+    # started as root drops to its own user unless told to stay the files' owner.
+    args.out = args.out.resolve()
+    run_as = getpass.getuser() if os.geteuid() == 0 else None
     tls = None
     if args.tls_port is not None:
         ca = make_test_ca(args.out / "tls")
@@ -55,7 +60,7 @@ def config(args: argparse.Namespace) -> int:
     try:
         cfg = write_broker_config(args.out, ids, port=args.port, tls=tls,
                                   tls_port=args.tls_port, bind=args.bind,
-                                  plain_listener=not args.tls_only)
+                                  plain_listener=not args.tls_only, run_as=run_as)
     except (BrokerConfigError, WireError) as exc:
         raise UserError(str(exc)) from None
     creds = args.out / "credentials"
