@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import card, fare, tap, tlv
+from tapsim.commands import account, backoffice, card, fare, tap, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -14,4 +14,6 @@ COMMANDS: list[Register] = [
     card.register,
     tlv.register,
     fare.register,
+    backoffice.register,
+    account.register,
 ]

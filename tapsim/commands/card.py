@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("name", metavar="NAME|PATH")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=show_card)
+    # `card issue`: the account and the card at a database's issuer (tapsim/commands/account.py)
+    from tapsim.commands.account import register_card_issue  # noqa: PLC0415 - keeps this hunk
+
+    register_card_issue(cs)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:
