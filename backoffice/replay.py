@@ -23,7 +23,7 @@ import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backoffice.branch import BranchError, act, end_of, issue, replace
@@ -238,8 +238,9 @@ class Replay:
                       "cancelled": "cancel"}.get(spec.state)  # fmt: skip
             if action is not None:
                 act(issuer, token, action, before)
-            self._card_line(spec, token, issued=True)
-            if spec.replaced_by is not None:
+            if spec.replaced_by is None:
+                self._card_line(spec, token, issued=True)
+            else:
                 new = self.cards.cards[spec.replaced_by]
                 if new.state not in ("active", "not-activated"):
                     raise ReplayError(f"card {new.card_id}: a replacement card starts active "
@@ -249,6 +250,7 @@ class Replay:
                 new_token = issuer.token_of(new.profile.pan)
                 if new.state == "active":
                     act(issuer, new_token, "activate", before)
+                self._card_line(spec, token, issued=True)
                 self._card_line(new, new_token, issued=True)
 
     def _card_line(self, spec: CardSpec, token: str, *, issued: bool) -> None:
@@ -288,10 +290,14 @@ class Replay:
         events = [(e.at, spec.card_id, e) for spec in self.cards.cards.values()
                   for e in spec.events]  # fmt: skip
         times = [rt.tap.time for rt in taps] + [at for at, _, _ in events]
-        if not times:
-            raise ReplayError(f"{source}: no taps to replay")
-        first = min(times)
         auths_before = set(self.core.issuer.auths)
+        if not times:  # nothing to tap: keep the bad rows, and say so
+            if problems:
+                now = datetime.now(UTC)
+                self.core.run(lambda: self._reject_rows(taps_file, source, now))
+            self._finish(auths_before)
+            return self.report
+        first = min(times)
         self.core.run(lambda: self._issue_all(first))
         if problems:
             self.core.run(lambda: self._reject_rows(taps_file, source, first))

@@ -102,16 +102,18 @@ def db_banks(store: SqlStore, *extra: BankPolicy) -> list[BankPolicy]:
     return banks
 
 
-def parse_at(text: str | None) -> dt.datetime:
-    """``--at``: an ISO 8601 time with a UTC offset, default now."""
+def parse_at(text: str | None, option: str = "--at") -> dt.datetime:
+    """An ISO 8601 time with a UTC offset (``--at``, ``--until``); default now."""
     if text is None:
         return dt.datetime.now().astimezone()
     try:
         t = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"--at {text!r} is not an ISO 8601 date and time") from None
+        raise UserError(f"{option} {text!r} is not an ISO 8601 date and time") from None
     if t.tzinfo is None or t.utcoffset() is None:
-        raise UserError(f"--at {text!r} has no UTC offset (write e.g. 2025-03-03T08:00:00+08:00)")
+        raise UserError(
+            f"{option} {text!r} has no UTC offset (write e.g. 2025-03-03T08:00:00+08:00)"
+        )
     return t
 
 
@@ -184,7 +186,7 @@ def replay_main(args: argparse.Namespace) -> int:
         text = sys.stdin.read() if args.taps == "-" else Path(args.taps).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read taps file {source}: {exc}") from None
-    until = parse_at(args.until) if args.until else None
+    until = parse_at(args.until, "--until") if args.until else None
     try:
         taps_file = read_taps(text, feed)
         cards = load_cards(args.cards)
