@@ -423,3 +423,33 @@ def test_bad_taps_files_feeds_and_options(
     monkeypatch.setenv("TAPSIM_KEK", "00112233")
     err = _bad(capsys, tmp_path)
     assert "TAPSIM_KEK must be 16, 24 or 32 bytes (AES), got 4" in err
+
+
+def test_the_replay_reports_progress_batch_by_batch(tmp_path: Path) -> None:
+    """The library form the CLI drives (its progress bar is this callback on stderr)."""
+    from backoffice.branch import TEST_KEK, key_store
+    from backoffice.cardsfile import load_cards
+    from backoffice.fare_pricer import FarePricer
+    from backoffice.replay import Replay, read_taps
+    from backoffice.service import TransactionCore
+    from fare.gtfs import load_feed
+    from fare.samples import sample_feed_path
+    from tapsim.commands.backoffice import core_config
+    from tapsim.commands.tap import DEMO_TOKEN_KEY
+
+    feed = load_feed(sample_feed_path("city"))
+    cards = load_cards(str(SAMPLES / "cards.toml"))
+    store = open_store(f"sqlite://{tmp_path / 'p.db'}")
+    try:
+        keys = key_store(TEST_KEK, cards.profiles())
+        core = TransactionCore(store, FarePricer(feed), keys, cards.banks, DEMO_TOKEN_KEY,
+                               core_config("CNY", feed.timezone))  # fmt: skip
+        seen: list[tuple[int, int]] = []
+        replay = Replay(core, feed, cards, token_key=DEMO_TOKEN_KEY, batch=3,
+                        progress=lambda done, total: seen.append((done, total)))  # fmt: skip
+        report = replay.run(read_taps((SAMPLES / "taps.csv").read_text(), feed), source="s")
+    finally:
+        store.close()
+    assert seen[-1] == (14, 14) and len(seen) > 3
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    check_sample_story(report.to_dict())
