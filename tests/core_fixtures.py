@@ -24,7 +24,7 @@ from backoffice.storage import SqlStore, StorageUnavailableError, open_store
 from backoffice.taps import Action, TapRecord
 from emv.appdata import ac_input
 from emv.crypto.cryptogram import scheme
-from emv.pan import mask_pan, pan_token
+from emv.pan import mask_pan, pan_token, with_luhn_digit
 from issuer.keys import KeyStore
 from issuer.lifecycle import Event
 from issuer.models import Card
@@ -57,13 +57,7 @@ def new_issuer() -> Issuer:
 
 def luhn_pan(body: str) -> str:
     """A PAN with a correct check digit (test cards are still obviously fake)."""
-    total = 0
-    for i, ch in enumerate(reversed(body)):
-        d = int(ch)
-        if i % 2 == 0:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return body + str((10 - total % 10) % 10)
+    return with_luhn_digit(body)
 
 
 def pan_for(n: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import account, backoffice, card, fare, tap, tlv
+from tapsim.commands import account, backoffice, broker, card, fare, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -14,6 +14,8 @@ COMMANDS: list[Register] = [
     card.register,
     tlv.register,
     fare.register,
+    terminal.register,
+    broker.register,
     backoffice.register,
     account.register,
 ]

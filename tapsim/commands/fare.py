@@ -87,23 +87,31 @@ def run_price(args: argparse.Namespace) -> int:
 
 
 def _table(feed: Feed, charges: list[Charge], totals: dict[str, int]) -> None:
+    """One line per charge, its explanation wrapped beneath it: readable at 80 columns."""
+    import textwrap  # noqa: PLC0415
+
     from rich.console import Console  # noqa: PLC0415 - only the table output needs rich
+    from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     cur = feed.currency
-    console = Console()
-    table = Table(title=f"Charges ({cur})", show_lines=False)
-    for col in ("time", "card", "tap", "kind", "amount", "why"):
-        table.add_column(col, justify="right" if col == "amount" else "left",
-                         overflow="fold")
+    console = Console(highlight=False)
     tz = feed.timezone
+    width = max(console.width - 6, 40)
+    console.print(f"[bold]Charges ({cur})[/]")
+    card_w = max((len(c.card) for c in charges), default=4)
+    tap_w = max((len(c.tap_id) for c in charges), default=3)
     for c in charges:
-        table.add_row(c.time.astimezone(tz).strftime("%Y-%m-%d %H:%M"), c.card, c.tap_id,
-                      str(c.kind), format_minor(c.amount, cur), c.explain)
-    console.print(table)
+        when = c.time.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+        shown = format_minor(c.amount, cur)
+        style = "green" if c.amount < 0 else "bold"
+        console.print(f"{when}  {escape(c.card):<{card_w}}  {escape(c.tap_id):<{tap_w}}  "
+                      f"{c.kind!s:<14} [{style}]{shown:>9}[/]")
+        for line in textwrap.wrap(c.explain, width):
+            console.print(f"    [dim]{escape(line)}[/]")
     summary = Table(title="Totals per card")
     summary.add_column("card")
     summary.add_column(f"total ({cur})", justify="right")
-    for card, amount in sorted(totals.items()):
-        summary.add_row(card, format_minor(amount, cur))
+    for card, total in sorted(totals.items()):
+        summary.add_row(card, format_minor(total, cur))
     console.print(summary)
