@@ -155,6 +155,16 @@ class BackOffice:
             self._accept(tap, now, now_us, res)
         return res
 
+    def reject(
+        self, raw: Mapping[str, object], field_name: str, reason: str, tap_id: str | None,
+        now: datetime,
+    ) -> BatchResult:  # fmt: skip
+        """Keep a record refused before it could become a tap record (a bad CSV row, say)
+        in the rejects, with where and why; the same record again is a duplicate."""
+        res = BatchResult()
+        self._reject(raw, field_name, reason, tap_id, now_us=to_us(now), res=res)
+        return res
+
     def close_due(self, now: datetime) -> BatchResult:
         """Close and charge every aggregate whose service day or travel time is over."""
         res = BatchResult()

@@ -351,12 +351,13 @@ class Changes:
     deny_clear: list[str] = field(default_factory=list)
     deny_events: list[DenyEventRow] = field(default_factory=list)
     alerts: list[AlertRow] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)  # key -> value, upserted
 
     def __bool__(self) -> bool:
         return any(
             (self.taps, self.tap_updates, self.rejects, self.entries, self.aggregates,
              self.debts, self.cards, self.deny_set, self.deny_clear, self.deny_events,
-             self.alerts)
+             self.alerts, self.meta)
         )  # fmt: skip
 
 

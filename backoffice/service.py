@@ -56,11 +56,15 @@ class TransactionCore:
         self.issuer = Issuer(self._keys, self._policies, self._token_key, self.store.load_issuer())
         self.core = BackOffice(self.pricer, self.issuer, self.config, self.store.load())
 
-    def run(self, action: Callable[[], T]) -> T:
-        """Run ``action`` against memory, then make its effects durable (or undo them)."""
+    def run(self, action: Callable[[], T], *, meta: Mapping[str, str] | None = None) -> T:
+        """Run ``action`` against memory, then make its effects durable (or undo them);
+        ``meta`` rows (settings, simulator state) are written in the same transaction."""
         try:
             result = action()
-            self.store.commit(self.core.drain_changes(), self.issuer.drain_changes())
+            changes = self.core.drain_changes()
+            if meta:
+                changes.meta.update(meta)
+            self.store.commit(changes, self.issuer.drain_changes())
         except BaseException:
             self._reload()
             raise

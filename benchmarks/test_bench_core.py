@@ -14,11 +14,17 @@ a fresh issuer, core and database):
   per aggregate over 4 taps instead of 28 (reported, not held to the in-memory target:
   a cryptogram check plus three issuer records per 4 taps is the cost that dominates).
 
-Half the cards use the ``tdes`` scheme, half ``sm4``.  Fares: the flat-fare pricer.
+Half the cards use the ``tdes`` scheme, half ``sm4``.  Fares: the flat-fare pricer, and
+(``*_fare`` variants) the real fare engine over the ``city`` sample feed through
+:class:`backoffice.fare_pricer.FarePricer`: four flat-fare rides a day on routes 1, 2, 5, 11,
+the second and fourth 40 minutes after the first and third (a bus-to-bus transfer discount
+each), paid by QuickPass (``cemv``).  The flat-fare run of the same workload in the same
+session is the baseline the fare variant is compared with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import statistics
@@ -28,12 +34,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from backoffice.engine import BackOffice
+from backoffice.fare_pricer import FarePricer
 from backoffice.policy import AggregationPolicy, BackOfficeConfig
-from backoffice.pricing import FlatFarePricer
+from backoffice.pricing import FlatFarePricer, Pricer
 from backoffice.service import TransactionCore
 from backoffice.storage import SqlStore, StorageUnavailableError, open_store
-from backoffice.taps import TapRecord
+from backoffice.taps import Action, TapRecord
+from fare.gtfs import load_feed
+from fare.model import Feed
+from fare.samples import sample_feed_path
 from issuer.service import Issuer
 from tests.core_fixtures import (
     BANKS,
@@ -56,10 +68,23 @@ SQLITE_TARGET = 20_000
 POSTGRES_TARGET = 10_000
 
 
+# The fare-engine variant: (offset in the day, route) of each of the four rides.
+CITY_RIDES = (
+    (timedelta(0), "1"),
+    (timedelta(minutes=40), "2"),
+    (timedelta(hours=9), "5"),
+    (timedelta(hours=9, minutes=40), "11"),
+)
+
+
 class Workload:
-    def __init__(self, name: str, cards: int, days: int, per_day: int, policy: AggregationPolicy):
+    def __init__(
+        self, name: str, cards: int, days: int, per_day: int, policy: AggregationPolicy,
+        *, city: bool = False,
+    ) -> None:  # fmt: skip
         self.name = name
         self.policy = policy
+        self.city = city
         self.cards = [
             TestCard(pan_for(10_000 + i), "sm4" if i % 2 else "tdes") for i in range(cards)
         ]
@@ -67,8 +92,19 @@ class Workload:
         for d in range(days):
             for k in range(per_day):
                 for i, tc in enumerate(self.cards):
-                    when = T0 + timedelta(days=d, hours=3 * k, seconds=i % 3600)
-                    taps.append(tc.tap(f"{i}-{d}-{k}", when, operator=("bus1", "metro")[k % 2]))
+                    if city:
+                        offset, route = CITY_RIDES[k % len(CITY_RIDES)]
+                        when = T0 + timedelta(days=d, seconds=i % 3600) + offset
+                        tap = tc.tap(
+                            f"{i}-{d}-{k}", when, operator="lsbus", route=route,
+                            stop=f"S{(i + k) % 24 + 1:02d}", action=Action.TAP_ON,
+                        )  # fmt: skip
+                        taps.append(dataclasses.replace(tap, fare_media="cemv"))
+                    else:
+                        when = T0 + timedelta(days=d, hours=3 * k, seconds=i % 3600)
+                        taps.append(
+                            tc.tap(f"{i}-{d}-{k}", when, operator=("bus1", "metro")[k % 2])
+                        )
         self.taps = taps
         self.end = max(t.time for t in taps) + timedelta(days=8)
 
@@ -85,16 +121,27 @@ class Workload:
 
 @functools.cache
 def workload(name: str) -> Workload:
-    if name == "mtt_week":
+    if name.startswith("mtt_week"):
         policy = AggregationPolicy(
             spend_limit=100_000, max_travel_time=timedelta(days=7), close_at_day_end=False
         )
-        return Workload(name, 1_500, 7, 4, policy)
+        return Workload(name, 1_500, 7, 4, policy, city=name.endswith("_city"))
     return Workload(name, 6_000, 1, 4, AggregationPolicy(spend_limit=100_000))
 
 
 def pricer() -> FlatFarePricer:
     return FlatFarePricer(default=200, by_operator={"metro": 300})
+
+
+@functools.cache
+def city_feed() -> Feed:
+    return load_feed(sample_feed_path("city"))
+
+
+def fare_pricer() -> FarePricer:
+    """A fresh adapter (its explanation memo starts empty) over the once-loaded feed (its
+    lookup caches warm after the first round, as in a long-running core)."""
+    return FarePricer(city_feed())
 
 
 def _settle_heap() -> None:
@@ -111,14 +158,14 @@ def run_memory(bo: BackOffice, batches: list[list[TapRecord]], end: datetime) ->
     bo.close_due(end)
 
 
-def _memory(benchmark: Any, name: str) -> float:
+def _memory(benchmark: Any, name: str, make_pricer: Callable[[], Pricer] = pricer) -> float:
     w = workload(name)
     batches = w.batches()
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         issuer = new_issuer()
         w.open_accounts(issuer)
-        bo = BackOffice(pricer(), issuer, w.config())
+        bo = BackOffice(make_pricer(), issuer, w.config())
         _settle_heap()
         return (bo, batches, w.end), {}
 
@@ -134,6 +181,37 @@ def _memory(benchmark: Any, name: str) -> float:
 def test_bench_core_memory_mtt_week(benchmark: Any) -> None:
     rate = _memory(benchmark, "mtt_week")
     assert rate >= MEMORY_TARGET, f"{rate:,.0f} taps/s in memory, target {MEMORY_TARGET:,}"
+
+
+# Measured in the same session as the flat-fare baseline of the same workload.
+_rates: dict[str, float] = {}
+
+
+def test_bench_core_memory_mtt_week_city_flat(benchmark: Any) -> None:
+    """Baseline for the fare variant: the city workload priced by the flat-fare pricer."""
+    _rates["flat"] = rate = _memory(
+        benchmark, "mtt_week_city", lambda: FlatFarePricer(default=200)
+    )
+    assert rate > 0
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="known shortfall: 45,000-54,000 taps/s measured on the shared 2-core machine (flat-fare "
+    "baseline of the same workload ~148,000); fare.price_tap costs ~9 us a tap, the adapter "
+    "~2.5 us, the core ~7 us (see backoffice/README.md, Performance)",
+)
+def test_bench_core_memory_mtt_week_city_fare(benchmark: Any) -> None:
+    """The real fare engine (city feed, transfers, tiers) inside the core."""
+    rate = _memory(benchmark, "mtt_week_city", fare_pricer)
+    base = _rates.get("flat")
+    if base is not None:
+        benchmark.extra_info["flat_baseline_taps_per_s"] = round(base)
+        benchmark.extra_info["fare_cost_us_per_tap"] = round((1 / rate - 1 / base) * 1e6, 2)
+    assert rate >= MEMORY_TARGET, (
+        f"{rate:,.0f} taps/s in memory with the fare engine, target {MEMORY_TARGET:,}"
+        + (f" (flat-fare baseline {base:,.0f} taps/s)" if base else "")
+    )
 
 
 def test_bench_core_memory_oda_day(benchmark: Any) -> None:

@@ -134,6 +134,7 @@ class TapResult:
     cid: int | None = None
     cryptogram: str | None = None
     iad: str | None = None
+    aip: str | None = None  # 82, hex: part of the AC input the issuer rebuilds (emv.appdata)
     pan_masked: str | None = None
     pan_token: str | None = None
     psn: str | None = None
@@ -403,6 +404,8 @@ class Kernel:
         res.cryptogram = card[0x9F26].hex().upper()
         if 0x9F10 in card:
             res.iad = card[0x9F10].hex().upper()
+        if 0x82 in card:
+            res.aip = card[0x82].hex().upper()
         res.ac_data = {tlv.tag_hex(t): self._terminal_values[t].hex().upper()
                        for t in AC_TERMINAL_TAGS if t in self._terminal_values}
         pan = card.get(0x5A) or _pan_from_track2(card.get(0x57))

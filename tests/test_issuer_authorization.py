@@ -366,8 +366,9 @@ def test_a_real_virtual_card_tap_authorizes_at_the_issuer() -> None:
     issuer.apply(card.pan_token, Event.ACTIVATE, T0)
     values = {int(tag, 16): bytes.fromhex(v) for tag, v in result.ac_data.items()}
     cvr = IssuerApplicationData.parse(bytes.fromhex(result.iad or "")).cvr
-    aip = image.apps[bytes.fromhex(result.aid or "")].aip
-    data = ac_input(ac_terminal_data(values), aip, result.atc, cvr)
+    assert result.aip is not None  # the tap result carries all of the AC input
+    assert bytes.fromhex(result.aip) == image.apps[bytes.fromhex(result.aid or "")].aip
+    data = ac_input(ac_terminal_data(values), bytes.fromhex(result.aip), result.atc, cvr)
     req = AuthorizationRequest(
         "e2e", card.pan_token, AuthKind.ACCOUNT_VERIFICATION, 0, "CNY", MERCHANT,
         atc=result.atc, arqc=bytes.fromhex(result.cryptogram), ac_data=data,

@@ -9,6 +9,7 @@ written in the same transaction as the charge that touched them.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple, Protocol
 
 from backoffice.records import (
@@ -20,6 +21,7 @@ from backoffice.records import (
     DenyRow,
     RejectRow,
     Snapshot,
+    TapRow,
 )
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
@@ -72,6 +74,16 @@ class Store(Protocol):
         ...
 
     def save_issuer(self, changes: IssuerChanges) -> None: ...
+
+    def meta(self, key: str) -> str | None:
+        """A value of the key/value table (settings kept with the data), or None."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def tap_rows(self, tap_ids: Iterable[str] | None = None) -> list[TapRow]:
+        """Tap rows in time order (all, or those of ``tap_ids``), fares as priced now."""
+        ...
 
     # -- queries for reports and reconciliation --
     def ledger_balances(self) -> list[BalanceRow]: ...

@@ -7,7 +7,7 @@ fastest bulk insert it has (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -178,6 +178,8 @@ class SqlStore(ABC):
             self._executemany(_insert("deny_events", DENY_EVENT_COLS), ch.deny_events)
         if ch.alerts:
             self._executemany(_insert_ignore("alerts", ALERT_COLS, "alert_id"), ch.alerts)
+        if ch.meta:
+            self._executemany(_upsert("meta", ("key", "value"), "key"), sorted(ch.meta.items()))
 
     def _write_issuer(self, ch: IssuerChanges) -> None:
         if ch.accounts:
@@ -255,6 +257,27 @@ class SqlStore(ABC):
             holds=[ir.hold_from(r) for r in self._select("iss_holds", ir.HOLD_COLS)],
             captures=[ir.capture_from(r) for r in self._select("iss_captures", ir.CAPTURE_COLS)],
         )
+
+    def meta(self, key: str) -> str | None:
+        """A value of the key/value table (settings kept with the data), or None."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def meta_prefixed(self, prefix: str) -> dict[str, str]:
+        rows = self._query("SELECT key, value FROM meta WHERE key LIKE ?", (prefix + "%",))
+        return {str(k): str(v) for k, v in rows if str(k).startswith(prefix)}
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx():
+            self._execute(_upsert("meta", ("key", "value"), "key"), (key, value))
+
+    def tap_rows(self, tap_ids: Iterable[str] | None = None) -> list[TapRow]:
+        """Tap rows in time order (all, or those of ``tap_ids``), fares as priced now."""
+        rows = [TapRow(*r) for r in self._select("taps", TAP_COLS, "ORDER BY time_us, tap_id")]
+        if tap_ids is None:
+            return rows
+        wanted = set(tap_ids)
+        return [r for r in rows if r.tap_id in wanted]
 
     def ledger_balances(self) -> list[BalanceRow]:
         rows = self._query(

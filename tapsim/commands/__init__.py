@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import broker, card, fare, tap, terminal, tlv
+from tapsim.commands import account, backoffice, broker, card, fare, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -16,4 +16,6 @@ COMMANDS: list[Register] = [
     fare.register,
     terminal.register,
     broker.register,
+    backoffice.register,
+    account.register,
 ]

@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        help="load the card's counters from FILE and save them on exit "
                             "(default: a fresh card)")
     serve.set_defaults(func=serve_card)
+    # `card issue`: the account and the card at a database's issuer (tapsim/commands/account.py)
+    from tapsim.commands.account import register_card_issue  # noqa: PLC0415 - keeps this hunk
+
+    register_card_issue(cs)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:

@@ -1,0 +1,324 @@
+"""`tapsim account ...` and `tapsim card issue`: the bank branch of a transaction core's database.
+
+Every command works on the issuer's records of one database (``--db``): issue a card with its
+account, show it, deposit, and move it through its lifecycle (issuer/README.md).  ``--at`` sets
+the branch's clock (default now), so a simulation can age an account into dormancy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from typing import Any
+
+from backoffice.branch import (
+    DEFAULT_BANK,
+    BranchError,
+    act,
+    issue,
+    key_store,
+    replace,
+)
+from backoffice.storage import SqlStore
+from emv.card.profile import CardProfile, ProfileError, load_profile
+from emv.pan import PanError, luhn_ok, normalize_pan
+from issuer.codes import DESCRIPTIONS
+from issuer.models import Account, Card, ReplaceReason
+from issuer.service import Issuer
+from tapsim.commands.backoffice import add_db_argument, db_banks, kek, money, open_db, parse_at
+from tapsim.commands.tap import token_key
+from tapsim.errors import UserError
+
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+# sub-command -> (help, what it does at the branch)
+LIFECYCLE: dict[str, str] = {
+    "activate": "activate the financial function (first time, or after sealing)",
+    "lost": "report the card lost (挂失)",
+    "unfreeze": "lift a loss report (解挂): back to the state before it",
+    "seal": "seal: social security status sealed (封存)",
+    "dormant": "mark dormant: no account movement for the bank's dormancy period",
+    "restore": "restore a dormant account at the branch",
+    "expire": "expire the card (on or after its expiry date)",
+    "cancel": "cancel the card and close its account (注销)",
+}
+
+
+def _common(p: argparse.ArgumentParser, *, card: bool = True) -> None:
+    add_db_argument(p)
+    if card:
+        p.add_argument("--card", required=True, metavar="TOKEN|PROFILE",
+                       help="the card's PAN token (32 hex digits), or its card profile "
+                            "(built-in name or .toml/.json path)")  # fmt: skip
+    p.add_argument("--at", default=None, metavar="ISO-TIME",
+                   help="the branch's clock, with a UTC offset (default: now)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    acc = sub.add_parser("account", help="a card's bank account and lifecycle, in a database")
+    cs = acc.add_subparsers(dest="account_command", metavar="ACTION")
+    cs.required = True
+    show = cs.add_parser("show", help="the card, its account, and the back office's view of it")
+    _common(show)
+    show.set_defaults(func=show_main)
+    dep = cs.add_parser("deposit", help="deposit money at the branch (counter business)")
+    _common(dep)
+    dep.add_argument("--amount", type=int, required=True, metavar="MINOR",
+                     help="amount in minor units (fen)")
+    dep.set_defaults(func=action_main, action="deposit")
+    for name, text in LIFECYCLE.items():
+        p = cs.add_parser(name, help=text)
+        _common(p)
+        p.set_defaults(func=action_main, action=name)
+    rep = cs.add_parser("replace", help="issue a new card for this one (old card: replaced)")
+    _common(rep)
+    rep.add_argument("--new-profile", required=True, metavar="NAME|PATH",
+                     help="the new card's profile")
+    rep.add_argument("--new-pan", default=None, metavar="PAN",
+                     help="another TEST PAN for the new card (default: the profile's)")
+    rep.add_argument("--reason", choices=[r.value for r in ReplaceReason], default="loss",
+                     help="renewal (from 60 days before expiry), loss or damage")
+    rep.add_argument("--bank", default=None, metavar="ID",
+                     help="the new card's bank (default: the old card's; another bank closes "
+                          "the old account after a grace period)")
+    rep.add_argument("--balance", type=int, default=0, metavar="MINOR",
+                     help="opening balance of the new card's account")
+    rep.set_defaults(func=replace_main)
+    conf = cs.add_parser("confirm-transfer",
+                         help="the holder confirms: the old card's balance moves to the new "
+                              "card's account (same bank)")  # fmt: skip
+    _common(conf)
+    conf.set_defaults(func=action_main, action="confirm-transfer")
+
+
+def register_card_issue(cs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`tapsim card issue` (a sub-command of `card`, kept here with the other branch work)."""
+    p = cs.add_parser("issue", help="open an account and issue a card on it, in a database",
+                      description="The card starts with its financial function not activated "
+                                  "(`tapsim account activate`, or --activate).")  # fmt: skip
+    p.add_argument("--profile", required=True, metavar="NAME|PATH",
+                   help="built-in card profile or a .toml/.json path")
+    p.add_argument("--pan", default=None, metavar="PAN",
+                   help="another TEST PAN on the same profile (default: the profile's)")
+    p.add_argument("--balance", type=int, default=0, metavar="MINOR",
+                   help="opening balance in minor units (default 0)")
+    p.add_argument("--bank", default=DEFAULT_BANK, metavar="ID",
+                   help=f"the card's bank (default {DEFAULT_BANK}; built-in ICBC, BOC, CCB)")
+    p.add_argument("--currency", default="CNY", metavar="ISO4217",
+                   help="the account's currency (default CNY)")
+    p.add_argument("--activate", action="store_true", help="activate it at once")
+    _common(p, card=False)
+    p.set_defaults(func=issue_main)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _profile(name: str, pan: str | None = None) -> CardProfile:
+    try:
+        profile = load_profile(name)
+    except ProfileError as exc:
+        raise UserError(str(exc)) from None
+    if pan is None:
+        return profile
+    try:
+        clear = normalize_pan(pan)
+    except PanError as exc:
+        raise UserError(f"--pan: {exc}") from None
+    if not luhn_ok(clear):
+        raise UserError("--pan: Luhn check digit is wrong")
+    return dataclasses.replace(profile, pan=clear)
+
+
+class _Branch:
+    """The issuer of a database, opened for one branch operation."""
+
+    def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None):
+        self.store: SqlStore = open_db(args.db)
+        try:
+            banks = db_banks(self.store)
+            self.issuer = Issuer(key_store(kek(), profiles or []), banks, token_key(),
+                                 self.store.load_issuer())  # fmt: skip
+        except BaseException:
+            self.store.close()
+            raise
+
+    def token(self, spec: str) -> str:
+        token = spec if _TOKEN.fullmatch(spec) else self.issuer.token_of(_profile(spec).pan)
+        if token not in self.issuer.cards:
+            raise UserError(f"no card {spec!r} in {self.store.url}")
+        return token
+
+    def save(self) -> None:
+        self.store.save_issuer(self.issuer.drain_changes())
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _card_dict(issuer: Issuer, card: Card) -> dict[str, Any]:
+    account = issuer.account(card.account_id)
+    out: dict[str, Any] = {
+        "token": card.pan_token, "masked_pan": card.masked_pan, "psn": card.psn,
+        "bank": card.bank_id, "scheme": card.scheme, "state": card.state.value,
+        "state_changed_at": card.state_changed_at.isoformat(),
+        "expires_at": card.expires_at.isoformat(),
+        "account": _account_dict(account),
+    }  # fmt: skip
+    if card.state_before_lost is not None:
+        out["state_before_lost"] = card.state_before_lost.value
+    if card.replacement is not None:
+        rep = card.replacement
+        out["replacement"] = {"new_token": rep.new_token, "same_bank": rep.same_bank,
+                              "reason": rep.reason.value, "at": rep.at.isoformat(),
+                              "balance_moved": rep.balance_moved}  # fmt: skip
+    return out
+
+
+def _account_dict(a: Account) -> dict[str, Any]:
+    return {"account_id": a.account_id, "bank": a.bank_id, "currency": a.currency,
+            "balance": a.balance, "held": a.held, "available": a.available,
+            "status": a.status.value, "last_movement": a.last_movement.isoformat()}  # fmt: skip
+
+
+def _print_card(d: dict[str, Any]) -> None:
+    a = d["account"]
+    cur = a["currency"]
+    print(f"card        {d['masked_pan']} (token {d['token']})")
+    print(f"state       {d['state']} since {d['state_changed_at']}"
+          + (f" (before the loss report: {d['state_before_lost']})"
+             if "state_before_lost" in d else ""))  # fmt: skip
+    print(f"bank        {d['bank']}, {d['scheme']} cryptograms, expires {d['expires_at']}")
+    print(f"account     {a['account_id']} {a['status']}: balance {money(a['balance'], cur)} "
+          f"{cur}, held {money(a['held'], cur)}, available {money(a['available'], cur)}")
+    if "replacement" in d:
+        r = d["replacement"]
+        print(f"replaced    by {r['new_token']} ({r['reason']}, "
+              f"{'same bank' if r['same_bank'] else 'other bank'}, balance "
+              f"{'moved' if r['balance_moved'] else 'not moved yet'})")
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def issue_main(args: argparse.Namespace) -> int:
+    profile = _profile(args.profile, args.pan)
+    now = parse_at(args.at)
+    if args.balance < 0:
+        raise UserError("--balance must not be negative")
+    branch = _Branch(args, [profile])
+    try:
+        try:
+            done = issue(branch.issuer, profile, bank=args.bank, balance=args.balance,
+                         currency=args.currency, now=now)  # fmt: skip
+            card = done.card
+            if args.activate:
+                result = act(branch.issuer, card.pan_token, "activate", now)
+                assert isinstance(result, Card)
+                card = result
+        except BranchError as exc:
+            raise UserError(str(exc)) from None
+        branch.save()
+        out = _card_dict(branch.issuer, card)
+    finally:
+        branch.close()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"issued {out['masked_pan']} at {out['bank']} ({out['state']})")
+        _print_card(out)
+    return 0
+
+
+def show_main(args: argparse.Namespace) -> int:
+    branch = _Branch(args)
+    try:
+        token = branch.token(args.card)
+        issuer = branch.issuer
+        out = _card_dict(issuer, issuer.card(token))
+        denied = [r for r in branch.store.deny_list() if r.pan_token == token]
+        debts = [d for d in branch.store.debts() if d.pan_token == token
+                 and d.status in ("open", "written_off")]  # fmt: skip
+        auths = sorted((a for a in issuer.auths.values() if a.pan_token == token),
+                       key=lambda a: (a.at, a.request_id))[-10:]  # fmt: skip
+    finally:
+        branch.close()
+    out["back_office"] = {
+        "deny_listed": bool(denied),
+        "deny_reason": denied[0].reason if denied else None,
+        "debts": [{"debt": d.debt_id, "amount": d.amount, "status": d.status,
+                   "attempts": d.attempts, "last_code": d.last_code} for d in debts],
+    }  # fmt: skip
+    out["recent_authorizations"] = [
+        {"request": a.request_id, "kind": a.kind.value, "amount": a.amount, "code": a.code.value,
+         "meaning": DESCRIPTIONS[a.code], "at": a.at.isoformat()} for a in auths
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    _print_card(out)
+    cur = out["account"]["currency"]
+    bo = out["back_office"]
+    print(f"deny list   {'yes (' + str(bo['deny_reason']) + ')' if bo['deny_listed'] else 'no'}")
+    for d in bo["debts"]:
+        print(f"debt        {d['debt']} {money(d['amount'], cur)} {d['status']} after "
+              f"{d['attempts']} retr{'y' if d['attempts'] == 1 else 'ies'} (last {d['last_code']})")
+    for a in out["recent_authorizations"]:
+        print(f"auth        {a['at'][:19]} {a['kind']} {money(a['amount'], cur)}: {a['code']} "
+              f"{a['meaning']}")
+    return 0
+
+
+def action_main(args: argparse.Namespace) -> int:
+    now = parse_at(args.at)
+    if args.action == "deposit" and args.amount <= 0:
+        raise UserError("--amount must be a positive number of minor units")
+    branch = _Branch(args)
+    try:
+        token = branch.token(args.card)
+        amount = getattr(args, "amount", None)
+        try:
+            act(branch.issuer, token, args.action, now, amount=amount)
+        except BranchError as exc:
+            raise UserError(f"{args.action}: {exc}") from None
+        branch.save()
+        out = _card_dict(branch.issuer, branch.issuer.card(token))
+    finally:
+        branch.close()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        what = f"deposit {money(amount, out['account']['currency'])}" if amount else args.action
+        print(f"{what}: done")
+        _print_card(out)
+    return 0
+
+
+def replace_main(args: argparse.Namespace) -> int:
+    now = parse_at(args.at)
+    new = _profile(args.new_profile, args.new_pan)
+    if args.balance < 0:
+        raise UserError("--balance must not be negative")
+    branch = _Branch(args, [new])
+    try:
+        token = branch.token(args.card)
+        try:
+            done = replace(branch.issuer, token, new, reason=ReplaceReason(args.reason), now=now,
+                           bank=args.bank, balance=args.balance)  # fmt: skip
+        except BranchError as exc:
+            raise UserError(f"replace: {exc}") from None
+        branch.save()
+        old = _card_dict(branch.issuer, branch.issuer.card(token))
+        out = {"old": old, "new": _card_dict(branch.issuer, done.card)}
+    finally:
+        branch.close()
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        print(f"replaced {old['masked_pan']} by {out['new']['masked_pan']} ({args.reason})")
+        _print_card(out["new"])
+    return 0
+

@@ -1,0 +1,335 @@
+"""`tapsim backoffice replay`: taps through validators' kernels and the whole transaction core.
+
+Also the pieces `tapsim card issue` and `tapsim account` share with it: which database
+(``--db``), which key-encryption key (``TAPSIM_KEK``), which banks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+from backoffice.branch import (
+    BANKS_META_KEY,
+    BUILTIN_BANKS,
+    TEST_KEK,
+    BranchError,
+    banks_from_json,
+    banks_to_json,
+    key_store,
+    merge_banks,
+)
+from backoffice.cardsfile import CardsFile, CardsFileError, load_cards
+from backoffice.fare_pricer import FarePricer
+from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay
+from backoffice.pricing import PricingError
+from backoffice.replay import (
+    DEFAULT_BATCH,
+    Replay,
+    ReplayError,
+    ReplayReport,
+    TapsFile,
+    read_taps,
+)
+from backoffice.service import TransactionCore
+from backoffice.storage import SqlStore, StorageError, open_store
+from fare.currency import format_minor
+from fare.model import Feed
+from issuer.errors import IssuerError
+from issuer.keys import KeyStore
+from issuer.policy import BankPolicy
+from tapsim.commands.fare import open_feed
+from tapsim.commands.tap import token_key
+from tapsim.errors import UserError
+
+DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///$PWD/tapsim.db
+CURRENCY_META_KEY = "backoffice.currency"
+PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
+
+
+# -- shared with `card issue` and `account` -----------------------------------------------
+
+
+def add_db_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db", metavar="URL", default=None,
+        help="sqlite:///abs/path.db, postgresql://..., or a file path (SQLite); default "
+             f"$TAPSIM_DB, else {DEFAULT_DB} in the current directory",
+    )  # fmt: skip
+
+
+def db_url(arg: str | None) -> str:
+    url = arg or os.environ.get("TAPSIM_DB") or DEFAULT_DB
+    if "://" not in url:  # a plain path: an SQLite file
+        url = f"sqlite://{Path(url).resolve()}"
+    return url
+
+
+def open_db(arg: str | None) -> SqlStore:
+    try:
+        return open_store(db_url(arg))
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+
+
+def kek() -> bytes:
+    """The key-encryption key card keys are wrapped under: TAPSIM_KEK (hex, 16/24/32 bytes),
+    else the labelled TEST KEK (a simulator's database only)."""
+    raw = os.environ.get("TAPSIM_KEK")
+    if not raw:
+        return TEST_KEK
+    try:
+        key = bytes.fromhex(raw)
+    except ValueError:
+        raise UserError("TAPSIM_KEK must be hex") from None
+    if len(key) not in (16, 24, 32):
+        raise UserError(f"TAPSIM_KEK must be 16, 24 or 32 bytes (AES), got {len(key)}")
+    return key
+
+
+def db_banks(store: SqlStore, *extra: BankPolicy) -> list[BankPolicy]:
+    """The built-in banks, those the database knows, and ``extra`` (stored if new)."""
+    try:
+        stored = banks_from_json(store.meta(BANKS_META_KEY))
+    except BranchError as exc:
+        raise UserError(str(exc)) from None
+    banks = merge_banks(BUILTIN_BANKS, stored, extra)
+    if extra and banks_to_json(banks) != banks_to_json(merge_banks(BUILTIN_BANKS, stored)):
+        store.set_meta(BANKS_META_KEY, banks_to_json(banks))
+    return banks
+
+
+def parse_at(text: str | None, option: str = "--at") -> dt.datetime:
+    """An ISO 8601 time with a UTC offset (``--at``, ``--until``); default now."""
+    if text is None:
+        return dt.datetime.now().astimezone()
+    try:
+        t = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(f"{option} {text!r} is not an ISO 8601 date and time") from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise UserError(
+            f"{option} {text!r} has no UTC offset (write e.g. 2025-03-03T08:00:00+08:00)"
+        )
+    return t
+
+
+def money(amount: int, currency: str) -> str:
+    return f"{format_minor(amount, currency)}"
+
+
+# -- the replay ---------------------------------------------------------------------------
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bo = sub.add_parser("backoffice", help="the transit operator's transaction core")
+    bs = bo.add_subparsers(dest="backoffice_command", metavar="ACTION")
+    bs.required = True
+    p = bs.add_parser(
+        "replay", help="replay a taps CSV through validators and the transaction core",
+        description="Tap each row's card on the contactless kernel, then push the tap records "
+                    "through the transaction core (fares, deferred authorization at the issuer, "
+                    "deny list, debt recovery, ledger) into the database, and report. "
+                    "Amounts are minor units of the feed's currency. See backoffice/README.md.",
+    )  # fmt: skip
+    p.add_argument("--feed", required=True, metavar="PATH|NAME",
+                   help="GTFS-Fares v2 folder or zip, or a sample feed (city, harbour)")
+    p.add_argument("--taps", required=True, metavar="FILE.csv",
+                   help="taps CSV: tap_id,card,time,stop_id,route_id,action[,rider_category,"
+                        "fare_media,operator_id,validator_id]; '-' reads standard input")
+    p.add_argument("--cards", required=True, metavar="FILE.toml|NAME,NAME",
+                   help="cards file (TOML) for the card ids of the CSV, or a comma list of "
+                        "built-in card profiles (the names are the card ids)")
+    add_db_argument(p)
+    p.add_argument("--until", default=None, metavar="ISO-TIME",
+                   help="keep the clock running to this time (day-end closes, scheduled debt "
+                        "recovery); default: the end of the last tap's service day")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help=f"taps per transaction (default {DEFAULT_BATCH})")
+    p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
+    p.set_defaults(func=replay_main)
+
+
+def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
+    """The core's rules for a feed: its currency, service days in its time zone."""
+    return BackOfficeConfig(
+        currency=currency, aggregation=AggregationPolicy(service_day=ServiceDay(tz=feed_tz))
+    )
+
+
+def open_core(
+    store: SqlStore, pricer: FarePricer, keys: KeyStore, banks: list[BankPolicy],
+    config: BackOfficeConfig,
+) -> TransactionCore:  # fmt: skip
+    """The transaction core of a database, with the real fare engine as its pricer."""
+    stored = store.meta(CURRENCY_META_KEY)
+    if stored is not None and stored != config.currency:
+        raise UserError(f"the database {store.url} settles in {stored}; this feed charges in "
+                        f"{config.currency}")  # fmt: skip
+    try:
+        core = TransactionCore(store, pricer, keys, banks, token_key(), config)
+    except PricingError as exc:
+        raise UserError(f"the database {store.url} holds fare states this feed cannot read: "
+                        f"{exc}") from None  # fmt: skip
+    if stored is None:
+        store.set_meta(CURRENCY_META_KEY, config.currency)
+    return core
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    feed = open_feed(args.feed)
+    source = "<stdin>" if args.taps == "-" else args.taps
+    try:
+        text = sys.stdin.read() if args.taps == "-" else Path(args.taps).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read taps file {source}: {exc}") from None
+    until = parse_at(args.until, "--until") if args.until else None
+    try:
+        taps_file = read_taps(text, feed)
+        cards = load_cards(args.cards)
+    except (ReplayError, CardsFileError) as exc:
+        raise UserError(f"{source}: {exc}" if isinstance(exc, ReplayError) else str(exc)) \
+            from None
+    for problem in taps_file.problems:
+        print(f"{source}:{problem} (kept as a reject)", file=sys.stderr)
+    store = open_db(args.db)
+    try:
+        banks = db_banks(store, *cards.banks)
+        core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
+                         core_config(feed.currency, feed.timezone))  # fmt: skip
+        report = _run(core, feed, cards, taps_file, source, until, args)
+    except (ReplayError, BranchError, IssuerError) as exc:
+        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    if args.json:
+        print(report.to_json())
+    else:
+        print_report(report)
+    return 0 if report.reconciliation.get("ok") else 1
+
+
+def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFile, source: str,
+         until: dt.datetime | None, args: argparse.Namespace) -> ReplayReport:  # fmt: skip
+    from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
+    from rich.progress import Progress  # noqa: PLC0415
+
+    console = Console(stderr=True)
+    total = len(taps_file.taps)
+    show = not args.json and total >= PROGRESS_FROM
+    with Progress(console=console, transient=True, disable=not show) as bar:
+        task = bar.add_task("replaying taps", total=total)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        replay = Replay(core, feed, cards, token_key=token_key(), batch=args.batch,
+                        progress=progress)  # fmt: skip
+        return replay.run(taps_file, source=source, until=until)
+
+
+def print_report(r: ReplayReport) -> None:
+    """The human form: one rich table per section that has rows."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    cur = r.currency
+    console = Console(highlight=False, emoji=False)
+    if not console.is_terminal:  # piped or captured: wide enough for the tables
+        console = Console(highlight=False, emoji=False, width=160)
+
+    def table(title: str, cols: list[str], rows: list[list[str]]) -> None:
+        if not rows:
+            return
+        t = Table(title=title, title_justify="left", show_lines=False)
+        for col in cols:
+            wrap = col in ("why", "reason", "meaning", "result")
+            t.add_column(col, justify="right" if col in ("amount", "line", "balance") else "left",
+                         overflow="fold", no_wrap=not wrap)  # fmt: skip
+        for row in rows:
+            t.add_row(*(Text(cell) for cell in row))  # data, not markup
+        console.print(t)
+
+    def m(amount: int | None) -> str:
+        return "" if amount is None else money(amount, cur)
+
+    def hm(iso: str) -> str:
+        return iso[:16].replace("T", " ")
+
+    console.print(f"[bold]Replay[/] of {r.rows} row(s) on feed {r.feed} into {r.db} "
+                  f"(amounts in {cur})")  # fmt: skip
+    def change(before: str, after: str) -> str:
+        return before if before == after else f"{before} -> {after}"
+
+    table("Cards", ["card", "card number", "bank", "state", "balance", "deny list"], [
+        [c["card"], c["masked_pan"], c["bank"], change(c["state"], c["state_after"]),
+         change(m(c["balance"]), m(c["balance_after"])), "yes" if c["deny_listed"] else ""]
+        for c in r.cards
+    ])  # fmt: skip
+    table("Fares", ["time", "card", "tap", "route", "amount", "why"], [
+        [hm(f["time"]), f["card"], f["tap_id"], f"{f['route']} {f['action']}", m(f["amount"]),
+         f["why"]] for f in r.fares
+    ])  # fmt: skip
+    table("Charges (one per aggregate)", ["time", "card", "aggregate", "amount", "closed by"], [
+        [hm(c["time"]), c["card"], c["aggregate"], m(c["amount"]), c["closed_by"]]
+        for c in r.charges
+    ])  # fmt: skip
+    table("Declines at the issuer", ["time", "card", "request", "amount", "code", "meaning"], [
+        [hm(d["time"]), d["card"], f"{d['kind']} {d['request']}", m(d["amount"]), d["code"],
+         d["meaning"] + (f" [{', '.join(d['flags'])}]" if d["flags"] else "")]
+        for d in r.declines
+    ])  # fmt: skip
+    table("Deny list", ["time", "card", "change", "reason"], [
+        [hm(d["time"]), d["card"], d["op"], d["reason"]] for d in r.deny_list
+    ])  # fmt: skip
+    table("Debt recovery", ["time", "card", "debt", "amount", "by"], [
+        [hm(d["time"]), d["card"], d["debt"], m(d["amount"]), f"{d['by']} ({d['request']})"]
+        for d in r.recoveries
+    ])  # fmt: skip
+    table("Written off (first-ride loss)", ["time", "card", "debt", "amount", "code"], [
+        [hm(d["time"]), d["card"], d["debt"], m(d["amount"]), d["code"]] for d in r.written_off
+    ])  # fmt: skip
+    table("At the branch", ["time", "card", "action", "result"], [
+        [hm(b["time"]), b["card"],
+         b["action"] + (f" {m(b['amount'])}" if b["amount"] is not None else ""),
+         b.get("result") or f"refused: {b.get('error')}"] for b in r.branch
+    ])  # fmt: skip
+    table("Refused at the validator", ["line", "tap", "card", "reason"], [
+        [str(x["line"]), x["tap_id"], x["card"], f"{x['outcome']}: {x['reason']}"]
+        for x in r.refused
+    ])  # fmt: skip
+    table("Rejected records (kept)", ["line", "tap", "field", "reason"], [
+        [str(x["line"] or ""), x["tap_id"] or "", x["field"], x["reason"]] for x in r.rejects
+    ])  # fmt: skip
+    table("Alerts", ["time", "card", "kind", "ref"], [
+        [hm(a["time"]), a["card"], a["kind"], a["ref"]] for a in r.alerts
+    ])  # fmt: skip
+    rec = r.reconciliation
+    led = rec["ledger"]
+    table("Reconciliation", ["figure", "amount"], [
+        ["taps x fares", m(rec["tap_fares"])],
+        ["ledger revenue", m(-led.get("revenue", 0))],
+        ["collected (ledger)", m(led.get("issuer_settlement", 0))],
+        ["captured at the issuer", m(rec["issuer_captured"])],
+        ["receivable: open aggregates", m(rec["open_aggregates"])],
+        ["receivable: debts in recovery", m(rec["debts_in_recovery"])],
+        ["first-ride loss (written off)", m(rec["debts_written_off"])],
+    ])  # fmt: skip
+    counts = r.counts
+    console.print(
+        f"taps accepted {counts.get('accepted', 0)}, duplicates {counts.get('duplicates', 0)}, "
+        f"rejected {counts.get('rejected', 0)}, refused at the validator "
+        f"{counts.get('refused_by_validator', 0)}"
+    )
+    if rec["ok"]:
+        console.print("[bold green]reconciled[/]: taps x fares = ledger = issuer captures")
+    else:
+        console.print("[bold red]NOT reconciled[/]:")
+        for problem in rec["problems"]:
+            console.print(f"  {problem}")
