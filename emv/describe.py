@@ -17,7 +17,8 @@ _COMMANDS = {
     (0x80, 0x50): "INITIALIZE", (0x80, 0x54): "DEBIT FOR PURCHASE", (0x80, 0x52): "CREDIT FOR LOAD",
     (0x00, 0x88): "INTERNAL AUTHENTICATE", (0x00, 0x84): "GET CHALLENGE",
 }
-SENSITIVE = {0x5A, 0x57, 0x9F1F, 0x9F6B, 0x56}
+# 9F0C: the T-Union e-purse's public data, which carries the card number (often the PAN).
+SENSITIVE = {0x5A, 0x57, 0x9F1F, 0x9F6B, 0x56, 0x9F0C}
 
 
 def command_name(raw: bytes) -> str:

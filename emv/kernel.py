@@ -20,6 +20,17 @@ application by the terminal's priority -> SELECT AID -> GPO with the PDOL filled
 from the terminal's data (DF69 = 01 when the terminal does SM) -> READ RECORD over
 the AFL -> processing restrictions (effective and expiry dates) -> fDDA (RSA or
 SM2) -> outcome from the card's cryptogram type.
+
+When the terminal's priority picks the T-Union e-purse (and the terminal has a PSAM), the
+kernel hands the transaction over to the e-purse purchase machine
+(``emv.epurse.purchase.PurchaseFlow``, sans-I/O like this one) right after SELECT, and maps
+its end: approved/declined as they are, a fallback (balance short, e-purse expired...)
+to the next application in priority order (QuickPass), or, with none left, a decline that
+says why.  The PSAM is given to the kernel per tap; it is the terminal's object, not I/O.
+
+A card that leaves the field is reported by the transport raising ``CardRemoved``; ``run``
+turns that into ``kernel.card_removed()``: outcome try-again (EMV's "present card again"),
+with an e-purse purchase whose DEBIT was sent kept pending in the PSAM for the next tap.
 """
 
 from __future__ import annotations
@@ -28,11 +39,15 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from emv import tlv
 from emv.apdu import SW, CommandApdu, ResponseApdu, get_processing_options, read_record, select
 from emv.appdata import AC_TERMINAL_TAGS, CID_AAC, CID_ARQC, CID_TC, bcd_amount
 from emv.dol import DolEntry, build_dol, parse_dol
+from emv.epurse.messages import datetime_bcd
+from emv.epurse.psam import Psam
+from emv.epurse.purchase import EpurseRecord, FlowEnd, FlowKind, PurchaseFlow
 from emv.oda import CaKeys, OdaFailure, verify_fdda
 from emv.pan import PanError, mask_pan, pan_token
 from emv.tlv import TlvError
@@ -42,6 +57,10 @@ UNIONPAY_DEBIT = bytes.fromhex("A000000333010101")
 UNIONPAY_CREDIT = bytes.fromhex("A000000333010102")
 UNIONPAY_QUASI_CREDIT = bytes.fromhex("A000000333010103")
 T_UNION_EPURSE = bytes.fromhex("A000000632010105")
+EPURSE_AIDS = frozenset({T_UNION_EPURSE})
+QUICKPASS_FIRST = (UNIONPAY_DEBIT, UNIONPAY_CREDIT, UNIONPAY_QUASI_CREDIT)
+EPURSE_FIRST = (T_UNION_EPURSE, *QUICKPASS_FIRST)
+"""A terminal that prefers the e-purse and falls back to QuickPass."""
 
 
 class Outcome(StrEnum):
@@ -50,6 +69,7 @@ class Outcome(StrEnum):
     DECLINED = "declined"
     TRY_ANOTHER_INTERFACE = "try-another-interface"
     END_APPLICATION = "end-application"
+    TRY_AGAIN = "try-again"  # the card left the field: present it again
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,8 @@ class TerminalConfig:
     currency: bytes = bytes.fromhex("0156")
     sm_supported: bool = True
     # The terminal's application priority: first listed wins; unlisted AIDs are not used.
-    aid_priority: tuple[bytes, ...] = (UNIONPAY_DEBIT, UNIONPAY_CREDIT, UNIONPAY_QUASI_CREDIT)
+    # The e-purse is used only when listed here and the kernel is given a PSAM.
+    aid_priority: tuple[bytes, ...] = QUICKPASS_FIRST
     max_records: int = 16
 
 
@@ -76,12 +97,27 @@ class TransactionInput:
     unpredictable_number: bytes
     amount_other: int = 0
     transaction_type: int = 0x00
+    # The tap's local time (timezone-aware, on ``date``): the e-purse records its wall-clock
+    # digits.  None: midnight of ``date``.
+    at: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         if len(self.unpredictable_number) != 4:
             raise ValueError("unpredictable number is 4 bytes")
         if not 0 <= self.amount < 10**12 or not 0 <= self.amount_other < 10**12:
             raise ValueError("amounts are 0 to 999999999999 minor units")
+        if self.at is not None:
+            if self.at.tzinfo is None or self.at.utcoffset() is None:
+                raise ValueError("the tap time must be timezone-aware")
+            if self.at.date() != self.date:
+                raise ValueError("the tap time must fall on the transaction date")
+
+    @property
+    def wall_clock(self) -> dt.datetime:
+        """The local date and time a card records (naive)."""
+        if self.at is None:
+            return dt.datetime.combine(self.date, dt.time())
+        return self.at.replace(tzinfo=None)
 
 
 @dataclass
@@ -107,6 +143,16 @@ class TapResult:
     holder_category: str | None = None
     holder_birth_date: str | None = None
     ac_data: dict[str, str] = field(default_factory=dict)  # terminal data the AC covers, hex
+    # e-purse (T-Union) purchase: balances, the card's offline serial, TAC, PSAM and its serial
+    epurse_balance_before: int | None = None
+    epurse_balance_after: int | None = None
+    epurse_serial: int | None = None
+    epurse_tac: str | None = None
+    epurse_mac2_ok: bool | None = None
+    psam_id: str | None = None
+    psam_serial: int | None = None
+    epurse_recovered: dict[str, Any] | None = None  # a torn purchase settled on this tap
+    epurse_fallback: str | None = None  # why the e-purse was not used, when it was tried
 
 
 @dataclass(frozen=True)
@@ -130,7 +176,12 @@ class _Stage(StrEnum):
     SELECT_AID = "select-aid"
     GPO = "gpo"
     READ_RECORDS = "read-records"
+    EPURSE = "epurse"
     DONE = "done"
+
+
+class CardRemoved(Exception):  # noqa: N818 - an event, named as the transport reports it
+    """Raised by a transport when the card left the field (no answer will come)."""
 
 
 class _End(Exception):  # noqa: N818 - internal control flow, never escapes the kernel
@@ -138,6 +189,9 @@ class _End(Exception):  # noqa: N818 - internal control flow, never escapes the 
         self.outcome = outcome
         self.reason = reason
 
+
+# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).
+_GPO_MANDATORY = ((0x82, 2), (0x94, 0), (0x9F36, 2), (0x9F26, 8))
 
 # TVR bits used here (byte index, mask).
 TVR_ODA_NOT_PERFORMED = (0, 0x80)
@@ -149,9 +203,12 @@ TVR_NOT_EFFECTIVE = (1, 0x20)
 class Kernel:
     """One transaction; make a new kernel for the next tap."""
 
-    def __init__(self, config: TerminalConfig, txn: TransactionInput) -> None:
+    def __init__(self, config: TerminalConfig, txn: TransactionInput,
+                 psam: Psam | None = None) -> None:
         self.config = config
         self.txn = txn
+        self.psam = psam
+        self._flow: PurchaseFlow | None = None
         self._stage = _Stage.IDLE
         self._candidates: list[tuple[bytes, str]] = []
         self._tvr = bytearray(5)
@@ -188,6 +245,14 @@ class Kernel:
         except ValueError as exc:  # ApduError and data errors from the card's answer
             return self._finish(Outcome.END_APPLICATION, f"malformed-response: {exc}")
 
+    def card_removed(self) -> Finished:
+        """The transport lost the card before it answered the last command."""
+        if self._stage in (_Stage.IDLE, _Stage.DONE):
+            raise RuntimeError(f"no command is outstanding (stage {self._stage.value})")
+        if self._stage is _Stage.EPURSE and self._flow is not None:
+            return self._finish(Outcome.TRY_AGAIN, self._flow.card_removed().reason)
+        return self._finish(Outcome.TRY_AGAIN, "card-removed")
+
     # --- stages -----------------------------------------------------------------
 
     def _on_ppse(self, r: ResponseApdu) -> Step:
@@ -208,6 +273,8 @@ class Kernel:
                 term_prio = self.config.aid_priority.index(aid.value)
             except ValueError:
                 continue
+            if aid.value in EPURSE_AIDS and self.psam is None:
+                continue  # no PSAM, no e-purse purchase
             name = label.value.decode("ascii", "replace") if label is not None else ""
             listed.append((term_prio, card_prio, aid.value, name))
         if not listed:
@@ -228,6 +295,11 @@ class Kernel:
     def _on_select_aid(self, r: ResponseApdu) -> Step:
         if not r.ok:
             return self._select_next()
+        if bytes.fromhex(self._result.aid or "") in EPURSE_AIDS and self.psam is not None:
+            self._flow = PurchaseFlow(self.psam, self.txn.amount,
+                                      datetime_bcd(self.txn.wall_clock), self.txn.date)
+            self._stage = _Stage.EPURSE
+            return self._epurse_step(self._flow.start(r.data))
         fci = tlv.decode(r.data)
         pdol_node = tlv.find(fci, 0x9F38)
         pdol = parse_dol(pdol_node.value) if pdol_node is not None else []
@@ -253,9 +325,11 @@ class Kernel:
         else:
             self._gpo_nodes = list(nodes)
             self._card = tlv.flatten(nodes)
-        for tag in (0x82, 0x94, 0x9F36, 0x9F26):
+        for tag, size in _GPO_MANDATORY:
             if tag not in self._card:
                 raise _End(Outcome.END_APPLICATION, f"missing-{tlv.tag_hex(tag)}")
+            if size and len(self._card[tag]) != size:
+                raise _End(Outcome.END_APPLICATION, f"bad-length-{tlv.tag_hex(tag)}")
         self._reads = _parse_afl(self._card[0x94], self.config.max_records)
         return self._next_read()
 
@@ -280,6 +354,46 @@ class Kernel:
         for tag, value in tlv.flatten(nodes).items():
             self._card.setdefault(tag, value)
         return self._next_read()
+
+    # --- e-purse ------------------------------------------------------------------
+
+    def _on_epurse(self, r: ResponseApdu) -> Step:
+        assert self._flow is not None  # the EPURSE stage starts with the flow
+        return self._epurse_step(self._flow.receive(r))
+
+    def _epurse_step(self, step: bytes | FlowEnd) -> Step:
+        if isinstance(step, bytes):
+            return Send(step)
+        return self._epurse_end(step)
+
+    def _epurse_end(self, end: FlowEnd) -> Finished | Send:
+        self._apply_epurse(end.record)
+        if end.kind is FlowKind.FALLBACK:
+            self._result.epurse_fallback = end.reason
+            if not self._candidates:  # nothing to fall back to: say why the e-purse refused
+                raise _End(Outcome.DECLINED, end.reason or "epurse-refused")
+            return self._select_next()
+        outcome = {FlowKind.APPROVED: Outcome.APPROVED_OFFLINE, FlowKind.DECLINED: Outcome.DECLINED,
+                   FlowKind.ENDED: Outcome.END_APPLICATION,
+                   FlowKind.TRY_AGAIN: Outcome.TRY_AGAIN}[end.kind]
+        return self._finish(outcome, end.reason)
+
+    def _apply_epurse(self, rec: EpurseRecord) -> None:
+        res = self._result
+        res.epurse_balance_before = rec.balance_before
+        res.epurse_balance_after = rec.balance_after
+        res.epurse_serial = rec.card_serial
+        res.epurse_tac = rec.tac
+        res.epurse_mac2_ok = rec.mac2_ok
+        res.psam_id = rec.psam_id
+        res.psam_serial = rec.psam_serial
+        res.epurse_recovered = rec.recovered
+        if rec.card_number is not None:
+            try:
+                res.pan_masked = mask_pan(rec.card_number.lstrip("0"))
+                res.pan_token = pan_token(rec.card_number.lstrip("0"), self.config.token_key)
+            except PanError:
+                res.pan_masked = res.pan_token = None
 
     # --- completion ---------------------------------------------------------------
 
@@ -357,6 +471,8 @@ class Kernel:
         raise _End(Outcome.END_APPLICATION, f"unknown-cid-{cid:02X}")
 
     def _finish(self, outcome: Outcome, reason: str | None) -> Finished:
+        if self._stage is _Stage.EPURSE and self._flow is not None:
+            self._apply_epurse(self._flow.record)  # what the purchase got to, even if cut short
         self._stage = _Stage.DONE
         self._result.outcome = outcome
         self._result.reason = reason
@@ -390,6 +506,7 @@ _HANDLERS: Mapping[_Stage, Callable[[Kernel, ResponseApdu], Step]] = {
     _Stage.SELECT_AID: Kernel._on_select_aid,
     _Stage.GPO: Kernel._on_gpo,
     _Stage.READ_RECORDS: Kernel._on_record,
+    _Stage.EPURSE: Kernel._on_epurse,
 }
 
 
@@ -442,10 +559,14 @@ class Exchange:
 
 def run(kernel: Kernel, transceive: Callable[[bytes], bytes],
         trace: list[Exchange] | None = None) -> TapResult:
-    """Drive a kernel to its end against any transport (a callable sending one APDU)."""
+    """Drive a kernel to its end against any transport (a callable sending one APDU, raising
+    ``CardRemoved`` when the card leaves the field)."""
     step = kernel.start()
     while isinstance(step, Send):
-        response = transceive(step.apdu)
+        try:
+            response = transceive(step.apdu)
+        except CardRemoved:
+            return kernel.card_removed().result
         if trace is not None:
             trace.append(Exchange(step.apdu, response))
         step = kernel.receive(response)
@@ -453,7 +574,8 @@ def run(kernel: Kernel, transceive: Callable[[bytes], bytes],
 
 
 __all__ = [
-    "PPSE", "T_UNION_EPURSE", "UNIONPAY_CREDIT", "UNIONPAY_DEBIT", "UNIONPAY_QUASI_CREDIT",
-    "CommandApdu", "DolEntry", "Exchange", "Finished", "Kernel", "Outcome", "Send", "TapResult",
-    "TerminalConfig", "TransactionInput", "run",
+    "EPURSE_AIDS", "EPURSE_FIRST", "PPSE", "QUICKPASS_FIRST", "T_UNION_EPURSE", "UNIONPAY_CREDIT",
+    "UNIONPAY_DEBIT", "UNIONPAY_QUASI_CREDIT", "CardRemoved", "CommandApdu", "DolEntry", "Exchange",
+    "Finished", "Kernel", "Outcome", "Send", "TapResult", "TerminalConfig", "TransactionInput",
+    "run",
 ]

@@ -64,6 +64,7 @@ TAGS: dict[int, TagInfo] = {
     0x9F0E: TagInfo("Issuer Action Code - Denial"),
     0x9F0F: TagInfo("Issuer Action Code - Online"),
     0x9F10: TagInfo("Issuer Application Data (IAD)"),
+    0x9F0C: TagInfo("Issuer Identification Number Extended / e-purse public data (T-Union)"),
     0x9F11: TagInfo("Issuer Code Table Index", "n"),
     0x9F12: TagInfo("Application Preferred Name", "ans"),
     0x9F1A: TagInfo("Terminal Country Code", "n"),

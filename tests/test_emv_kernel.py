@@ -257,3 +257,27 @@ def test_gpo_refusal_falls_back_to_the_next_application() -> None:
     txn = TransactionInput(amount=200, date=TODAY, unpredictable_number=UN)
     result = run(Kernel(cfg, txn), refuse_credit)
     assert result.outcome is Outcome.APPROVED_OFFLINE and result.aid == "A000000333010101"
+
+
+# A GPO answer of plausible tags with arbitrary contents: the kernel's checks, not the TLV
+# decoder, must catch these.
+GPO_TAGS = [0x82, 0x94, 0x9F36, 0x9F26, 0x9F27, 0x9F10, 0x57, 0x5F34, 0x9F4B, 0x9F6C, 0x9F5D,
+            0x5A, 0x5F24, 0x5F25, 0x8F, 0x90, 0x9F46, 0x9F69, 0xDF70]
+gpo_answers = st.lists(
+    st.tuples(st.sampled_from(GPO_TAGS), st.binary(max_size=20)), max_size=14,
+).map(lambda objs: tlv.encode([(0x77, objs)]) + b"\x90\x00")
+
+
+@settings(max_examples=400, deadline=None)
+@given(gpo_answers)
+def test_plausible_but_wrong_gpo_answers_end_defined(answer: bytes) -> None:
+    card = new_card()
+    card.power_on()
+
+    def transceive(apdu: bytes) -> bytes:
+        return answer if apdu[1] == 0xA8 else card.process(apdu)
+
+    txn = TransactionInput(amount=200, date=TODAY, unpredictable_number=UN)
+    result = run(Kernel(config(), txn), transceive)
+    assert result.outcome in set(Outcome)
+    assert result.outcome is not Outcome.APPROVED_OFFLINE

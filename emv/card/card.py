@@ -3,7 +3,8 @@
 It answers the commands of a contactless tap the way a qPBOC/qUICS card does:
 SELECT (PPSE and AIDs), GET PROCESSING OPTIONS (the card decides offline approval,
 online request or decline, and returns its cryptogram and fDDA signature in the
-same answer), READ RECORD, GET DATA, GENERATE AC, and the e-purse's GET BALANCE.
+same answer), READ RECORD, GET DATA, GENERATE AC; and, with the e-purse selected, its own
+commands (``emv.epurse.application``: purchase, load, proof, balance, transaction log).
 Whatever it is sent, it answers with a status word; it never raises.
 
 The card's own randomness (the unpredictable number in 9F69) is derived from the
@@ -42,10 +43,15 @@ from emv.appdata import (
 from emv.card.image import AFL, CDOL1, FDDA_RECORD, PDOL, PPSE_NAME, AppImage, CardImage
 from emv.card.state import CardState
 from emv.dol import split_dol_data
+from emv.epurse.application import EpurseApplication
 from emv.tlv import TlvError
 
 # Pseudo-ATR of a contactless ISO 14443-4 card as PC/SC shows it (T=1).
 ATR = bytes.fromhex("3B8880010000000000718100F9")
+
+# What the selected e-purse answers itself: INITIALIZE, DEBIT, CREDIT, GET TRANSACTION PROOF,
+# GET BALANCE, READ RECORD (its transaction log).
+EPURSE_COMMANDS = frozenset({0x50, 0x54, 0x52, 0x5A, 0x5C, READ_RECORD})
 
 # CTQ (9F6C): byte 1 0x80 online PIN required... tapsim's cards ask for nothing (transit).
 CTQ = bytes.fromhex("0080")
@@ -69,6 +75,7 @@ class VirtualCard:
             if aid.hex().upper() not in self.state.apps:
                 self.state.app(aid).balance = app.app.balance
         self._selected: AppImage | None = None
+        self._epurse: EpurseApplication | None = None
         self._fdda_record: bytes | None = None
         self._handlers: dict[int, Callable[[CommandApdu], bytes]] = {
             SELECT: self._select,
@@ -82,6 +89,7 @@ class VirtualCard:
     def power_on(self) -> bytes:
         """Field on (or reset): nothing selected; the ATR a reader would report."""
         self._selected = None
+        self._epurse = None
         self._fdda_record = None
         return ATR
 
@@ -92,6 +100,8 @@ class VirtualCard:
         except ApduError:
             return _sw(SW.WRONG_LENGTH)
         handler = self._handlers.get(apdu.ins)
+        if self._epurse is not None and apdu.ins in EPURSE_COMMANDS:
+            handler = self._epurse.process
         if handler is None:
             return _sw(SW.INS_NOT_SUPPORTED)
         try:
@@ -105,6 +115,7 @@ class VirtualCard:
         if apdu.cla != 0x00 or apdu.p1 != 0x04:
             return _sw(SW.WRONG_P1P2)
         self._fdda_record = None
+        self._epurse = None
         if apdu.data == PPSE_NAME:
             self._selected = None
             return _ok(self.image.ppse_fci)
@@ -113,6 +124,8 @@ class VirtualCard:
             self._selected = None
             return _sw(SW.FILE_NOT_FOUND)
         self._selected = app
+        if app.epurse is not None:
+            self._epurse = EpurseApplication(app.epurse, self.state.app(app.app.aid))
         return _ok(app.fci)
 
     def _gpo(self, apdu: CommandApdu) -> bytes:
@@ -130,7 +143,7 @@ class VirtualCard:
         if not ttq[0] & 0x20:  # the reader does not support qPBOC/qVSDC
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
         wants_sm = values[0xDF69] == b"\x01"
-        uses_sm = app.scheme.name == "sm4"
+        uses_sm = app.scheme.name == "sm4" or self.image.profile.crypto.suite == "sm2"
         if uses_sm and not wants_sm:
             # An SM-only card on a terminal without SM: let the kernel try another interface.
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
@@ -232,10 +245,6 @@ class VirtualCard:
         ])]))
 
     def _get_balance(self, apdu: CommandApdu) -> bytes:
-        app = self._selected
-        if app is None or app.app.kind != "epurse":
-            return _sw(SW.CONDITIONS_NOT_SATISFIED)
-        if apdu.cla != 0x80 or apdu.p1 != 0x00 or apdu.p2 != 0x02:
-            return _sw(SW.WRONG_P1P2)
-        return _ok(self.state.app(app.app.aid).balance.to_bytes(4, "big"))
+        # The selected e-purse answers GET BALANCE itself (emv.epurse.application).
+        return _sw(SW.CONDITIONS_NOT_SATISFIED)
 

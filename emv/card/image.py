@@ -19,6 +19,7 @@ from emv.appdata import ALGORITHM_SM4, ALGORITHM_TDES, CVN_SM4, CVN_TDES
 from emv.card.profile import Application, CardProfile
 from emv.crypto.cryptogram import CryptogramScheme, scheme
 from emv.dol import DolEntry
+from emv.epurse.application import EpurseImage, epurse_image
 from emv.oda import card_oda
 
 PPSE_NAME = b"2PAY.SYS.DDF01"
@@ -76,6 +77,7 @@ class AppImage:
     iad_template: tuple[int, int]  # (CVN, algorithm indicator)
     oda: CardOda | None
     track2: bytes
+    epurse: EpurseImage | None = None  # kind "epurse": its public data and keys
 
 
 @dataclass(frozen=True)
@@ -123,15 +125,32 @@ def _signed_record(profile: CardProfile, aip: bytes) -> bytes:
     return tlv.encode(objects)
 
 
+def _epurse_app_image(profile: CardProfile, app: Application, chosen: CryptogramScheme,
+                      iad: tuple[int, int]) -> AppImage:
+    """An e-purse: no PDOL, records or ODA; its public data (9F0C) in the SELECT answer."""
+    algorithm = app.epurse_algorithm or ("sm4" if chosen.name == "sm4" else "tdes")
+    image = epurse_image(
+        card_number=app.card_number or profile.pan, start=profile.effective,
+        expiry=profile.expiry, algorithm=algorithm, purchase_master_key=app.epurse_key,
+        load_master_key=app.load_key, tac_master_key=app.tac_key, key_version=app.key_version,
+        max_balance=app.max_balance,
+    )
+    fci_prop = tlv.encode([(0x50, app.label.encode("ascii")), (0x87, bytes((app.priority,))),
+                           (0x9F08, b"\x02"), (0x9F0C, image.public_data.to_bytes())])
+    fci = tlv.encode([(0x6F, [(0x84, app.aid), (0xA5, fci_prop)])])
+    return AppImage(app=app, fci=fci, records={}, aip=bytes(2), card_key=b"", scheme=chosen,
+                    iad_template=iad, oda=None, track2=b"", epurse=image)
+
+
 def _app_image(profile: CardProfile, app: Application) -> AppImage:
     chosen = scheme(profile.crypto.cryptogram)
-    card_key = chosen.derive_card_key(profile.crypto.issuer_master_key, profile.pan, profile.psn)
     iad = (CVN_SM4, ALGORITHM_SM4) if chosen.name == "sm4" else (CVN_TDES, ALGORITHM_TDES)
+    if app.kind == "epurse":
+        return _epurse_app_image(profile, app, chosen, iad)
+    card_key = chosen.derive_card_key(profile.crypto.issuer_master_key, profile.pan, profile.psn)
     fci_prop: list[tuple[int, bytes]] = [(0x50, app.label.encode("ascii")),
-                                         (0x87, bytes((app.priority,)))]
-    if app.kind != "epurse":
-        fci_prop.append((0x9F38, dol_bytes(PDOL)))
-    fci_prop.append((0x5F2D, b"zhen"))
+                                         (0x87, bytes((app.priority,))),
+                                         (0x9F38, dol_bytes(PDOL)), (0x5F2D, b"zhen")]
     fci = tlv.encode([(0x6F, [(0x84, app.aid), (0xA5, tlv.encode(fci_prop))])])
 
     aip = AIP_WITH_ODA

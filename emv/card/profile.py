@@ -18,6 +18,7 @@ from typing import Literal
 
 import msgspec
 
+from emv.epurse.keys import TEST_LOAD_MASTER_KEY, TEST_PURCHASE_MASTER_KEY, TEST_TAC_MASTER_KEY
 from emv.pan import PanError, luhn_ok, normalize_pan
 
 BUILTIN_PACKAGE = "emv.card.profiles"
@@ -59,7 +60,15 @@ class ApplicationSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     offline_spending_amount: int = 50_000  # 9F5D, minor units
     online_only: bool = False  # card asks for online authorization on every tap
     balance: int = 0  # e-purse balance, minor units
-    epurse_key: str = "00112233445566778899AABBCCDDEEFF"  # TEST purchase/load key (hex)
+    # e-purse (kind "epurse") only.  The issuer's TEST master keys (hex); the card holds keys
+    # diversified from them by its card number (emv.epurse.keys).
+    epurse_key: str = TEST_PURCHASE_MASTER_KEY.hex().upper()  # purchase master key
+    load_key: str = TEST_LOAD_MASTER_KEY.hex().upper()
+    tac_key: str = TEST_TAC_MASTER_KEY.hex().upper()
+    epurse_algorithm: Literal["tdes", "sm4"] | None = None  # None: as crypto.cryptogram
+    card_number: str | None = None  # application serial, up to 20 digits; None: the PAN
+    key_version: int = 1
+    max_balance: int = 100_000  # 1000.00 CNY, the usual T-Union cap
 
 
 class ProfileSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -87,6 +96,12 @@ class Application:
     online_only: bool
     balance: int
     epurse_key: bytes
+    load_key: bytes
+    tac_key: bytes
+    epurse_algorithm: Literal["tdes", "sm4"] | None
+    card_number: str | None
+    key_version: int
+    max_balance: int
 
 
 @dataclass(frozen=True)
@@ -168,10 +183,23 @@ def _validate(spec: ProfileSpec, source: str) -> CardProfile:
         for field in ("offline_spending_amount", "balance"):
             if getattr(app, field) < 0:
                 raise ProfileError(source, f"{where}.{field}: must not be negative")
+        if not app.balance <= app.max_balance <= 0xFFFFFFFF:
+            raise ProfileError(source, f"{where}.max_balance: at least the balance, "
+                                       "at most 4294967295")
+        if not 0 <= app.key_version <= 0xFF:
+            raise ProfileError(source, f"{where}.key_version: 0 to 255")
+        if app.card_number is not None and not (
+                app.card_number.isascii() and app.card_number.isdigit()
+                and 16 <= len(app.card_number) <= 20):
+            raise ProfileError(source, f"{where}.card_number: 16 to 20 digits")
         apps.append(Application(
             aid=aid, label=app.label, kind=app.kind, priority=app.priority,
             offline_spending_amount=app.offline_spending_amount, online_only=app.online_only,
             balance=app.balance, epurse_key=_hex(source, f"{where}.epurse_key", app.epurse_key, 16),
+            load_key=_hex(source, f"{where}.load_key", app.load_key, 16),
+            tac_key=_hex(source, f"{where}.tac_key", app.tac_key, 16),
+            epurse_algorithm=app.epurse_algorithm, card_number=app.card_number,
+            key_version=app.key_version, max_balance=app.max_balance,
         ))
     holder = None
     if spec.holder is not None:

@@ -8,6 +8,7 @@ image per profile.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,11 @@ class AppState:
     purchase_counter: int = 0  # e-purse offline transaction serial number
     load_counter: int = 0  # e-purse online (load) transaction serial number
     log: list[dict[str, Any]] = field(default_factory=list)
+    # e-purse: last terminal serial accepted per terminal number (hex), a few terminals deep,
+    # and the proof (serial, TAC, MAC2) of the last transaction of each type ("06", "02").
+    terminal_serials: dict[str, int] = field(default_factory=dict)
+    proofs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    challenges: int = 0  # e-purse INITIALIZE commands answered (feeds the card's random number)
 
 
 @dataclass
@@ -30,7 +36,7 @@ class CardState:
         return self.apps.setdefault(aid.hex().upper(), AppState())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"apps": {aid: vars(s).copy() for aid, s in self.apps.items()}}
+        return {"apps": {aid: copy.deepcopy(vars(s)) for aid, s in self.apps.items()}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CardState:

@@ -15,7 +15,18 @@ from emv.card.image import personalise
 from emv.card.profile import ProfileError, load_profile
 from emv.card.state import CardState
 from emv.describe import command_name, response_lines, safe_hex
-from emv.kernel import Exchange, Kernel, Outcome, TapResult, TerminalConfig, TransactionInput, run
+from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.kernel import (
+    EPURSE_FIRST,
+    QUICKPASS_FIRST,
+    Exchange,
+    Kernel,
+    Outcome,
+    TapResult,
+    TerminalConfig,
+    TransactionInput,
+    run,
+)
 from emv.oda import builtin_test_ca_keys
 from tapsim.errors import UserError
 
@@ -28,6 +39,7 @@ OUTCOME_STYLE = {
     Outcome.DECLINED: "bold red",
     Outcome.TRY_ANOTHER_INTERFACE: "bold magenta",
     Outcome.END_APPLICATION: "bold red",
+    Outcome.TRY_AGAIN: "bold magenta",
 }
 
 
@@ -67,6 +79,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="card state file (default: under $XDG_STATE_HOME/tapsim/cards/)")
     p.add_argument("--fresh", action="store_true",
                    help="start from a newly personalised card and do not save its state")
+    p.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
+                   help="the validator's first choice; epurse: T-Union e-purse with a TEST PSAM "
+                        "(its serial persists beside the card state), QuickPass if it is short")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="show every APDU exchanged, decoded (PANs masked)")
@@ -82,9 +97,19 @@ def _load_state(path: Path | None) -> CardState | None:
         raise UserError(f"{path}: not a card state file ({exc})") from None
 
 
+def _load_psam(path: Path | None) -> Psam:
+    """The demo validator's TEST PSAM, with its serial and pending purchases from last time."""
+    if path is None or not path.exists():
+        return Psam.test()
+    try:
+        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a PSAM state file ({exc})") from None
+
+
 def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
-             state: CardState | None = None,
-             trace: list[Exchange] | None = None) -> tuple[TapResult, CardState]:
+             state: CardState | None = None, trace: list[Exchange] | None = None,
+             psam: Psam | None = None) -> tuple[TapResult, CardState]:
     """Personalise (cached), tap once, give the result and the card's new state."""
     try:
         profile = load_profile(card_name)
@@ -92,13 +117,16 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
         raise UserError(str(exc)) from None
     card = VirtualCard(personalise(profile), state)
     card.power_on()
-    config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(), sm_supported=sm)
+    config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(), sm_supported=sm,
+                            aid_priority=EPURSE_FIRST if psam is not None else QUICKPASS_FIRST)
+    now = dt.datetime.now().astimezone()
     try:
         txn = TransactionInput(amount=amount, date=date,
-                               unpredictable_number=secrets.token_bytes(4))
+                               unpredictable_number=secrets.token_bytes(4),
+                               at=now if now.date() == date else None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    result = run(Kernel(config, txn), card.process, trace)
+    result = run(Kernel(config, txn, psam), card.process, trace)
     return result, card.state
 
 
@@ -121,8 +149,13 @@ def main(args: argparse.Namespace) -> int:
         state_path = args.state or state_dir() / f"{Path(args.card).stem}.json"
     state = _load_state(state_path)
     trace: list[Exchange] | None = [] if args.trace else None
+    psam_path = state_path.with_name("psam.json") if state_path is not None else None
+    psam = _load_psam(psam_path) if args.prefer == "epurse" else None
     result, new_state = tap_once(args.card, args.amount, date, sm=not args.no_sm,
-                                 state=state, trace=trace)
+                                 state=state, trace=trace, psam=psam)
+    if psam is not None and psam_path is not None:
+        psam_path.parent.mkdir(parents=True, exist_ok=True)
+        psam_path.write_text(json.dumps(psam.to_dict(), indent=1))
     if state_path is not None:
         state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_path.with_suffix(".tmp")
@@ -142,8 +175,9 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"[{style}]{result.outcome.value.upper()}[/]"
                   + (f"  ({result.reason})" if result.reason else ""))
     for key in ("label", "aid", "pan_masked", "atc", "cryptogram", "oda", "oda_ok",
-                "available_offline", "holder_category"):
+                "available_offline", "holder_category", "epurse_balance_before",
+                "epurse_balance_after", "epurse_tac", "psam_serial", "epurse_fallback"):
         value = getattr(result, key)
         if value is not None:
-            console.print(f"  {key:<18} {value}")
+            console.print(f"  {key:<22} {value}")
     return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1

@@ -1,0 +1,110 @@
+"""Loading (recharging) an e-purse, as a bank branch does: the host side of INITIALIZE/CREDIT
+FOR LOAD, with the load key, which no transit terminal holds.
+
+``load_epurse`` drives one load over any transport (a callable sending one APDU, e.g. a
+``VirtualCard.process``): SELECT the e-purse, INITIALIZE FOR LOAD, check the card's MAC1
+under the load session key (so the card is genuine and its balance as stated), answer
+with MAC2 in CREDIT FOR LOAD, and return the card's TAC with the new balance.  Every
+failure is a ``LoadError`` with a short reason code; nothing in it shows a key or the card
+number.  (A load is an online transaction at the branch: the account debit behind it is
+the bank's business, not modelled here.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from emv import tlv
+from emv.apdu import ResponseApdu, select
+from emv.epurse import keys
+from emv.epurse.keys import algorithm_from_id
+from emv.epurse.messages import (
+    PUBLIC_DATA_TAG,
+    EpurseDataError,
+    LoadInit,
+    PublicData,
+    credit_for_load,
+    datetime_bcd,
+    initialize_for_load,
+)
+from emv.tlv import TlvError
+
+T_UNION_EPURSE = bytes.fromhex("A000000632010105")
+
+
+class LoadError(Exception):
+    """A load that did not happen (or whose outcome the host could not prove)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(frozen=True)
+class LoadReceipt:
+    balance_before: int
+    balance_after: int
+    online_serial: int  # the card's load serial this load used
+    tac: str  # hex
+    tac_ok: bool | None  # None when no TAC master key was given to check it
+
+
+def _exchange(transceive: Callable[[bytes], bytes], command: bytes, what: str) -> ResponseApdu:
+    try:
+        response = ResponseApdu.parse(transceive(command))
+    except ValueError as exc:
+        raise LoadError("malformed-response", f"{what}: {exc}") from None
+    if not response.ok:
+        raise LoadError("card-refused", f"{what}: status {response.sw:04X}")
+    return response
+
+
+def load_epurse(transceive: Callable[[bytes], bytes], *, load_master_key: bytes, amount: int,
+                at: dt.datetime, terminal_id: bytes, key_index: int = 1,
+                tac_master_key: bytes | None = None,
+                aid: bytes = T_UNION_EPURSE) -> LoadReceipt:
+    """Credit ``amount`` (minor units) to the card's e-purse; the receipt or LoadError."""
+    if not 0 < amount <= 0xFFFFFFFF:
+        raise LoadError("bad-amount", "a load is 1 to 4294967295 minor units")
+    if len(terminal_id) != 6:
+        raise LoadError("bad-terminal", "the terminal number is 6 bytes")
+    if at.tzinfo is None:
+        raise LoadError("bad-time", "the load time must be timezone-aware")
+    try:
+        fci = _exchange(transceive, select(aid).to_bytes(), "SELECT")
+        node = tlv.find(tlv.decode(fci.data), PUBLIC_DATA_TAG)
+        if node is None:
+            raise LoadError("no-epurse", "the application has no e-purse public data")
+        card_number = PublicData.parse(node.value).card_number
+        answer = _exchange(transceive, initialize_for_load(key_index, amount, terminal_id),
+                           "INITIALIZE FOR LOAD")
+        init = LoadInit.parse(answer.data)
+    except (TlvError, EpurseDataError) as exc:
+        raise LoadError("malformed-response", str(exc)) from None
+    algorithm = algorithm_from_id(init.algorithm_id)
+    if algorithm is None:
+        raise LoadError("unknown-algorithm", f"algorithm id {init.algorithm_id:02X}")
+    load_key = keys.diversify(load_master_key, card_number, algorithm)
+    session = keys.load_session_key(load_key, init.random, init.serial, algorithm)
+    expected = keys.mac(session, keys.load_mac1_input(init.balance, amount, terminal_id),
+                        algorithm)
+    if not hmac.compare_digest(expected, init.mac1):
+        raise LoadError("card-mac1-invalid", "the card's MAC1 does not verify under the load key")
+    when = datetime_bcd(at)
+    mac2 = keys.mac(session, keys.load_mac2_input(amount, terminal_id, when), algorithm)
+    answer = _exchange(transceive, credit_for_load(when, mac2), "CREDIT FOR LOAD")
+    if len(answer.data) != 4:
+        raise LoadError("malformed-response", f"CREDIT FOR LOAD answered {len(answer.data)} bytes")
+    balance_after = init.balance + amount
+    tac_ok = None
+    if tac_master_key is not None:
+        dtk = keys.diversify(tac_master_key, card_number, algorithm)
+        tac = keys.mac(keys.tac_mac_key(dtk, algorithm),
+                       keys.load_tac_input(balance_after, init.serial, amount, terminal_id, when),
+                       algorithm)
+        tac_ok = hmac.compare_digest(tac, answer.data)
+    return LoadReceipt(balance_before=init.balance, balance_after=balance_after,
+                       online_serial=init.serial, tac=answer.data.hex().upper(), tac_ok=tac_ok)
