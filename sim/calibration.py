@@ -25,13 +25,20 @@ import numpy as np
 
 import emv
 from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
+from emv.epurse.psam import Psam
 from emv.kernel import Outcome
 from sim.errors import ConfigError
-from sim.latency import ClassCalibration, calibrate_class, card_profile, terminal_config
+from sim.latency import (
+    ClassCalibration,
+    calibrate_class,
+    card_profile,
+    has_epurse,
+    terminal_config,
+)
 from sim.population import KIND_PROFILE, KINDS
 
 FALLBACK_PROFILE = "sscard3"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +94,23 @@ def _key(profiles: dict[str, CardProfile], day: dt.date, samples: int, amount: i
     return h.hexdigest()[:24]
 
 
-def _classes(profiles: dict[str, CardProfile], day: dt.date) -> dict[str, CardProfile]:
-    out: dict[str, CardProfile] = {}
+def _measure(profiles: dict[str, CardProfile], day: dt.date, samples: int, amount: int,
+             token_key: bytes) -> dict[str, ClassCalibration]:
+    """Every class: each kind, expired, and (kinds with a T-Union purse) an e-purse purchase
+    and a purse too short for the fare (the kernel falls back to QuickPass)."""
+    quickpass = terminal_config(token_key)
+    epurse = terminal_config(token_key, epurse=True)
+    out: dict[str, ClassCalibration] = {}
     for kind, p in profiles.items():
-        out[kind] = p
-        out[f"{kind}/expired"] = card_profile(p, p.pan, expiry=day - dt.timedelta(days=1))
+        out[kind] = calibrate_class(kind, p, quickpass, day, samples, amount)
+        expired = card_profile(p, p.pan, expiry=day - dt.timedelta(days=1))
+        out[f"{kind}/expired"] = calibrate_class(f"{kind}/expired", expired, quickpass, day,
+                                                 samples, amount)
+        if has_epurse(p):
+            for name, balance in (("epurse", 100 * amount), ("epurse-short", 0)):
+                out[f"{kind}/{name}"] = calibrate_class(
+                    f"{kind}/{name}", p, epurse, day, samples, amount, psam=Psam.test(),
+                    epurse_balance=balance)
     return out
 
 
@@ -102,7 +121,7 @@ def _to_json(cal: dict[str, ClassCalibration], created: str) -> str:
             "host_ns": [round(float(s) * 1e9) for s in c.host_seconds],
             "outcome": c.outcome.value, "reason": c.reason, "oda": c.oda,
             "commands": c.commands, "wire_bytes": c.wire_bytes, "cid": c.cid,
-            "cryptogram": c.cryptogram,
+            "cryptogram": c.cryptogram, "epurse": c.epurse,
         } for name, c in cal.items()},
     }, indent=1)
 
@@ -117,7 +136,7 @@ def _from_json(text: str) -> tuple[dict[str, ClassCalibration], str]:
             name=name, host_seconds=np.array(c["host_ns"], dtype=np.int64) / 1e9,
             outcome=Outcome(c["outcome"]), reason=c["reason"], oda=c["oda"],
             commands=int(c["commands"]), wire_bytes=int(c["wire_bytes"]), cid=c["cid"],
-            cryptogram=bool(c["cryptogram"]),
+            cryptogram=bool(c["cryptogram"]), epurse=bool(c["epurse"]),
         )
     return out, str(data["created"])
 
@@ -134,9 +153,7 @@ def calibrate(day: dt.date, samples: int, amount: int, token_key: bytes, *,
             return Calibration(classes, profiles, "cached", str(path), created, notes)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable or stale: measure again and overwrite
-    config = terminal_config(token_key)
-    classes = {name: calibrate_class(name, p, config, day, samples, amount)
-               for name, p in _classes(profiles, day).items()}
+    classes = _measure(profiles, day, samples, amount, token_key)
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     text = _to_json(classes, created)
     classes, _ = _from_json(text)  # the stored precision, so this run equals later ones

@@ -60,6 +60,13 @@ class CoreReply:
     alerts: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class EpurseQuote:
+    card: int
+    fare: int  # fen; negative: a refund the operator owes the purse (tap-off of a max fare)
+    state: object  # the card's fare state after this tap (opaque)
+
+
 class SimCore(Protocol):
     def issue(self, card: SimCard, now: dt.datetime) -> None:
         """Open the card's account and issue it in the state the population gave it."""
@@ -69,8 +76,13 @@ class SimCore(Protocol):
         """Price and authorize a batch of taps as the back office receives it."""
         ...
 
-    def epurse_fare(self, tap: SimTap, category: str) -> int:
-        """The fare a T-Union e-purse pays for this tap (the card keeps its trip records)."""
+    def epurse_quote(self, tap: SimTap) -> EpurseQuote:
+        """What a T-Union e-purse pays for this tap (priced from the trips the card
+        records), without remembering it yet."""
+        ...
+
+    def epurse_commit(self, quote: EpurseQuote) -> None:
+        """The purse paid: the card now records this trip."""
         ...
 
     def close_day(self, now: dt.datetime) -> CoreReply:

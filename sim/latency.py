@@ -30,7 +30,17 @@ from numpy.typing import NDArray
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import CardProfile, Holder
-from emv.kernel import Kernel, Outcome, Send, TapResult, TerminalConfig, TransactionInput
+from emv.epurse.psam import Psam
+from emv.kernel import (
+    EPURSE_FIRST,
+    T_UNION_EPURSE,
+    Kernel,
+    Outcome,
+    Send,
+    TapResult,
+    TerminalConfig,
+    TransactionInput,
+)
 from emv.oda import builtin_test_ca_keys
 from emv.pan import luhn_ok
 from sim.errors import ConfigError
@@ -52,6 +62,7 @@ class PhysicalModel:
     chip_cryptogram: float = 0.006  # the application cryptogram (3DES or SM4)
     chip_sign_rsa: float = 0.060  # fDDA: RSA-1024 signature on a card chip
     chip_sign_sm2: float = 0.045  # fDDA: SM2 signature on a card chip
+    psam_purchase: float = 0.030  # e-purse: the PSAM's MAC1 and MAC2 (two APDUs, ISO 7816)
     terminal_cpu_factor: float = 1.0  # validator CPU time / this machine's
     retransmit_p: float = 0.03  # chance an exchange's frame is lost and sent again
     retransmit_cost: float = 0.0048  # s: frame waiting time (FWI 4) before the resend
@@ -65,12 +76,17 @@ class PhysicalModel:
         if self.retransmit_p > 1:
             raise ConfigError("latency.retransmit_p is a probability (0..1)")
 
-    def off_host(self, commands: int, wire_bytes: int, oda: str, cryptogram: bool) -> float:
-        """Radio and chip time of a tap that exchanged ``commands`` APDUs."""
+    def off_host(self, commands: int, wire_bytes: int, oda: str, cryptogram: bool,
+                 epurse: bool = False) -> float:
+        """Radio and chip time of a tap that exchanged ``commands`` APDUs (``cryptogram``:
+        the card made an application cryptogram; ``epurse``: an e-purse purchase, whose
+        MAC2/TAC the card and MAC1/MAC2 the PSAM compute)."""
         t = self.activation + commands * (self.turnaround + self.chip_per_command)
         t += (wire_bytes + 2 * commands * self.frame_overhead) * self.bits_per_byte / self.bitrate
-        if cryptogram:
+        if cryptogram or epurse:
             t += self.chip_cryptogram
+        if epurse:
+            t += self.psam_purchase
         if oda == "fdda-rsa":
             t += self.chip_sign_rsa
         elif oda == "fdda-sm2":
@@ -97,15 +113,17 @@ class TimedTap:
 
     def off_host(self, model: PhysicalModel) -> float:
         return model.off_host(self.commands, self.wire_bytes, self.result.oda,
-                              self.result.cryptogram is not None)
+                              self.result.cryptogram is not None,
+                              self.result.epurse_tac is not None)
 
 
-def timed_tap(config: TerminalConfig, card: VirtualCard, txn: TransactionInput) -> TimedTap:
+def timed_tap(config: TerminalConfig, card: VirtualCard, txn: TransactionInput,
+              psam: Psam | None = None) -> TimedTap:
     """One real tap; the kernel's time is measured apart from the card's."""
     clock = time.perf_counter
     card.power_on()
     t0 = clock()
-    kernel = Kernel(config, txn)
+    kernel = Kernel(config, txn, psam)
     step = kernel.start()
     terminal = clock() - t0
     commands = 0
@@ -162,6 +180,7 @@ class ClassCalibration:
     wire_bytes: int
     cid: int | None
     cryptogram: bool
+    epurse: bool  # the taps were e-purse purchases (not a QuickPass fallback)
 
     @property
     def accepted(self) -> bool:
@@ -169,7 +188,8 @@ class ClassCalibration:
 
     def latencies(self, model: PhysicalModel) -> NDArray[np.float64]:
         """The empirical latency distribution of the class (sorted), under ``model``."""
-        off = model.off_host(self.commands, self.wire_bytes, self.oda, self.cryptogram)
+        off = model.off_host(self.commands, self.wire_bytes, self.oda, self.cryptogram,
+                             self.epurse)
         return np.sort(self.host_seconds * model.terminal_cpu_factor + off)
 
     def sample(self, rng: np.random.Generator, model: PhysicalModel,
@@ -183,7 +203,8 @@ class ClassCalibration:
         lat = self.latencies(model)
         return {
             "taps": len(lat), "outcome": self.outcome.value, "reason": self.reason,
-            "oda": self.oda, "commands": self.commands, "wire_bytes": self.wire_bytes,
+            "oda": self.oda, "epurse": self.epurse, "commands": self.commands,
+            "wire_bytes": self.wire_bytes,
             "latency_ms": {q: round(float(np.quantile(lat, p)) * 1e3, 3)
                            for q, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))},
             "kernel_host_ms": {q: round(float(np.quantile(self.host_seconds, p)) * 1e3, 4)
@@ -191,30 +212,48 @@ class ClassCalibration:
         }
 
 
-def terminal_config(token_key: bytes) -> TerminalConfig:
+def terminal_config(token_key: bytes, epurse: bool = False) -> TerminalConfig:
+    """The validator's kernel configuration; ``epurse``: T-Union first, then QuickPass."""
+    if epurse:
+        return TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key,
+                              aid_priority=EPURSE_FIRST)
     return TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key)
 
 
+def has_epurse(profile: CardProfile) -> bool:
+    return any(a.aid == T_UNION_EPURSE for a in profile.applications)
+
+
 def calibrate_class(name: str, profile: CardProfile, config: TerminalConfig, day: dt.date,
-                    samples: int, amount: int = 200) -> ClassCalibration:
-    """Run ``samples`` real taps of a card of this profile and keep what they measured."""
+                    samples: int, amount: int = 200, *, psam: Psam | None = None,
+                    epurse_balance: int | None = None) -> ClassCalibration:
+    """Run ``samples`` real taps of a card of this profile and keep what they measured.
+
+    With a ``psam`` (and a terminal that lists the e-purse first) the taps are e-purse
+    purchases from a purse holding ``epurse_balance`` (too little: the kernel falls back to
+    QuickPass, and that is what is measured).
+    """
     if samples < 1:
         raise ConfigError(f"calibration needs at least 1 tap per class, got {samples}")
     card = VirtualCard(personalise(profile))
     taps = []
+    at = dt.datetime.combine(day, dt.time(12), tzinfo=dt.UTC)
     for i in range(samples):
-        # A fresh offline budget each time: the class is measured in its usual state.
+        # The class's usual state every time: a fresh offline budget, the same purse.
         for app in card.state.apps.values():
             app.offline_spent = 0
-        txn = TransactionInput(amount=amount, date=day,
+        if epurse_balance is not None:
+            card.state.app(T_UNION_EPURSE).balance = epurse_balance
+        txn = TransactionInput(amount=amount, date=day, at=at + dt.timedelta(seconds=i),
                                unpredictable_number=(i * 2654435761 % 2**32).to_bytes(4, "big"))
-        taps.append(timed_tap(config, card, txn))
+        taps.append(timed_tap(config, card, txn, psam))
     first = taps[0]
     return ClassCalibration(
         name=name, host_seconds=np.array([t.terminal_seconds for t in taps]),
         outcome=first.result.outcome, reason=first.result.reason, oda=first.result.oda,
         commands=first.commands, wire_bytes=first.wire_bytes, cid=first.result.cid,
         cryptogram=first.result.cryptogram is not None,
+        epurse=first.result.epurse_tac is not None,
     )
 
 
@@ -232,15 +271,21 @@ class FullKernel:
         self.host_seconds = 0.0
         self.taps = 0
 
-    def tap(self, key: int, profile: CardProfile, amount: int,
-            unpredictable_number: bytes) -> TimedTap:
+    def card(self, key: int, profile: CardProfile, epurse_balance: int) -> VirtualCard:
+        """The rider's card, personalised on first use with the purse the population gave."""
         card = self._cards.get(key)
         if card is None:
             card = VirtualCard(personalise(profile))
+            if has_epurse(profile):
+                card.state.app(T_UNION_EPURSE).balance = epurse_balance
             self._cards[key] = card
-        txn = TransactionInput(amount=amount, date=self.day,
+        return card
+
+    def tap(self, card: VirtualCard, amount: int, unpredictable_number: bytes, at: dt.datetime,
+            config: TerminalConfig | None = None, psam: Psam | None = None) -> TimedTap:
+        txn = TransactionInput(amount=amount, date=at.date(), at=at,
                                unpredictable_number=unpredictable_number)
-        timed = timed_tap(self.config, card, txn)
+        timed = timed_tap(config or self.config, card, txn, psam)
         self.host_seconds += timed.terminal_seconds
         self.taps += 1
         return timed

@@ -110,7 +110,6 @@ class ShardSim:
         self._dwells: array[float] = array("d")
         self._seq = [0] * len(self.buses)
         self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
-        self.epurse_states: dict[int, object] = {}
 
     # --- time ---------------------------------------------------------------------------
 
@@ -313,57 +312,42 @@ class ShardSim:
              action: str, outbox: list[SimTap], off: bool) -> float:
         """One card tap; the seconds it adds to the dwell (negative: refused at the gate)."""
         card = self.card(c, now)
-        dcfg = self.cfg.dwell
-        path = self._path[c]
+        res = self.res
+        counts = res.counts
         atc = self._atc[c] = (self._atc[c] + 1) & 0xFFFF
-        counts = self.res.counts
-        if path != CEMV:
-            return self._epurse(b, c, card, now, when, stop_id, route, action, off)
-        ct = self.taps.tap(card, atc, self.cfg.kernel_amount, self.u)
+        seq = self._seq[b] = self._seq[b] + 1
+        vid = self._vid[b]
+        tap_id = f"{vid}:{seq}"
+        if self._path[c] == CEMV:
+            ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u)
+            secs = self.cfg.dwell.handle_cemv + ct.latency
+        else:
+            quote = self.core.epurse_quote(SimTap(tap_id, vid, card, when, stop_id, route,
+                                                  action, atc, b"", b"", "tunion"))
+            ct = self.taps.epurse(card, atc, max(quote.fare, 0), self._balance[c], when, b,
+                                  self.u)
+            secs = self.cfg.dwell.handle_tunion + ct.latency
+            if ct.epurse:
+                self.core.epurse_commit(quote)
+                self._balance[c] = ct.balance_after
+                res.money["epurse_fares"] += max(quote.fare, 0)
+                res.money["epurse_refunds_owed"] += max(-quote.fare, 0)
         self._latencies.append(ct.latency)
         counts["taps"] += 1
-        counts["taps_cemv"] += 1
-        secs = dcfg.handle_cemv + ct.latency
         if not ct.accepted:
-            self.res.gate_declines[f"kernel: {ct.reason}"] += 1
+            res.gate_declines[f"kernel: {ct.reason}"] += 1
+            counts["declined_at_gate"] += 1
             return -secs
+        if ct.epurse:
+            counts["taps_epurse"] += 1
+            return secs
+        counts["taps_quickpass"] += 1
         if not off and self.deny.refuses(b, card.token, now):
-            self.res.gate_declines["deny-listed"] += 1
+            res.gate_declines["deny-listed at the validator"] += 1
+            counts["declined_at_gate"] += 1
             return -secs
-        seq = self._seq[b] = self._seq[b] + 1
-        vid = self._vid[b]
-        outbox.append(SimTap(f"{vid}:{seq}", vid, card, when, stop_id, route, action, ct.atc,
-                             ct.arqc, ct.ac_data, "cemv"))
-        counts["accepted_cemv"] += 1
-        return secs
-
-    def _epurse(self, b: int, c: int, card: SimCard, now: float, when: dt.datetime,
-                stop_id: str, route: str, action: str, off: bool) -> float:
-        """A T-Union e-purse purchase: the fare comes off the card's own balance at the gate."""
-        counts = self.res.counts
-        latency = self.taps.epurse_latency(card, self.u)
-        self._latencies.append(latency)
-        counts["taps"] += 1
-        counts["taps_tunion"] += 1
-        secs = self.cfg.dwell.handle_tunion + latency
-        if card.expiry < self.cfg.date:
-            self.res.gate_declines["kernel: card-expired"] += 1
-            return -secs
-        seq = self._seq[b] = self._seq[b] + 1
-        vid = self._vid[b]
-        tap = SimTap(f"{vid}:{seq}", vid, card, when, stop_id, route, action, 0, b"", b"",
-                     "tunion")
-        fare = self.core.epurse_fare(tap, card.category)
-        balance = self._balance[c]
-        if fare > balance:
-            if off:  # a tap-off is never refused; what cannot be paid stays on the card
-                fare = balance
-            else:
-                self.res.gate_declines["e-purse balance too low"] += 1
-                return -secs
-        self._balance[c] = balance - fare
-        self.res.money["epurse_fares"] += fare
-        counts["accepted_tunion"] += 1
+        outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
+                             ct.ac_data, "cemv"))
         return secs
 
     # --- uplink -------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from sim.city import Bus, City
 from sim.config import SimConfig
 from sim.coreapi import SimCore
 from sim.errors import ConfigError
-from sim.latency import terminal_config
 from sim.model import ShardSim
 from sim.population import Population, population_size
 from sim.results import ShardResult, merge
@@ -95,8 +94,8 @@ class ShardJob:
 def _taps(job: ShardJob, rng: np.random.Generator) -> TapSource:
     cal = job.calibration
     if job.cfg.fidelity == "full":
-        return FullTaps(terminal_config(job.token_key), cal.classes, cal.profiles,
-                        job.cfg.latency, rng, job.cfg.date)
+        return FullTaps(job.token_key, cal.classes, cal.profiles, job.cfg.latency, rng,
+                        job.cfg.date)
     return CalibratedTaps(cal.classes, cal.profiles, job.cfg.latency, rng, job.cfg.date)
 
 

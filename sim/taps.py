@@ -1,14 +1,19 @@
 """One card tap at a validator, at either fidelity.
 
-Both give what the validator needs: accepted or declined by the kernel (and why), the
-latency the rider waits, and the data the back office needs to authorize (ATC, ARQC and the
-exact bytes it covers, laid out as ``emv.appdata`` says, which is what the terminal sends).
+Both fidelities give the validator what it needs: accepted or declined by the kernel (and
+why), the latency the rider waits, and, for a QuickPass tap, the data the back office needs
+to authorize (ATC, ARQC and the exact bytes it covers, laid out as ``emv.appdata`` says,
+which is what the terminal sends).  A validator lists the T-Union e-purse first when the
+rider's card has one and the rider pays from it; a purse too short for the fare makes the
+kernel fall back to QuickPass (``emv.kernel``).
 
-* :class:`FullTaps` runs the real kernel against the rider's own virtual card every time.
+* :class:`FullTaps` runs the real kernel (and, for the purse, the real purchase with the
+  bus's PSAM) against the rider's own virtual card every time.
 * :class:`CalibratedTaps` samples the latency measured from the real kernel at start-up and
-  takes the class's measured outcome; the card's half of the tap (ATC and cryptogram) is
-  still computed by the card's real cryptogram scheme (``emv.crypto``), so the issuer
-  verifies it exactly as it would a kernel-read one.
+  takes the class's measured outcome; the card's half of a QuickPass tap (ATC and
+  cryptogram) is still computed by the card's real cryptogram scheme (``emv.crypto``), so
+  the issuer verifies it exactly as it would a kernel-read one, and the purse balance is
+  the card's own.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from emv.appdata import (
 from emv.card.image import personalise
 from emv.card.profile import CardProfile
 from emv.crypto.cryptogram import CryptogramScheme, scheme
-from emv.kernel import UNIONPAY_DEBIT, Outcome, TerminalConfig
+from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.kernel import T_UNION_EPURSE, UNIONPAY_DEBIT, TapResult, TerminalConfig
 from emv.tlv import TlvError
 from sim.coreapi import SimCard
 from sim.latency import (
@@ -43,26 +49,40 @@ from sim.latency import (
     PhysicalModel,
     TimedTap,
     card_profile,
+    terminal_config,
 )
 from sim.randoms import Uniforms
+
+Draw = Callable[[int], NDArray[np.float64]]
 
 
 @dataclass(slots=True)
 class CardTap:
+    """A QuickPass tap (``epurse`` False) or an e-purse purchase (``epurse`` True)."""
+
     accepted: bool
     reason: str | None
     latency: float
-    atc: int
-    arqc: bytes
-    ac_data: bytes
+    epurse: bool = False
+    atc: int = 0
+    arqc: bytes = b""
+    ac_data: bytes = b""
+    balance_after: int = 0
 
 
 class TapSource(Protocol):
     fidelity: str
 
-    def tap(self, card: SimCard, atc: int, amount: int, u: Uniforms) -> CardTap: ...
+    def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
+                  u: Uniforms) -> CardTap:
+        """A tap on a QuickPass-first validator."""
+        ...
 
-    def epurse_latency(self, card: SimCard, u: Uniforms) -> float: ...
+    def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
+               bus: int, u: Uniforms) -> CardTap:
+        """A tap on an e-purse-first validator, the purse holding ``balance``, the fare
+        ``fare`` (a short purse falls back to QuickPass: ``epurse`` False in the answer)."""
+        ...
 
 
 class _Sampler:
@@ -70,7 +90,7 @@ class _Sampler:
 
     __slots__ = ("_buf", "_draw", "_i")
 
-    def __init__(self, draw: Callable[[int], NDArray[np.float64]]) -> None:
+    def __init__(self, draw: Draw) -> None:
         self._draw = draw
         self._buf: list[float] = []
         self._i = 0
@@ -82,9 +102,6 @@ class _Sampler:
         v = self._buf[self._i]
         self._i += 1
         return v
-
-
-Draw = Callable[[int], NDArray[np.float64]]
 
 
 def _latency_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalModel) -> Draw:
@@ -100,14 +117,17 @@ def _lost_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalMod
     return lambda n: model.retransmissions(rng, c.commands, n)
 
 
-def terminal_values(amount: int, day: dt.date, un: bytes, tvr: bytes = bytes(5)) -> dict[int,
-                                                                                           bytes]:
+def terminal_values(amount: int, day: dt.date, un: bytes) -> dict[int, bytes]:
     """The terminal's PDOL values a card MACs (as ``emv.kernel`` fills them for a tap)."""
     return {
         0x9F02: amount_bcd(amount), 0x9F03: amount_bcd(0), 0x9F1A: bytes.fromhex("0156"),
-        0x95: tvr, 0x5F2A: bytes.fromhex("0156"), 0x9A: bytes.fromhex(day.strftime("%y%m%d")),
-        0x9C: b"\x00", 0x9F37: un,
+        0x95: bytes(5), 0x5F2A: bytes.fromhex("0156"),
+        0x9A: bytes.fromhex(day.strftime("%y%m%d")), 0x9C: b"\x00", 0x9F37: un,
     }
+
+
+def class_of(card: SimCard, day: dt.date) -> str:
+    return f"{card.kind}/expired" if card.expiry < day else card.kind
 
 
 class CalibratedTaps:
@@ -128,22 +148,17 @@ class CalibratedTaps:
         self._keys: dict[int, bytes] = {}
         self._schemes: dict[str, CryptogramScheme] = {}
 
-    @staticmethod
-    def class_of(card: SimCard, day: dt.date) -> str:
-        return f"{card.kind}/expired" if card.expiry < day else card.kind
+    def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
+                  u: Uniforms) -> CardTap:
+        name = class_of(card, self.day)
+        return self._quickpass(name, name, card, atc, amount, at, u)
 
-    def epurse_latency(self, card: SimCard, u: Uniforms) -> float:
-        name = f"{card.kind}/epurse"
-        if name not in self._samplers:
-            name = self.class_of(card, self.day)
-        return self._samplers[name].next()
-
-    def tap(self, card: SimCard, atc: int, amount: int, u: Uniforms) -> CardTap:
-        name = self.class_of(card, self.day)
+    def _quickpass(self, timing: str, name: str, card: SimCard, atc: int, amount: int,
+                   at: dt.datetime, u: Uniforms) -> CardTap:
         cal = self.classes[name]
-        latency = self._samplers[name].next()
+        latency = self._samplers[timing].next()
         if cal.outcome not in ACCEPTED:
-            return CardTap(False, cal.reason or cal.outcome.value, latency, atc, b"", b"")
+            return CardTap(False, cal.reason or cal.outcome.value, latency, atc=atc)
         suite = self._schemes.get(card.scheme)
         if suite is None:
             suite = self._schemes[card.scheme] = scheme(card.scheme)
@@ -152,62 +167,101 @@ class CalibratedTaps:
             key = self._keys[card.index] = suite.derive_card_key(
                 card.issuer_master_key, card.pan, card.psn)
         un = int(u.u() * 2**32).to_bytes(4, "big")
-        values = terminal_values(amount, self.day, un)
+        values = terminal_values(amount, at.date(), un)
         data = ac_input(b"".join(values[t] for t in AC_TERMINAL_TAGS), self._aip[card.kind],
                         atc, self._cvr[name])
         arqc = suite.generate_ac(suite.derive_session_key(key, atc), data)
-        return CardTap(True, None, latency, atc, arqc, data)
+        return CardTap(True, None, latency, atc=atc, arqc=arqc, ac_data=data)
+
+    def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
+               bus: int, u: Uniforms) -> CardTap:
+        name = class_of(card, self.day)
+        if name != card.kind:  # expired: the kernel declines it whichever application
+            return self._quickpass(name, name, card, atc, fare, at, u)
+        if balance >= fare:
+            latency = self._samplers[f"{card.kind}/epurse"].next()
+            return CardTap(True, None, latency, epurse=True, balance_after=balance - fare)
+        return self._quickpass(f"{card.kind}/epurse-short", card.kind, card, atc, fare, at, u)
 
 
 class FullTaps:
     """The real kernel against each rider's own virtual card, every tap.
 
-    Outcome, cryptogram and the APDUs exchanged (which set the radio and chip time) come
-    from this tap's run.  The kernel's CPU time is measured for every tap and reported, but
-    the simulated clock takes it from the calibration's host-time distribution, so that a
-    seed still gives one result (a live CPU timing never repeats to the microsecond).
+    Outcome, cryptogram, purse balance and the APDUs exchanged (which set the radio and chip
+    time) come from this tap's run.  The kernel's CPU time is measured for every tap and
+    reported, but the simulated clock takes it from the calibration's host-time distribution,
+    so that a seed still gives one result (a live CPU timing never repeats to the microsecond).
     """
 
     fidelity = "full"
 
-    def __init__(self, config: TerminalConfig, classes: Mapping[str, ClassCalibration],
+    def __init__(self, token_key: bytes, classes: Mapping[str, ClassCalibration],
                  profiles: Mapping[str, CardProfile], model: PhysicalModel,
                  rng: np.random.Generator, day: dt.date) -> None:
-        self.kernel = FullKernel(config, day)
+        self.config = terminal_config(token_key)
+        self.epurse_config: TerminalConfig = terminal_config(token_key, epurse=True)
+        self.kernel = FullKernel(self.config, day)
         self.profiles = profiles
         self.model = model
         self.day = day
         self._host = {k: _Sampler(_host_draw(c, rng, model)) for k, c in classes.items()}
         self._lost = {k: _Sampler(_lost_draw(c, rng, model)) for k, c in classes.items()}
+        self._psams: dict[int, Psam] = {}
 
-    def _run(self, card: SimCard, amount: int, u: Uniforms) -> tuple[TimedTap, float]:
+    def psam(self, bus: int) -> Psam:
+        """The PSAM in bus ``bus``'s validator (its own terminal number and serial)."""
+        psam = self._psams.get(bus)
+        if psam is None:
+            psam = self._psams[bus] = Psam(bytes.fromhex(f"31{bus:010d}"), TEST_PURCHASE_KEYS)
+        return psam
+
+    def _run(self, card: SimCard, amount: int, balance: int, at: dt.datetime, u: Uniforms,
+             bus: int | None) -> tuple[TimedTap, float]:
         profile = card_profile(self.profiles[card.kind], card.pan, expiry=card.expiry,
                                category=card.category)
+        vcard = self.kernel.card(card.index, profile, balance)
         un = int(u.u() * 2**32).to_bytes(4, "big")
-        timed = self.kernel.tap(card.index, profile, amount, un)
-        name = CalibratedTaps.class_of(card, self.day)
+        if bus is None:
+            timed = self.kernel.tap(vcard, amount, un, at)
+        else:
+            timed = self.kernel.tap(vcard, amount, un, at, self.epurse_config, self.psam(bus))
+        name = class_of(card, self.day)
+        if timed.result.epurse_tac is not None:
+            name = f"{card.kind}/epurse"
         latency = timed.off_host(self.model) + self._host[name].next() + self._lost[name].next()
         return timed, latency
 
-    def tap(self, card: SimCard, atc: int, amount: int, u: Uniforms) -> CardTap:
-        timed, latency = self._run(card, amount, u)
-        result = timed.result
-        if result.outcome not in ACCEPTED or result.atc is None or result.cryptogram is None:
-            return CardTap(False, result.reason or result.outcome.value, latency,
-                           result.atc or atc, b"", b"")
-        return CardTap(True, None, latency, result.atc, bytes.fromhex(result.cryptogram),
-                       full_ac_input(result.ac_data, timed.gpo, result.atc, result.iad))
+    def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
+                  u: Uniforms) -> CardTap:
+        timed, latency = self._run(card, amount, 0, at, u, None)
+        return _from_result(timed, latency, atc)
 
-    def epurse_latency(self, card: SimCard, u: Uniforms) -> float:
-        """The e-purse purchase is not in the kernel yet: the card's QuickPass tap stands in."""
-        return self._run(card, 0, u)[1]
+    def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
+               bus: int, u: Uniforms) -> CardTap:
+        timed, latency = self._run(card, fare, balance, at, u, bus)
+        return _from_result(timed, latency, atc)
 
 
-def full_ac_input(ac_data: Mapping[str, str], gpo: bytes | None, atc: int,
-                  iad_hex: str | None) -> bytes:
+def _from_result(timed: TimedTap, latency: float, atc: int) -> CardTap:
+    result = timed.result
+    if result.outcome not in ACCEPTED:
+        return CardTap(False, result.reason or result.outcome.value, latency,
+                       atc=result.atc or atc)
+    if result.aid == T_UNION_EPURSE.hex().upper():
+        return CardTap(True, None, latency, epurse=True,
+                       balance_after=result.epurse_balance_after or 0)
+    if result.atc is None or result.cryptogram is None:
+        return CardTap(False, result.reason or "no-cryptogram", latency, atc=atc)
+    return CardTap(True, None, latency, atc=result.atc,
+                   arqc=bytes.fromhex(result.cryptogram),
+                   ac_data=full_ac_input(result, timed.gpo))
+
+
+def full_ac_input(result: TapResult, gpo: bytes | None) -> bytes:
     """What the card MACed, rebuilt from the kernel's result as the terminal does it."""
-    terminal = b"".join(bytes.fromhex(ac_data[tlv.tag_hex(t)]) for t in AC_TERMINAL_TAGS
-                        if tlv.tag_hex(t) in ac_data)
+    assert result.atc is not None
+    terminal = b"".join(bytes.fromhex(result.ac_data[tlv.tag_hex(t)]) for t in AC_TERMINAL_TAGS
+                        if tlv.tag_hex(t) in result.ac_data)
     aip = b"\x00\x00"
     if gpo is not None:
         try:
@@ -217,11 +271,7 @@ def full_ac_input(ac_data: Mapping[str, str], gpo: bytes | None, atc: int,
         if found is not None and len(found) == 2:
             aip = found
     try:
-        cvr = IssuerApplicationData.parse(bytes.fromhex(iad_hex or "")).cvr
+        cvr = IssuerApplicationData.parse(bytes.fromhex(result.iad or "")).cvr
     except (AppDataError, ValueError):
         cvr = b""
-    return ac_input(terminal, aip, atc, cvr)
-
-
-def outcome_accepted(outcome: Outcome) -> bool:
-    return outcome in ACCEPTED
+    return ac_input(terminal, aip, result.atc, cvr)
