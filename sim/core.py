@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from backoffice.engine import BackOffice, BatchResult
 from backoffice.ledger import FIRST_RIDE_LOSS, ISSUER_SETTLEMENT, RECEIVABLE
@@ -24,7 +24,7 @@ from backoffice.policy import BackOfficeConfig
 from backoffice.pricing import FareCharge, FlatFarePricer, Pricer, PricingError
 from backoffice.taps import Action, TapRecord
 from emv.card.profile import CardProfile
-from fare.engine import price_tap
+from fare.engine import close_card, price_tap
 from fare.errors import FeedError, TapError
 from fare.gtfs import parse_feed
 from fare.model import Feed
@@ -46,6 +46,8 @@ BANKS = {"ss-sm": "social-security-bank", "ss-rsa": "social-security-bank",
 FUNDED = 50_000  # fen on an ordinary account
 SHORT = 150  # fen on an account that cannot pay a day of fares
 DORMANT_SINCE = dt.timedelta(days=4 * 365)
+DRAIN_AFTER = 2_000_000  # taps: build (and drop) the storage rows past this many
+NEAR_LIMIT = 1_000  # fen: an aggregate this close to its spend limit may close on the next tap
 
 
 class FeedPricer:
@@ -61,6 +63,16 @@ class FeedPricer:
                            tap.rider_category or None, tap.fare_media or None)
         try:
             new, charges = price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
+        except TapError as exc:
+            raise PricingError(str(exc)) from None
+        return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
+
+    def close(self, state: object | None, now: dt.datetime) -> tuple[object, list[FareCharge]]:
+        """An unfinished journey's maximum fare, due when the aggregate closes."""
+        if state is None:
+            return state, []
+        try:
+            new, charges = close_card(self.feed, state, now)  # type: ignore[arg-type]
         except TapError as exc:
             raise PricingError(str(exc)) from None
         return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
@@ -99,17 +111,23 @@ class RealCore:
     def __init__(self, city: City, cfg: SimConfig, shard: int, token_key: bytes,
                  profiles: dict[str, CardProfile]) -> None:
         feed = fare_feed(city)
-        pricer: Pricer = FeedPricer(feed) if feed is not None else FlatFarePricer(default=200)
         self.feed = feed
-        self.pricer = pricer
+        if feed is not None:
+            self.pricer: Pricer = FeedPricer(feed)
+        else:  # a feed without fare tables: every route the same flat fare
+            # (a frozen dataclass: its read-only ``currency`` is all the core reads)
+            self.pricer = cast(Pricer, FlatFarePricer(default=200))
         imks = {f"imk-{kind}": p.crypto.issuer_master_key for kind, p in profiles.items()}
         self.issuer = Issuer(KeyStore(TEST_KEK, imks), [BankPolicy(b) for b in
                                                          sorted(set(BANKS.values()))], token_key)
-        self.core = BackOffice(pricer, self.issuer, BackOfficeConfig(merchant_id=cfg.operator_id))
+        self.core = BackOffice(self.pricer, self.issuer,
+                               BackOfficeConfig(merchant_id=cfg.operator_id))
         self.operator = cfg.operator_id
         self.shard = shard
         self._accounts: dict[int, str] = {}
         self._fares: dict[int, object] = {}
+        self._undrained = 0
+        self._limit = self.core.config.aggregation.spend_limit - NEAR_LIMIT
 
     # --- cards -----------------------------------------------------------------------------
 
@@ -143,7 +161,17 @@ class RealCore:
 
     def ingest(self, taps: Sequence[SimTap], now: dt.datetime) -> CoreReply:
         record = self.record
+        self._undrained += len(taps)
         return self._reply(self.core.ingest([record(t) for t in taps], now))
+
+    def needs_cryptogram(self, token: str) -> bool:
+        """Will the core send this card's next tap's cryptogram to the issuer?  It does for
+        the tap that opens an aggregate (account verification) and for a card in debt
+        (recovery by tap); near the spend limit the next tap may open a new aggregate."""
+        card = self.core.cards.get(token)
+        if card is None or card.open_agg is None or card.debts or card.denied:
+            return True
+        return bool(card.open_agg.total >= self._limit)
 
     def close_day(self, now: dt.datetime) -> CoreReply:
         return self._reply(self.core.close_due(now))
@@ -152,9 +180,12 @@ class RealCore:
         return self._reply(self.core.run_recovery(now))
 
     def _reply(self, res: BatchResult) -> CoreReply:
-        # The rows are for a database this simulation does not keep; drop them as they come.
-        self.core.drain_changes()
-        self.issuer.drain_changes()
+        # The change rows are for a database, which a simulated day does not keep: they are
+        # built and dropped only to bound memory on very long shards.
+        if self._undrained >= DRAIN_AFTER:
+            self.core.drain_changes()
+            self.issuer.drain_changes()
+            self._undrained = 0
         out = CoreReply(accepted=res.accepted, duplicates=res.duplicates, rejected=res.rejected)
         for e in res.events:
             if e.kind == "deny_add":

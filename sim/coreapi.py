@@ -76,6 +76,10 @@ class SimCore(Protocol):
         """Price and authorize a batch of taps as the back office receives it."""
         ...
 
+    def needs_cryptogram(self, token: str) -> bool:
+        """Whether the core would send this card's next tap's cryptogram to the issuer."""
+        ...
+
     def epurse_quote(self, tap: SimTap) -> EpurseQuote:
         """What a T-Union e-purse pays for this tap (priced from the trips the card
         records), without remembering it yet."""

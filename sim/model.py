@@ -318,14 +318,16 @@ class ShardSim:
         seq = self._seq[b] = self._seq[b] + 1
         vid = self._vid[b]
         tap_id = f"{vid}:{seq}"
+        # Offline, the tap may reach the core after its state has moved: always a real one.
+        crypt = not self.links.is_up(b, now) or self.core.needs_cryptogram(card.token)
         if self._path[c] == CEMV:
-            ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u)
+            ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u, crypt)
             secs = self.cfg.dwell.handle_cemv + ct.latency
         else:
             quote = self.core.epurse_quote(SimTap(tap_id, vid, card, when, stop_id, route,
                                                   action, atc, b"", b"", "tunion"))
             ct = self.taps.epurse(card, atc, max(quote.fare, 0), self._balance[c], when, b,
-                                  self.u)
+                                  self.u, crypt)
             secs = self.cfg.dwell.handle_tunion + ct.latency
             if ct.epurse:
                 self.core.epurse_commit(quote)

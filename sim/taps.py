@@ -13,7 +13,11 @@ kernel fall back to QuickPass (``emv.kernel``).
   takes the class's measured outcome; the card's half of a QuickPass tap (ATC and
   cryptogram) is still computed by the card's real cryptogram scheme (``emv.crypto``), so
   the issuer verifies it exactly as it would a kernel-read one, and the purse balance is
-  the card's own.
+  the card's own.  The card computes its cryptogram for every tap whose cryptogram the core
+  will send to the issuer (it says which: ``SimCore.needs_cryptogram``); the others, which
+  only count towards an aggregate already verified, carry zeros, since computing a MAC
+  nobody reads is a large share of a simulated tap.  Were one ever sent, the issuer would
+  decline it as forged and the report would show a ``forged_cryptogram`` alert.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from sim.latency import (
 from sim.randoms import Uniforms
 
 Draw = Callable[[int], NDArray[np.float64]]
+UNVERIFIED = bytes(8)  # the cryptogram of a calibrated tap nobody verifies (see CalibratedTaps)
 
 
 @dataclass(slots=True)
@@ -74,12 +79,13 @@ class TapSource(Protocol):
     fidelity: str
 
     def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
-                  u: Uniforms) -> CardTap:
-        """A tap on a QuickPass-first validator."""
+                  u: Uniforms, cryptogram: bool = True) -> CardTap:
+        """A tap on a QuickPass-first validator (``cryptogram`` False: nobody will verify
+        this tap's cryptogram, so a calibrated card may leave it zero)."""
         ...
 
     def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
-               bus: int, u: Uniforms) -> CardTap:
+               bus: int, u: Uniforms, cryptogram: bool = True) -> CardTap:
         """A tap on an e-purse-first validator, the purse holding ``balance``, the fare
         ``fare`` (a short purse falls back to QuickPass: ``epurse`` False in the answer)."""
         ...
@@ -147,18 +153,26 @@ class CalibratedTaps:
                      for name, c in classes.items()}
         self._keys: dict[int, bytes] = {}
         self._schemes: dict[str, CryptogramScheme] = {}
+        self.skipped = 0  # taps whose cryptogram nobody was going to verify
 
     def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
-                  u: Uniforms) -> CardTap:
+                  u: Uniforms, cryptogram: bool = True) -> CardTap:
         name = class_of(card, self.day)
-        return self._quickpass(name, name, card, atc, amount, at, u)
+        return self._quickpass(name, name, card, atc, amount, at, u, cryptogram)
 
     def _quickpass(self, timing: str, name: str, card: SimCard, atc: int, amount: int,
-                   at: dt.datetime, u: Uniforms) -> CardTap:
+                   at: dt.datetime, u: Uniforms, cryptogram: bool) -> CardTap:
         cal = self.classes[name]
         latency = self._samplers[timing].next()
         if cal.outcome not in ACCEPTED:
             return CardTap(False, cal.reason or cal.outcome.value, latency, atc=atc)
+        un = int(u.u() * 2**32).to_bytes(4, "big")
+        values = terminal_values(amount, at.date(), un)
+        data = ac_input(b"".join(values[t] for t in AC_TERMINAL_TAGS), self._aip[card.kind],
+                        atc, self._cvr[name])
+        if not cryptogram:
+            self.skipped += 1
+            return CardTap(True, None, latency, atc=atc, arqc=UNVERIFIED, ac_data=data)
         suite = self._schemes.get(card.scheme)
         if suite is None:
             suite = self._schemes[card.scheme] = scheme(card.scheme)
@@ -166,22 +180,19 @@ class CalibratedTaps:
         if key is None:
             key = self._keys[card.index] = suite.derive_card_key(
                 card.issuer_master_key, card.pan, card.psn)
-        un = int(u.u() * 2**32).to_bytes(4, "big")
-        values = terminal_values(amount, at.date(), un)
-        data = ac_input(b"".join(values[t] for t in AC_TERMINAL_TAGS), self._aip[card.kind],
-                        atc, self._cvr[name])
         arqc = suite.generate_ac(suite.derive_session_key(key, atc), data)
         return CardTap(True, None, latency, atc=atc, arqc=arqc, ac_data=data)
 
     def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
-               bus: int, u: Uniforms) -> CardTap:
+               bus: int, u: Uniforms, cryptogram: bool = True) -> CardTap:
         name = class_of(card, self.day)
         if name != card.kind:  # expired: the kernel declines it whichever application
-            return self._quickpass(name, name, card, atc, fare, at, u)
+            return self._quickpass(name, name, card, atc, fare, at, u, cryptogram)
         if balance >= fare:
             latency = self._samplers[f"{card.kind}/epurse"].next()
             return CardTap(True, None, latency, epurse=True, balance_after=balance - fare)
-        return self._quickpass(f"{card.kind}/epurse-short", card.kind, card, atc, fare, at, u)
+        return self._quickpass(f"{card.kind}/epurse-short", card.kind, card, atc, fare, at, u,
+                               cryptogram)
 
 
 class FullTaps:
@@ -232,12 +243,12 @@ class FullTaps:
         return timed, latency
 
     def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
-                  u: Uniforms) -> CardTap:
+                  u: Uniforms, cryptogram: bool = True) -> CardTap:
         timed, latency = self._run(card, amount, 0, at, u, None)
         return _from_result(timed, latency, atc)
 
     def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
-               bus: int, u: Uniforms) -> CardTap:
+               bus: int, u: Uniforms, cryptogram: bool = True) -> CardTap:
         timed, latency = self._run(card, fare, balance, at, u, bus)
         return _from_result(timed, latency, atc)
 
