@@ -214,12 +214,12 @@ def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
 
     # Tap latency.
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    hist = r.latency_hist
+    per_ms = max(round(0.001 / LATENCY_BIN), 1)  # plot in 1 ms bins
+    hist = r.latency_hist[: len(r.latency_hist) // per_ms * per_ms].reshape(-1, per_ms).sum(1)
     nz = np.nonzero(hist)[0]
     if len(nz):
         lo, hi = nz[0], nz[-1] + 1
-        edges = np.arange(lo, hi) * LATENCY_BIN * 1e3
-        ax.bar(edges, hist[lo:hi], width=LATENCY_BIN * 1e3, color="#3a7ca5")
+        ax.bar(np.arange(lo, hi) + 0.5, hist[lo:hi], width=1.0, color="#3a7ca5")
     lat = report["tap_latency_ms"]
     for q in ("p50", "p95", "p99"):
         ax.axvline(lat[q], color="#d1495b", lw=1, ls="--")
