@@ -42,12 +42,21 @@ def pan_token(pan: str | bytes, key: bytes) -> str:
     return hmac.new(key, digits.encode("ascii"), hashlib.sha256).digest()[:TOKEN_BYTES].hex()
 
 
-def luhn_ok(pan: str) -> bool:
-    """True when the Luhn check digit of a PAN is right."""
+def _luhn_sum(digits: str, double_first: bool) -> int:
     total = 0
-    for i, ch in enumerate(reversed(pan)):
+    for i, ch in enumerate(reversed(digits)):
         d = int(ch)
-        if i % 2 == 1:
+        if (i % 2 == 0) == double_first:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
-    return total % 10 == 0
+    return total
+
+
+def luhn_ok(pan: str) -> bool:
+    """True when the Luhn check digit of a PAN is right."""
+    return _luhn_sum(pan, double_first=False) % 10 == 0
+
+
+def with_luhn_digit(body: str) -> str:
+    """``body`` followed by its Luhn check digit (for making test PANs)."""
+    return body + str((10 - _luhn_sum(body, double_first=True) % 10) % 10)

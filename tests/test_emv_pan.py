@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emv.pan import PanError, luhn_ok, mask_pan, normalize_pan, pan_token
+from emv.pan import PanError, luhn_ok, mask_pan, normalize_pan, pan_token, with_luhn_digit
 
 KEY = b"tapsim-test-token-key-0000000000"
 
@@ -39,3 +39,10 @@ def test_mask_never_reveals_middle(pan: str) -> None:
     assert len(masked) == len(pan)
     assert masked[:6] == pan[:6] and masked[-4:] == pan[-4:]
     assert set(masked[6:-4]) <= {"*"}
+
+
+@given(st.text(alphabet="0123456789", min_size=11, max_size=18))
+def test_with_luhn_digit_makes_valid_pans(body: str) -> None:
+    pan = with_luhn_digit(body)
+    assert pan[:-1] == body and luhn_ok(pan)
+    assert not luhn_ok(body + str((int(pan[-1]) + 1) % 10))

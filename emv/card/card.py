@@ -158,13 +158,7 @@ class VirtualCard:
             cid = CID_TC
             st.offline_spent += amount
             available -= amount
-        cvr = bytes((0x03, cid | 0x20, 0x00, 0x00))
-        cvn, algorithm = app.iad_template
-        iad = IssuerApplicationData(dki=0x01, cvn=cvn, cvr=cvr, algorithm=algorithm).to_bytes()
-        session_key = app.scheme.derive_session_key(app.card_key, st.atc)
-        cryptogram = app.scheme.generate_ac(
-            session_key, ac_input(ac_terminal_data(values), app.aip, st.atc, cvr)
-        )
+        cryptogram, iad = _cryptogram(app, st.atc, values, cid)
         st.log.append({"atc": st.atc, "amount": amount, "cid": cid})
         del st.log[:-10]  # a card keeps its last ten transactions
 
@@ -232,13 +226,7 @@ class VirtualCard:
             cid = requested
         else:
             return _sw(SW.WRONG_P1P2)
-        cvr = bytes((0x03, cid | 0x20, 0x00, 0x00))
-        cvn, algorithm = app.iad_template
-        iad = IssuerApplicationData(dki=0x01, cvn=cvn, cvr=cvr, algorithm=algorithm).to_bytes()
-        session_key = app.scheme.derive_session_key(app.card_key, st.atc)
-        cryptogram = app.scheme.generate_ac(
-            session_key, ac_input(ac_terminal_data(values), app.aip, st.atc, cvr)
-        )
+        cryptogram, iad = _cryptogram(app, st.atc, values, cid)
         return _ok(tlv.encode([(0x77, [
             (0x9F27, bytes((cid,))), (0x9F36, st.atc.to_bytes(2, "big")),
             (0x9F26, cryptogram), (0x9F10, iad),
@@ -248,3 +236,14 @@ class VirtualCard:
         # The selected e-purse answers GET BALANCE itself (emv.epurse.application).
         return _sw(SW.CONDITIONS_NOT_SATISFIED)
 
+
+def _cryptogram(app: AppImage, atc: int, values: dict[int, bytes], cid: int) -> tuple[bytes, bytes]:
+    """The application cryptogram and the IAD carrying its CVR (layouts in emv.appdata)."""
+    cvr = bytes((0x03, cid | 0x20, 0x00, 0x00))
+    cvn, algorithm = app.iad_template
+    iad = IssuerApplicationData(dki=0x01, cvn=cvn, cvr=cvr, algorithm=algorithm).to_bytes()
+    session_key = app.scheme.derive_session_key(app.card_key, atc)
+    cryptogram = app.scheme.generate_ac(
+        session_key, ac_input(ac_terminal_data(values), app.aip, atc, cvr)
+    )
+    return cryptogram, iad

@@ -35,7 +35,6 @@ on the signing side (a key too long for its signer, a malformed issuer id) raise
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from emv.crypto.errors import CertificateError
+from emv.crypto.expiry import check_expiry, expiry_month
 from emv.pan import PanError, normalize_pan
 
 HEADER = 0x6A
@@ -296,27 +296,6 @@ def _check_algorithms(hash_algo: int, pk_algo: int, what: str) -> None:
         raise CertificateError("bad-algorithm", what, f"key algorithm {pk_algo:02X}, want 01")
 
 
-def _expiry_month(expiry: bytes) -> tuple[int, int] | None:
-    """(year, month) of a BCD MMYY date, YY < 50 read as 20YY (EMV Book 3 rule), else None."""
-    text = expiry.hex()
-    if len(expiry) != 2 or not text.isdigit():
-        return None
-    month, yy = int(text[:2]), int(text[2:])
-    if not 1 <= month <= 12:
-        return None
-    return (2000 + yy if yy < 50 else 1900 + yy), month
-
-
-def _check_expiry(expiry: bytes, today: date, what: str) -> None:
-    parsed = _expiry_month(expiry)
-    if parsed is None:
-        raise CertificateError("bad-date", what, f"expiry {expiry.hex().upper()} is not MMYY")
-    year, month = parsed
-    last_day = date(year, month, calendar.monthrange(year, month)[1])
-    if today > last_day:
-        raise CertificateError("expired", what, f"expired at the end of {month:02d}/{year}")
-
-
 def _card_pan(pan: str | bytes, what: str) -> str:
     try:
         return normalize_pan(pan)
@@ -360,7 +339,7 @@ def _make_key(modulus: bytes, exponent: bytes, what: str) -> RsaPublicKey:
 
 
 def _check_fields(expiry: bytes, serial: bytes) -> None:
-    if _expiry_month(expiry) is None:
+    if expiry_month(expiry) is None:
         raise RsaInputError("certificate expiry must be 2 bytes BCD MMYY with month 01-12")
     if len(serial) != 3:
         raise RsaInputError(f"certificate serial number must be 3 bytes, got {len(serial)}")
@@ -465,7 +444,7 @@ def recover_issuer_key(
     digits = _issuer_id_digits(issuer_id)
     if digits is None or not _card_pan(pan, what).startswith(digits):
         raise CertificateError("pan-mismatch", what, "issuer identifier does not match the PAN")
-    _check_expiry(expiry, today, what)
+    check_expiry(expiry, today, what)
     modulus = (recovered[15 : 15 + room] + remainder)[:n_i]
     return _make_key(modulus, exponent, what)
 
@@ -546,7 +525,7 @@ def recover_icc_key(
     _check_hash(recovered, what, remainder, exponent, static_data)
     if pan_field.hex().upper().rstrip("F") != _card_pan(pan, what):
         raise CertificateError("pan-mismatch", what, "certificate PAN differs from the card's")
-    _check_expiry(expiry, today, what)
+    check_expiry(expiry, today, what)
     modulus = (recovered[21 : 21 + room] + remainder)[:n_ic]
     return _make_key(modulus, exponent, what)
 

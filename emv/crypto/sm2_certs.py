@@ -33,10 +33,10 @@ data, never anything else.  Bad arguments on the signing side raise ``CryptoInpu
 
 from __future__ import annotations
 
-import calendar
 from datetime import date
 
 from emv.crypto.errors import CertificateError, CryptoInputError
+from emv.crypto.expiry import check_expiry, expiry_month
 from emv.crypto.sm2 import (
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
@@ -69,26 +69,6 @@ SDAD = "SM2 signed dynamic application data (9F4B)"
 
 
 # --- shared checks -------------------------------------------------------------------------
-
-
-def _expiry_month(expiry: bytes) -> tuple[int, int] | None:
-    """(year, month) of a BCD MMYY date, YY < 50 read as 20YY (EMV Book 3 rule), else None."""
-    text = expiry.hex()
-    if len(expiry) != 2 or not text.isdigit():
-        return None
-    month, yy = int(text[:2]), int(text[2:])
-    if not 1 <= month <= 12:
-        return None
-    return (2000 + yy if yy < 50 else 1900 + yy), month
-
-
-def _check_expiry(expiry: bytes, today: date, what: str) -> None:
-    parsed = _expiry_month(expiry)
-    if parsed is None:
-        raise CertificateError("bad-date", what, f"expiry {expiry.hex().upper()} is not MMYY")
-    year, month = parsed
-    if today > date(year, month, calendar.monthrange(year, month)[1]):
-        raise CertificateError("expired", what, f"expired at the end of {month:02d}/{year}")
 
 
 def _card_pan(pan: str | bytes, what: str) -> str:
@@ -134,7 +114,7 @@ def _certified_key(key: bytes, what: str) -> bytes:
 
 
 def _check_maker_fields(expiry: bytes, serial: bytes) -> None:
-    if _expiry_month(expiry) is None:
+    if expiry_month(expiry) is None:
         raise CryptoInputError("certificate expiry must be 2 bytes BCD MMYY with month 01-12")
     if len(serial) != 3:
         raise CryptoInputError(f"certificate serial number must be 3 bytes, got {len(serial)}")
@@ -180,7 +160,7 @@ def recover_sm2_issuer_key(
     digits = _issuer_id_digits(certificate[1:5])
     if digits is None or not _card_pan(pan, what).startswith(digits):
         raise CertificateError("pan-mismatch", what, "issuer identifier does not match the PAN")
-    _check_expiry(certificate[5:7], today, what)
+    check_expiry(certificate[5:7], today, what)
     return _certified_key(certificate[14:ISSUER_BODY], what)
 
 
@@ -227,7 +207,7 @@ def recover_sm2_icc_key(
     _verify(issuer_public, body + static_data, certificate[ICC_BODY:], what)
     if certificate[1:11].hex().upper().rstrip("F") != _card_pan(pan, what):
         raise CertificateError("pan-mismatch", what, "certificate PAN differs from the card's")
-    _check_expiry(certificate[11:13], today, what)
+    check_expiry(certificate[11:13], today, what)
     return _certified_key(certificate[20:ICC_BODY], what)
 
 

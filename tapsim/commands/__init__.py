@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import card, sim, tap, tlv
+from tapsim.commands import card, fare, sim, tap, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -13,5 +13,6 @@ COMMANDS: list[Register] = [
     tap.register,
     card.register,
     tlv.register,
+    fare.register,
     sim.register,
 ]

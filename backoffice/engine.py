@@ -1,0 +1,698 @@
+"""The transaction core: taps in; fares, deferred authorization, deny list and ledger out.
+
+:class:`BackOffice` holds the working state of every card in memory (one writer per
+database) and turns each batch of tap records into decisions, using the pure functions of
+:mod:`backoffice.decisions`, the :class:`~backoffice.pricing.Pricer` and the issuer
+behind :class:`~backoffice.ports.IssuerGateway`.  Everything it decides is also kept as
+rows (:meth:`BackOffice.drain_changes`) that the service writes in one transaction per
+batch; a batch that fails to commit is retried from the last snapshot, and because every
+id the core makes (aggregate, request, capture, ledger transaction) is derived from tap
+ids, the retry makes the same decisions and nothing is charged twice.
+
+Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
+
+1. the first tap of an aggregate sends an account verification (``av:``) with its
+   cryptogram; a decline puts the card on the deny list, the ride is still accepted;
+2. fares accumulate until the spend limit, the maximum travel time or the end of the
+   service day; then one charge: a DEFERRED authorization (``chg:``) reusing the verified
+   cryptogram, or, when the verification was declined, a RESUBMISSION;
+3. a declined charge becomes a debt: recovered by the card's next tap (``rec:``, a fresh
+   cryptogram) or by schedule (``rs:``, at most 6 resubmissions in 14 days), else written
+   off as first-ride loss.  A card leaves the deny list in the batch that recovers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from backoffice.decisions import (
+    CLOSE_SPEND_LIMIT,
+    close_before,
+    due_reason,
+    may_lift_deny,
+    next_retry,
+    reprice,
+    total_of,
+)
+from backoffice.ledger import (
+    ACCOUNTS,
+    FIRST_RIDE_LOSS,
+    ISSUER_SETTLEMENT,
+    RECEIVABLE,
+    REVENUE,
+    Entry,
+    Line,
+    transfer,
+)
+from backoffice.policy import BackOfficeConfig
+from backoffice.ports import IssuerGateway
+from backoffice.pricing import Pricer, PricingError
+from backoffice.records import (
+    Aggregate,
+    AggregateRow,
+    AggStatus,
+    AlertRow,
+    CardRow,
+    Changes,
+    Debt,
+    DebtStatus,
+    DenyEventRow,
+    DenyRow,
+    PricedTap,
+    RejectRow,
+    Snapshot,
+    TransitCard,
+    aggregate_from_row,
+    aggregate_row,
+    debt_from_row,
+    debt_row,
+    priced_tap,
+    tap_row,
+    to_us,
+)
+from backoffice.taps import MalformedTapError, TapRecord, parse_tap, scrub, tap_to_mapping
+from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Something the core did that a person may want to see (no clear PAN, ever)."""
+
+    kind: str  # charged, declined, recovered, written_off, deny_add, deny_remove, rejected, alert
+    masked_pan: str
+    ref: str
+    amount: int = 0
+    code: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Counts and notable outcomes of one call (accepted taps are counted, not listed)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    events: list[Outcome] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[Outcome]:
+        return [e for e in self.events if e.kind == kind]
+
+
+class BackOffice:
+    """The in-memory transaction core (see the module docstring)."""
+
+    def __init__(
+        self,
+        pricer: Pricer,
+        issuer: IssuerGateway,
+        config: BackOfficeConfig | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self.pricer = pricer
+        self.issuer = issuer
+        self.config = config or BackOfficeConfig()
+        if pricer.currency != self.config.currency:
+            raise PricingError(
+                f"pricer charges in {pricer.currency}, the back office settles in "
+                f"{self.config.currency}"
+            )
+        self._agg = self.config.aggregation
+        self._rec = self.config.recovery
+        self._day_label = self._agg.service_day.label
+        self.cards: dict[str, TransitCard] = {}
+        self.tap_ids: set[str] = set()
+        self.reject_ids: set[str] = set()
+        self.deny: dict[str, DenyRow] = {}
+        self.balances: dict[str, int] = dict.fromkeys(ACCOUNTS, 0)
+        self.fares_total = 0
+        self._open: dict[str, Aggregate] = {}
+        self._debtors: set[str] = set()
+        self._clear_changes()
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    # -- public entry points -------------------------------------------------------------
+
+    def ingest(
+        self, records: Iterable[Mapping[str, object] | TapRecord], now: datetime
+    ) -> BatchResult:
+        """Take a batch of tap records (duplicates ignored, malformed ones kept as rejects)."""
+        res = BatchResult()
+        now_us = to_us(now)
+        for raw in records:
+            if isinstance(raw, TapRecord):
+                tap = raw
+            else:
+                try:
+                    tap = parse_tap(raw)
+                except MalformedTapError as exc:
+                    self._reject(raw, exc.field, exc.reason, exc.tap_id, now_us=now_us, res=res)
+                    continue
+            self._accept(tap, now, now_us, res)
+        return res
+
+    def close_due(self, now: datetime) -> BatchResult:
+        """Close and charge every aggregate whose service day or travel time is over."""
+        res = BatchResult()
+        for token in sorted(self._open):
+            agg = self._open[token]
+            reason = due_reason(agg, now, self._agg)
+            if reason is not None:
+                self._close(self.cards[token], agg, now, reason, res, settle=True)
+        return res
+
+    def run_recovery(self, now: datetime) -> BatchResult:
+        """Scheduled debt recovery: resubmit every debt whose retry is due."""
+        res = BatchResult()
+        for token in sorted(self._debtors):
+            card = self.cards[token]
+            for debt in sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id)):
+                if debt.status is not DebtStatus.OPEN or debt.next_at is None:
+                    continue
+                if debt.next_at > now:
+                    continue
+                self._resubmit(card, debt, now, res)
+            self._maybe_lift(card, now, res)
+        return res
+
+    def drain_changes(self) -> Changes:
+        """Rows for everything decided since the last drain (then forgets them)."""
+        enc = self.pricer.encode_state
+        ch = Changes(
+            taps=[tap_row(p) for p in self._new_taps.values()],
+            tap_updates=[
+                (p.amount, p.explain, tid)
+                for tid, p in self._updated_taps.items()
+                if tid not in self._new_taps
+            ],
+            rejects=self._rejects,
+            entries=self._fare_entries() + self._entries,
+            aggregates=[
+                aggregate_row(a, enc(a.fare_state_at_open)) for a in self._dirty_aggs.values()
+            ],
+            debts=[debt_row(d) for d in self._dirty_debts.values()],
+            cards=[
+                CardRow(
+                    c.pan_token,
+                    c.masked_pan,
+                    enc(c.fare_state).hex(),
+                    c.open_agg.aggregate_id if c.open_agg else None,
+                    int(c.denied),
+                )
+                for c in self._dirty_cards.values()
+            ],
+            deny_set=self._deny_set,
+            deny_clear=self._deny_clear,
+            deny_events=self._deny_events,
+            alerts=self._alerts,
+        )
+        self._clear_changes()
+        return ch
+
+    def open_aggregates(self) -> list[Aggregate]:
+        return [self._open[t] for t in sorted(self._open)]
+
+    def unpaid_debts(self) -> list[Debt]:
+        return [d for t in sorted(self._debtors) for d in self.cards[t].debts.values()]
+
+    # -- a tap -----------------------------------------------------------------------------
+
+    def _accept(self, tap: TapRecord, now: datetime, now_us: int, res: BatchResult) -> None:
+        tap_id = tap.tap_id
+        if tap_id in self.tap_ids:
+            res.duplicates += 1
+            return
+        card = self.cards.get(tap.pan_token)
+        if card is not None and tap.atc in card.atcs:
+            self._reject(
+                tap, "atc", "ATC seen before for this card (replayed or cloned)",
+                tap_id, now_us=now_us, res=res, alert="replayed_atc",
+            )  # fmt: skip
+            return
+        t = tap.time
+        day = self._day_label(t)
+        agg = card.open_agg if card is not None else None
+        closing = close_before(agg, tap, day, self._agg) if agg is not None else None
+        currency = self.config.currency
+        # Price first: a tap the pricer refuses is rejected before anything changes.
+        repriced = None
+        try:
+            if agg is not None and closing is None and (t, tap_id) < agg.last_key:
+                late = PricedTap(tap, day, 0, "", agg.aggregate_id)
+                state, repriced = reprice(
+                    self.pricer, agg.fare_state_at_open, [*agg.taps, late], currency
+                )
+                amount, explain = 0, ""
+            else:
+                state, charges = self.pricer.price(card.fare_state if card else None, tap)
+                if len(charges) == 1 and charges[0].currency == currency:
+                    amount, explain = charges[0].amount, charges[0].explain
+                else:
+                    amount, explain = total_of(charges, currency)
+        except PricingError as exc:
+            self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
+            return
+
+        if card is None:
+            card = TransitCard(tap.pan_token, tap.masked_pan)
+            self.cards[tap.pan_token] = card
+        card.atcs.add(tap.atc)
+        self.tap_ids.add(tap_id)
+        res.accepted += 1
+        if agg is not None and closing is not None:
+            self._close(card, agg, now, closing, res)
+        auth: tuple[str, AuthResponse] | None = None
+        if card.debts:
+            auth = self._recover_by_tap(card, tap, now, res)
+        agg = card.open_agg
+        if agg is None:
+            agg = self._open_aggregate(card, tap, day, now, res, auth=auth)
+
+        if repriced is None:
+            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us)
+        else:
+            for p, new_amount, new_explain in repriced:
+                if p.tap is tap:
+                    p.amount, p.explain = new_amount, new_explain
+                    p.posted, p.received_us = new_amount, now_us
+                    priced = p
+                elif new_amount != p.amount or new_explain != p.explain:
+                    self._adjust(p, new_amount, new_explain, tap_id, agg)
+        amount = priced.amount
+        agg.taps.append(priced)
+        self._new_taps[tap_id] = priced
+        self.fares_total += amount
+        balances = self.balances
+        balances[RECEIVABLE] += amount
+        balances[REVENUE] -= amount
+        agg.total += amount
+        if state is not card.fare_state:
+            card.fare_state = state
+            self._dirty_cards[card.pan_token] = card
+        agg.tap_count += 1
+        agg.last_key = max(agg.last_key, (t, tap_id))
+        agg.first_time = min(agg.first_time, t)
+        # An open aggregate's row is written when it opens and when it closes: in between,
+        # its total and its taps are the taps rows (see _restore).
+        if agg.total >= self._agg.spend_limit:
+            self._close(card, agg, now, CLOSE_SPEND_LIMIT, res)
+
+    def _fare_entries(self) -> list[Entry]:
+        out: list[Entry] = []
+        for p in self._new_taps.values():
+            if p.posted:
+                t = p.tap
+                amount, debit, credit = p.posted, RECEIVABLE, REVENUE
+                if amount < 0:  # a refund
+                    amount, debit, credit = -amount, REVENUE, RECEIVABLE
+                out.append(
+                    Entry(
+                        "fare:" + t.tap_id, debit, credit, t.operator_id, p.service_day, amount,
+                        to_us(t.time),
+                    )
+                )  # fmt: skip
+        return out
+
+    def _adjust(
+        self, p: PricedTap, new_amount: int, explain: str, cause: str, agg: Aggregate
+    ) -> None:
+        """A late tap changed an earlier tap's fare: post the difference, keep the new price."""
+        diff = new_amount - p.amount
+        if diff:
+            txn = f"adj:{p.tap.tap_id}:{cause}"
+            line = [Line(p.tap.operator_id, p.service_day, diff)]
+            self._post(transfer(txn, RECEIVABLE, REVENUE, line, to_us(p.tap.time)))
+            self.fares_total += diff
+            agg.total += diff
+        p.amount, p.explain = new_amount, explain
+        self._updated_taps[p.tap.tap_id] = p
+
+    def _post(self, entries: list[Entry]) -> None:
+        balances = self.balances
+        for e in entries:
+            balances[e.debit] += e.amount
+            balances[e.credit] -= e.amount
+        self._entries.extend(entries)
+
+    # -- aggregates ------------------------------------------------------------------------
+
+    def _authorize(
+        self, card: TransitCard, request: AuthorizationRequest, now: datetime, res: BatchResult
+    ) -> AuthResponse:
+        resp = self.issuer.authorize(request, now)
+        for flag in sorted(resp.flags):
+            alert_id = hashlib.sha256(f"{request.request_id}|{flag}".encode()).hexdigest()[:32]
+            detail = f"issuer answered {resp.code.value} to {request.kind.value}"
+            self._alerts.append(
+                AlertRow(
+                    alert_id, flag.value, card.pan_token, request.request_id, detail, to_us(now)
+                )
+            )
+            res.events.append(
+                Outcome(
+                    "alert", card.masked_pan, request.request_id, 0, resp.code.value, flag.value
+                )
+            )
+        return resp
+
+    def _open_aggregate(
+        self,
+        card: TransitCard,
+        tap: TapRecord,
+        day: str,
+        now: datetime,
+        res: BatchResult,
+        *,
+        auth: tuple[str, AuthResponse] | None,
+    ) -> Aggregate:
+        agg = Aggregate(
+            aggregate_id="A:" + tap.tap_id,
+            pan_token=card.pan_token,
+            service_day=day,
+            first_time=tap.time,
+            last_key=(tap.time, tap.tap_id),
+            fare_state_at_open=card.fare_state,
+        )
+        if auth is None:
+            request = AuthorizationRequest(
+                request_id="av:" + agg.aggregate_id,
+                pan_token=card.pan_token,
+                kind=AuthKind.ACCOUNT_VERIFICATION,
+                amount=self._agg.nominal_amount,
+                currency=self.config.currency,
+                merchant_id=self.config.merchant_id,
+                atc=tap.atc,
+                arqc=tap.arqc,
+                ac_data=tap.ac_data,
+            )
+            resp = self._authorize(card, request, now, res)
+            auth = (request.request_id, resp)
+            if resp.approved and resp.hold_id is not None:
+                agg.nominal_hold = resp.hold_id
+            if not resp.approved:
+                self._deny_add(card, resp.code.value, now, res)
+        agg.auth_ref, agg.verified = auth[0], auth[1].approved
+        agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
+        card.open_agg = agg
+        self._open[card.pan_token] = agg
+        self._dirty_aggs[agg.aggregate_id] = agg
+        self._dirty_cards[card.pan_token] = card
+        return agg
+
+    def _close(
+        self,
+        card: TransitCard,
+        agg: Aggregate,
+        now: datetime,
+        reason: str,
+        res: BatchResult,
+        *,
+        settle: bool = False,
+    ) -> None:
+        if settle:  # no tap closes it: the pricer may have fares that fall due now
+            self._settle_fares(card, agg, now)
+        sums: dict[tuple[str, str], int] = {}
+        for p in agg.taps:
+            key = (p.tap.operator_id, p.service_day)
+            sums[key] = sums.get(key, 0) + p.amount
+        agg.lines = [Line(op, day, amt) for (op, day), amt in sorted(sums.items()) if amt]
+        agg.taps = []
+        agg.closed_at = now
+        agg.close_reason = reason
+        card.open_agg = None
+        self._open.pop(card.pan_token, None)
+        self._dirty_aggs[agg.aggregate_id] = agg
+        self._dirty_cards[card.pan_token] = card
+        if agg.nominal_hold is not None:
+            self.issuer.release(agg.nominal_hold, now)
+        if agg.total <= 0:
+            agg.status = AggStatus.CHARGED
+            self._maybe_lift(card, now, res)
+            return
+        request = AuthorizationRequest(
+            request_id="chg:" + agg.aggregate_id,
+            pan_token=card.pan_token,
+            kind=AuthKind.DEFERRED if agg.verified else AuthKind.RESUBMISSION,
+            amount=agg.total,
+            currency=self.config.currency,
+            merchant_id=self.config.merchant_id,
+            atc=agg.atc if agg.verified else None,
+            arqc=agg.arqc if agg.verified else None,
+            ac_data=agg.ac_data if agg.verified else None,
+            original_request_id=agg.auth_ref,
+        )
+        resp = self._authorize(card, request, now, res)
+        agg.charge_ref = request.request_id
+        agg.charge_code = resp.code.value
+        if resp.approved:
+            assert resp.hold_id is not None
+            self.issuer.capture(resp.hold_id, agg.total, "cap:" + request.request_id, now)
+            self._post(
+                transfer(request.request_id, ISSUER_SETTLEMENT, RECEIVABLE, agg.lines, to_us(now))
+            )
+            agg.status = AggStatus.CHARGED
+            res.events.append(
+                Outcome(
+                    "charged", card.masked_pan, agg.aggregate_id, agg.total, resp.code.value, reason
+                )
+            )
+            self._maybe_lift(card, now, res)
+            return
+        agg.status = AggStatus.DEBT
+        debt = Debt(
+            debt_id=agg.aggregate_id,
+            pan_token=card.pan_token,
+            amount=agg.total,
+            lines=agg.lines,
+            original_ref=agg.auth_ref,
+            created_at=now,
+            next_at=None,
+            last_code=resp.code.value,
+        )
+        debt.next_at = next_retry(debt, self._rec)
+        card.debts[debt.debt_id] = debt
+        self._debtors.add(card.pan_token)
+        self._dirty_debts[debt.debt_id] = debt
+        res.events.append(
+            Outcome(
+                "declined", card.masked_pan, agg.aggregate_id, agg.total, resp.code.value, reason
+            )
+        )
+        self._deny_add(card, resp.code.value, now, res)
+
+    def _settle_fares(self, card: TransitCard, agg: Aggregate, now: datetime) -> None:
+        try:
+            state, charges = self.pricer.close(card.fare_state, now)
+        except PricingError:
+            return  # the fare stays as priced; the next tap settles the journey
+        if state is not card.fare_state:
+            card.fare_state = state
+            self._dirty_cards[card.pan_token] = card
+        for charge in charges:
+            if charge.currency != self.config.currency or not charge.amount or not agg.taps:
+                continue
+            target = next((p for p in agg.taps if p.tap.tap_id == charge.tap_id), agg.taps[-1])
+            explain = f"{target.explain}; {charge.explain}"
+            self._adjust(target, target.amount + charge.amount, explain, "close", agg)
+
+    # -- debts -----------------------------------------------------------------------------
+
+    def _recover_by_tap(
+        self, card: TransitCard, tap: TapRecord, now: datetime, res: BatchResult
+    ) -> tuple[str, AuthResponse]:
+        debts = sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id))
+        amount = sum(d.amount for d in debts)
+        request = AuthorizationRequest(
+            request_id="rec:" + tap.tap_id,
+            pan_token=card.pan_token,
+            kind=AuthKind.PURCHASE,
+            amount=amount,
+            currency=self.config.currency,
+            merchant_id=self.config.merchant_id,
+            atc=tap.atc,
+            arqc=tap.arqc,
+            ac_data=tap.ac_data,
+        )
+        resp = self._authorize(card, request, now, res)
+        if resp.approved:
+            assert resp.hold_id is not None
+            self.issuer.capture(resp.hold_id, amount, "cap:" + request.request_id, now)
+            for d in debts:
+                self._settle(card, d, now, res, code=resp.code.value, ref=request.request_id)
+        else:
+            for d in debts:
+                d.last_code = resp.code.value
+                self._dirty_debts[d.debt_id] = d
+        agg = card.open_agg
+        if agg is not None and resp.approved and not agg.verified:
+            # The fresh cryptogram verified the account: the aggregate's charge may reuse it.
+            agg.auth_ref, agg.verified = request.request_id, True
+            agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
+            self._dirty_aggs[agg.aggregate_id] = agg
+        self._maybe_lift(card, now, res)
+        return request.request_id, resp
+
+    def _resubmit(self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult) -> None:
+        attempt = debt.attempts + 1
+        request = AuthorizationRequest(
+            request_id=f"rs:{debt.debt_id}:{attempt}",
+            pan_token=card.pan_token,
+            kind=AuthKind.RESUBMISSION,
+            amount=debt.amount,
+            currency=self.config.currency,
+            merchant_id=self.config.merchant_id,
+            original_request_id=debt.original_ref,
+        )
+        resp = self._authorize(card, request, now, res)
+        debt.attempts = attempt
+        self._dirty_debts[debt.debt_id] = debt
+        if resp.approved:
+            assert resp.hold_id is not None
+            self.issuer.capture(resp.hold_id, debt.amount, "cap:" + request.request_id, now)
+            self._settle(card, debt, now, res, code=resp.code.value, ref=request.request_id)
+            return
+        debt.last_code = resp.code.value
+        debt.next_at = next_retry(debt, self._rec)
+        if debt.next_at is None:
+            debt.status = DebtStatus.WRITTEN_OFF
+            self._post(
+                transfer("wo:" + debt.debt_id, FIRST_RIDE_LOSS, RECEIVABLE, debt.lines, to_us(now))
+            )
+            res.events.append(
+                Outcome("written_off", card.masked_pan, debt.debt_id, debt.amount, debt.last_code)
+            )
+
+    def _settle(
+        self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult, *, code: str, ref: str
+    ) -> None:
+        credit = FIRST_RIDE_LOSS if debt.status is DebtStatus.WRITTEN_OFF else RECEIVABLE
+        self._post(
+            transfer("rec:" + debt.debt_id, ISSUER_SETTLEMENT, credit, debt.lines, to_us(now))
+        )
+        debt.status = DebtStatus.RECOVERED
+        debt.last_code = code
+        debt.settled_at = now
+        debt.next_at = None
+        del card.debts[debt.debt_id]
+        if not card.debts:
+            self._debtors.discard(card.pan_token)
+        self._dirty_debts[debt.debt_id] = debt
+        res.events.append(
+            Outcome("recovered", card.masked_pan, debt.debt_id, debt.amount, code, ref)
+        )
+
+    # -- deny list -------------------------------------------------------------------------
+
+    def _deny_add(self, card: TransitCard, reason: str, now: datetime, res: BatchResult) -> None:
+        if card.denied:
+            return
+        card.denied = True
+        at = to_us(now)
+        row = DenyRow(card.pan_token, card.masked_pan, reason, at)
+        self.deny[card.pan_token] = row
+        self._deny_set.append(row)
+        self._deny_events.append(DenyEventRow(card.pan_token, card.masked_pan, "add", reason, at))
+        self._dirty_cards[card.pan_token] = card
+        res.events.append(Outcome("deny_add", card.masked_pan, card.pan_token, 0, reason))
+
+    def _maybe_lift(self, card: TransitCard, now: datetime, res: BatchResult) -> None:
+        if not card.denied or not may_lift_deny(card):
+            return
+        card.denied = False
+        self.deny.pop(card.pan_token, None)
+        self._deny_clear.append(card.pan_token)
+        self._deny_events.append(
+            DenyEventRow(card.pan_token, card.masked_pan, "remove", "recovered", to_us(now))
+        )
+        self._dirty_cards[card.pan_token] = card
+        res.events.append(Outcome("deny_remove", card.masked_pan, card.pan_token))
+
+    # -- rejects ---------------------------------------------------------------------------
+
+    def _reject(
+        self,
+        raw: object,
+        field_name: str,
+        reason: str,
+        tap_id: str | None,
+        *,
+        now_us: int,
+        res: BatchResult,
+        alert: str | None = None,
+    ) -> None:
+        text = scrub(tap_to_mapping(raw) if isinstance(raw, TapRecord) else raw)
+        reject_id = hashlib.sha256(f"{text}|{field_name}|{reason}".encode()).hexdigest()[:32]
+        if reject_id in self.reject_ids:
+            res.duplicates += 1
+            return
+        self.reject_ids.add(reject_id)
+        self._rejects.append(RejectRow(reject_id, tap_id, field_name, reason, text, now_us))
+        res.rejected += 1
+        masked = raw.masked_pan if isinstance(raw, TapRecord) else ""
+        res.events.append(
+            Outcome("rejected", masked, tap_id or reject_id, 0, "", f"{field_name}: {reason}")
+        )
+        if alert is not None and isinstance(raw, TapRecord):
+            self._alerts.append(
+                AlertRow(reject_id, alert, raw.pan_token, raw.tap_id, reason, now_us)
+            )
+            res.events.append(Outcome("alert", masked, raw.tap_id, 0, "", alert))
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _clear_changes(self) -> None:
+        self._new_taps: dict[str, PricedTap] = {}
+        self._updated_taps: dict[str, PricedTap] = {}
+        self._rejects: list[RejectRow] = []
+        self._entries: list[Entry] = []
+        self._dirty_aggs: dict[str, Aggregate] = {}
+        self._dirty_debts: dict[str, Debt] = {}
+        self._dirty_cards: dict[str, TransitCard] = {}
+        self._deny_set: list[DenyRow] = []
+        self._deny_clear: list[str] = []
+        self._deny_events: list[DenyEventRow] = []
+        self._alerts: list[AlertRow] = []
+
+    def _restore(self, snap: Snapshot) -> None:
+        dec = self.pricer.decode_state
+        self.tap_ids = set(snap.tap_ids)
+        self.reject_ids = set(snap.reject_ids)
+        for row in snap.cards:
+            self.cards[row.pan_token] = TransitCard(
+                row.pan_token,
+                row.masked_pan,
+                dec(bytes.fromhex(row.fare_state)),
+                denied=bool(row.denied),
+            )
+        for token, atc in snap.atcs:
+            self.cards[token].atcs.add(atc)
+        aggs: dict[str, Aggregate] = {}
+        for arow in snap.open_aggregates:
+            agg = aggregate_from_row(arow, dec(bytes.fromhex(arow.fare_state_at_open)))
+            aggs[agg.aggregate_id] = agg
+            self.cards[agg.pan_token].open_agg = agg
+            self._open[agg.pan_token] = agg
+        for trow in sorted(snap.open_taps, key=lambda r: (r.time_us, r.tap_id)):
+            p = priced_tap(trow)
+            aggs[p.aggregate_id].taps.append(p)
+        for agg in aggs.values():  # the running figures live in the taps rows
+            agg.total = sum(p.amount for p in agg.taps)
+            agg.tap_count = len(agg.taps)
+            if agg.taps:
+                agg.first_time = min(agg.first_time, agg.taps[0].tap.time)
+                last = agg.taps[-1].tap
+                agg.last_key = max(agg.last_key, (last.time, last.tap_id))
+        for drow in snap.unpaid_debts:
+            debt = debt_from_row(drow)
+            self.cards[debt.pan_token].debts[debt.debt_id] = debt
+            self._debtors.add(debt.pan_token)
+        self.deny = {r.pan_token: r for r in snap.deny}
+        self.balances.update(snap.balances)
+        self.fares_total = snap.fares_total
+
+
+__all__ = ["AggregateRow", "BackOffice", "BatchResult", "Outcome"]

@@ -1,0 +1,376 @@
+"""The back office's working records (in memory) and the rows storage keeps of them.
+
+The core keeps what it needs to decide in memory (one writer per database) and, per batch,
+hands storage a :class:`Changes` set of rows to write in one transaction.  After a crash
+the core is rebuilt from a :class:`Snapshot` read back from storage.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from enum import StrEnum
+from typing import NamedTuple
+
+from backoffice.ledger import Entry, Line
+from backoffice.taps import Action, TapRecord
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(t: datetime) -> int:
+    """Exact microseconds since the epoch of an aware time (no float rounding)."""
+    d = t - EPOCH
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def from_us(us: int, offset_s: int = 0) -> datetime:
+    t = EPOCH + timedelta(microseconds=us)
+    return t if offset_s == 0 else t.astimezone(timezone(timedelta(seconds=offset_s)))
+
+
+class AggStatus(StrEnum):
+    OPEN = "open"
+    CHARGED = "charged"  # captured at the issuer (or nothing to charge)
+    DEBT = "debt"  # the charge was declined: a debt to recover
+
+
+class DebtStatus(StrEnum):
+    OPEN = "open"  # scheduled retries continue
+    WRITTEN_OFF = "written_off"  # retries exhausted; still recoverable by the rider's next tap
+    RECOVERED = "recovered"
+
+
+# -- working records ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PricedTap:
+    """An accepted tap with its price (kept in memory while its aggregate is open)."""
+
+    tap: TapRecord
+    service_day: str
+    amount: int
+    explain: str
+    aggregate_id: str
+    posted: int = 0  # the amount of its ``fare:`` entry (later changes are ``adj:`` entries)
+    received_us: int = 0
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """Fares of one card gathered into one charge (ODA / MTT)."""
+
+    aggregate_id: str
+    pan_token: str
+    service_day: str
+    first_time: datetime
+    last_key: tuple[datetime, str]  # (time, tap_id) of the latest tap: detects late arrivals
+    fare_state_at_open: object | None
+    total: int = 0
+    tap_count: int = 0
+    status: AggStatus = AggStatus.OPEN
+    auth_ref: str | None = None  # the request that spent a cryptogram for this aggregate
+    verified: bool = False  # ... and was approved: the charge may reuse its cryptogram
+    atc: int | None = None
+    arqc: bytes | None = None
+    ac_data: bytes | None = None
+    nominal_hold: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str = ""
+    charge_ref: str | None = None
+    charge_code: str = ""
+    taps: list[PricedTap] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Debt:
+    """A declined aggregate charge, owed by the card until recovered."""
+
+    debt_id: str
+    pan_token: str
+    amount: int
+    lines: list[Line]
+    original_ref: str | None
+    created_at: datetime
+    next_at: datetime | None
+    attempts: int = 0
+    status: DebtStatus = DebtStatus.OPEN
+    last_code: str = ""
+    settled_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class TransitCard:
+    """What the back office knows of one card (by token)."""
+
+    pan_token: str
+    masked_pan: str
+    fare_state: object | None = None
+    open_agg: Aggregate | None = None
+    atcs: set[int] = field(default_factory=set)
+    debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
+    denied: bool = False
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+
+class TapRow(NamedTuple):
+    tap_id: str
+    pan_token: str
+    masked_pan: str
+    validator_id: str
+    operator_id: str
+    time_us: int
+    utc_offset_s: int
+    service_day: str
+    stop_id: str
+    route_id: str
+    action: str
+    atc: int
+    arqc: str
+    ac_data: str
+    scheme: str
+    rider_category: str
+    fare_media: str
+    amount: int
+    explain: str
+    aggregate_id: str
+    received_us: int
+
+
+def tap_row(p: PricedTap) -> TapRow:
+    t = p.tap
+    offset = t.time.utcoffset()
+    return TapRow(
+        t.tap_id, t.pan_token, t.masked_pan, t.validator_id, t.operator_id, to_us(t.time),
+        int(offset.total_seconds()) if offset else 0, p.service_day, t.stop_id, t.route_id,
+        t.action.value, t.atc, t.arqc.hex(), t.ac_data.hex(), t.scheme, t.rider_category,
+        t.fare_media, p.amount, p.explain, p.aggregate_id, p.received_us,
+    )  # fmt: skip
+
+
+def priced_tap(row: TapRow) -> PricedTap:
+    tap = TapRecord(
+        tap_id=row.tap_id,
+        validator_id=row.validator_id,
+        operator_id=row.operator_id,
+        pan_token=row.pan_token,
+        masked_pan=row.masked_pan,
+        time=from_us(row.time_us, row.utc_offset_s),
+        stop_id=row.stop_id,
+        route_id=row.route_id,
+        action=Action(row.action),
+        atc=row.atc,
+        arqc=bytes.fromhex(row.arqc),
+        ac_data=bytes.fromhex(row.ac_data),
+        scheme=row.scheme,
+        rider_category=row.rider_category,
+        fare_media=row.fare_media,
+    )
+    return PricedTap(
+        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount, row.received_us
+    )
+
+
+def lines_json(lines: list[Line]) -> str:
+    if not lines:
+        return "[]"
+    return json.dumps([list(x) for x in lines], separators=(",", ":"))
+
+
+def lines_from_json(text: str) -> list[Line]:
+    return [Line(str(op), str(day), int(amt)) for op, day, amt in json.loads(text)]
+
+
+def _us(t: datetime | None) -> int | None:
+    return None if t is None else to_us(t)
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else from_us(us)
+
+
+class AggregateRow(NamedTuple):
+    aggregate_id: str
+    pan_token: str
+    service_day: str
+    first_us: int
+    last_us: int
+    last_tap_id: str
+    fare_state_at_open: str  # hex of the pricer's encoding
+    total: int
+    tap_count: int
+    status: str
+    auth_ref: str | None
+    verified: int
+    atc: int | None
+    arqc: str | None
+    ac_data: str | None
+    nominal_hold: str | None
+    closed_us: int | None
+    close_reason: str
+    charge_ref: str | None
+    charge_code: str
+    lines: str
+
+
+def aggregate_row(a: Aggregate, encoded_state: bytes) -> AggregateRow:
+    return AggregateRow(
+        a.aggregate_id, a.pan_token, a.service_day, to_us(a.first_time), to_us(a.last_key[0]),
+        a.last_key[1], encoded_state.hex(), a.total, a.tap_count, a.status.value, a.auth_ref,
+        int(a.verified), a.atc, a.arqc.hex() if a.arqc is not None else None,
+        a.ac_data.hex() if a.ac_data is not None else None, a.nominal_hold, _us(a.closed_at),
+        a.close_reason, a.charge_ref, a.charge_code, lines_json(a.lines),
+    )  # fmt: skip
+
+
+def aggregate_from_row(r: AggregateRow, state: object | None) -> Aggregate:
+    return Aggregate(
+        aggregate_id=r.aggregate_id,
+        pan_token=r.pan_token,
+        service_day=r.service_day,
+        first_time=from_us(r.first_us),
+        last_key=(from_us(r.last_us), r.last_tap_id),
+        fare_state_at_open=state,
+        total=r.total,
+        tap_count=r.tap_count,
+        status=AggStatus(r.status),
+        auth_ref=r.auth_ref,
+        verified=bool(r.verified),
+        atc=r.atc,
+        arqc=bytes.fromhex(r.arqc) if r.arqc is not None else None,
+        ac_data=bytes.fromhex(r.ac_data) if r.ac_data is not None else None,
+        nominal_hold=r.nominal_hold,
+        closed_at=_dt(r.closed_us),
+        close_reason=r.close_reason,
+        charge_ref=r.charge_ref,
+        charge_code=r.charge_code,
+        lines=lines_from_json(r.lines),
+    )
+
+
+class DebtRow(NamedTuple):
+    debt_id: str
+    pan_token: str
+    amount: int
+    lines: str
+    original_ref: str | None
+    created_us: int
+    next_us: int | None
+    attempts: int
+    status: str
+    last_code: str
+    settled_us: int | None
+
+
+def debt_row(d: Debt) -> DebtRow:
+    return DebtRow(
+        d.debt_id, d.pan_token, d.amount, lines_json(d.lines), d.original_ref,
+        to_us(d.created_at), _us(d.next_at), d.attempts, d.status.value, d.last_code,
+        _us(d.settled_at),
+    )  # fmt: skip
+
+
+def debt_from_row(r: DebtRow) -> Debt:
+    return Debt(
+        debt_id=r.debt_id,
+        pan_token=r.pan_token,
+        amount=r.amount,
+        lines=lines_from_json(r.lines),
+        original_ref=r.original_ref,
+        created_at=from_us(r.created_us),
+        next_at=_dt(r.next_us),
+        attempts=r.attempts,
+        status=DebtStatus(r.status),
+        last_code=r.last_code,
+        settled_at=_dt(r.settled_us),
+    )
+
+
+class CardRow(NamedTuple):
+    pan_token: str
+    masked_pan: str
+    fare_state: str  # hex
+    open_aggregate_id: str | None
+    denied: int
+
+
+class DenyRow(NamedTuple):
+    pan_token: str
+    masked_pan: str
+    reason: str
+    since_us: int
+
+
+class DenyEventRow(NamedTuple):
+    """A deny-list delta, in order: what validators receive."""
+
+    pan_token: str
+    masked_pan: str
+    op: str  # "add" | "remove"
+    reason: str
+    at_us: int
+
+
+class RejectRow(NamedTuple):
+    reject_id: str  # hash of the scrubbed record: the same record again is not kept twice
+    tap_id: str | None
+    field: str
+    reason: str
+    raw: str  # scrubbed JSON
+    received_us: int
+
+
+class AlertRow(NamedTuple):
+    """Something for the fraud desk (forged or replayed cryptogram)."""
+
+    alert_id: str
+    kind: str
+    pan_token: str
+    ref: str
+    detail: str
+    at_us: int
+
+
+@dataclass(slots=True)
+class Changes:
+    """Rows produced by one batch, written in one transaction."""
+
+    taps: list[TapRow] = field(default_factory=list)
+    tap_updates: list[tuple[int, str, str]] = field(default_factory=list)  # amount, explain, id
+    rejects: list[RejectRow] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    aggregates: list[AggregateRow] = field(default_factory=list)
+    debts: list[DebtRow] = field(default_factory=list)
+    cards: list[CardRow] = field(default_factory=list)
+    deny_set: list[DenyRow] = field(default_factory=list)
+    deny_clear: list[str] = field(default_factory=list)
+    deny_events: list[DenyEventRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return any(
+            (self.taps, self.tap_updates, self.rejects, self.entries, self.aggregates,
+             self.debts, self.cards, self.deny_set, self.deny_clear, self.deny_events,
+             self.alerts)
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the core needs to resume after a restart."""
+
+    tap_ids: set[str] = field(default_factory=set)
+    reject_ids: set[str] = field(default_factory=set)
+    cards: list[CardRow] = field(default_factory=list)
+    atcs: list[tuple[str, int]] = field(default_factory=list)
+    open_aggregates: list[AggregateRow] = field(default_factory=list)
+    open_taps: list[TapRow] = field(default_factory=list)
+    unpaid_debts: list[DebtRow] = field(default_factory=list)
+    deny: list[DenyRow] = field(default_factory=list)
+    balances: dict[str, int] = field(default_factory=dict)  # ledger balance per account
+    fares_total: int = 0

@@ -1,0 +1,85 @@
+"""The imperative shell: the core, the in-process issuer and a store, one transaction a batch.
+
+:class:`TransactionCore` loads both the back office and the issuer from the store, runs
+each call (a batch of taps, a day close, a recovery run, an issuer operation) against the
+in-memory state, then writes every resulting row of both in one transaction.  If anything
+fails — the decision, the write, the commit — the in-memory state is thrown away and
+reloaded from the store, so memory never runs ahead of what is durable.  Validators
+re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import TypeVar
+
+from backoffice.engine import BackOffice, BatchResult
+from backoffice.policy import BackOfficeConfig
+from backoffice.pricing import Pricer
+from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
+from backoffice.storage.base import Store
+from backoffice.taps import TapRecord
+from issuer.keys import KeyStore
+from issuer.policy import BankPolicy
+from issuer.service import Issuer
+
+T = TypeVar("T")
+
+
+class TransactionCore:
+    """Back office + issuer + store (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        pricer: Pricer,
+        keys: KeyStore,
+        policies: Iterable[BankPolicy],
+        token_key: bytes,
+        config: BackOfficeConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.pricer = pricer
+        self.config = config or BackOfficeConfig()
+        self._keys = keys
+        self._policies = list(policies)
+        self._token_key = token_key
+        self.issuer: Issuer
+        self.core: BackOffice
+        self._reload()
+
+    def __repr__(self) -> str:
+        return f"TransactionCore(store={self.store.url!r})"
+
+    def _reload(self) -> None:
+        self.issuer = Issuer(self._keys, self._policies, self._token_key, self.store.load_issuer())
+        self.core = BackOffice(self.pricer, self.issuer, self.config, self.store.load())
+
+    def run(self, action: Callable[[], T]) -> T:
+        """Run ``action`` against memory, then make its effects durable (or undo them)."""
+        try:
+            result = action()
+            self.store.commit(self.core.drain_changes(), self.issuer.drain_changes())
+        except BaseException:
+            self._reload()
+            raise
+        return result
+
+    def ingest(
+        self, records: Iterable[Mapping[str, object] | TapRecord], now: datetime
+    ) -> BatchResult:
+        """One batch of tap records, committed as one transaction."""
+        return self.run(lambda: self.core.ingest(records, now))
+
+    def close_due(self, now: datetime) -> BatchResult:
+        return self.run(lambda: self.core.close_due(now))
+
+    def run_recovery(self, now: datetime) -> BatchResult:
+        return self.run(lambda: self.core.run_recovery(now))
+
+    def figures(self) -> Figures:
+        return store_figures(self.store, self.config.merchant_id)
+
+    def reconcile(self) -> Reconciliation:
+        return reconcile(self.figures())

@@ -1,0 +1,105 @@
+"""The one storage interface of the transaction core, and its errors.
+
+Two real backends implement :class:`Store`: SQLite (embedded default, WAL) and
+PostgreSQL (psycopg 3), chosen by URL in :func:`backoffice.storage.open_store`.  A store
+also implements :class:`issuer.store.IssuerStore`, so the in-process bank's records are
+written in the same transaction as the charge that touched them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Protocol
+
+from backoffice.records import (
+    AggregateRow,
+    AlertRow,
+    Changes,
+    DebtRow,
+    DenyEventRow,
+    DenyRow,
+    RejectRow,
+    Snapshot,
+)
+from issuer.models import Capture
+from issuer.store import IssuerChanges, IssuerSnapshot
+
+
+class StorageError(Exception):
+    """A storage failure, with the backend named and no credentials in the message."""
+
+
+class StorageUnavailableError(StorageError):
+    """The database cannot be reached (not running, refused, wrong URL)."""
+
+
+class BalanceRow(NamedTuple):
+    account: str
+    operator_id: str
+    service_day: str
+    balance: int  # + debit, - credit
+
+
+class FareRow(NamedTuple):
+    operator_id: str
+    service_day: str
+    taps: int
+    fares: int
+
+
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+class Store(Protocol):
+    """Durable state of the back office (and of the in-process issuer)."""
+
+    @property
+    def url(self) -> str:
+        """The store's URL, password redacted."""
+        ...
+
+    def load(self) -> Snapshot: ...
+
+    def load_issuer(self) -> IssuerSnapshot: ...
+
+    def commit(self, changes: Changes, issuer: IssuerChanges | None = None) -> None:
+        """Write one batch's rows (and the issuer's) in one transaction: all or nothing."""
+        ...
+
+    def save_issuer(self, changes: IssuerChanges) -> None: ...
+
+    # -- queries for reports and reconciliation --
+    def ledger_balances(self) -> list[BalanceRow]: ...
+
+    def bad_entries(self) -> list[str]:
+        """Transaction ids of entries that are one-sided, not positive or of unknown accounts."""
+        ...
+
+    def fares_by_operator_day(self) -> list[FareRow]: ...
+
+    def open_aggregates_total(self) -> int: ...
+
+    def captures(self, merchant_id: str | None = None) -> list[Capture]: ...
+
+    def aggregates(self, status: str | None = None) -> list[AggregateRow]:
+        """Aggregate rows; an open one's total and tap count are as of its opening."""
+        ...
+
+    def debts(self, status: str | None = None) -> list[DebtRow]: ...
+
+    def rejects(self, limit: int = 1000) -> list[RejectRow]: ...
+
+    def deny_list(self) -> list[DenyRow]: ...
+
+    def deny_events(self, after_seq: int = 0) -> list[tuple[int, DenyEventRow]]: ...
+
+    def alerts(self) -> list[AlertRow]: ...
+
+    def count(self, table: str) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,330 @@
+"""What both SQL backends share: the queries, written once with ``?`` placeholders.
+
+A backend subclass supplies the connection, transactions, placeholder style and the
+fastest bulk insert it has (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from backoffice.ledger import ACCOUNTS, Entry
+from backoffice.records import (
+    AggregateRow,
+    AlertRow,
+    CardRow,
+    Changes,
+    DebtRow,
+    DenyEventRow,
+    DenyRow,
+    RejectRow,
+    Snapshot,
+    TapRow,
+)
+from backoffice.storage import issuer_rows as ir
+from backoffice.storage.base import BalanceRow, FareRow, StorageError
+from backoffice.storage.schema import SCHEMA_VERSION, TABLES
+from issuer.models import Capture
+from issuer.store import IssuerChanges, IssuerSnapshot
+
+Params = Sequence[Any]
+
+_TABLES = frozenset(
+    (
+        "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
+        "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
+        "iss_captures",
+    )
+)  # fmt: skip
+
+
+def _cols(fields: Sequence[str]) -> str:
+    return ", ".join(fields)
+
+
+def _insert(table: str, fields: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in fields)
+    return f"INSERT INTO {table} ({_cols(fields)}) VALUES ({marks})"  # noqa: S608 - fixed names
+
+
+def _upsert(table: str, fields: Sequence[str], key: str) -> str:
+    sets = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
+    return f"{_insert(table, fields)} ON CONFLICT ({key}) DO UPDATE SET {sets}"
+
+
+def _insert_ignore(table: str, fields: Sequence[str], key: str) -> str:
+    return f"{_insert(table, fields)} ON CONFLICT ({key}) DO NOTHING"
+
+
+TAP_COLS = TapRow._fields
+AGG_COLS = AggregateRow._fields
+DEBT_COLS = DebtRow._fields
+CARD_COLS = CardRow._fields
+ENTRY_COLS = Entry._fields
+REJECT_COLS = RejectRow._fields
+DENY_COLS = DenyRow._fields
+DENY_EVENT_COLS = DenyEventRow._fields
+ALERT_COLS = AlertRow._fields
+
+
+# Both sides of every entry: debits positive, credits negative.
+_SIDES = (
+    "SELECT debit AS account, operator_id, service_day, amount AS amt FROM ledger "
+    "UNION ALL SELECT credit, operator_id, service_day, -amount FROM ledger"
+)
+
+
+class SqlStore(ABC):
+    """The shared implementation of :class:`backoffice.storage.base.Store`."""
+
+    backend: str = "sql"
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._url!r})"
+
+    # -- what a backend provides ----------------------------------------------------------
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Params = ()) -> None: ...
+
+    @abstractmethod
+    def _executemany(self, sql: str, rows: Sequence[Params]) -> None: ...
+
+    @abstractmethod
+    def _query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]: ...
+
+    @abstractmethod
+    def _transaction(self) -> Any:
+        """A context manager: BEGIN on enter, COMMIT on success, ROLLBACK on error."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _bulk_insert(self, table: str, fields: Sequence[str], rows: Sequence[Params]) -> None:
+        """Append-only rows (taps, ledger); backends override with their fastest path."""
+        if rows:
+            self._executemany(_insert(table, fields), rows)
+
+    def _serial(self) -> str:
+        return "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        with self._tx():
+            for ddl in TABLES:
+                self._execute(ddl.replace("{serial}", self._serial()))
+            rows = self._query("SELECT value FROM meta WHERE key = ?", ("schema_version",))
+            if not rows:
+                self._execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    ("schema_version", SCHEMA_VERSION),
+                )
+            elif rows[0][0] != SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.backend} database at {self._url} has schema version {rows[0][0]}, "
+                    f"this tapsim needs {SCHEMA_VERSION}"
+                )
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self._transaction():
+            yield
+
+    # -- writing --------------------------------------------------------------------------
+
+    def commit(self, changes: Changes, issuer: IssuerChanges | None = None) -> None:
+        with self._tx():
+            self._write(changes)
+            if issuer:
+                self._write_issuer(issuer)
+
+    def save_issuer(self, changes: IssuerChanges) -> None:
+        with self._tx():
+            self._write_issuer(changes)
+
+    def _write(self, ch: Changes) -> None:
+        self._bulk_insert("taps", TAP_COLS, ch.taps)
+        if ch.tap_updates:
+            self._executemany(
+                "UPDATE taps SET amount = ?, explain = ? WHERE tap_id = ?", ch.tap_updates
+            )
+        if ch.rejects:
+            self._executemany(_insert_ignore("rejects", REJECT_COLS, "reject_id"), ch.rejects)
+        self._bulk_insert("ledger", ENTRY_COLS, ch.entries)
+        if ch.aggregates:
+            self._executemany(_upsert("aggregates", AGG_COLS, "aggregate_id"), ch.aggregates)
+        if ch.debts:
+            self._executemany(_upsert("debts", DEBT_COLS, "debt_id"), ch.debts)
+        if ch.cards:
+            self._executemany(_upsert("transit_cards", CARD_COLS, "pan_token"), ch.cards)
+        if ch.deny_set:
+            self._executemany(_upsert("deny_list", DENY_COLS, "pan_token"), ch.deny_set)
+        if ch.deny_clear:
+            self._executemany(
+                "DELETE FROM deny_list WHERE pan_token = ?", [(t,) for t in ch.deny_clear]
+            )
+        if ch.deny_events:
+            self._executemany(_insert("deny_events", DENY_EVENT_COLS), ch.deny_events)
+        if ch.alerts:
+            self._executemany(_insert_ignore("alerts", ALERT_COLS, "alert_id"), ch.alerts)
+
+    def _write_issuer(self, ch: IssuerChanges) -> None:
+        if ch.accounts:
+            self._executemany(
+                _upsert("iss_accounts", ir.ACCOUNT_COLS, "account_id"),
+                [ir.account_row(a) for a in ch.accounts.values()],
+            )
+        if ch.cards:
+            self._executemany(
+                _upsert("iss_cards", ir.CARD_COLS, "pan_token"),
+                [ir.card_row(c) for c in ch.cards.values()],
+            )
+        if ch.auths:
+            self._executemany(
+                _upsert("iss_auths", ir.AUTH_COLS, "request_id"),
+                [ir.auth_row(a) for a in ch.auths.values()],
+            )
+        if ch.holds:
+            self._executemany(
+                _upsert("iss_holds", ir.HOLD_COLS, "hold_id"),
+                [ir.hold_row(h) for h in ch.holds.values()],
+            )
+        if ch.captures:
+            self._executemany(
+                _insert("iss_captures", ir.CAPTURE_COLS),
+                [ir.capture_row(c) for c in ch.captures.values()],
+            )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _select(
+        self, table: str, fields: Sequence[str], where: str = "", params: Params = ()
+    ) -> list[tuple[Any, ...]]:
+        sql = f"SELECT {_cols(fields)} FROM {table}"  # noqa: S608 - fixed names
+        return self._query(f"{sql} {where}" if where else sql, params)
+
+    def load(self) -> Snapshot:
+        snap = Snapshot()
+        snap.tap_ids = {r[0] for r in self._query("SELECT tap_id FROM taps")}
+        snap.reject_ids = {r[0] for r in self._query("SELECT reject_id FROM rejects")}
+        snap.cards = [CardRow(*r) for r in self._select("transit_cards", CARD_COLS)]
+        snap.atcs = [(r[0], r[1]) for r in self._query("SELECT pan_token, atc FROM taps")]
+        snap.open_aggregates = [
+            AggregateRow(*r)
+            for r in self._select("aggregates", AGG_COLS, "WHERE status = ?", ("open",))
+        ]
+        tap_cols = ", ".join(f"t.{c}" for c in TAP_COLS)
+        snap.open_taps = [
+            TapRow(*r)
+            for r in self._query(
+                f"SELECT {tap_cols} FROM taps t JOIN aggregates a "  # noqa: S608
+                "ON a.aggregate_id = t.aggregate_id WHERE a.status = ?",
+                ("open",),
+            )
+        ]
+        snap.unpaid_debts = [
+            DebtRow(*r)
+            for r in self._select(
+                "debts", DEBT_COLS, "WHERE status IN (?, ?)", ("open", "written_off")
+            )
+        ]
+        snap.deny = [DenyRow(*r) for r in self._select("deny_list", DENY_COLS)]
+        snap.balances = {
+            r[0]: int(r[1])
+            for r in self._query(f"SELECT account, SUM(amt) FROM ({_SIDES}) x GROUP BY account")  # noqa: S608
+        }
+        snap.fares_total = int(self._query("SELECT COALESCE(SUM(amount), 0) FROM taps")[0][0])
+        return snap
+
+    def load_issuer(self) -> IssuerSnapshot:
+        return IssuerSnapshot(
+            accounts=[ir.account_from(r) for r in self._select("iss_accounts", ir.ACCOUNT_COLS)],
+            cards=[ir.card_from(r) for r in self._select("iss_cards", ir.CARD_COLS)],
+            auths=[ir.auth_from(r) for r in self._select("iss_auths", ir.AUTH_COLS)],
+            holds=[ir.hold_from(r) for r in self._select("iss_holds", ir.HOLD_COLS)],
+            captures=[ir.capture_from(r) for r in self._select("iss_captures", ir.CAPTURE_COLS)],
+        )
+
+    def ledger_balances(self) -> list[BalanceRow]:
+        rows = self._query(
+            f"SELECT account, operator_id, service_day, SUM(amt) FROM ({_SIDES}) x "  # noqa: S608
+            "GROUP BY account, operator_id, service_day "
+            "ORDER BY account, operator_id, service_day"
+        )
+        return [BalanceRow(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+    def bad_entries(self) -> list[str]:
+        marks = ", ".join("?" for _ in ACCOUNTS)
+        rows = self._query(
+            "SELECT txn_id FROM ledger WHERE debit = credit OR amount <= 0 "  # noqa: S608
+            f"OR debit NOT IN ({marks}) OR credit NOT IN ({marks}) ORDER BY txn_id",
+            (*ACCOUNTS, *ACCOUNTS),
+        )
+        return [r[0] for r in rows]
+
+    def fares_by_operator_day(self) -> list[FareRow]:
+        rows = self._query(
+            "SELECT operator_id, service_day, COUNT(*), SUM(amount) FROM taps "
+            "GROUP BY operator_id, service_day ORDER BY operator_id, service_day"
+        )
+        return [FareRow(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def open_aggregates_total(self) -> int:
+        """Fares in open aggregates (their rows hold the total only from open and close)."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(t.amount), 0) FROM taps t JOIN aggregates a "
+            "ON a.aggregate_id = t.aggregate_id WHERE a.status = ?",
+            ("open",),
+        )
+        return int(rows[0][0])
+
+    def captures(self, merchant_id: str | None = None) -> list[Capture]:
+        where, params = ("WHERE merchant_id = ?", (merchant_id,)) if merchant_id else ("", ())
+        rows = self._select("iss_captures", ir.CAPTURE_COLS, where + " ORDER BY capture_id", params)
+        return [ir.capture_from(r) for r in rows]
+
+    def aggregates(self, status: str | None = None) -> list[AggregateRow]:
+        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._select("aggregates", AGG_COLS, where + " ORDER BY aggregate_id", params)
+        return [AggregateRow(*r) for r in rows]
+
+    def debts(self, status: str | None = None) -> list[DebtRow]:
+        where, params = ("WHERE status = ?", (status,)) if status else ("", ())
+        rows = self._select("debts", DEBT_COLS, where + " ORDER BY debt_id", params)
+        return [DebtRow(*r) for r in rows]
+
+    def rejects(self, limit: int = 1000) -> list[RejectRow]:
+        rows = self._select(
+            "rejects", REJECT_COLS, "ORDER BY received_us, reject_id LIMIT ?", (limit,)
+        )
+        return [RejectRow(*r) for r in rows]
+
+    def deny_list(self) -> list[DenyRow]:
+        return [DenyRow(*r) for r in self._select("deny_list", DENY_COLS, "ORDER BY pan_token")]
+
+    def deny_events(self, after_seq: int = 0) -> list[tuple[int, DenyEventRow]]:
+        rows = self._select(
+            "deny_events", ("seq", *DENY_EVENT_COLS), "WHERE seq > ? ORDER BY seq", (after_seq,)
+        )
+        return [(int(r[0]), DenyEventRow(*r[1:])) for r in rows]
+
+    def alerts(self) -> list[AlertRow]:
+        return [
+            AlertRow(*r) for r in self._select("alerts", ALERT_COLS, "ORDER BY at_us, alert_id")
+        ]
+
+    def count(self, table: str) -> int:
+        if table not in _TABLES:
+            raise StorageError(f"no table {table!r} in the transaction core")
+        return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608

@@ -1,0 +1,71 @@
+"""Throughput of the fare engine: one million taps of the sample city, priced on one core.
+
+Target (issue 4): >= 100,000 taps/s.  The taps are generated deterministically (seeded) before
+timing: a month of a 60,000-card city, 80 % on flat-fare routes (tap on only), 20 % on the
+distance route 801 (tap on, and tap off 95 % of the time), adults, seniors and students on
+T-Union, cEMV or cash, so transfers, tiers, max fares and incomplete journeys all occur.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from fare.engine import price
+from fare.gtfs import load_feed
+from fare.model import Tap
+from fare.samples import sample_feed_path
+
+N_TAPS = 1_000_000
+TARGET_TAPS_PER_SECOND = 100_000
+
+
+def city_taps(n: int, seed: int = 4) -> list[Tap]:
+    rng = random.Random(seed)
+    tz = timezone(timedelta(hours=8))
+    flat_routes = ["1", "2", "5", "11"]
+    flat_stops = [f"S{i:02d}" for i in range(1, 25)]
+    zone_stops = [f"D{i:02d}" for i in range(1, 13)]
+    cards = [(f"card{i:05d}",
+              rng.choice([None, None, None, None, "senior", "student"]),
+              rng.choice(["tunion", "tunion", "cemv", "cemv", None]))
+             for i in range(60_000)]
+    month = 30 * 24 * 3600
+    step = month / n
+    t0 = datetime(2025, 3, 1, 0, 0, tzinfo=tz)
+    taps: list[Tap] = []
+    offs: list[Tap] = []
+    i = 0
+    while len(taps) + len(offs) < n:
+        at = t0 + timedelta(seconds=i * step * 1.1)
+        card, cat, media = cards[rng.randrange(len(cards))]
+        i += 1
+        if rng.random() < 0.8:
+            taps.append(Tap(f"t{i}", card, at, rng.choice(flat_stops), rng.choice(flat_routes),
+                            "on", cat, media))
+        else:
+            taps.append(Tap(f"t{i}", card, at, rng.choice(zone_stops), "801", "on", cat, media))
+            if rng.random() < 0.95:
+                offs.append(Tap(f"t{i}x", card, at + timedelta(minutes=rng.randint(5, 60)),
+                                rng.choice(zone_stops), "801", "off", cat, media))
+    out = (taps + offs)[:n]
+    out.sort(key=lambda tap: tap.time)
+    return out
+
+
+@pytest.fixture(scope="module")
+def taps() -> list[Tap]:
+    return city_taps(N_TAPS)
+
+
+def test_price_a_million_city_taps(benchmark, taps: list[Tap]) -> None:  # type: ignore[no-untyped-def]
+    feed = load_feed(sample_feed_path("city"))
+    charges = benchmark.pedantic(price, args=(feed, taps), rounds=3, iterations=1)
+    assert len(charges) >= len(taps)
+    best = benchmark.stats.stats.min
+    rate = len(taps) / best
+    benchmark.extra_info["taps_per_second"] = round(rate)
+    print(f"\nfare engine: {rate:,.0f} taps/s (best of 3 rounds, {len(taps):,} taps)")
+    assert rate >= TARGET_TAPS_PER_SECOND, f"{rate:,.0f} taps/s < {TARGET_TAPS_PER_SECOND:,}"

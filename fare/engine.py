@@ -1,0 +1,434 @@
+"""The pricer: taps in, charges out.  Pure: the same feed, state and tap give the same result.
+
+Two forms over one core:
+
+* ``price_tap(feed, state, tap) -> (state, charges)`` prices one tap of one card against the
+  card's ``CardFareState`` (an immutable value the caller keeps — the transaction core stores
+  one per card and feeds taps as they arrive, in time order per card).
+* ``price(feed, taps) -> charges`` prices a whole batch (any cards, sorted by time) and closes
+  what is left open at the end (incomplete journeys).
+
+How a journey is charged (README: "Charging model"):
+
+* A tap on a route whose fare does not depend on the destination is charged at once.
+* A tap on where it does (distance or zone fares) charges the maximum fare; the tap off
+  reprices the journey and charges the difference (a refund, usually).  No tap off within the
+  tap-off window, or another tap on first: the journey is incomplete and the maximum fare stays,
+  outside the caps.
+* Every tap reprices the card's open journey (legs linked by possible transfers) and charges the
+  difference to what the journey was already charged; tiers then caps act on that difference.
+  Charges already made are never revised: a later tap only adds charges.
+"""
+
+from __future__ import annotations
+
+import gc
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import NamedTuple
+
+from fare.caps import Tally, add, headroom, period_key
+from fare.errors import TapError
+from fare.explain import Charge, ChargeKind
+from fare.index import FareIndex, NetInfo
+from fare.legs import NO_SIG, Leg
+from fare.model import Feed, Tap
+
+_DAY = 86_400
+
+
+class JourneyTerms(NamedTuple):
+    """What is fixed when a journey starts: its number, and the caps and tier it counts to."""
+
+    no: int
+    card: str
+    anchor_ts: float  # first tap: the period caps and tiers count it in
+    caps: tuple[int, ...]  # feed.caps indexes that apply
+    cap_keys: tuple[int, ...]  # the period of each
+    tier: int  # tier table index, -1 for none
+    tier_key: int  # calendar month
+    tier_bp: int  # tier discount fixed when the journey started
+    tier_id: str | None
+
+
+class OpenJourney(NamedTuple):
+    """Legs of a card that later taps may still reprice, and what they were charged so far."""
+
+    terms: JourneyTerms
+    legs: tuple[Leg, ...]
+    fare: int  # the journey's fare as last priced (maximum fare included while pending)
+    discounted: int  # after the monthly tier
+    charged: int  # after caps: what the card paid for the journey
+    pending: int = -1  # maximum fare inside ``fare`` while the last leg is open, else -1
+    pending_charged: int = 0  # what the card paid at that tap on
+
+
+class CardFareState(NamedTuple):
+    """Everything the engine remembers about one card between taps (immutable)."""
+
+    last_ts: float = float("-inf")
+    journeys: int = 0
+    journey: OpenJourney | None = None
+    caps: tuple[Tally, ...] = ()  # one tally per feed.caps entry
+    tiers: tuple[tuple[int, int], ...] = ()  # per tier table: (calendar month, spend in it)
+
+
+# What _settle returns: discounted fare, amount charged now, caps that held it back, amount they
+# waived, and the card's new cap and tier tallies.  A plain tuple: this runs for every tap.
+_Settled = tuple[int, int, tuple[str, ...], int, tuple[Tally, ...], tuple[tuple[int, int], ...]]
+
+
+def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFareState,
+                                                                           list[Charge]]:
+    """Price one tap of a card; returns the card's new state and the charges it causes."""
+    charges: list[Charge] = []
+    st = _price_into(feed.index, state, tap, charges)
+    return st, charges
+
+
+def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
+                out: list[Charge]) -> CardFareState:
+    """price_tap's body: appends the charges to ``out`` (one list for a whole batch)."""
+    if state is None:
+        st = ix.initial_state
+    else:
+        st = state
+        if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
+            st = _rebase(ix, st)
+    ts = tap.time.timestamp()
+    if ts < st.last_ts:
+        raise TapError(f"tap {tap.tap_id}: earlier than the card's previous tap "
+                       "(taps of a card must be priced in time order)")
+    route = ix.routes.get(tap.route_id)
+    if route is None:
+        raise TapError(f"tap {tap.tap_id}: unknown route_id {tap.route_id!r}")
+    network = route[0]
+    stop_sig = ix.stop_sig.get(tap.stop_id)
+    if stop_sig is None:
+        raise TapError(f"tap {tap.tap_id}: unknown stop_id {tap.stop_id!r}")
+    j = st.journey
+    if j is not None and j.pending >= 0:
+        last = j.legs[-1]
+        window = ix.tap_off_window(last.network, last.category, last.media)
+        if tap.action == "on" or ts - last.on_ts > window or last.network != network:
+            st, charge = _incomplete(ix, st, tap.time)
+            out.append(charge)
+    if tap.action == "on":
+        st, charge = _tap_on(ix, st, tap, ts, route, stop_sig)
+    else:
+        st, charge = _tap_off(ix, st, tap, ts, network, stop_sig)
+    out.append(charge)
+    return st
+
+
+def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
+    """A state kept across a feed update whose caps or tiers changed: start the tallies afresh,
+    and let an open journey finish outside them (its cap indexes mean nothing any more)."""
+    j = st.journey
+    if j is not None:
+        terms = j.terms._replace(caps=(), cap_keys=(), tier=-1)
+        j = j._replace(terms=terms)
+    return st._replace(journey=j, caps=ix.initial_state.caps, tiers=ix.initial_state.tiers)
+
+
+_MISS = object()
+# NamedTuple construction through tuple.__new__: the generated __new__ is a Python frame that
+# costs several times more, and the engine builds five of them per tap.  Every call passes all
+# fields in order.
+_new = tuple.__new__
+_FARE = ChargeKind.FARE
+_UNPRICED = ChargeKind.UNPRICED
+
+
+def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) -> tuple[
+        CardFareState, list[Charge]]:
+    """Settle a leg still waiting for its tap off: at ``now`` if the window has passed, or
+    unconditionally when ``now`` is None (end of the data)."""
+    ix = feed.index
+    j = state.journey
+    if j is None or j.pending < 0:
+        return state, []
+    last = j.legs[-1]
+    window = ix.tap_off_window(last.network, last.category, last.media)
+    expiry = last.on_ts + window
+    if now is not None and now.timestamp() <= expiry:
+        return state, []
+    when = now if now is not None else ix.clock.to_datetime(expiry)
+    st, charge = _incomplete(ix, state, when)
+    return st, [charge]
+
+
+def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
+    """Price a batch of taps of any cards; open legs left at the end are incomplete."""
+    ordered = sorted(taps, key=_tap_time)
+    states: dict[str, CardFareState] = {}
+    out: list[Charge] = []
+    get = states.get
+    ix = feed.index
+    with _cycles_not_collected():
+        for tap in ordered:
+            card = tap.card
+            states[card] = _price_into(ix, get(card), tap, out)
+        for st in states.values():
+            if st.journey is not None and st.journey.pending >= 0:
+                out.extend(close_card(feed, st)[1])
+    return out
+
+
+@contextmanager
+def _cycles_not_collected() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a batch.
+
+    Pricing allocates millions of small tuples that form no reference cycles (reference counting
+    frees them all); the cyclic collector would still walk every live one again and again, which
+    halves throughput on a million-tap batch.  Restored on the way out, whatever happens.
+    (``gc.freeze`` also moves objects of the caller made meanwhile to the oldest generation:
+    harmless, they are still collected there.)
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        # Everything allocated meanwhile sits in the youngest generation; the first collection
+        # after enabling would walk all of it.  freeze + unfreeze moves it to the oldest
+        # generation without a walk (the normal full-collection heuristics then apply).
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _tap_time(tap: Tap) -> datetime:
+    return tap.time
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
+            route: tuple[str | None, NetInfo], stop_sig: int) -> tuple[CardFareState, Charge]:
+    # The hot path of the whole engine: method calls are inlined as dict lookups on purpose.
+    network, info = route
+    from_sig = stop_sig if info.from_area else NO_SIG
+    from_tf = ix.tf_sig(ts) if info.from_tf else NO_SIG
+    category, media = tap.rider_category, tap.fare_media
+    needs_off = info.to_area or info.to_tf
+    price = None
+    if not needs_off:
+        key = (network, from_sig, NO_SIG, from_tf, NO_SIG, category, media)
+        price = ix.leg_cache.get(key, _MISS)
+        if price is _MISS:
+            price = ix.leg_price(*key)
+    leg = _new(Leg, (tap.tap_id, ts, tap.route_id, network, tap.stop_id, from_sig, from_tf,
+                     category, media, needs_off, None, None, None, NO_SIG, NO_SIG, price))
+    j = st.journey
+    journeys = st.journeys
+    legs: tuple[Leg, ...] | None = None
+    if j is not None:
+        prev = j.legs[-1]
+        prev_price = prev.price
+        if prev_price is not None and prev_price.leg_group_id is not None:
+            # Might this leg still be a transfer from prev?  An optimistic bound that keeps the
+            # journey open: the gap since prev's last validation is within the longest duration
+            # limit of the rules out of prev's group (every duration type spans at least it).
+            gap = ix.transfers.gaps.get(prev_price.leg_group_id)
+            if gap is None:
+                gap = ix.transfers.longest_gap(prev_price.leg_group_id)
+            off = prev.off_ts
+            if ts - (off if off is not None else prev.on_ts) <= gap:
+                legs = (*j.legs, leg)
+        if legs is None and ix.join_pairs and (prev.network, network) in ix.join_pairs:
+            legs = (*j.legs, leg)
+    if needs_off:
+        to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+        mx = ix.max_fare(network, from_sig, from_tf, to_tf, category, media)
+        if legs is None or j is None:
+            journeys += 1
+            terms = _terms(ix, st, tap, ts, journeys)
+            legs, before, disc, charged = (leg,), 0, 0, 0
+        else:
+            terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
+        new_fare = before + mx.amount
+        new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged,
+                                                           new_fare)
+        j = _new(OpenJourney, (terms, legs, new_fare, new_disc, charged + c, mx.amount, c))
+        return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
+                _new(Charge, (tap.tap_id, tap.card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
+                              tap.time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp,
+                              capped, waived, mx.amount, mx.source)))
+    jp = None
+    if legs is not None and j is not None:
+        jp = ix.price_legs(legs)
+        last = jp.steps[-1]
+        if last.transfer is None and last.leg.first == len(legs) - 1:
+            jp = None  # no transfer after all: a journey of its own
+    if jp is None or j is None:
+        journeys += 1
+        terms = _terms(ix, st, tap, ts, journeys)
+        legs = (leg,)
+        jp = ix.solo.get(id(price)) if price is not None else None
+        if jp is None:
+            jp = ix.price_legs(legs)
+        before = disc = charged = 0
+    else:
+        terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
+    assert legs is not None
+    new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, jp.total)
+    j = _new(OpenJourney, (terms, legs, jp.total, new_disc, charged + c, -1, 0))
+    return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
+            _new(Charge, (tap.tap_id, tap.card, c, ix.currency,
+                          _FARE if price is not None else _UNPRICED, terms.no, tap.time, before,
+                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
+                          0, "")))
+
+
+def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,
+             stop_sig: int) -> tuple[CardFareState, Charge]:
+    j = st.journey
+    leg = j.legs[-1] if j is not None else None
+    if j is None or leg is None or leg.off_ts is not None or leg.network != network or \
+            ts - leg.on_ts > ix.tap_off_window(network, leg.category, leg.media):
+        return _missing_tap_on(ix, st, tap, ts, network)
+    info = ix.nets.get(network) or ix.net(network)
+    to_sig = stop_sig if info.to_area else NO_SIG
+    to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+    price = leg.price
+    if leg.needs_tap_off:
+        price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
+                             leg.media)
+    closed = _new(Leg, (*leg[:10], tap.tap_id, ts, tap.stop_id, to_sig, to_tf, price))
+    legs = (*j.legs[:-1], closed)
+    jp = ix.price_legs(legs)
+    terms = j.terms
+    new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, j.discounted, j.charged,
+                                                       jp.total)
+    nj = _new(OpenJourney, (terms, legs, jp.total, new_disc, j.charged + c, -1, 0))
+    kind = ChargeKind.TAP_OFF if price is not None else ChargeKind.UNPRICED
+    return (_new(CardFareState, (ts, st.journeys, nj, caps, tiers)),
+            _new(Charge, (tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, j.fare,
+                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
+                          0, "")))
+
+
+def _missing_tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
+                    network: str | None) -> tuple[CardFareState, Charge]:
+    info = ix.net(network)
+    amount, source = 0, ""
+    if info.needs_tap_off:
+        tf = ix.tf_sig(ts) if (info.from_tf or info.to_tf) else NO_SIG
+        mx = ix.missing_tap_on_fare(network, tap.rider_category, tap.fare_media, tf)
+        amount, source = mx.amount, mx.source
+    no = st.journeys + 1
+    charge = Charge(tap.tap_id, tap.card, amount, ix.currency, ChargeKind.MISSING_TAP_ON, no,
+                    tap.time, 0, amount, max_fare=amount, max_source=source)
+    return CardFareState(ts, no, st.journey, st.caps, st.tiers), charge
+
+
+def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardFareState, Charge]:
+    """The open leg will get no tap off: its maximum fare stands, outside caps and tiers."""
+    j = st.journey
+    assert j is not None
+    terms = j.terms
+    paid = j.pending_charged
+    caps = st.caps
+    if paid and terms.caps:
+        feed_caps = ix.feed.caps
+        lst = list(caps)
+        for i, key in zip(terms.caps, terms.cap_keys, strict=True):
+            lst[i] = add(feed_caps[i], lst[i], key, terms.anchor_ts, -paid)
+        caps = tuple(lst)
+    tiers = st.tiers
+    if paid and terms.tier >= 0:
+        tiers = _tier_add(tiers, terms.tier, terms.tier_key, -paid)
+    leg = j.legs[-1]
+    mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
+                     ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
+                     leg.category, leg.media)
+    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, ChargeKind.INCOMPLETE,
+                    terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
+                    max_source=mx.source)
+    return CardFareState(st.last_ts, st.journeys, None, caps, tiers), charge
+
+
+def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> JourneyTerms:
+    plan = ix.plans.get((tap.rider_category, tap.fare_media)) or \
+        ix.plan(tap.rider_category, tap.fare_media)
+    if plan.simple:
+        return _new(JourneyTerms, (no, tap.card, ts, (), (), -1, 0, 0, None))
+    info = ix.clock.buckets.get(int(ts // 900)) or ix.clock.bucket(ts)
+    local = ts + info[0]
+    keys: tuple[int, ...] = ()
+    if plan.caps:
+        feed_caps = ix.feed.caps
+        keys = tuple([period_key(feed_caps[i], local, no) for i in plan.caps])
+    tier = plan.tier
+    if tier < 0:
+        return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, -1, 0, 0, None))
+    month = info[2]
+    last_month, spend = st.tiers[tier]
+    table = ix.tiers[tier]
+    bp = table.bps[bisect_right(table.thresholds, spend)] if last_month == month else 0
+    return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id))
+
+
+def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,
+            charged: int, new_fare: int) -> _Settled:
+    """Charge the change of a journey's fare through its tier and caps.
+
+    An increase is charged up to the smallest headroom of the journey's caps; a decrease refunds
+    down to the new discounted fare, never more than was paid.
+    """
+    tier_bp = terms.tier_bp
+    new_disc = new_fare - (new_fare * tier_bp + 5000) // 10000 if tier_bp else new_fare
+    delta = new_disc - old_disc
+    if delta >= 0 and not terms.caps:
+        tier = terms.tier
+        if delta and tier >= 0:
+            tiers = st.tiers
+            if len(tiers) == 1:  # the usual single tier table, inline
+                month, spend = tiers[0]
+                key = terms.tier_key
+                return new_disc, delta, (), 0, st.caps, (
+                    (key, (spend if month == key else 0) + delta),)
+            return new_disc, delta, (), 0, st.caps, _tier_add(tiers, tier, terms.tier_key, delta)
+        return new_disc, delta, (), 0, st.caps, st.tiers
+    capped: tuple[str, ...] = ()
+    waived = 0
+    caps = st.caps
+    if delta >= 0:
+        c = delta
+        if terms.caps:
+            feed_caps = ix.feed.caps
+            for i, key in zip(terms.caps, terms.cap_keys, strict=True):
+                cap = feed_caps[i]
+                room = headroom(cap, caps[i], key, terms.anchor_ts)
+                if room < delta:
+                    capped = (*capped, cap.cap_id)
+                    c = min(c, room)
+            waived = delta - c
+    else:
+        c = min(charged, new_disc) - charged
+    tiers = st.tiers
+    if c:
+        if terms.caps:
+            feed_caps = ix.feed.caps
+            lst = list(caps)
+            for i, key in zip(terms.caps, terms.cap_keys, strict=True):
+                lst[i] = add(feed_caps[i], lst[i], key, terms.anchor_ts, c)
+            caps = tuple(lst)
+        if terms.tier >= 0:
+            tiers = _tier_add(tiers, terms.tier, terms.tier_key, c)
+    return new_disc, c, capped, waived, caps, tiers
+
+
+def _tier_add(tiers: tuple[tuple[int, int], ...], index: int, month: int,
+              amount: int) -> tuple[tuple[int, int], ...]:
+    """Count ``amount`` as spend of ``month`` (the open journey's, always the card's latest)."""
+    old_month, spend = tiers[index]
+    entry = (month, (spend if old_month == month else 0) + amount)
+    if len(tiers) == 1:
+        return (entry,)
+    return (*tiers[:index], entry, *tiers[index + 1:])

@@ -1,0 +1,300 @@
+"""Lookup tables built once per feed so that pricing a tap is a handful of dict hits.
+
+Everything here is memoisation of pure functions of the feed: a leg's price depends only on
+(network, boarding areas, alighting areas, timeframe groups at both ends, rider category, fare
+media), and each of those that no rule of the network looks at is left out of the cache key
+(``NO_SIG``), so a city of flat fares needs one entry per network, category and medium.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from fare.caps import TierTable, applies, tier_tables
+from fare.clock import DAY, LocalClock, TimeframeIndex
+from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
+from fare.match import LegMatcher, LegPrice, resolve_product
+from fare.model import FareTransferRule, Feed, MaxFare
+from fare.transfers import JourneyPrice, Step, TransferIndex, price_journey
+
+DEFAULT_TAP_OFF_WINDOW = 3 * 3600
+
+_LegKey = tuple[str | None, int, int, int, int, str | None, str | None]
+
+
+class NetInfo(NamedTuple):
+    """What the leg rules that can match a network look at."""
+
+    from_area: bool
+    to_area: bool
+    from_tf: bool
+    to_tf: bool
+
+    @property
+    def needs_tap_off(self) -> bool:
+        return self.to_area or self.to_tf
+
+
+class CapPlan(NamedTuple):
+    """The caps (indexes into feed.caps) and tier table (index or -1) of a category + medium."""
+
+    caps: tuple[int, ...]
+    tier: int
+    simple: bool  # neither: nothing to count
+
+
+class MaxFareInfo(NamedTuple):
+    amount: int
+    source: str  # for explanations: which max_fare row, or "highest fare from this stop"
+
+
+class FareIndex:
+    """The per-feed pricing index (see module docstring)."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.currency = feed.currency
+        self.clock = LocalClock(feed.timezone)
+        self.tf = TimeframeIndex(feed.timeframes, feed.services) if feed.timeframes else None
+        self.matcher = LegMatcher(feed.leg_rules, feed.leg_rules_have_priority)
+        self.transfers = TransferIndex(feed.transfer_rules)
+        self.default_category = feed.default_rider_category
+        self.route_network: dict[str, str | None] = {
+            rid: r.network_id for rid, r in feed.routes.items()}
+        self.nets: dict[str | None, NetInfo] = {}
+        # route -> (network, what its leg rules look at): one lookup per tap
+        self.routes: dict[str, tuple[str | None, NetInfo]] = {
+            rid: (net, self.net(net)) for rid, net in self.route_network.items()}
+        self.area_sets: list[frozenset[str]] = [frozenset()]
+        ids: dict[frozenset[str], int] = {frozenset(): 0}
+        self.stop_sig: dict[str, int] = {}
+        for sid in feed.stops:
+            areas = feed.stop_areas.get(sid, frozenset())
+            if areas not in ids:
+                ids[areas] = len(self.area_sets)
+                self.area_sets.append(areas)
+            self.stop_sig[sid] = ids[areas]
+        self._station = {
+            sid: (s.parent_station if s.parent_station is not None and s.location_type == 0
+                  else sid)
+            for sid, s in feed.stops.items()}
+        self.join_pairs = {(r.from_network_id, r.to_network_id) for r in feed.join_rules}
+        self.tiers: tuple[TierTable, ...] = tier_tables(feed.spend_tiers)
+        self.n_caps = len(feed.caps)
+        self.n_tiers = len(self.tiers)
+        from fare.engine import CardFareState  # noqa: PLC0415 - the engine builds on this index
+
+        self.initial_state = CardFareState(caps=((),) * self.n_caps,
+                                           tiers=((-1, 0),) * self.n_tiers)
+        self.leg_cache: dict[_LegKey, LegPrice | None] = {}
+        self.solo: dict[int, JourneyPrice] = {}  # id(LegPrice) -> its one-leg journey price
+        self._max: dict[tuple[object, ...], MaxFareInfo] = {}
+        self._windows: dict[tuple[str | None, str | None, str | None], int] = {}
+        self._costs: dict[tuple[str, str | None, str | None], int | None] = {}
+        self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
+
+    # ---- stops, networks, time ----
+
+    def station(self, stop_id: str) -> str:
+        return self._station.get(stop_id, stop_id)
+
+    def net(self, network: str | None) -> NetInfo:
+        info = self.nets.get(network)
+        if info is None:
+            info = NetInfo(*self.matcher.uses(network))
+            self.nets[network] = info
+        return info
+
+    def tf_sig(self, ts: float) -> int:
+        """Interned set of timeframe groups in effect at POSIX time ``ts``."""
+        if self.tf is None:
+            return 0
+        local = self.clock.local(ts)
+        day = int(local // DAY)
+        return self.tf.signature(day, int(local - day * DAY))
+
+    # ---- legs ----
+
+    def leg_price(
+        self, network: str | None, from_sig: int, to_sig: int, from_tf: int, to_tf: int,
+        category: str | None, media: str | None,
+    ) -> LegPrice | None:
+        key = (network, from_sig, to_sig, from_tf, to_tf, category, media)
+        try:
+            return self.leg_cache[key]
+        except KeyError:
+            pass
+        price = self._price_leg(network, from_sig, to_sig, from_tf, to_tf, category, media)
+        self.leg_cache[key] = price
+        return price
+
+    def _price_leg(
+        self, network: str | None, from_sig: int, to_sig: int, from_tf: int, to_tf: int,
+        category: str | None, media: str | None,
+    ) -> LegPrice | None:
+        tf_sets = self.tf.sets if self.tf is not None else [frozenset()]
+        rules = self.matcher.candidates(
+            network,
+            self.area_sets[from_sig] if from_sig != NO_SIG else frozenset(),
+            self.area_sets[to_sig] if to_sig != NO_SIG else frozenset(),
+            tf_sets[from_tf] if from_tf != NO_SIG else frozenset(),
+            tf_sets[to_tf] if to_tf != NO_SIG else frozenset(),
+        )
+        best: LegPrice | None = None
+        for rule in rules:
+            found = resolve_product(self.feed.fare_products[rule.fare_product_id], category,
+                                    media, self.default_category)
+            if found is None:
+                continue
+            product, fallback = found
+            if best is None or product.amount < best.amount:
+                best = LegPrice(product.amount, rule, product, rule.leg_group_id, fallback)
+        return best
+
+    def price_stops(
+        self, network: str | None, from_stop: str, to_stop: str | None, on_ts: float,
+        off_ts: float | None, category: str | None, media: str | None,
+    ) -> LegPrice | None:
+        """A leg's price from its stops and times (used for joined legs)."""
+        info = self.net(network)
+        return self.leg_price(
+            network,
+            self.stop_sig[from_stop] if info.from_area else NO_SIG,
+            self.stop_sig[to_stop] if info.to_area and to_stop is not None else NO_SIG,
+            self.tf_sig(on_ts) if info.from_tf else NO_SIG,
+            self.tf_sig(off_ts if off_ts is not None else on_ts) if info.to_tf else NO_SIG,
+            category, media)
+
+    # ---- journeys ----
+
+    def price_legs(self, legs: tuple[Leg, ...]) -> JourneyPrice:
+        """The journey price of closed legs: join rules, then transfer rules."""
+        if len(legs) == 1:
+            price = legs[0].price
+            if price is not None:
+                solo = self.solo.get(id(price))
+                if solo is None:
+                    solo = JourneyPrice(price.amount, (Step(EffectiveLeg(0, 0, price), None, 0,
+                                                            price.amount),))
+                    self.solo[id(price)] = solo
+                return solo
+        return price_journey(legs, self.effective(legs), self.transfers, self.transfer_cost)
+
+    def effective(self, legs: tuple[Leg, ...]) -> list[EffectiveLeg]:
+        out: list[EffectiveLeg] = []
+        i = 0
+        n = len(legs)
+        while i < n:
+            j = i
+            while j + 1 < n and self.join_pairs and \
+                    join_applies(self.feed.join_rules, self.station, legs[j], legs[j + 1]):
+                j += 1
+            if j == i:
+                out.append(EffectiveLeg(i, i, legs[i].price))
+            else:
+                first, last = legs[i], legs[j]
+                nets = {leg.network for leg in legs[i:j + 1]}
+                network = nets.pop() if len(nets) == 1 else None
+                price = self.price_stops(network, first.from_stop, last.to_stop, first.on_ts,
+                                         last.off_ts, first.category, first.media)
+                out.append(EffectiveLeg(i, j, price))
+            i = j + 1
+        return out
+
+    def transfer_cost(self, rule: FareTransferRule, leg: Leg) -> int | None:
+        """Price of a transfer rule's product for the rider of ``leg`` (None: not eligible)."""
+        assert rule.fare_product_id is not None
+        key = (rule.fare_product_id, leg.category, leg.media)
+        if key in self._costs:
+            return self._costs[key]
+        found = resolve_product(self.feed.fare_products[rule.fare_product_id], leg.category,
+                                leg.media, self.default_category)
+        cost = found[0].amount if found is not None else None
+        self._costs[key] = cost
+        return cost
+
+    # ---- incomplete legs ----
+
+    def _max_row(self, network: str | None, category: str | None,
+                 media: str | None) -> MaxFare | None:
+        cat = category if category is not None else self.default_category
+        best: MaxFare | None = None
+        best_rank = 99
+        for row in self.feed.max_fares:
+            if row.network_id is not None and row.network_id != network:
+                continue
+            if not applies(row.rider_category_id, row.fare_media_id, cat, media):
+                continue
+            rank = (row.network_id is None) * 4 + (row.rider_category_id is None) * 2 + \
+                (row.fare_media_id is None)
+            if rank < best_rank:
+                best, best_rank = row, rank
+        return best
+
+    def tap_off_window(self, network: str | None, category: str | None, media: str | None) -> int:
+        key = (network, category, media)
+        window = self._windows.get(key)
+        if window is None:
+            row = self._max_row(network, category, media)
+            window = row.tap_off_window if row is not None else DEFAULT_TAP_OFF_WINDOW
+            self._windows[key] = window
+        return window
+
+    def max_fare(self, network: str | None, from_sig: int, from_tf: int, to_tf: int,
+                 category: str | None, media: str | None) -> MaxFareInfo:
+        """What a tap on charges when the fare depends on a destination not yet known.
+
+        A max_fare row of fare_caps.txt when one applies; otherwise the highest fare from this
+        boarding stop (and time) to any area of the feed.
+        """
+        key = ("on", network, from_sig, from_tf, to_tf, category, media)
+        found = self._max.get(key)
+        if found is None:
+            row = self._max_row(network, category, media)
+            if row is not None:
+                found = MaxFareInfo(row.amount, f"max fare {row.cap_id}")
+            else:
+                amounts = [
+                    p.amount for to_sig in range(len(self.area_sets))
+                    if (p := self.leg_price(network, from_sig, to_sig, from_tf, to_tf,
+                                            category, media)) is not None]
+                found = MaxFareInfo(max(amounts, default=0), "highest fare from this stop")
+            self._max[key] = found
+        return found
+
+    def missing_tap_on_fare(self, network: str | None, category: str | None,
+                            media: str | None, tf: int) -> MaxFareInfo:
+        """What a tap off with no tap on charges: the max_fare row, or the network's highest."""
+        key = ("off", network, tf, category, media)
+        found = self._max.get(key)
+        if found is None:
+            row = self._max_row(network, category, media)
+            if row is not None:
+                found = MaxFareInfo(row.amount, f"max fare {row.cap_id}")
+            else:
+                found = MaxFareInfo(max(
+                    (self.max_fare(network, sig, tf, tf, category, media).amount
+                     for sig in range(len(self.area_sets))), default=0),
+                    "highest fare of the network")
+            self._max[key] = found
+        return found
+
+    # ---- caps ----
+
+    def plan(self, category: str | None, media: str | None) -> CapPlan:
+        key = (category, media)
+        plan = self.plans.get(key)
+        if plan is None:
+            cat = category if category is not None else self.default_category
+            caps = tuple(i for i, c in enumerate(self.feed.caps)
+                         if applies(c.rider_category_id, c.fare_media_id, cat, media))
+            tier = -1
+            best_rank = 99
+            for i, t in enumerate(self.tiers):
+                if applies(t.rider_category_id, t.fare_media_id, cat, media):
+                    rank = (t.rider_category_id is None) * 2 + (t.fare_media_id is None)
+                    if rank < best_rank:
+                        tier, best_rank = i, rank
+            plan = CapPlan(caps, tier, not caps and tier < 0)
+            self.plans[key] = plan
+        return plan

@@ -1,0 +1,402 @@
+"""The issuer as one object: records in memory, decisions from the pure functions.
+
+:class:`Issuer` hosts one or more banks (each with its :class:`~issuer.policy.BankPolicy`).
+It is the imperative shell around :mod:`issuer.authorization` and :mod:`issuer.lifecycle`:
+it looks records up, calls the pure decision, keeps the result and remembers it as a
+change for the owner of the database (:meth:`drain_changes`).  Requests are idempotent
+by their ids, because an acquirer that crashed will ask again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from emv.pan import mask_pan, pan_token
+from issuer import authorization, lifecycle
+from issuer.codes import ResponseCode
+from issuer.errors import (
+    AccountError,
+    DuplicateError,
+    HoldError,
+    IllegalTransitionError,
+    IssuerError,
+    KeyStoreError,
+    UnknownAccountError,
+    UnknownCardError,
+)
+from issuer.keys import KeyStore
+from issuer.lifecycle import Event
+from issuer.models import (
+    Account,
+    AccountStatus,
+    AuthorizationRequest,
+    AuthRecord,
+    AuthResponse,
+    Capture,
+    Card,
+    CardState,
+    Hold,
+    HoldStatus,
+    Replacement,
+    ReplaceReason,
+    evolve,
+)
+from issuer.policy import BankPolicy
+from issuer.store import IssuerChanges, IssuerSnapshot
+
+
+def _aware(now: datetime) -> datetime:
+    if now.tzinfo is None:
+        raise ValueError("issuer time must be timezone-aware")
+    return now
+
+
+class Issuer:
+    """Accounts, cards, authorizations, holds and captures of the hosted banks."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        policies: Iterable[BankPolicy],
+        token_key: bytes,
+        snapshot: IssuerSnapshot | None = None,
+    ) -> None:
+        self.keys = keys
+        self.policies: dict[str, BankPolicy] = {p.bank_id: p for p in policies}
+        self._token_key = token_key
+        self.accounts: dict[str, Account] = {}
+        self.cards: dict[str, Card] = {}
+        self.auths: dict[str, AuthRecord] = {}
+        self.holds: dict[str, Hold] = {}
+        self.captures: dict[str, Capture] = {}
+        self._changes = IssuerChanges()
+        if snapshot is not None:
+            self.accounts = {a.account_id: a for a in snapshot.accounts}
+            self.cards = {c.pan_token: c for c in snapshot.cards}
+            self.auths = {r.request_id: r for r in snapshot.auths}
+            self.holds = {h.hold_id: h for h in snapshot.holds}
+            self.captures = {c.capture_id: c for c in snapshot.captures}
+
+    def __repr__(self) -> str:
+        return f"Issuer(banks={sorted(self.policies)!r}, cards={len(self.cards)})"
+
+    # -- change tracking ---------------------------------------------------------------
+
+    def drain_changes(self) -> IssuerChanges:
+        """Records changed since the last call, for the caller's transaction."""
+        changes, self._changes = self._changes, IssuerChanges()
+        return changes
+
+    def discard_changes(self) -> None:
+        """Forget pending changes (the caller reloads from storage after a failed commit)."""
+        self._changes = IssuerChanges()
+
+    def _put_account(self, account: Account) -> None:
+        self.accounts[account.account_id] = account
+        self._changes.accounts[account.account_id] = account
+
+    def _put_card(self, card: Card) -> None:
+        self.cards[card.pan_token] = card
+        self._changes.cards[card.pan_token] = card
+
+    def _put_auth(self, record: AuthRecord) -> None:
+        self.auths[record.request_id] = record
+        self._changes.auths[record.request_id] = record
+
+    def _put_hold(self, hold: Hold) -> None:
+        self.holds[hold.hold_id] = hold
+        self._changes.holds[hold.hold_id] = hold
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def policy(self, bank_id: str) -> BankPolicy:
+        try:
+            return self.policies[bank_id]
+        except KeyError:
+            raise IssuerError(f"no bank {bank_id!r} at this issuer") from None
+
+    def account(self, account_id: str) -> Account:
+        try:
+            return self.accounts[account_id]
+        except KeyError:
+            raise UnknownAccountError(f"no account {account_id!r}") from None
+
+    def card(self, token: str) -> Card:
+        try:
+            return self.cards[token]
+        except KeyError:
+            raise UnknownCardError(f"no card with token {token[:8]}...") from None
+
+    def token_of(self, pan: str) -> str:
+        return pan_token(pan, self._token_key)
+
+    # -- accounts ----------------------------------------------------------------------
+
+    def open_account(
+        self, account_id: str, bank_id: str, currency: str, now: datetime, balance: int = 0
+    ) -> Account:
+        _aware(now)
+        self.policy(bank_id)
+        if account_id in self.accounts:
+            raise DuplicateError(f"account {account_id!r} exists")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise AccountError(f"currency must be an ISO 4217 code like 'CNY', got {currency!r}")
+        if balance < 0:
+            raise AccountError(f"opening balance must not be negative, got {balance}")
+        account = Account(account_id, bank_id, currency, balance, 0, AccountStatus.OPEN, now, now)
+        self._put_account(account)
+        return account
+
+    def deposit(self, account_id: str, amount: int, now: datetime) -> Account:
+        """Counter business (a branch deposit): allowed whatever the card's state."""
+        _aware(now)
+        account = self.account(account_id)
+        if account.status is AccountStatus.CLOSED:
+            raise AccountError(f"account {account_id!r} is closed")
+        if amount <= 0:
+            raise AccountError(f"deposit must be positive, got {amount}")
+        account = evolve(account, balance=account.balance + amount, last_movement=now)
+        self._put_account(account)
+        return account
+
+    # -- cards and their lifecycle -----------------------------------------------------
+
+    def issue_card(
+        self,
+        pan: str,
+        psn: str,
+        account_id: str,
+        *,
+        scheme: str,
+        imk_id: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Card:
+        """A new card, financial function not yet activated.  The PAN is not kept."""
+        _aware(now)
+        _aware(expires_at)
+        account = self.account(account_id)
+        token = self.token_of(pan)
+        if token in self.cards:
+            raise DuplicateError(f"card {mask_pan(pan)} is already issued")
+        card = Card(
+            pan_token=token,
+            masked_pan=mask_pan(pan),
+            psn=psn,
+            account_id=account_id,
+            bank_id=account.bank_id,
+            scheme=scheme,
+            key=self.keys.provision(scheme, imk_id, pan, psn),
+            expires_at=expires_at,
+            state=CardState.NOT_ACTIVATED,
+            state_changed_at=now,
+        )
+        self._put_card(card)
+        return card
+
+    def apply(self, token: str, event: Event, now: datetime) -> Card:
+        """A lifecycle event on one card (REPLACE goes through :meth:`replace`)."""
+        _aware(now)
+        if event is Event.REPLACE:
+            raise IssuerError("use Issuer.replace to replace a card")
+        card = self.card(token)
+        if event is Event.GO_DORMANT:
+            account = self.account(card.account_id)
+            if not lifecycle.is_dormant_due(account, now, self.policy(card.bank_id)):
+                raise IllegalTransitionError(
+                    card.masked_pan, card.state.value, event.value, "account moved recently"
+                )
+        card = lifecycle.transition(card, event, now)
+        if event is Event.CANCEL:
+            self._close_account(card.account_id, now)  # raises before anything changes
+        self._put_card(card)
+        return card
+
+    def sweep(self, now: datetime) -> list[Card]:
+        """The nightly job: expiry and dormancy transitions that are due; the changed cards."""
+        changed = []
+        for card in list(self.cards.values()):
+            new = lifecycle.sweep(
+                card, self.account(card.account_id), now, self.policy(card.bank_id)
+            )
+            if new is not card:
+                self._put_card(new)
+                changed.append(new)
+        return changed
+
+    def replace(
+        self,
+        old_token: str,
+        new_pan: str,
+        new_psn: str,
+        new_account_id: str,
+        *,
+        reason: ReplaceReason,
+        imk_id: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Card:
+        """Issue a new card for an old one; the old one is REPLACED, its money moves later."""
+        _aware(now)
+        old = self.card(old_token)
+        new_account = self.account(new_account_id)
+        if new_account.account_id == old.account_id:
+            raise AccountError("the new card needs its own account (the balance moves to it)")
+        old_account = self.account(old.account_id)
+        if new_account.currency != old_account.currency:
+            raise AccountError("old and new account currencies differ")
+        new_token = self.token_of(new_pan)
+        replacement = Replacement(
+            new_token=new_token,
+            same_bank=new_account.bank_id == old.bank_id,
+            reason=reason,
+            at=now,
+        )
+        replaced = lifecycle.transition(
+            old, Event.REPLACE, now, replacement=replacement, policy=self.policy(old.bank_id)
+        )
+        new = self.issue_card(
+            new_pan, new_psn, new_account_id,
+            scheme=old.scheme, imk_id=imk_id, expires_at=expires_at, now=now,
+        )  # fmt: skip
+        self._put_card(replaced)
+        return new
+
+    def confirm_balance_transfer(self, old_token: str, now: datetime) -> Account:
+        """Same bank: the holder confirmed; the old balance moves to the new card's account."""
+        _aware(now)
+        old = self.card(old_token)
+        rep = old.replacement
+        if old.state is not CardState.REPLACED or rep is None:
+            raise IllegalTransitionError(
+                old.masked_pan, old.state.value, "confirm_balance_transfer", "not replaced"
+            )
+        if not rep.same_bank:
+            raise AccountError(
+                "the new card is at another bank: the old account closes after grace"
+            )
+        if rep.balance_moved:
+            return self.account(self.card(rep.new_token).account_id)  # already done: idempotent
+        source = self.account(old.account_id)
+        if source.held:
+            raise AccountError("the old account still has holds; capture or release them first")
+        target = self.account(self.card(rep.new_token).account_id)
+        target = evolve(target, balance=target.balance + source.balance, last_movement=now)
+        self._put_account(target)
+        self._put_account(evolve(source, balance=0, status=AccountStatus.CLOSED, last_movement=now))
+        self._put_card(evolve(old, replacement=evolve(rep, balance_moved=True)))
+        return target
+
+    def close_after_grace(self, now: datetime) -> list[Account]:
+        """Other bank: close old accounts whose grace period is over (balance paid out at the
+        counter); returns the closed accounts as they were just before closing."""
+        _aware(now)
+        closed = []
+        for card in list(self.cards.values()):
+            rep = card.replacement
+            if card.state is not CardState.REPLACED or rep is None or rep.same_bank:
+                continue
+            account = self.account(card.account_id)
+            grace = self.policy(card.bank_id).replacement_grace
+            if account.status is AccountStatus.OPEN and not account.held and now >= rep.at + grace:
+                closed.append(account)
+                self._close_account(account.account_id, now)
+        return closed
+
+    def _close_account(self, account_id: str, now: datetime) -> None:
+        account = self.account(account_id)
+        if account.held:
+            raise AccountError(f"account {account_id!r} has holds of {account.held}; settle first")
+        self._put_account(
+            evolve(account, balance=0, status=AccountStatus.CLOSED, last_movement=now)
+        )
+
+    # -- authorization, capture, release -----------------------------------------------
+
+    def authorize(self, request: AuthorizationRequest, now: datetime) -> AuthResponse:
+        """Answer a request (the same answer again for a request id already seen)."""
+        _aware(now)
+        known = self.auths.get(request.request_id)
+        if known is not None:
+            return AuthResponse(known.request_id, known.code, known.flags, known.hold_id)
+        card = self.cards.get(request.pan_token)
+        if card is None:
+            record = AuthRecord(
+                request.request_id, request.pan_token, request.kind, request.amount,
+                request.currency, request.merchant_id, ResponseCode.INVALID_CARD,
+                frozenset(), now, request.atc, request.arqc, False,
+                request.original_request_id, None,
+            )  # fmt: skip
+            self._put_auth(record)
+            return AuthResponse(record.request_id, record.code, record.flags, None)
+        try:
+            card_key: bytes | None = self.keys.card_key(card.key)
+        except KeyStoreError:
+            card_key = None
+        original = (
+            self.auths.get(request.original_request_id) if request.original_request_id else None
+        )
+        decision = authorization.authorize(
+            self.account(card.account_id),
+            card,
+            request,
+            now,
+            card_key=card_key,
+            policy=self.policy(card.bank_id),
+            original=original,
+        )
+        self._put_auth(decision.record)
+        if decision.card is not card:
+            self._put_card(decision.card)
+        if decision.account is not self.accounts[card.account_id]:
+            self._put_account(decision.account)
+        if decision.hold is not None:
+            self._put_hold(decision.hold)
+        if decision.original is not None:
+            self._put_auth(decision.original)
+        return AuthResponse(
+            request.request_id, decision.code, decision.flags,
+            decision.hold.hold_id if decision.hold else None, decision.arpc,
+        )  # fmt: skip
+
+    def capture(self, hold_id: str, amount: int, capture_id: str, now: datetime) -> Capture:
+        """Take money under a hold; the same ``capture_id`` again returns the first capture."""
+        _aware(now)
+        done = self.captures.get(capture_id)
+        if done is not None:
+            if done.hold_id != hold_id or done.amount != amount:
+                raise HoldError(f"capture {capture_id} was already made with other terms")
+            return done
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            raise HoldError(f"no hold {hold_id}")
+        account, hold, cap = authorization.capture(
+            self.account(hold.account_id), hold, amount, capture_id, now
+        )
+        self._put_account(account)
+        self._put_hold(hold)
+        self.captures[capture_id] = cap
+        self._changes.captures[capture_id] = cap
+        return cap
+
+    def release(self, hold_id: str, now: datetime) -> Hold:
+        """Give back a hold (a no-op answer for one already released)."""
+        _aware(now)
+        hold = self.holds.get(hold_id)
+        if hold is None:
+            raise HoldError(f"no hold {hold_id}")
+        if hold.status is HoldStatus.RELEASED:
+            return hold
+        account, hold = authorization.release(self.account(hold.account_id), hold, now)
+        self._put_account(account)
+        self._put_hold(hold)
+        return hold
+
+    def captured_total(self, merchant_id: str | None = None) -> int:
+        """Sum of captures (for one merchant) — one side of the reconciliation."""
+        return sum(
+            c.amount
+            for c in self.captures.values()
+            if merchant_id is None or c.merchant_id == merchant_id
+        )
