@@ -42,7 +42,7 @@ from emv.kernel import (
     TransactionInput,
 )
 from emv.oda import builtin_test_ca_keys
-from emv.pan import luhn_ok
+from emv.pan import with_luhn_digit
 from sim.errors import ConfigError
 
 ACCEPTED = frozenset({Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST})
@@ -143,16 +143,7 @@ def timed_tap(config: TerminalConfig, card: VirtualCard, txn: TransactionInput,
 
 def card_pan(prefix: str, shard: int, index: int) -> str:
     """A valid (Luhn) 19-digit PAN for simulated card ``index`` of ``shard``."""
-    body = f"{prefix[:8]}{shard % 100:02d}{index:08d}"
-    total = 0
-    for i, ch in enumerate(reversed(body)):  # the check digit will sit right of ``body``
-        d = ord(ch) - 48
-        if i % 2 == 0:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    pan = body + str(-total % 10)
-    assert luhn_ok(pan)
-    return pan
+    return with_luhn_digit(f"{prefix[:8]}{shard % 100:02d}{index:08d}")
 
 
 def card_profile(base: CardProfile, pan: str, *, expiry: dt.date | None = None,

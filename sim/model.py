@@ -18,7 +18,7 @@ import datetime as dt
 import time
 from array import array
 from collections.abc import Callable, Generator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import simpy
@@ -61,6 +61,19 @@ DRAIN = 6 * 3600.0  # after the horizon: time allowed for journals and queue to 
 TOPUP_AMOUNT = 10_000  # fen a holder short of funds pays in
 
 
+class StopVisit(NamedTuple):
+    bus: int
+    trip: str
+    stop: int  # index in the trip's pattern
+    arrival: float
+    alighting: int
+    boarding: int
+    paying_on: float  # seconds the boarders' payments added
+    paying_off: float  # seconds tapping off added
+    dwell: float
+    run: float  # to the next stop
+
+
 class ShardSim:
     """One shard: its buses, riders, links, back-office queue and transaction core."""
 
@@ -68,7 +81,7 @@ class ShardSim:
                  core: SimCore, taps: TapSource, profiles: dict[str, CardProfile],
                  token_key: bytes, tap_off_routes: frozenset[str],
                  rng: np.random.Generator, population: Population,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, trace: bool = False) -> None:
         self.city = city
         self.buses = list(buses)
         self.shard = shard
@@ -110,6 +123,9 @@ class ShardSim:
         self._dwells: array[float] = array("d")
         self._seq = [0] * len(self.buses)
         self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
+        # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
+        # off, riders on, seconds paying on, seconds paying off, dwell).
+        self.stops: list[StopVisit] | None = [] if trace else None
 
     # --- time ---------------------------------------------------------------------------
 
@@ -287,6 +303,10 @@ class ShardSim:
                                 lst.append(c)
                         load += n_board
                 d = dwell(dcfg, n_alight, n_board, pay_board, pay_alight)
+                if self.stops is not None:
+                    self.stops.append(StopVisit(b, trip.trip_id, i, now, n_alight, n_board,
+                                                pay_board, pay_alight, d, runs[i] if i < n - 1
+                                                else 0.0))
                 if d > 0.0:
                     dwells.append(d)
                     res.dwell_sum += d
@@ -343,11 +363,11 @@ class ShardSim:
         if ct.epurse:
             counts["taps_epurse"] += 1
             return secs
-        counts["taps_quickpass"] += 1
         if not off and self.deny.refuses(b, card.token, now):
             res.gate_declines["deny-listed at the validator"] += 1
             counts["declined_at_gate"] += 1
             return -secs
+        counts["taps_quickpass"] += 1  # accepted at the gate, on its way to the back office
         outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
                              ct.ac_data, "cemv"))
         return secs

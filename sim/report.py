@@ -56,9 +56,9 @@ def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
         return ("full: every tap ran the real kernel (emv.kernel) against the rider's own "
                 "virtual card; outcome, cryptogram and the APDUs exchanged come from that run. "
                 "The kernel's CPU share of the latency is drawn from the calibration "
-                f"({cal.source}) so that the run repeats; radio and chip time are modelled.")
+                f"of {cal.created} so that the run repeats; radio and chip time are modelled.")
     return (f"calibrated: {cfg.calibration_samples} real kernel taps per card class were run "
-            f"and timed ({cal.source}, {cal.created}); each simulated tap draws its latency "
+            f"and timed (calibration of {cal.created}); each simulated tap draws its latency "
             "from that empirical distribution (numpy) and takes the class's kernel outcome. "
             "Radio and chip time are modelled from the APDUs the real taps exchanged.")
 
@@ -94,8 +94,7 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
         "latency_source": {
             "fidelity": cfg.fidelity,
             "statement": _latency_statement(cfg, cal),
-            "calibration": {"source": cal.source, "created": cal.created, "path": cal.path,
-                            "notes": list(cal.notes),
+            "calibration": {"created": cal.created, "notes": list(cal.notes),
                             "classes": {n: c.summary(cfg.latency)
                                         for n, c in sorted(cal.classes.items())}},
             "model": asdict(cfg.latency),
@@ -170,12 +169,14 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "taps_per_second": round(taps / wall_seconds, 1) if wall_seconds > 0 else None,
             "workers": info.workers,
             "phases_cpu_s": {k: round(v, 3) for k, v in sorted(r.wall.items())},
+            "calibration": {"source": cal.source, "path": cal.path},
         },
     }
 
 
 def deterministic(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The report without what measures this machine (wall time), for comparisons."""
+    """The report without what describes this machine and this run's wall clock (``wall``:
+    times, workers, where the calibration was found), for comparisons."""
     out = dict(report)
     out.pop("wall", None)
     return out

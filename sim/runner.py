@@ -99,19 +99,25 @@ def _taps(job: ShardJob, rng: np.random.Generator) -> TapSource:
     return CalibratedTaps(cal.classes, cal.profiles, job.cfg.latency, rng, job.cfg.date)
 
 
-def run_shard(job: ShardJob, progress: Callable[[float], None] | None = None) -> ShardResult:
-    """Everything one shard does; top-level so a spawned worker can run it."""
-    t0 = time.perf_counter()
+def build_shard(job: ShardJob, progress: Callable[[float], None] | None = None,
+                trace: bool = False) -> ShardSim:
+    """A shard ready to run: its riders, its core and its buses (``trace``: keep every stop)."""
     pop_rng, tap_rng, sim_rng = (np.random.default_rng(s) for s in job.seed.spawn(3))
     cfg = job.cfg
     size = population_size(expected_boardings(job.city, job.buses, cfg), cfg.population)
     population = Population(cfg.population, size, pop_rng)
     core = job.core_factory(job.city, cfg, job.shard, job.token_key,
                             dict(job.calibration.profiles))
+    return ShardSim(job.city, job.buses, job.shard, cfg, core, _taps(job, tap_rng),
+                    dict(job.calibration.profiles), job.token_key, job.tap_off_routes, sim_rng,
+                    population, progress, trace)
+
+
+def run_shard(job: ShardJob, progress: Callable[[float], None] | None = None) -> ShardResult:
+    """Everything one shard does; top-level so a spawned worker can run it."""
+    t0 = time.perf_counter()
+    sim = build_shard(job, progress)
     t1 = time.perf_counter()
-    sim = ShardSim(job.city, job.buses, job.shard, cfg, core, _taps(job, tap_rng),
-                   dict(job.calibration.profiles), job.token_key, job.tap_off_routes, sim_rng,
-                   population, progress)
     result = sim.run()
     result.wall["setup"] = t1 - t0
     return result

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from sim.calibration import Calibration, calibrate
-from sim.city import City, fleet, load_city
+from sim.city import Bus, City, fleet, load_city
 from sim.config import SimConfig
 from sim.report import RunInfo, build
 from sim.results import ShardResult
@@ -33,15 +33,24 @@ class SimRun:
     city: City
 
 
-def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
-             token_key: bytes = DEMO_TOKEN_KEY, recalibrate: bool = False,
-             calibration_dir: Path | None = None,
-             progress: Callable[[dict[int, float]], None] | None = None,
-             core_factory: CoreFactory | None = None) -> SimRun:
-    """Run the fleet of ``city_spec`` under ``cfg``; the report and the merged figures."""
+@dataclass
+class Prepared:
+    """Everything a run needs before its shards start."""
+
+    city: City
+    buses: tuple[Bus, ...]
+    calibration: Calibration
+    jobs: list[ShardJob]
+    tap_off_routes: frozenset[str]
+    factory: CoreFactory
+
+
+def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY,
+            recalibrate: bool = False, calibration_dir: Path | None = None,
+            core_factory: CoreFactory | None = None) -> Prepared:
+    """Load the city, calibrate the kernel, and cut the fleet into shard jobs."""
     from sim import core as real_core  # noqa: PLC0415 - the core pulls in fare/backoffice
 
-    t0 = time.perf_counter()
     city = load_city(city_spec, day=cfg.date)
     buses = fleet(city, cfg.buses)
     factory: CoreFactory = core_factory or real_core.make_core
@@ -54,12 +63,27 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
                      calibration=cal, token_key=token_key, seed=seeds[s],
                      tap_off_routes=tap_off, core_factory=factory)
             for s, idx in enumerate(plan)]
-    result = run_jobs(jobs, workers, progress)
+    return Prepared(city, buses, cal, jobs, tap_off, factory)
+
+
+def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
+             token_key: bytes = DEMO_TOKEN_KEY, recalibrate: bool = False,
+             calibration_dir: Path | None = None,
+             progress: Callable[[dict[int, float]], None] | None = None,
+             core_factory: CoreFactory | None = None) -> SimRun:
+    """Run the fleet of ``city_spec`` under ``cfg``; the report and the merged figures."""
+    from sim import core as real_core  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    p = prepare(city_spec, cfg, token_key=token_key, recalibrate=recalibrate,
+                calibration_dir=calibration_dir, core_factory=core_factory)
+    result = run_jobs(p.jobs, workers, progress)
     wall = time.perf_counter() - t0
+    city, buses = p.city, p.buses
     info = RunInfo(
         city=city.name, city_source=city.source, routes=len(city.routes), stops=len(city.stops),
         patterns=len(city.patterns), blocks=len(city.blocks), buses=len(buses),
-        replicas=max(b.replica for b in buses) + 1, shards=len(plan), workers=workers,
-        tap_off_routes=tuple(sorted(tap_off)), wired=real_core.wired(factory),
+        replicas=max(b.replica for b in buses) + 1, shards=len(p.jobs), workers=workers,
+        tap_off_routes=tuple(sorted(p.tap_off_routes)), wired=real_core.wired(p.factory),
     )
-    return SimRun(build(result, cfg, cal, info, wall), result, cal, city)
+    return SimRun(build(result, cfg, p.calibration, info, wall), result, p.calibration, city)
