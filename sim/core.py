@@ -131,20 +131,25 @@ class RealCore:
 
     # --- cards -----------------------------------------------------------------------------
 
-    def issue(self, card: SimCard, now: dt.datetime) -> None:
+    def issue(self, card: SimCard, now: dt.datetime) -> bytes:
         account = f"acct-{self.shard}-{card.index}"
         opened = now - DORMANT_SINCE if card.state == "dormant" else now - dt.timedelta(days=30)
         balance = SHORT if card.state == "insufficient_funds" else FUNDED
         self.issuer.open_account(account, BANKS[card.kind], "CNY", opened, balance=balance)
         expires = dt.datetime.combine(card.expiry, dt.time(23, 59, 59), tzinfo=now.tzinfo)
         issued = min(opened, expires - dt.timedelta(days=1))
-        self.issuer.issue_card(card.pan, card.psn, account, scheme=card.scheme,
-                               imk_id=f"imk-{card.kind}", expires_at=expires, now=issued)
+        issued_card = self.issuer.issue_card(card.pan, card.psn, account, scheme=card.scheme,
+                                             imk_id=f"imk-{card.kind}", expires_at=expires,
+                                             now=issued)
         if card.state != "not_activated":
             self.issuer.apply(card.token, Event.ACTIVATE, issued)
         if card.state == "lost":
             self.issuer.apply(card.token, Event.REPORT_LOST, now - dt.timedelta(days=1))
         self._accounts[card.index] = account
+        # The key the issuer derived from its master key is the one personalisation loads
+        # into the card (the bureau works from the same IMK); handing it over spares the
+        # simulation deriving it twice.
+        return self.issuer.keys.card_key(issued_card.key)
 
     def top_up(self, card: SimCard, amount: int, now: dt.datetime) -> None:
         self.issuer.deposit(self._accounts[card.index], amount, now)

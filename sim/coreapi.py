@@ -68,8 +68,9 @@ class EpurseQuote:
 
 
 class SimCore(Protocol):
-    def issue(self, card: SimCard, now: dt.datetime) -> None:
-        """Open the card's account and issue it in the state the population gave it."""
+    def issue(self, card: SimCard, now: dt.datetime) -> bytes:
+        """Open the card's account and issue the card in the state the population gave it;
+        the card's cryptogram key, as personalisation loads it into the chip."""
         ...
 
     def ingest(self, taps: Sequence[SimTap], now: dt.datetime) -> CoreReply:

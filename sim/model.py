@@ -18,6 +18,7 @@ import datetime as dt
 import time
 from array import array
 from collections.abc import Callable, Generator, Sequence
+from time import perf_counter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -122,6 +123,8 @@ class ShardSim:
         self._latencies: array[float] = array("d")
         self._dwells: array[float] = array("d")
         self._seq = [0] * len(self.buses)
+        self.t_core = 0.0  # CPU seconds inside the real core (issuer, back office, fares)
+        self.t_card = 0.0  # ... inside the card taps (kernel samples or runs, card crypto)
         self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
         # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
         # off, riders on, seconds paying on, seconds paying off, dwell).
@@ -151,7 +154,10 @@ class ShardSim:
                        issuer_master_key=profile.crypto.issuer_master_key)
         self.cards[c] = card
         self.by_token[card.token] = c
-        self.core.issue(card, self.when(now))
+        t0 = perf_counter()
+        key = self.core.issue(card, self.when(now))
+        self.t_core += perf_counter() - t0
+        self.taps.personalised(c, key)
         return card
 
     # --- processes ----------------------------------------------------------------------
@@ -179,7 +185,8 @@ class ShardSim:
         t_end = time.perf_counter()
         self._finish()
         self.res.wall.update({"day": t_day - t_start, "drain": t_drain - t_day,
-                              "settle": t_end - t_drain})
+                              "settle": t_end - t_drain, "day_in_core": self.t_core,
+                              "day_in_card_taps": self.t_card})
         return self.res
 
     def _sampler(self) -> Generator[Any, Any, None]:
@@ -340,15 +347,20 @@ class ShardSim:
         tap_id = f"{vid}:{seq}"
         # Offline, the tap may reach the core after its state has moved: always a real one.
         crypt = not self.links.is_up(b, now) or self.core.needs_cryptogram(card.token)
+        t0 = perf_counter()
         if self._path[c] == CEMV:
             ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u, crypt)
             secs = self.cfg.dwell.handle_cemv + ct.latency
+            self.t_card += perf_counter() - t0
         else:
             quote = self.core.epurse_quote(SimTap(tap_id, vid, card, when, stop_id, route,
                                                   action, atc, b"", b"", "tunion"))
+            t1 = perf_counter()
             ct = self.taps.epurse(card, atc, max(quote.fare, 0), self._balance[c], when, b,
                                   self.u, crypt)
             secs = self.cfg.dwell.handle_tunion + ct.latency
+            self.t_core += t1 - t0
+            self.t_card += perf_counter() - t1
             if ct.epurse:
                 self.core.epurse_commit(quote)
                 self._balance[c] = ct.balance_after
@@ -402,7 +414,9 @@ class ShardSim:
             self._submit(journal[i:i + step])
 
     def _deliver(self, taps: list[SimTap], t: float) -> None:
+        t0 = perf_counter()
         reply = self.core.ingest(taps, self.when(t))
+        self.t_core += perf_counter() - t0
         self._heard(reply, t)
 
     def _heard(self, reply: CoreReply, t: float) -> None:
@@ -454,6 +468,13 @@ class ShardSim:
 
     def _finish(self) -> None:
         res = self.res
+        skipped = getattr(self.taps, "skipped", 0)
+        if skipped:
+            res.counts["cryptograms_left_zero"] += skipped
+        kernel = getattr(self.taps, "kernel", None)
+        if kernel is not None:  # full fidelity: the kernel's CPU time, measured live
+            res.wall["kernel_live_host"] = kernel.host_seconds
+            res.wall["kernel_live_taps"] = float(kernel.taps)
         res.cards = self.pop.n
         res.cards_seen = len(self.cards)
         res.population = self.pop.counts()

@@ -170,6 +170,9 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "workers": info.workers,
             "phases_cpu_s": {k: round(v, 3) for k, v in sorted(r.wall.items())},
             "calibration": {"source": cal.source, "path": cal.path},
+            **({"kernel_live_host_ms_mean": round(
+                1e3 * r.wall["kernel_live_host"] / r.wall["kernel_live_taps"], 4)}
+               if r.wall.get("kernel_live_taps") else {}),
         },
     }
 

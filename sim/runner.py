@@ -100,15 +100,16 @@ def _taps(job: ShardJob, rng: np.random.Generator) -> TapSource:
 
 
 def build_shard(job: ShardJob, progress: Callable[[float], None] | None = None,
-                trace: bool = False) -> ShardSim:
-    """A shard ready to run: its riders, its core and its buses (``trace``: keep every stop)."""
+                trace: bool = False, model: type[ShardSim] = ShardSim) -> ShardSim:
+    """A shard ready to run: its riders, its core and its buses (``trace``: keep every stop;
+    ``model``: another driver of the same world, such as ``sim.naive.NaiveSim``)."""
     pop_rng, tap_rng, sim_rng = (np.random.default_rng(s) for s in job.seed.spawn(3))
     cfg = job.cfg
     size = population_size(expected_boardings(job.city, job.buses, cfg), cfg.population)
     population = Population(cfg.population, size, pop_rng)
     core = job.core_factory(job.city, cfg, job.shard, job.token_key,
                             dict(job.calibration.profiles))
-    return ShardSim(job.city, job.buses, job.shard, cfg, core, _taps(job, tap_rng),
+    return model(job.city, job.buses, job.shard, cfg, core, _taps(job, tap_rng),
                     dict(job.calibration.profiles), job.token_key, job.tap_off_routes, sim_rng,
                     population, progress, trace)
 

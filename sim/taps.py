@@ -78,6 +78,10 @@ class CardTap:
 class TapSource(Protocol):
     fidelity: str
 
+    def personalised(self, card: int, key: bytes) -> None:
+        """The card's cryptogram key, as the issuer's personalisation loaded it."""
+        ...
+
     def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
                   u: Uniforms, cryptogram: bool = True) -> CardTap:
         """A tap on a QuickPass-first validator (``cryptogram`` False: nobody will verify
@@ -123,12 +127,17 @@ def _lost_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalMod
     return lambda n: model.retransmissions(rng, c.commands, n)
 
 
+_BCD_DATES: dict[dt.date, bytes] = {}
+
+
 def terminal_values(amount: int, day: dt.date, un: bytes) -> dict[int, bytes]:
     """The terminal's PDOL values a card MACs (as ``emv.kernel`` fills them for a tap)."""
+    bcd = _BCD_DATES.get(day)
+    if bcd is None:
+        bcd = _BCD_DATES[day] = bytes.fromhex(day.strftime("%y%m%d"))
     return {
         0x9F02: amount_bcd(amount), 0x9F03: amount_bcd(0), 0x9F1A: bytes.fromhex("0156"),
-        0x95: bytes(5), 0x5F2A: bytes.fromhex("0156"),
-        0x9A: bytes.fromhex(day.strftime("%y%m%d")), 0x9C: b"\x00", 0x9F37: un,
+        0x95: bytes(5), 0x5F2A: bytes.fromhex("0156"), 0x9A: bcd, 0x9C: b"\x00", 0x9F37: un,
     }
 
 
@@ -155,6 +164,9 @@ class CalibratedTaps:
         self._schemes: dict[str, CryptogramScheme] = {}
         self.skipped = 0  # taps whose cryptogram nobody was going to verify
 
+    def personalised(self, card: int, key: bytes) -> None:
+        self._keys[card] = key
+
     def quickpass(self, card: SimCard, atc: int, amount: int, at: dt.datetime,
                   u: Uniforms, cryptogram: bool = True) -> CardTap:
         name = class_of(card, self.day)
@@ -177,7 +189,7 @@ class CalibratedTaps:
         if suite is None:
             suite = self._schemes[card.scheme] = scheme(card.scheme)
         key = self._keys.get(card.index)
-        if key is None:
+        if key is None:  # a card the issuer never personalised: derive it as a bureau would
             key = self._keys[card.index] = suite.derive_card_key(
                 card.issuer_master_key, card.pan, card.psn)
         arqc = suite.generate_ac(suite.derive_session_key(key, atc), data)
@@ -218,6 +230,9 @@ class FullTaps:
         self._host = {k: _Sampler(_host_draw(c, rng, model)) for k, c in classes.items()}
         self._lost = {k: _Sampler(_lost_draw(c, rng, model)) for k, c in classes.items()}
         self._psams: dict[int, Psam] = {}
+
+    def personalised(self, card: int, key: bytes) -> None:
+        """Each virtual card is personalised from its profile (keys derived there)."""
 
     def psam(self, bus: int) -> Psam:
         """The PSAM in bus ``bus``'s validator (its own terminal number and serial)."""
