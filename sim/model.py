@@ -427,13 +427,15 @@ class ShardSim:
         for kind, code in reply.events:
             res.core_events[kind] += 1
             if kind == "declined":
-                res.issuer_declines[f"charge: {code}"] += 1
+                res.issuer_declines[code] += 1
         for token, code in reply.deny_add:
             self.deny.add(token, t)
-            res.issuer_declines[f"verification: {code}"] += 1
-            delays = self.links.propagation(t)
-            res.propagation.append((float(delays.mean()), float(np.quantile(delays, 0.95)),
-                                    float(delays.max())))
+            res.deny_reasons[code] += 1
+            res.counts["deny_list_additions"] += 1
+            if t <= self.cfg.horizon:  # while the fleet runs: how long until buses know
+                delays = self.links.propagation(t)
+                res.propagation.append((float(delays.mean()), float(np.quantile(delays, 0.95)),
+                                        float(delays.max())))
         for token in reply.deny_remove:
             self.deny.remove(token, t)
         res.alerts.update(reply.alerts)

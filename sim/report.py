@@ -129,7 +129,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
                         "series": series},
         },
         "deny_list": {
-            "additions": len(r.propagation),
+            "additions": int(r.counts["deny_list_additions"]),
+            "additions_while_running": len(r.propagation),
             "propagation_s": {
                 "mean_over_buses": round(float(prop[:, 0].mean()), 3) if len(prop) else 0.0,
                 "p95_over_buses_mean": round(float(prop[:, 1].mean()), 3) if len(prop) else 0.0,
@@ -150,7 +151,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
         },
         "declines": {
             "at_gate": dict(r.gate_declines.most_common()),
-            "by_issuer": dict(r.issuer_declines.most_common()),
+            "charges_by_issuer": dict(r.issuer_declines.most_common()),
+            "deny_list_additions_by_reason": dict(r.deny_reasons.most_common()),
         },
         "core": {"events": dict(r.core_events.most_common()), "alerts": dict(r.alerts)},
         "backoffice": {
@@ -282,8 +284,10 @@ def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
     a1.barh(names[::-1], [rev[n] / 100 for n in names[::-1]], color="#00798c")
     a1.set_xlabel("CNY")
     a1.set_title("Revenue (QuickPass, through the core)")
-    dec = {**{f"gate: {k}": v for k, v in report["declines"]["at_gate"].items()},
-           **{f"issuer: {k}": v for k, v in report["declines"]["by_issuer"].items()}}
+    d = report["declines"]
+    dec = {**{f"gate: {k}": v for k, v in d["at_gate"].items()},
+           **{f"charge: {k}": v for k, v in d["charges_by_issuer"].items()},
+           **{f"deny list: {k}": v for k, v in d["deny_list_additions_by_reason"].items()}}
     top = sorted(dec.items(), key=lambda kv: -kv[1])[:10]
     if top:
         a2.barh([k[:40] for k, _ in top][::-1], [v for _, v in top][::-1], color="#d1495b")
@@ -334,9 +338,11 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
 def _html(report: Mapping[str, Any], images: list[str]) -> str:
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                      for k, v in summary_rows(report))
-    declines = "\n".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>"
-                         for part in ("at_gate", "by_issuer")
-                         for k, v in report["declines"][part].items())
+    declines = "\n".join(
+        f"<tr><td>{html.escape(part.replace('_', ' '))}</td><td>{html.escape(k)}</td>"
+        f"<td>{_fmt(v)}</td></tr>"
+        for part in ("at_gate", "charges_by_issuer", "deny_list_additions_by_reason")
+        for k, v in report["declines"][part].items())
     imgs = "\n".join(f'<figure><img src="{html.escape(i)}" alt="{html.escape(i)}"></figure>'
                      for i in images)
     statement = html.escape(report["latency_source"]["statement"])
@@ -357,7 +363,7 @@ figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 <table>{rows}</table>
 <h2>Tap latency</h2><p>{statement}</p>
 <h2>Real code driven</h2><ul>{wired}</ul>
-<h2>Declines</h2><table><tr><th>reason</th><th>count</th></tr>{declines}</table>
+<h2>Declines</h2><table><tr><th>where</th><th>reason</th><th>count</th></tr>{declines}</table>
 {imgs}
 <p>All figures: <a href="report.json">report.json</a>.</p>
 </body></html>

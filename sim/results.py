@@ -54,7 +54,8 @@ class ShardResult:
     population: dict[str, dict[str, int]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     gate_declines: Counter[str] = field(default_factory=Counter)
-    issuer_declines: Counter[str] = field(default_factory=Counter)
+    issuer_declines: Counter[str] = field(default_factory=Counter)  # charges, by code
+    deny_reasons: Counter[str] = field(default_factory=Counter)  # deny-list additions, by code
     core_events: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     latency_hist: NDArray[np.int64] = field(
@@ -103,8 +104,8 @@ def merge(parts: list[ShardResult]) -> ShardResult:
             dst = out.population.setdefault(key, {})
             for k, count in table.items():
                 dst[k] = dst.get(k, 0) + count
-        for name in ("counts", "gate_declines", "issuer_declines", "core_events", "alerts",
-                     "money"):
+        for name in ("counts", "gate_declines", "issuer_declines", "deny_reasons", "core_events",
+                     "alerts", "money"):
             getattr(out, name).update(getattr(p, name))
         out.latency_hist += p.latency_hist
         out.dwell_hist += p.dwell_hist
