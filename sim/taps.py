@@ -127,18 +127,27 @@ def _lost_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalMod
     return lambda n: model.retransmissions(rng, c.commands, n)
 
 
-_BCD_DATES: dict[dt.date, bytes] = {}
+_TERMINAL_PREFIX: dict[tuple[int, dt.date], bytes] = {}
 
 
 def terminal_values(amount: int, day: dt.date, un: bytes) -> dict[int, bytes]:
     """The terminal's PDOL values a card MACs (as ``emv.kernel`` fills them for a tap)."""
-    bcd = _BCD_DATES.get(day)
-    if bcd is None:
-        bcd = _BCD_DATES[day] = bytes.fromhex(day.strftime("%y%m%d"))
     return {
         0x9F02: amount_bcd(amount), 0x9F03: amount_bcd(0), 0x9F1A: bytes.fromhex("0156"),
-        0x95: bytes(5), 0x5F2A: bytes.fromhex("0156"), 0x9A: bcd, 0x9C: b"\x00", 0x9F37: un,
+        0x95: bytes(5), 0x5F2A: bytes.fromhex("0156"),
+        0x9A: bytes.fromhex(day.strftime("%y%m%d")), 0x9C: b"\x00", 0x9F37: un,
     }
+
+
+def terminal_data(amount: int, day: dt.date, un: bytes) -> bytes:
+    """The terminal part of the AC input (``emv.appdata.AC_TERMINAL_TAGS`` in order); all
+    but the unpredictable number is the same for a day's taps of one amount, so kept."""
+    prefix = _TERMINAL_PREFIX.get((amount, day))
+    if prefix is None:
+        values = terminal_values(amount, day, bytes(4))
+        prefix = b"".join(values[t] for t in AC_TERMINAL_TAGS[:-1])
+        _TERMINAL_PREFIX[(amount, day)] = prefix
+    return prefix + un
 
 
 def class_of(card: SimCard, day: dt.date) -> str:
@@ -179,9 +188,8 @@ class CalibratedTaps:
         if cal.outcome not in ACCEPTED:
             return CardTap(False, cal.reason or cal.outcome.value, latency, atc=atc)
         un = int(u.u() * 2**32).to_bytes(4, "big")
-        values = terminal_values(amount, at.date(), un)
-        data = ac_input(b"".join(values[t] for t in AC_TERMINAL_TAGS), self._aip[card.kind],
-                        atc, self._cvr[name])
+        data = ac_input(terminal_data(amount, at.date(), un), self._aip[card.kind], atc,
+                        self._cvr[name])
         if not cryptogram:
             self.skipped += 1
             return CardTap(True, None, latency, atc=atc, arqc=UNVERIFIED, ac_data=data)
