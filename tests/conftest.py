@@ -14,3 +14,6 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
+
+# Real services (Mosquitto, pcscd + vpcd) as fixtures, shared by every test file.
+pytest_plugins = ["tests.fixtures.mosquitto", "tests.fixtures.netproxy", "tests.fixtures.pcsc"]

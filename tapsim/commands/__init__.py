@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import card, fare, sim, tap, tlv
+from tapsim.commands import broker, card, fare, sim, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -14,5 +14,7 @@ COMMANDS: list[Register] = [
     card.register,
     tlv.register,
     fare.register,
+    terminal.register,
+    broker.register,
     sim.register,
 ]

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
@@ -22,6 +26,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.add_argument("name", metavar="NAME|PATH")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=show_card)
+    serve = cs.add_parser(
+        "serve", help="serve a virtual card to pcscd's vpcd driver (a PC/SC virtual reader)",
+        description="Connect to the vpcd driver of pcscd (package vsmartcard-vpcd) and answer "
+                    "as the card in that virtual reader, until interrupted. PC/SC clients "
+                    "(pyscard, `tapsim terminal run --reader pcsc:...`) then tap it.")
+    serve.add_argument("name", metavar="NAME|PATH")
+    serve.add_argument("--vpcd", nargs="?", const="", default="", metavar="HOST:PORT",
+                       help="where vpcd listens (default 127.0.0.1:35963, the first reader)")
+    serve.add_argument("--no-quickack", action="store_true",
+                       help="do not re-arm TCP_QUICKACK (shows the ~40 ms delayed-ACK cost)")
+    serve.add_argument("--state", type=Path, default=None, metavar="FILE",
+                       help="load the card's counters from FILE and save them on exit "
+                            "(default: a fresh card)")
+    serve.set_defaults(func=serve_card)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:
@@ -38,6 +56,34 @@ def _summary(p: CardProfile) -> dict[str, Any]:
                              {"offline_spending_amount": a.offline_spending_amount})}
                          for a in p.applications],
     }
+
+
+def serve_card(args: argparse.Namespace) -> int:
+    from emv.card.card import VirtualCard  # noqa: PLC0415
+    from emv.card.image import personalise  # noqa: PLC0415
+    from tapsim.commands.tap import _load_state  # noqa: PLC0415
+    from terminal import vpcd  # noqa: PLC0415
+
+    try:
+        host, port = vpcd.parse_address(args.vpcd)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    card = VirtualCard(personalise(_load(args.name)), _load_state(args.state))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"serving {args.name} to vpcd at {host}:{port}"
+          f"{' (no TCP_QUICKACK)' if args.no_quickack else ''}; Ctrl-C to stop",
+          file=sys.stderr, flush=True)
+    stats = vpcd.serve(card, host, port, quickack=not args.no_quickack, stop=stop,
+                       on_connect=lambda: print("vpcd connected", file=sys.stderr, flush=True))
+    if args.state is not None:
+        args.state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.state.with_suffix(".tmp")
+        tmp.write_text(json.dumps(card.state.to_dict(), indent=1))
+        tmp.replace(args.state)
+    print(f"served {stats.apdus} APDUs over {stats.connections} connection(s)", file=sys.stderr)
+    return 0
 
 
 def _load(name: str) -> CardProfile:

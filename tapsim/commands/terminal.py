@@ -1,0 +1,262 @@
+"""`tapsim terminal run`: a validator on a reader, with its journal and MQTT link."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from emv.card.card import VirtualCard
+from emv.card.image import personalise
+from emv.card.profile import ProfileError, load_profile
+from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
+from emv.oda import builtin_test_ca_keys
+from fare.concessions import AgeRule
+from tapsim.commands.tap import token_key
+from tapsim.errors import UserError
+from terminal.decisions import RiderRules, TapPolicy
+from terminal.denylist import DenyList, Downlink
+from terminal.denystore import DenyStore, deny_store_path
+from terminal.journal import Journal, JournalError
+from terminal.readers import Reader, ReaderError, open_reader
+from terminal.uplink import BrokerSettings, BrokerUrlError, Uplink, validator_client_id
+from terminal.validator import TapEvent, Validator, ValidatorConfig
+from wire.errors import WireError
+from wire.messages import Action
+from wire.signing import Verifier, key_id_of, load_public_key
+
+DENY_KEY_ENV = "TAPSIM_DENYLIST_KEY"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("terminal", help="run a validator")
+    ts = p.add_subparsers(dest="terminal_command", metavar="SUBCOMMAND")
+    ts.required = True
+    run = ts.add_parser(
+        "run", help="run a validator: taps from a reader, journal, MQTT uplink",
+        description="Tap cards on a reader, decide locally (deny list, duplicates, concession), "
+                    "journal every tap durably before showing its outcome, and publish the "
+                    "journal to the back office over MQTT (QoS 1). One line per tap on stdout.")
+    run.add_argument("--reader", default="virtual", metavar="virtual|pcsc[:NAME]",
+                     help="the in-process virtual card, or a PC/SC reader whose name contains "
+                          "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd)")
+    run.add_argument("--card", default="sscard3", metavar="NAME|PATH",
+                     help="the virtual card in the field (virtual reader; default sscard3)")
+    run.add_argument("--broker", metavar="URL",
+                     help="mqtt://[user@]host[:port] or mqtts://... (password: "
+                          "$TAPSIM_MQTT_PASSWORD); without it the validator runs offline")
+    run.add_argument("--ca", type=Path, metavar="PEM", help="CA certificate for mqtts://")
+    run.add_argument("--deny-list-key", type=Path, action="append", metavar="PEM",
+                     help=f"back-office public key that signs the deny list (repeatable; "
+                          f"default ${DENY_KEY_ENV}); without one no downlink is applied")
+    run.add_argument("--validator-id", default="V0001")
+    run.add_argument("--operator-id", default="OP1")
+    run.add_argument("--stop-id", default="STOP1")
+    run.add_argument("--route-id", default="ROUTE1")
+    run.add_argument("--action", choices=[a.value for a in Action], default=Action.TAP.value)
+    run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
+                     help="first choice of application; epurse: the T-Union e-purse with a TEST "
+                          "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
+    run.add_argument("--amount", type=int, default=200, metavar="FEN",
+                     help="nominal fare offered to the card (default 200)")
+    run.add_argument("--journal", type=Path, metavar="FILE",
+                     help="journal file (default $XDG_STATE_HOME/tapsim/validators/ID.journal)")
+    run.add_argument("--taps", type=int, metavar="N", help="stop after N taps (default: run on)")
+    run.add_argument("--interval", type=float, default=0.0, metavar="S",
+                     help="seconds between taps (default 0)")
+    run.add_argument("--duplicate-window", type=float, default=30.0, metavar="S",
+                     help="same card again within S seconds is a duplicate (0: off; default 30)")
+    run.add_argument("--senior-age", type=int, default=60, metavar="YEARS",
+                     help="age from which the holder rides as senior (default 60)")
+    run.add_argument("--drain", type=float, default=10.0, metavar="S",
+                     help="before exiting, wait up to S seconds for unsent taps (default 10)")
+    run.add_argument("--keep-days", type=float, default=7.0, metavar="DAYS",
+                     help="at start, drop taps sent more than DAYS ago from the journal "
+                          "(default 7)")
+    run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
+    run.add_argument("--json", action="store_true", help="one JSON object per tap")
+    run.add_argument("-v", "--verbose", action="store_true", help="log the link to stderr")
+    run.set_defaults(func=main)
+
+
+def default_journal(validator_id: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tapsim" / "validators" / f"{validator_id}.journal"
+
+
+def _verifier(paths: list[Path] | None) -> Verifier | None:
+    if not paths and os.environ.get(DENY_KEY_ENV):
+        paths = [Path(os.environ[DENY_KEY_ENV])]
+    if not paths:
+        return None
+    keys = []
+    for path in paths:
+        try:
+            keys.append(load_public_key(path.read_bytes(), str(path)))
+        except OSError as exc:
+            raise UserError(f"{path}: {exc.strerror}") from None
+        except WireError as exc:
+            raise UserError(exc.detail) from None
+    return Verifier({key_id_of(k): k for k in keys})
+
+
+def _load_psam(path: Path) -> Psam:
+    """The TEST PSAM's state (serial, pending torn purchases) from beside the journal."""
+    if not path.exists():
+        return Psam.test()
+    try:
+        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise UserError(f"{path}: not a PSAM state file ({exc})") from None
+
+
+def _save_psam(psam: Psam, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(psam.to_dict()))
+    tmp.replace(path)
+
+
+def _line(event: TapEvent, as_json: bool) -> str:
+    rec = event.record
+    data = {
+        "tap_id": rec.tap_id if rec else None, "seq": rec.seq if rec else None,
+        "outcome": event.verdict.outcome.value if event.verdict else None,
+        "reason": event.verdict.reason if event.verdict else None,
+        "text": event.display.text, "colour": event.display.colour.value,
+        "beep": event.display.beep.value,
+        "rider_category": rec.rider_category if rec else None,
+        "pan_masked": rec.pan_masked if rec else None,
+        "method": rec.method.value if rec else None,
+        "epurse_balance": rec.epurse_balance_after if rec else None,
+        "kernel_ms": round(event.kernel_s * 1e3, 3), "journal_ms": round(event.journal_s * 1e3, 3),
+    }
+    if as_json:
+        return json.dumps(data)
+    who = f"{data['pan_masked']} {data['rider_category']}" if rec else "-"
+    return f"{data['tap_id'] or '-':<24} {event.display.colour.value.upper():<6} " \
+           f"{event.display.text:<26} {who}"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    if args.taps is not None and args.taps < 0:
+        raise UserError("--taps must not be negative")
+    try:
+        config = ValidatorConfig(
+            validator_id=args.validator_id, operator_id=args.operator_id, stop_id=args.stop_id,
+            route_id=args.route_id, action=Action(args.action), amount=args.amount,
+            policy=TapPolicy(duplicate_window=dt.timedelta(seconds=args.duplicate_window)),
+            rider_rules=RiderRules(age_rules=(AgeRule("senior", args.senior_age),)))
+    except (ValueError, WireError) as exc:
+        raise UserError(str(exc)) from None
+    card = None
+    if args.reader.split(":", 1)[0] == "virtual":
+        try:
+            card = VirtualCard(personalise(load_profile(args.card)))
+        except ProfileError as exc:
+            raise UserError(str(exc)) from None
+    try:
+        reader = open_reader(args.reader, card)
+    except ReaderError as exc:
+        raise UserError(str(exc)) from None
+    verifier = _verifier(args.deny_list_key)
+    settings = None
+    if args.broker:
+        try:
+            settings = BrokerSettings.from_url(args.broker, validator_client_id(args.validator_id),
+                                               tls_ca=args.ca)
+        except BrokerUrlError as exc:
+            raise UserError(str(exc)) from None
+    path = args.journal or default_journal(args.validator_id)
+    try:
+        journal = Journal(path)
+    except JournalError as exc:
+        raise UserError(str(exc)) from None
+    log = logging.getLogger("tapsim.terminal")
+    if settings is not None and verifier is None:
+        log.warning("no deny-list key: downlink messages will not be applied")
+    with contextlib.ExitStack() as stack:
+        stack.callback(journal.close)
+        journal.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=args.keep_days))
+        try:
+            deny_store = DenyStore(deny_store_path(path))
+        except JournalError as exc:
+            raise UserError(str(exc)) from None
+        stack.callback(deny_store.close)
+        downlink = None
+        if verifier is not None:
+            downlink = Downlink(verifier, deny_store)
+            deny_list = downlink.deny_list
+        else:
+            deny_list = DenyList(*deny_store.load_deny_list())
+        uplink = None
+        if settings is not None:
+            up_store = Journal(path, lock=False, durable=False)
+            stack.callback(up_store.close)
+            uplink = Uplink(settings, up_store, args.validator_id, downlink)
+        psam_file = path.with_name(path.name + ".psam.json")
+        psam = _load_psam(psam_file) if args.prefer == "epurse" else None
+        validator = Validator(
+            config, TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(),
+                                   sm_supported=not args.no_sm,
+                                   aid_priority=EPURSE_FIRST if psam else QUICKPASS_FIRST),
+            journal, deny_list,
+            fare_version=(lambda: downlink.fare_version) if downlink else (lambda: 0),
+            on_journaled=(lambda _r: uplink.notify()) if uplink else None, psam=psam)
+        if psam is not None:
+            stack.callback(_save_psam, psam, psam_file)
+        return await _loop(args, validator, reader, uplink)
+
+
+async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
+                uplink: Uplink | None) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    link = asyncio.create_task(uplink.run(stop)) if uplink else None
+    executor = ThreadPoolExecutor(1, thread_name_prefix="tap")  # the journal's one thread
+    taps = 0
+    try:
+        while not stop.is_set() and (args.taps is None or taps < args.taps):
+            event = await loop.run_in_executor(executor, validator.tap, reader)
+            if event.result is None:  # no card in the field: poll again shortly
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.1)
+                continue
+            taps += 1
+            if validator.psam is not None and validator.journal.path:
+                _save_psam(validator.psam,
+                           validator.journal.path.with_name(validator.journal.path.name
+                                                            + ".psam.json"))
+            print(_line(event, args.json), flush=True)
+            if args.interval > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.interval)
+        if uplink is not None and not stop.is_set() and args.drain > 0:
+            drained = await uplink.drain(args.drain)
+            if not drained:
+                print(f"tapsim: {uplink.journal.unsent_count()} tap(s) not yet sent; they stay "
+                      "in the journal and go out on the next run", file=sys.stderr)
+    finally:
+        stop.set()
+        if link is not None:
+            await link
+        executor.shutdown()
+        reader.close()
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(message)s")
+    return asyncio.run(_run(args))

@@ -1,0 +1,263 @@
+"""The validator's MQTT link (aiomqtt): taps up from the journal, signed changes down.
+
+Up: every unsent journal row is published on ``tapsim/v1/taps/<validator id>`` with
+QoS 1 and marked sent when the broker's PUBACK arrives (aiomqtt's ``publish`` returns
+then).  Up to ``window`` publishes are in flight at once.  After any disconnect the
+uplink reconnects with backoff and starts again from the oldest unsent row: a tap whose
+PUBACK was lost is sent twice, which the back office absorbs by deduplicating on
+``tap_id``; a tap is never lost, since it leaves the unsent set only on a PUBACK.
+
+Down: the session is persistent (fixed client id, ``clean_session=False``), so QoS 1
+deltas published while the validator was offline wait for it at the broker; the
+retained snapshot and fare version arrive on every (re)subscribe.  Each message goes
+through :class:`~terminal.denylist.Downlink` (signature, version rules, journal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from terminal.denylist import Downlink
+from terminal.journal import Journal, JournalError
+from wire import topics
+
+log = logging.getLogger("tapsim.terminal.uplink")
+
+PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
+LARGE_PAYLOAD = 64 * 1024  # downlink payloads above this are handled off the event loop
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL that cannot be used (says which part)."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    keepalive: int = 30
+    timeout: float = 10.0
+
+    @classmethod
+    def from_url(cls, url: str, client_id: str, *, tls_ca: Path | None = None,
+                 keepalive: int = 30) -> BrokerSettings:
+        """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (TLS, port 8883).
+
+        The password may come from $TAPSIM_MQTT_PASSWORD instead of the URL (a URL shows
+        up in ``ps`` and shell history).
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise BrokerUrlError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise BrokerUrlError(f"broker URL {url!r}: no host")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise BrokerUrlError(f"broker URL {url!r}: bad port") from None
+        if parts.scheme == "mqtt" and tls_ca is not None:
+            raise BrokerUrlError("a CA file was given but the URL is mqtt:// (use mqtts://)")
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
+        return cls(host=parts.hostname, port=port, client_id=client_id, username=username,
+                   password=password if username else None,
+                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+    def client(self) -> aiomqtt.Client:
+        """A persistent-session client (enter it with ``async with``)."""
+        context = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        client = aiomqtt.Client(
+            self.host, self.port, identifier=self.client_id, clean_session=False,
+            username=self.username, password=self.password, keepalive=self.keepalive,
+            timeout=self.timeout, tls_context=context, max_inflight_messages=1000,
+            max_queued_outgoing_messages=0,
+        )
+        client.pending_calls_threshold = 10_000  # we keep a window of publishes on purpose
+        return client
+
+
+def validator_client_id(validator_id: str) -> str:
+    return f"tapsim-validator-{validator_id}"
+
+
+@dataclass
+class UplinkStats:
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0  # PUBACKed
+    downlink_messages: int = 0
+    last_error: str | None = None
+
+
+class Uplink:
+    """Runs until ``stop`` is set; call :meth:`notify` after each journaled tap."""
+
+    def __init__(self, settings: BrokerSettings, journal: Journal, validator_id: str,
+                 downlink: Downlink | None = None, *, window: int = 256,
+                 backoff: tuple[float, float] = (0.2, 5.0), max_rate: float | None = 1000.0,
+                 clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.topic = topics.tap_topic(validator_id)
+        self.downlink = downlink
+        self.window = window
+        # Taps/s at most when draining a backlog: the uplink shares the CPU (and the GIL)
+        # with the tap path, whose p99 must stay in budget while a long partition drains.
+        self.max_rate = max_rate
+        self.backoff = backoff
+        self.clock = clock
+        self.stats = UplinkStats()
+        self.connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def notify(self) -> None:
+        """New taps in the journal (safe to call from any thread)."""
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        delay = self.backoff[0]
+        while not stop.is_set():
+            try:
+                async with self.settings.client() as client:
+                    self.stats.connects += 1
+                    self.connected.set()
+                    delay = self.backoff[0]
+                    log.info("connected to %s:%d", self.settings.host, self.settings.port)
+                    await self._session(client, stop)
+            except aiomqtt.MqttError as exc:
+                self.stats.last_error = str(exc)
+                log.warning("broker link down: %s", exc)
+            except (OSError, sqlite3.Error, JournalError) as exc:
+                # A local fault (disk, journal): the taps stay journaled; try again shortly.
+                self.stats.last_error = str(exc)
+                log.error("uplink stopped by a local error, restarting: %s", exc)
+            finally:
+                if self.connected.is_set():
+                    self.stats.disconnects += 1
+                self.connected.clear()
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, self.backoff[1])
+
+    async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        if self.downlink is not None:
+            await client.subscribe([(t, 1) for t in topics.DOWNLINK])
+        tasks = {asyncio.create_task(self._publisher(client)),
+                 asyncio.create_task(stop.wait())}
+        if self.downlink is not None:
+            tasks.add(asyncio.create_task(self._receiver(client, self.downlink)))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        cursor = 0  # every connection starts again from the oldest unsent tap
+        inflight: dict[asyncio.Task[Any], int] = {}
+        loop = asyncio.get_running_loop()
+        budget, refilled = float(self.window), loop.time()
+        try:
+            while True:
+                room = self.window - len(inflight)
+                if self.max_rate is not None:  # token bucket: a backlog drains at max_rate
+                    now = loop.time()
+                    budget = min(float(self.window), budget + (now - refilled) * self.max_rate)
+                    refilled = now
+                    if budget < 1 and not inflight:
+                        await asyncio.sleep((1 - budget) / self.max_rate)
+                        continue
+                    room = min(room, int(budget))
+                rows = self.journal.unsent(room, cursor) if room > 0 else []
+                budget -= len(rows)
+                for seq, payload in rows:
+                    task = asyncio.create_task(client.publish(self.topic, payload, qos=1))
+                    inflight[task] = seq
+                    cursor = seq
+                if not inflight:
+                    self._idle.set()
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    continue
+                self._idle.clear()
+                wake: asyncio.Task[Any] = asyncio.create_task(self._wake.wait())
+                waiting: set[asyncio.Task[Any]] = {*inflight, wake}
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                wake.cancel()
+                self._wake.clear()
+                acked: list[int] = []
+                failure: BaseException | None = None
+                for task in done:
+                    if task is wake:
+                        continue
+                    seq = inflight.pop(task)
+                    if task.exception() is None:
+                        acked.append(seq)
+                    else:
+                        failure = failure or task.exception()
+                if acked:
+                    self.journal.mark_sent(acked, self.clock())
+                    self.stats.published += len(acked)
+                if failure is not None:  # the session ends; we reconnect and resend
+                    raise failure
+        finally:
+            for task in inflight:
+                task.cancel()
+            self._idle.clear()
+
+    async def _receiver(self, client: aiomqtt.Client, downlink: Downlink) -> None:
+        async for message in client.messages:
+            self.stats.downlink_messages += 1
+            payload = message.payload
+            data = bytes(payload) if isinstance(payload, bytes | bytearray) \
+                else str(payload or "").encode()
+            topic = str(message.topic)
+            if len(data) > LARGE_PAYLOAD:
+                await asyncio.to_thread(downlink.handle, topic, data)
+            else:
+                downlink.handle(topic, data)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the journal has no unsent tap (True) or ``timeout`` passes (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if self.journal.unsent_count() == 0:
+                return True
+            self.notify()
+            await asyncio.sleep(0.05)
+        return self.journal.unsent_count() == 0
