@@ -250,6 +250,7 @@ def wired(factory: Any) -> dict[str, str]:
         "kernel": "emv.kernel.Kernel with emv.card.VirtualCard and the e-purse PSAM "
                   "(calibration, or every tap with --fidelity full)",
         "card cryptograms": "emv.crypto schemes (tdes, sm4) of each rider's card",
+        "validator verdict": "terminal.decisions.decide (the card's word, then the deny list)",
         "fares": "fare.engine.price_tap over the city's GTFS-Fares v2 tables",
         "transaction core": "backoffice.engine.BackOffice (deferred authorization, deny list, "
                             "debt recovery, ledger), one per shard, in memory",

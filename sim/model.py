@@ -54,6 +54,8 @@ from sim.results import (
     histogram,
 )
 from sim.taps import TapSource
+from terminal.decisions import TapPolicy, decide
+from wire.messages import TapOutcome
 
 Progress = Callable[[float], None]
 
@@ -129,6 +131,7 @@ class ShardSim:
         # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
         # off, riders on, seconds paying on, seconds paying off, dwell).
         self.stops: list[StopVisit] | None = [] if trace else None
+        self.policy = TapPolicy()
 
     # --- time ---------------------------------------------------------------------------
 
@@ -368,17 +371,21 @@ class ShardSim:
                 res.money["epurse_refunds_owed"] += max(-quote.fare, 0)
         self._latencies.append(ct.latency)
         counts["taps"] += 1
-        if not ct.accepted:
-            res.gate_declines[f"kernel: {ct.reason}"] += 1
+        # The validator's verdict (terminal.decisions): the card's word, then the deny list
+        # (as this bus knows it; never for a tap-off, nor for the closed-loop purse).
+        listed = not off and not ct.epurse and self.deny.refuses(b, card.token, now)
+        verdict = decide(ct.result, deny_listed=listed, duplicate=False, policy=self.policy)
+        if verdict.outcome is not TapOutcome.ACCEPTED:
+            if verdict.outcome is TapOutcome.DENY_LISTED:
+                reason = "deny-listed at the validator"
+            else:
+                reason = f"{'kernel' if not ct.accepted else 'validator'}: {verdict.reason}"
+            res.gate_declines[reason] += 1
             counts["declined_at_gate"] += 1
             return -secs
         if ct.epurse:
             counts["taps_epurse"] += 1
             return secs
-        if not off and self.deny.refuses(b, card.token, now):
-            res.gate_declines["deny-listed at the validator"] += 1
-            counts["declined_at_gate"] += 1
-            return -secs
         counts["taps_quickpass"] += 1  # accepted at the gate, on its way to the back office
         outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
                              ct.ac_data, "cemv"))

@@ -65,9 +65,10 @@ UNVERIFIED = bytes(8)  # the cryptogram of a calibrated tap nobody verifies (see
 class CardTap:
     """A QuickPass tap (``epurse`` False) or an e-purse purchase (``epurse`` True)."""
 
-    accepted: bool
+    accepted: bool  # by the kernel (the validator's rules come after, in the model)
     reason: str | None
     latency: float
+    result: TapResult  # what the kernel returned (calibrated: the class's measured result)
     epurse: bool = False
     atc: int = 0
     arqc: bytes = b""
@@ -169,6 +170,9 @@ class CalibratedTaps:
                      for kind, p in profiles.items()}
         self._cvr = {name: bytes((0x03, (c.cid if c.cid is not None else CID_ARQC) | 0x20, 0, 0))
                      for name, c in classes.items()}
+        self._results = {name: TapResult(outcome=c.outcome, reason=c.reason, oda=c.oda,
+                                         oda_ok=(c.oda != "none") if c.accepted else None)
+                         for name, c in classes.items()}
         self._keys: dict[int, bytes] = {}
         self._schemes: dict[str, CryptogramScheme] = {}
         self.skipped = 0  # taps whose cryptogram nobody was going to verify
@@ -185,14 +189,15 @@ class CalibratedTaps:
                    at: dt.datetime, u: Uniforms, cryptogram: bool) -> CardTap:
         cal = self.classes[name]
         latency = self._samplers[timing].next()
+        result = self._results[name]
         if cal.outcome not in ACCEPTED:
-            return CardTap(False, cal.reason or cal.outcome.value, latency, atc=atc)
+            return CardTap(False, cal.reason or cal.outcome.value, latency, result, atc=atc)
         un = int(u.u() * 2**32).to_bytes(4, "big")
         data = ac_input(terminal_data(amount, at.date(), un), self._aip[card.kind], atc,
                         self._cvr[name])
         if not cryptogram:
             self.skipped += 1
-            return CardTap(True, None, latency, atc=atc, arqc=UNVERIFIED, ac_data=data)
+            return CardTap(True, None, latency, result, atc=atc, arqc=UNVERIFIED, ac_data=data)
         suite = self._schemes.get(card.scheme)
         if suite is None:
             suite = self._schemes[card.scheme] = scheme(card.scheme)
@@ -201,7 +206,7 @@ class CalibratedTaps:
             key = self._keys[card.index] = suite.derive_card_key(
                 card.issuer_master_key, card.pan, card.psn)
         arqc = suite.generate_ac(suite.derive_session_key(key, atc), data)
-        return CardTap(True, None, latency, atc=atc, arqc=arqc, ac_data=data)
+        return CardTap(True, None, latency, result, atc=atc, arqc=arqc, ac_data=data)
 
     def epurse(self, card: SimCard, atc: int, fare: int, balance: int, at: dt.datetime,
                bus: int, u: Uniforms, cryptogram: bool = True) -> CardTap:
@@ -209,8 +214,9 @@ class CalibratedTaps:
         if name != card.kind:  # expired: the kernel declines it whichever application
             return self._quickpass(name, name, card, atc, fare, at, u, cryptogram)
         if balance >= fare:
-            latency = self._samplers[f"{card.kind}/epurse"].next()
-            return CardTap(True, None, latency, epurse=True, balance_after=balance - fare)
+            purse = f"{card.kind}/epurse"
+            return CardTap(True, None, self._samplers[purse].next(), self._results[purse],
+                           epurse=True, balance_after=balance - fare)
         return self._quickpass(f"{card.kind}/epurse-short", card.kind, card, atc, fare, at, u,
                                cryptogram)
 
@@ -279,14 +285,14 @@ class FullTaps:
 def _from_result(timed: TimedTap, latency: float, atc: int) -> CardTap:
     result = timed.result
     if result.outcome not in ACCEPTED:
-        return CardTap(False, result.reason or result.outcome.value, latency,
+        return CardTap(False, result.reason or result.outcome.value, latency, result,
                        atc=result.atc or atc)
     if result.aid == T_UNION_EPURSE.hex().upper():
-        return CardTap(True, None, latency, epurse=True,
+        return CardTap(True, None, latency, result, epurse=True,
                        balance_after=result.epurse_balance_after or 0)
     if result.atc is None or result.cryptogram is None:
-        return CardTap(False, result.reason or "no-cryptogram", latency, atc=atc)
-    return CardTap(True, None, latency, atc=result.atc,
+        return CardTap(False, result.reason or "no-cryptogram", latency, result, atc=atc)
+    return CardTap(True, None, latency, result, atc=result.atc,
                    arqc=bytes.fromhex(result.cryptogram),
                    ac_data=full_ac_input(result, timed.gpo))
 
