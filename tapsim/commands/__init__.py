@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from tapsim.commands import account, backoffice, broker, card, fare, tap, terminal, tlv
+from tapsim.commands import account, backoffice, broker, card, fare, sim, tap, terminal, tlv
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 COMMANDS: list[Register] = [
+    sim.register,
     tap.register,
     card.register,
     tlv.register,

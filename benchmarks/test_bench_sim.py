@@ -1,0 +1,113 @@
+"""Fleet simulation throughput: simulated taps per second of wall time, every tap priced and
+authorized by the real core (issue 7).
+
+Target: a day of 10,000,000 taps across 20,000 buses in <= 10 minutes on this 2-core
+machine, i.e. >= 16,667 taps/s across both cores.  The full day is too long for a default
+benchmark run, so its size is a parameter:
+
+* ``TAPSIM_SIM_BENCH_BUSES`` (default 480): buses, the Lanshan sample city replicated (each
+  replica its own riders); 20000 with ``TAPSIM_SIM_BENCH_RATE=18`` is the full target day;
+* ``TAPSIM_SIM_BENCH_HOURS`` (default 18), ``TAPSIM_SIM_BENCH_RATE`` (riders per stop-hour at
+  the peak, default 12), ``TAPSIM_SIM_BENCH_WORKERS`` (default 2),
+  ``TAPSIM_SIM_BENCH_SHARDS`` (default 8).
+
+Whatever the size, the rate needed for the 10M target is asserted.  Side by side, on a small
+slice of the same city (``TAPSIM_SIM_BENCH_NAIVE_HOURS``, default 6, the city's own 24 buses,
+one process each), a naive model with a SimPy process per passenger and the fleet model, both
+driving the same real core; the naive figure for 10M taps is extrapolated from that slice and
+stated as such.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from typing import Any
+
+from sim.config import SimConfig
+from sim.demand import DemandProfile
+from sim.model import ShardSim
+from sim.naive import NaiveSim
+from sim.runner import build_shard
+from sim.simulate import prepare, simulate
+
+TARGET_TAPS = 10_000_000
+TARGET_SECONDS = 600.0
+NEEDED_RATE = TARGET_TAPS / TARGET_SECONDS  # 16,667 taps/s across both cores
+
+
+def _env(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def test_fleet_throughput_for_the_10m_day(benchmark: Any) -> None:
+    buses = int(_env("TAPSIM_SIM_BENCH_BUSES", 480))
+    cfg = SimConfig(hours=_env("TAPSIM_SIM_BENCH_HOURS", 18.0), buses=buses,
+                    shards=int(_env("TAPSIM_SIM_BENCH_SHARDS", 8)),
+                    demand=DemandProfile(peak_rate=_env("TAPSIM_SIM_BENCH_RATE", 12.0)))
+    workers = int(_env("TAPSIM_SIM_BENCH_WORKERS", 2))
+    prepare("lanshan", cfg)  # calibrate (or load the calibration) outside the timing
+    runs: list[Any] = []
+
+    def day() -> None:
+        runs.append(simulate("lanshan", cfg, workers=workers))
+
+    t0 = time.perf_counter()
+    benchmark.pedantic(day, rounds=1, iterations=1)
+    wall = time.perf_counter() - t0
+    report = runs[0].report
+    taps = report["taps"]["total"]
+    rate = taps / wall
+    benchmark.extra_info.update({
+        "buses": buses, "taps": taps, "wall_s": round(wall, 2), "workers": workers,
+        "taps_per_s": round(rate), "needed_taps_per_s": round(NEEDED_RATE),
+        "projected_10m_minutes": round(TARGET_TAPS / rate / 60, 1),
+        "phases_cpu_s": report["wall"]["phases_cpu_s"],
+    })
+    print(f"\nfleet model: {taps:,} taps on {buses:,} buses in {wall:.1f} s = {rate:,.0f} taps/s"
+          f" on {workers} workers (10M taps would take {TARGET_TAPS / rate / 60:.1f} min; "
+          f"the target needs {NEEDED_RATE:,.0f} taps/s)")
+    assert report["taps"]["core_rejected"] == 0
+    assert rate >= NEEDED_RATE, (
+        f"{rate:,.0f} simulated taps/s of wall time; the 10M-taps-in-10-minutes day needs "
+        f"{NEEDED_RATE:,.0f}")
+
+
+def test_naive_per_passenger_model_side_by_side(benchmark: Any) -> None:
+    hours = _env("TAPSIM_SIM_BENCH_NAIVE_HOURS", 6.0)
+    cfg = SimConfig(hours=hours, shards=1)
+    job = prepare("lanshan", cfg).jobs[0]
+    figures: dict[str, tuple[int, float]] = {}
+
+    def measure(model: type[ShardSim]) -> None:
+        t0 = time.perf_counter()
+        result = build_shard(job, model=model).run()
+        figures[model.__name__] = (result.taps, time.perf_counter() - t0)
+
+    # Interleave the two so that both see the same machine.
+    for _ in range(2):
+        measure(NaiveSim)
+        measure(ShardSim)
+    benchmark.pedantic(measure, args=(NaiveSim,), rounds=1, iterations=1)
+    naive_taps, naive_wall = figures["NaiveSim"]
+    fleet_taps, fleet_wall = figures["ShardSim"]
+    naive_rate, fleet_rate = naive_taps / naive_wall, fleet_taps / fleet_wall
+    benchmark.extra_info.update({
+        "slice": f"lanshan, 24 buses, {hours:g} h, one process",
+        "naive_taps_per_s": round(naive_rate), "fleet_taps_per_s": round(fleet_rate),
+        "naive_10m_hours_one_core_extrapolated": round(TARGET_TAPS / naive_rate / 3600, 2),
+        "fleet_over_naive": round(fleet_rate / naive_rate, 2),
+    })
+    print(f"\nsame slice, one process: per-passenger processes {naive_rate:,.0f} taps/s, "
+          f"fleet model {fleet_rate:,.0f} taps/s ({fleet_rate / naive_rate:.2f}x); "
+          f"10M taps per-passenger on one core: {TARGET_TAPS / naive_rate / 3600:.1f} h "
+          "(extrapolated from the slice)")
+    assert fleet_rate > naive_rate
+
+
+def test_calibration_is_reused(benchmark: Any) -> None:
+    """Start-up cost of a run: loading the stored kernel calibration (measured once)."""
+    cfg = replace(SimConfig(), hours=1.0)
+    prepare("lanshan", cfg)
+    benchmark(lambda: prepare("lanshan", cfg))

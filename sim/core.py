@@ -1,0 +1,258 @@
+"""The real transaction core behind the simulation's seam (``sim.coreapi.SimCore``).
+
+Each shard gets its own in-memory core: ``backoffice.engine.BackOffice`` (deferred
+authorization, aggregation, deny list, debt recovery, double-entry ledger), the in-process
+``issuer.service.Issuer`` (accounts, card lifecycle, ARQC verification, holds, captures), and
+the fare engine (``fare.engine.price_tap`` over the city's GTFS-Fares v2 tables) as the
+back office's pricer.  Nothing here decides a fare or an authorization; it translates.
+
+The back office's change rows are drained after every call and not kept: a simulated day
+needs the decisions, not a database (the durable stores are the core's own concern and
+benchmark).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+from collections.abc import Sequence
+from typing import Any, cast
+
+from backoffice.engine import BackOffice, BatchResult
+from backoffice.ledger import FIRST_RIDE_LOSS, ISSUER_SETTLEMENT, RECEIVABLE
+from backoffice.policy import BackOfficeConfig
+from backoffice.pricing import FareCharge, FlatFarePricer, Pricer, PricingError
+from backoffice.taps import Action, TapRecord
+from emv.card.profile import CardProfile
+from fare.engine import close_card, price_tap
+from fare.errors import FeedError, TapError
+from fare.gtfs import parse_feed
+from fare.model import Feed
+from fare.model import Tap as FareTap
+from issuer.codes import DESCRIPTIONS, ResponseCode
+from issuer.keys import KeyStore
+from issuer.lifecycle import Event
+from issuer.policy import BankPolicy
+from issuer.service import Issuer
+from sim.city import City
+from sim.config import SimConfig
+from sim.coreapi import CoreReply, EpurseQuote, SimCard, SimTap
+from sim.errors import CityError
+
+TEST_KEK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")  # TEST key-encryption key
+ACTIONS = {"tap": Action.TAP, "tap_on": Action.TAP_ON, "tap_off": Action.TAP_OFF}
+BANKS = {"ss-sm": "social-security-bank", "ss-rsa": "social-security-bank",
+         "bank": "union-bank"}
+FUNDED = 50_000  # fen on an ordinary account
+SHORT = 150  # fen on an account that cannot pay a day of fares
+DORMANT_SINCE = dt.timedelta(days=4 * 365)
+DRAIN_AFTER = 2_000_000  # taps: build (and drop) the storage rows past this many
+NEAR_LIMIT = 1_000  # fen: an aggregate this close to its spend limit may close on the next tap
+
+
+class FeedPricer:
+    """The back office's :class:`~backoffice.pricing.Pricer` over the fare engine."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.currency = feed.currency
+
+    def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
+        fare_tap = FareTap(tap.tap_id, tap.pan_token, tap.time, tap.stop_id, tap.route_id,
+                           "off" if tap.action is Action.TAP_OFF else "on",
+                           tap.rider_category or None, tap.fare_media or None)
+        try:
+            new, charges = price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
+        except TapError as exc:
+            raise PricingError(str(exc)) from None
+        return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
+
+    def close(self, state: object | None, now: dt.datetime) -> tuple[object, list[FareCharge]]:
+        """An unfinished journey's maximum fare, due when the aggregate closes."""
+        if state is None:
+            return state, []
+        try:
+            new, charges = close_card(self.feed, state, now)  # type: ignore[arg-type]
+        except TapError as exc:
+            raise PricingError(str(exc)) from None
+        return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
+
+    def encode_state(self, state: object) -> bytes:
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode_state(self, data: bytes) -> object:
+        return pickle.loads(data) if data else None  # noqa: S301 - our own rows only
+
+
+def fare_feed(city: City) -> Feed | None:
+    """The city's GTFS-Fares v2 tables, when it has them."""
+    if "fare_products.txt" not in city.gtfs_files:
+        return None
+    try:
+        return parse_feed(city.gtfs_files, city.name)
+    except FeedError as exc:
+        raise CityError(city.source, f"fare tables: {exc}") from None
+
+
+def tap_off_routes(city: City) -> frozenset[str]:
+    """Routes whose fare depends on where the rider gets off (riders tap off there)."""
+    feed = fare_feed(city)
+    if feed is None:
+        return frozenset()
+    by_net: set[str | None] = {r.network_id for r in feed.leg_rules
+                               if r.to_area_id or r.to_timeframe_group_id}
+    return frozenset(rid for rid, route in feed.routes.items() if rid in city.routes
+                     and route.network_id in by_net)
+
+
+class RealCore:
+    """One shard's back office + issuer + fare engine."""
+
+    def __init__(self, city: City, cfg: SimConfig, shard: int, token_key: bytes,
+                 profiles: dict[str, CardProfile]) -> None:
+        feed = fare_feed(city)
+        self.feed = feed
+        if feed is not None:
+            self.pricer: Pricer = FeedPricer(feed)
+        else:  # a feed without fare tables: every route the same flat fare
+            # (a frozen dataclass: its read-only ``currency`` is all the core reads)
+            self.pricer = cast(Pricer, FlatFarePricer(default=200))
+        imks = {f"imk-{kind}": p.crypto.issuer_master_key for kind, p in profiles.items()}
+        self.issuer = Issuer(KeyStore(TEST_KEK, imks), [BankPolicy(b) for b in
+                                                         sorted(set(BANKS.values()))], token_key)
+        self.core = BackOffice(self.pricer, self.issuer,
+                               BackOfficeConfig(merchant_id=cfg.operator_id))
+        self.operator = cfg.operator_id
+        self.shard = shard
+        self._accounts: dict[int, str] = {}
+        self._fares: dict[int, object] = {}
+        self._undrained = 0
+        self._limit = self.core.config.aggregation.spend_limit - NEAR_LIMIT
+
+    # --- cards -----------------------------------------------------------------------------
+
+    def issue(self, card: SimCard, now: dt.datetime) -> bytes:
+        account = f"acct-{self.shard}-{card.index}"
+        opened = now - DORMANT_SINCE if card.state == "dormant" else now - dt.timedelta(days=30)
+        balance = SHORT if card.state == "insufficient_funds" else FUNDED
+        self.issuer.open_account(account, BANKS[card.kind], "CNY", opened, balance=balance)
+        expires = dt.datetime.combine(card.expiry, dt.time(23, 59, 59), tzinfo=now.tzinfo)
+        issued = min(opened, expires - dt.timedelta(days=1))
+        issued_card = self.issuer.issue_card(card.pan, card.psn, account, scheme=card.scheme,
+                                             imk_id=f"imk-{card.kind}", expires_at=expires,
+                                             now=issued)
+        if card.state != "not_activated":
+            self.issuer.apply(card.token, Event.ACTIVATE, issued)
+        if card.state == "lost":
+            self.issuer.apply(card.token, Event.REPORT_LOST, now - dt.timedelta(days=1))
+        self._accounts[card.index] = account
+        # The key the issuer derived from its master key is the one personalisation loads
+        # into the card (the bureau works from the same IMK); handing it over spares the
+        # simulation deriving it twice.
+        return self.issuer.keys.card_key(issued_card.key)
+
+    def top_up(self, card: SimCard, amount: int, now: dt.datetime) -> None:
+        self.issuer.deposit(self._accounts[card.index], amount, now)
+
+    # --- taps ------------------------------------------------------------------------------
+
+    def record(self, t: SimTap) -> TapRecord:
+        c = t.card
+        return TapRecord(tap_id=t.tap_id, validator_id=t.validator_id, operator_id=self.operator,
+                         pan_token=c.token, masked_pan=c.masked, time=t.time, stop_id=t.stop_id,
+                         route_id=t.route_id, action=ACTIONS[t.action], atc=t.atc, arqc=t.arqc,
+                         ac_data=t.ac_data, scheme=c.scheme, rider_category=c.category,
+                         fare_media=t.fare_media)
+
+    def ingest(self, taps: Sequence[SimTap], now: dt.datetime) -> CoreReply:
+        record = self.record
+        self._undrained += len(taps)
+        return self._reply(self.core.ingest([record(t) for t in taps], now))
+
+    def needs_cryptogram(self, token: str) -> bool:
+        """Will the core send this card's next tap's cryptogram to the issuer?  It does for
+        the tap that opens an aggregate (account verification) and for a card in debt
+        (recovery by tap); near the spend limit the next tap may open a new aggregate."""
+        card = self.core.cards.get(token)
+        if card is None or card.open_agg is None or card.debts or card.denied:
+            return True
+        return bool(card.open_agg.total >= self._limit)
+
+    def close_day(self, now: dt.datetime) -> CoreReply:
+        return self._reply(self.core.close_due(now))
+
+    def recover(self, now: dt.datetime) -> CoreReply:
+        return self._reply(self.core.run_recovery(now))
+
+    def _reply(self, res: BatchResult) -> CoreReply:
+        # The change rows are for a database, which a simulated day does not keep: they are
+        # built and dropped only to bound memory on very long shards.
+        if self._undrained >= DRAIN_AFTER:
+            self.core.drain_changes()
+            self.issuer.drain_changes()
+            self._undrained = 0
+        out = CoreReply(accepted=res.accepted, duplicates=res.duplicates, rejected=res.rejected)
+        for e in res.events:
+            if e.kind == "deny_add":
+                out.deny_add.append((e.ref, _code(e.code)))
+            elif e.kind == "deny_remove":
+                out.deny_remove.append(e.ref)
+            elif e.kind == "alert":
+                out.alerts.append(e.detail)
+            else:
+                out.events.append((e.kind, _code(e.code)))
+        return out
+
+    # --- the e-purse -----------------------------------------------------------------------
+
+    def epurse_quote(self, tap: SimTap) -> EpurseQuote:
+        state = self._fares.get(tap.card.index)
+        fare_tap = FareTap(tap.tap_id, tap.card.token, tap.time, tap.stop_id, tap.route_id,
+                           "off" if tap.action == "tap_off" else "on", tap.card.category,
+                           "tunion")
+        try:
+            new, charges = (price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
+                            if self.feed is not None else (state, []))
+        except TapError:
+            return EpurseQuote(tap.card.index, 0, state)
+        return EpurseQuote(tap.card.index, sum(c.amount for c in charges), new)
+
+    def epurse_commit(self, quote: EpurseQuote) -> None:
+        self._fares[quote.card] = quote.state
+
+    # --- figures ---------------------------------------------------------------------------
+
+    def money(self) -> dict[str, int]:
+        b = self.core.balances
+        return {"fares": self.core.fares_total, "charged": b[ISSUER_SETTLEMENT],
+                "receivable": b[RECEIVABLE], "first_ride_loss": b[FIRST_RIDE_LOSS]}
+
+
+def _code(code: str) -> str:
+    try:
+        rc = ResponseCode(code)
+    except ValueError:
+        return code
+    return f"{code} {DESCRIPTIONS.get(rc, rc.name.lower())}"
+
+
+def make_core(city: City, cfg: SimConfig, shard: int, token_key: bytes,
+              profiles: dict[str, CardProfile]) -> RealCore:
+    return RealCore(city, cfg, shard, token_key, profiles)
+
+
+def wired(factory: Any) -> dict[str, str]:
+    """What real code the run drives (for the report)."""
+    if factory is not make_core:
+        return {"core": f"{getattr(factory, '__module__', '?')}."
+                        f"{getattr(factory, '__qualname__', '?')} (not the real core)"}
+    return {
+        "kernel": "emv.kernel.Kernel with emv.card.VirtualCard and the e-purse PSAM "
+                  "(calibration, or every tap with --fidelity full)",
+        "card cryptograms": "emv.crypto schemes (tdes, sm4) of each rider's card",
+        "validator verdict": "terminal.decisions.decide (the card's word, then the deny list)",
+        "fares": "fare.engine.price_tap over the city's GTFS-Fares v2 tables",
+        "transaction core": "backoffice.engine.BackOffice (deferred authorization, deny list, "
+                            "debt recovery, ledger), one per shard, in memory",
+        "issuer": "issuer.service.Issuer (accounts, lifecycle, ARQC verification, holds)",
+    }

@@ -1,0 +1,502 @@
+"""The fleet model of one shard: a SimPy process per bus (and per cellular link), none per rider.
+
+A bus runs its block's trips in order.  At each stop it lets off the riders bound there
+(tapping off on routes whose fare needs it), takes on everyone who arrived since the last
+bus of the same pattern (one Poisson draw, up to its free capacity; riders' cards and
+destinations drawn from bulk numpy uniforms), has each card rider tap (``sim.taps``: the
+real kernel, or its calibrated latency and outcome), applies the validator's rules (the
+kernel's verdict, the deny list as this bus knows it), and stays for the TCQSM dwell.  The
+stop's accepted taps go up the bus's link as one message into the back-office queue, or
+into the validator's journal while the link is down.  When a message's service ends, the
+real transaction core ingests it; the deny-list changes it makes are published to the
+fleet.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from array import array
+from collections.abc import Callable, Generator, Sequence
+from time import perf_counter
+from typing import Any, NamedTuple
+
+import numpy as np
+import simpy
+
+from emv.card.profile import CardProfile
+from emv.pan import mask_pan, pan_token
+from sim.city import Bus, City
+from sim.config import SimConfig
+from sim.connectivity import DenyView, Links
+from sim.coreapi import CoreReply, SimCard, SimCore, SimTap
+from sim.dwell import dwell
+from sim.latency import card_pan
+from sim.population import (
+    CATEGORIES,
+    CEMV,
+    EXPIRED,
+    INSUFFICIENT,
+    KINDS,
+    STATES,
+    Population,
+)
+from sim.queueing import BackOfficeQueue
+from sim.randoms import Uniforms
+from sim.results import (
+    DWELL_BIN,
+    DWELL_BINS,
+    LATENCY_BIN,
+    LATENCY_BINS,
+    WAIT_BIN,
+    WAIT_BINS,
+    ShardResult,
+    histogram,
+)
+from sim.taps import TapSource
+from terminal.decisions import TapPolicy, decide
+from wire.messages import TapOutcome
+
+Progress = Callable[[float], None]
+
+MEDIA = ("cemv", "tunion")
+DRAIN = 6 * 3600.0  # after the horizon: time allowed for journals and queue to empty
+TOPUP_AMOUNT = 10_000  # fen a holder short of funds pays in
+
+
+class StopVisit(NamedTuple):
+    bus: int
+    trip: str
+    stop: int  # index in the trip's pattern
+    arrival: float
+    alighting: int
+    boarding: int
+    paying_on: float  # seconds the boarders' payments added
+    paying_off: float  # seconds tapping off added
+    dwell: float
+    run: float  # to the next stop
+
+
+class ShardSim:
+    """One shard: its buses, riders, links, back-office queue and transaction core."""
+
+    def __init__(self, city: City, buses: Sequence[Bus], shard: int, cfg: SimConfig,
+                 core: SimCore, taps: TapSource, profiles: dict[str, CardProfile],
+                 token_key: bytes, tap_off_routes: frozenset[str],
+                 rng: np.random.Generator, population: Population,
+                 progress: Progress | None = None, trace: bool = False) -> None:
+        self.city = city
+        self.buses = list(buses)
+        self.shard = shard
+        self.cfg = cfg
+        self.core = core
+        self.taps = taps
+        self.profiles = profiles
+        self.token_key = token_key
+        self.tap_off_routes = tap_off_routes
+        self.rng = rng
+        self.u = Uniforms(rng)
+        self.pop = population
+        self.progress = progress
+        self.env = simpy.Environment(initial_time=cfg.start)
+        self.t0 = dt.datetime.combine(cfg.date, dt.time(0), tzinfo=city.timezone)
+        self.links = Links(cfg.link, len(self.buses))
+        self.deny = DenyView(self.links)
+        self.queue = BackOfficeQueue(self.env, cfg.backoffice.servers, cfg.backoffice.service,
+                                     rng)
+        self.table = cfg.demand.table()
+        self.res = ShardResult(shard=shard, buses=len(self.buses), servers=cfg.backoffice.servers)
+        self.res.routes = sorted({city.blocks[b.block].route_id for b in self.buses})
+        # Hot columns as lists: indexing a list is several times faster than a numpy array.
+        self._kind = population.kind.tolist()
+        self._path = population.path.tolist()
+        self._state = population.state.tolist()
+        self._cat = population.category.tolist()
+        self._atc = population.atc.tolist()
+        self._balance = population.balance.tolist()
+        self.cards: dict[int, SimCard] = {}
+        self.by_token: dict[str, int] = {}
+        self._last: dict[tuple[int, int, int], float] = {}
+        self._left: dict[tuple[int, int, int], int] = {}
+        self._weights: dict[tuple[int, int], list[float]] = {}
+        self.journals: list[list[SimTap]] = [[] for _ in self.buses]
+        self.journal_taps = 0
+        self.queued_taps = 0
+        self._latencies: array[float] = array("d")
+        self._dwells: array[float] = array("d")
+        self._seq = [0] * len(self.buses)
+        self.t_core = 0.0  # CPU seconds inside the real core (issuer, back office, fares)
+        self.t_card = 0.0  # ... inside the card taps (kernel samples or runs, card crypto)
+        self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
+        # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
+        # off, riders on, seconds paying on, seconds paying off, dwell).
+        self.stops: list[StopVisit] | None = [] if trace else None
+        self.policy = TapPolicy()
+
+    # --- time ---------------------------------------------------------------------------
+
+    def when(self, t: float) -> dt.datetime:
+        return self.t0 + dt.timedelta(seconds=t)
+
+    # --- cards --------------------------------------------------------------------------
+
+    def card(self, c: int, now: float) -> SimCard:
+        card = self.cards.get(c)
+        if card is not None:
+            return card
+        kind = KINDS[self._kind[c]]
+        profile = self.profiles[kind]
+        pan = card_pan(profile.pan, self.shard, c)
+        state = self._state[c]
+        expiry = profile.expiry
+        if state == EXPIRED:
+            expiry = self.cfg.date - dt.timedelta(days=1 + self.u.below(300))
+        card = SimCard(index=c, pan=pan, psn=profile.psn, token=pan_token(pan, self.token_key),
+                       masked=mask_pan(pan), scheme=profile.crypto.cryptogram, kind=kind,
+                       state=STATES[state], category=CATEGORIES[self._cat[c]], expiry=expiry,
+                       issuer_master_key=profile.crypto.issuer_master_key)
+        self.cards[c] = card
+        self.by_token[card.token] = c
+        t0 = perf_counter()
+        key = self.core.issue(card, self.when(now))
+        self.t_core += perf_counter() - t0
+        self.taps.personalised(c, key)
+        return card
+
+    # --- processes ----------------------------------------------------------------------
+
+    def run(self) -> ShardResult:
+        t_start = time.perf_counter()
+        env, cfg = self.env, self.cfg
+        for b, bus in enumerate(self.buses):
+            env.process(self._bus(b, bus))
+            if cfg.link.law != "none":
+                env.process(self._link(b))
+        env.process(self._sampler())
+        env.run(until=cfg.horizon)
+        t_day = time.perf_counter()
+        # Whatever is still journaled or queued arrives once links are back (buses stopped).
+        env.run(until=cfg.horizon + DRAIN)
+        for b, journal in enumerate(self.journals):
+            if journal:
+                self._deliver(journal, env.now)
+                self.journals[b] = []
+        self.res.counts["delivered_after_drain"] += self.journal_taps
+        self.journal_taps = 0
+        t_drain = time.perf_counter()
+        self._settle()
+        t_end = time.perf_counter()
+        self._finish()
+        self.res.wall.update({"day": t_day - t_start, "drain": t_drain - t_day,
+                              "settle": t_end - t_drain, "day_in_core": self.t_core,
+                              "day_in_card_taps": self.t_card})
+        return self.res
+
+    def _sampler(self) -> Generator[Any, Any, None]:
+        env, cfg = self.env, self.cfg
+        ts: list[float] = []
+        journal: list[int] = []
+        queued: list[int] = []
+        span = cfg.horizon - cfg.start
+        while env.now <= cfg.horizon:
+            ts.append(env.now)
+            journal.append(self.journal_taps)
+            queued.append(self.queued_taps)
+            if self.progress is not None:
+                self.progress((env.now - cfg.start) / span)
+            if env.now + cfg.sample_every > cfg.horizon:
+                break
+            yield env.timeout(cfg.sample_every)
+        self.res.backlog_t = np.array(ts)
+        self.res.backlog_journal = np.array(journal, dtype=np.int64)
+        self.res.backlog_queue = np.array(queued, dtype=np.int64)
+
+    def _link(self, b: int) -> Generator[Any, Any, None]:
+        env, links, u = self.env, self.links, self.u
+        up = links.first_state(u)
+        while True:
+            if up:
+                yield env.timeout(links.up_time(u))
+            since = env.now
+            down = links.down_time(u)
+            links.go_down(b, since, since + down)
+            yield env.timeout(down)
+            links.come_up(b, env.now, since)
+            up = True
+            self._flush(b)
+
+    def _bus(self, b: int, bus: Bus) -> Generator[Any, Any, None]:
+        env, cfg, city = self.env, self.cfg, self.city
+        u = self.u
+        block = city.blocks[bus.block]
+        horizon = cfg.horizon
+        capacity = cfg.capacity
+        dcfg = cfg.dwell
+        expected = self.table.expected
+        ride_p = self.table.ride_p
+        pop_n = self.pop.n
+        cash_share = cfg.population.cash
+        res = self.res
+        counts = res.counts
+        dwells = self._dwells
+        for trip in block.trips:
+            if trip.start >= horizon:
+                break
+            if env.now < trip.start:
+                yield env.timeout(trip.start - env.now)
+            pat = city.patterns[trip.pattern]
+            route = pat.route_id
+            tap_off = route in self.tap_off_routes
+            stops = pat.stops
+            runs = pat.run_times
+            n = len(stops)
+            weights = self._stop_weights(bus.replica, trip.pattern, n)
+            onboard: dict[int, list[int]] = {}
+            load = 0
+            res.trips += 1
+            for i in range(n):
+                now = env.now
+                if now >= horizon:
+                    return
+                stop_id = stops[i]
+                outbox: list[SimTap] = []
+                # Alighting: riders bound here; card riders tap off where the fare needs it.
+                alight = onboard.pop(i, None)
+                n_alight = 0
+                pay_alight = 0.0
+                if alight:
+                    n_alight = len(alight)
+                    load -= n_alight
+                    counts["alightings"] += n_alight
+                    if tap_off:
+                        when = self.when(now)
+                        for c in alight:
+                            if c >= 0:
+                                pay_alight += self._tap(b, c, now, when, stop_id, route,
+                                                        "tap_off", outbox, True)
+                # Boarding: everyone who came since the last bus of this pattern, up to room.
+                n_board = 0
+                pay_board = 0.0
+                if i < n - 1:
+                    key = (bus.replica, trip.pattern, i)
+                    last = self._last.get(key, cfg.start)
+                    waiting = self._left.get(key, 0) + u.poisson(expected(last, now) * weights[i])
+                    self._last[key] = now
+                    room = capacity - load
+                    n_board = waiting if waiting < room else room
+                    self._left[key] = waiting - n_board
+                    if n_board:
+                        counts["boardings"] += n_board
+                        when = self.when(now + 1.0)
+                        action = "tap_on" if tap_off else "tap"
+                        for _ in range(n_board):
+                            dest = i + u.geometric(ride_p)
+                            if dest >= n:
+                                dest = n - 1
+                            if u.u() < cash_share:
+                                c = -1
+                                pay_board += dcfg.handle_cash
+                                counts["cash"] += 1
+                            else:
+                                c = int(u.u() * pop_n)
+                                secs = self._tap(b, c, now, when, stop_id, route, action,
+                                                 outbox, False)
+                                if secs < 0:  # refused: pays cash instead
+                                    secs = -secs + dcfg.decline_retry + dcfg.handle_cash
+                                    c = -1
+                                    counts["cash_after_decline"] += 1
+                                pay_board += secs
+                            lst = onboard.get(dest)
+                            if lst is None:
+                                onboard[dest] = [c]
+                            else:
+                                lst.append(c)
+                        load += n_board
+                d = dwell(dcfg, n_alight, n_board, pay_board, pay_alight)
+                if self.stops is not None:
+                    self.stops.append(StopVisit(b, trip.trip_id, i, now, n_alight, n_board,
+                                                pay_board, pay_alight, d, runs[i] if i < n - 1
+                                                else 0.0))
+                if d > 0.0:
+                    dwells.append(d)
+                    res.dwell_sum += d
+                    res.dwell_unpaid_sum += dwell(dcfg, n_alight, n_board, 0.0, 0.0)
+                    res.served_stops += 1
+                if outbox:
+                    self._send(b, outbox, now)
+                yield env.timeout(d + runs[i] if i < n - 1 else d)
+            res.lateness_sum += max(env.now - (trip.start + pat.duration), 0.0)
+
+    def _stop_weights(self, replica: int, pattern: int, n: int) -> list[float]:
+        key = (replica, pattern)
+        w = self._weights.get(key)
+        if w is None:
+            raw = self.rng.gamma(4.0, 0.25, size=n)
+            raw[-1] = 0.0  # nobody boards at the terminus
+            w = self._weights[key] = raw.tolist()
+        return w
+
+    # --- a tap --------------------------------------------------------------------------
+
+    def _tap(self, b: int, c: int, now: float, when: dt.datetime, stop_id: str, route: str,
+             action: str, outbox: list[SimTap], off: bool) -> float:
+        """One card tap; the seconds it adds to the dwell (negative: refused at the gate)."""
+        card = self.card(c, now)
+        res = self.res
+        counts = res.counts
+        atc = self._atc[c] = (self._atc[c] + 1) & 0xFFFF
+        seq = self._seq[b] = self._seq[b] + 1
+        vid = self._vid[b]
+        tap_id = f"{vid}:{seq}"
+        # Offline, the tap may reach the core after its state has moved: always a real one.
+        crypt = not self.links.is_up(b, now) or self.core.needs_cryptogram(card.token)
+        t0 = perf_counter()
+        if self._path[c] == CEMV:
+            ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u, crypt)
+            secs = self.cfg.dwell.handle_cemv + ct.latency
+            self.t_card += perf_counter() - t0
+        else:
+            quote = self.core.epurse_quote(SimTap(tap_id, vid, card, when, stop_id, route,
+                                                  action, atc, b"", b"", "tunion"))
+            t1 = perf_counter()
+            ct = self.taps.epurse(card, atc, max(quote.fare, 0), self._balance[c], when, b,
+                                  self.u, crypt)
+            secs = self.cfg.dwell.handle_tunion + ct.latency
+            self.t_core += t1 - t0
+            self.t_card += perf_counter() - t1
+            if ct.epurse:
+                self.core.epurse_commit(quote)
+                self._balance[c] = ct.balance_after
+                res.money["epurse_fares"] += max(quote.fare, 0)
+                res.money["epurse_refunds_owed"] += max(-quote.fare, 0)
+        self._latencies.append(ct.latency)
+        counts["taps"] += 1
+        # The validator's verdict (terminal.decisions): the card's word, then the deny list
+        # (as this bus knows it; never for a tap-off, nor for the closed-loop purse).
+        listed = not off and not ct.epurse and self.deny.refuses(b, card.token, now)
+        verdict = decide(ct.result, deny_listed=listed, duplicate=False, policy=self.policy)
+        if verdict.outcome is not TapOutcome.ACCEPTED:
+            if verdict.outcome is TapOutcome.DENY_LISTED:
+                reason = "deny-listed at the validator"
+            else:
+                reason = f"{'kernel' if not ct.accepted else 'validator'}: {verdict.reason}"
+            res.gate_declines[reason] += 1
+            counts["declined_at_gate"] += 1
+            return -secs
+        if ct.epurse:
+            counts["taps_epurse"] += 1
+            return secs
+        counts["taps_quickpass"] += 1  # accepted at the gate, on its way to the back office
+        outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
+                             ct.ac_data, "cemv"))
+        return secs
+
+    # --- uplink -------------------------------------------------------------------------
+
+    def _send(self, b: int, taps: list[SimTap], now: float) -> None:
+        if self.links.is_up(b, now):
+            self._submit(taps)
+        else:
+            self.journals[b].extend(taps)
+            self.journal_taps += len(taps)
+            self.res.counts["journaled"] += len(taps)
+
+    def _submit(self, taps: list[SimTap]) -> None:
+        self.queued_taps += len(taps)
+
+        def served(t: float) -> None:
+            self.queued_taps -= len(taps)
+            self._deliver(taps, t)
+
+        self.queue.submit(len(taps), served, self.cfg.link.latency)
+
+    def _flush(self, b: int) -> None:
+        journal = self.journals[b]
+        if not journal:
+            return
+        self.journals[b] = []
+        self.journal_taps -= len(journal)
+        step = self.cfg.link.max_batch
+        for i in range(0, len(journal), step):
+            self._submit(journal[i:i + step])
+
+    def _deliver(self, taps: list[SimTap], t: float) -> None:
+        t0 = perf_counter()
+        reply = self.core.ingest(taps, self.when(t))
+        self.t_core += perf_counter() - t0
+        self._heard(reply, t)
+
+    def _heard(self, reply: CoreReply, t: float) -> None:
+        res = self.res
+        res.counts["core_accepted"] += reply.accepted
+        res.counts["core_duplicates"] += reply.duplicates
+        res.counts["core_rejected"] += reply.rejected
+        for kind, code in reply.events:
+            res.core_events[kind] += 1
+            if kind == "declined":
+                res.issuer_declines[code] += 1
+        for token, code in reply.deny_add:
+            self.deny.add(token, t)
+            res.deny_reasons[code] += 1
+            res.counts["deny_list_additions"] += 1
+            if t <= self.cfg.horizon:  # while the fleet runs: how long until buses know
+                delays = self.links.propagation(t)
+                res.propagation.append((float(delays.mean()), float(np.quantile(delays, 0.95)),
+                                        float(delays.max())))
+        for token in reply.deny_remove:
+            self.deny.remove(token, t)
+        res.alerts.update(reply.alerts)
+
+    # --- after the day ------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Close the service day, then run the recovery schedule with holders topping up."""
+        cfg = self.cfg
+        day_end = self.when(24 * 3600.0 + 4 * 3600.0)
+        last = max(self.when(self.env.now), day_end)
+        self._heard(self.core.close_day(last), self.env.now)
+        money = self.core.money()
+        for k, v in money.items():
+            self.res.money[f"day_{k}"] = v
+        if cfg.settle_days == 0:
+            return
+        debtors = [self.by_token[t] for t in sorted(self.deny.added) if t in self.by_token
+                   and t not in self.deny.removed]
+        topups: dict[int, list[int]] = {}
+        for c in debtors:
+            if self._state[c] == INSUFFICIENT and self.u.u() < cfg.population.topup:
+                topups.setdefault(1 + self.u.below(cfg.settle_days), []).append(c)
+        for day in range(1, cfg.settle_days + 1):
+            now = last + dt.timedelta(days=day)
+            for c in topups.get(day, []):
+                self.core.top_up(self.cards[c], TOPUP_AMOUNT, now)
+                self.res.counts["topups"] += 1
+            self._heard(self.core.recover(now), self.env.now)
+        for k, v in self.core.money().items():
+            self.res.money[f"final_{k}"] = v
+
+    def _finish(self) -> None:
+        res = self.res
+        skipped = getattr(self.taps, "skipped", 0)
+        if skipped:
+            res.counts["cryptograms_left_zero"] += skipped
+        kernel = getattr(self.taps, "kernel", None)
+        if kernel is not None:  # full fidelity: the kernel's CPU time, measured live
+            res.wall["kernel_live_host"] = kernel.host_seconds
+            res.wall["kernel_live_taps"] = float(kernel.taps)
+        res.cards = self.pop.n
+        res.cards_seen = len(self.cards)
+        res.population = self.pop.counts()
+        lat = np.frombuffer(self._latencies, dtype=float)
+        res.latency_hist = histogram(lat, LATENCY_BIN, LATENCY_BINS)
+        res.dwell_hist = histogram(np.frombuffer(self._dwells, dtype=float), DWELL_BIN,
+                                   DWELL_BINS)
+        res.wait_hist = histogram(np.frombuffer(self.queue.waits, dtype=float), WAIT_BIN,
+                                  WAIT_BINS)
+        res.queue_busy = self.queue.busy
+        res.queue_messages = self.queue.served
+        res.queue_max = self.queue.in_queue_max
+        res.sim_seconds = self.cfg.horizon - self.cfg.start
+        res.link_outages = self.links.outages
+        res.link_down_seconds = self.links.down_seconds
+

@@ -1,0 +1,89 @@
+"""One simulation run from a city and a configuration to a report: the whole pipeline.
+
+city -> fleet -> calibration (real kernel, cached) -> shards (by route) -> workers -> merge
+-> report.  The CLI (``tapsim sim``), the tests and the benchmark all come through here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sim.calibration import Calibration, calibrate
+from sim.city import Bus, City, fleet, load_city
+from sim.config import SimConfig
+from sim.report import RunInfo, build
+from sim.results import ShardResult
+from sim.runner import CoreFactory, ShardJob, plan_shards, run_jobs
+
+# TEST token key, the same as the demo validator's; a deployment sets TAPSIM_TOKEN_KEY.
+DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
+
+
+@dataclass
+class SimRun:
+    report: dict[str, Any]
+    result: ShardResult
+    calibration: Calibration
+    city: City
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before its shards start."""
+
+    city: City
+    buses: tuple[Bus, ...]
+    calibration: Calibration
+    jobs: list[ShardJob]
+    tap_off_routes: frozenset[str]
+    factory: CoreFactory
+
+
+def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY,
+            recalibrate: bool = False, calibration_dir: Path | None = None,
+            core_factory: CoreFactory | None = None) -> Prepared:
+    """Load the city, calibrate the kernel, and cut the fleet into shard jobs."""
+    from sim import core as real_core  # noqa: PLC0415 - the core pulls in fare/backoffice
+
+    city = load_city(city_spec, day=cfg.date)
+    buses = fleet(city, cfg.buses)
+    factory: CoreFactory = core_factory or real_core.make_core
+    tap_off = real_core.tap_off_routes(city)
+    cal = calibrate(cfg.date, cfg.calibration_samples, cfg.kernel_amount, token_key,
+                    recalibrate=recalibrate, directory=calibration_dir)
+    plan = plan_shards(city, buses, cfg.shards)
+    seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.shards)
+    jobs = [ShardJob(city=city, buses=tuple(buses[i] for i in idx), shard=s, cfg=cfg,
+                     calibration=cal, token_key=token_key, seed=seeds[s],
+                     tap_off_routes=tap_off, core_factory=factory)
+            for s, idx in enumerate(plan)]
+    return Prepared(city, buses, cal, jobs, tap_off, factory)
+
+
+def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
+             token_key: bytes = DEMO_TOKEN_KEY, recalibrate: bool = False,
+             calibration_dir: Path | None = None,
+             progress: Callable[[dict[int, float]], None] | None = None,
+             core_factory: CoreFactory | None = None) -> SimRun:
+    """Run the fleet of ``city_spec`` under ``cfg``; the report and the merged figures."""
+    from sim import core as real_core  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    p = prepare(city_spec, cfg, token_key=token_key, recalibrate=recalibrate,
+                calibration_dir=calibration_dir, core_factory=core_factory)
+    result = run_jobs(p.jobs, workers, progress)
+    wall = time.perf_counter() - t0
+    city, buses = p.city, p.buses
+    info = RunInfo(
+        city=city.name, city_source=city.source, routes=len(city.routes), stops=len(city.stops),
+        patterns=len(city.patterns), blocks=len(city.blocks), buses=len(buses),
+        replicas=max(b.replica for b in buses) + 1, shards=len(p.jobs), workers=workers,
+        tap_off_routes=tuple(sorted(p.tap_off_routes)), wired=real_core.wired(p.factory),
+    )
+    return SimRun(build(result, cfg, p.calibration, info, wall), result, p.calibration, city)

@@ -1,0 +1,129 @@
+"""`tapsim sim`: a city's bus fleet for a day, driven through the real kernel, fares and core."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tapsim.commands.tap import token_key
+from tapsim.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "sim", help="simulate a bus fleet's day (SimPy) through the real core",
+        description="Simulate a city's buses, riders, validators, cellular links and back "
+                    "office for a day, with every card tap priced and authorized by the real "
+                    "transaction core. Writes report.json, PNG plots and index.html to --out.",
+    )
+    p.add_argument("--city", default="lanshan", metavar="NAME|PATH",
+                   help="a shipped city (lanshan), a GTFS folder or .zip, or "
+                        "synthetic[:routes=8,stops=20,buses=48,...] (default: lanshan)")
+    p.add_argument("--hours", type=float, default=18.0, metavar="H",
+                   help="simulated hours from --start (default 18)")
+    p.add_argument("--start", type=float, default=5.0, metavar="HOUR",
+                   help="local hour the simulation starts (default 5)")
+    p.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                   help="service date (default 2026-03-02, a Monday: results never depend on "
+                        "today)")
+    p.add_argument("--buses", type=int, default=None, metavar="N",
+                   help="buses in service (default: the city's timetable; more than it has "
+                        "replicates the city)")
+    p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
+    p.add_argument("--out", type=Path, default=Path("sim-report"), metavar="DIR",
+                   help="where report.json, the plots and index.html go (default ./sim-report)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--fidelity", choices=("calibrated", "full"), default="calibrated",
+                   help="calibrated: latency measured from the real kernel at start-up "
+                        "(default); full: the real kernel runs for every tap")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes (default: one per CPU, at most the shards)")
+    p.add_argument("--shards", type=int, default=4, metavar="K",
+                   help="route groups, each with its own core and riders (default 4); results "
+                        "depend on the seed and K, not on --workers")
+    p.add_argument("--servers", type=int, default=2, metavar="C",
+                   help="back-office servers per shard (default 2)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure the kernel again instead of reusing the stored calibration")
+    p.set_defaults(func=main)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from sim.config import DEFAULT_DATE, BackOfficeModel, SimConfig  # noqa: PLC0415
+
+    return SimConfig(hours=args.hours, start_hour=args.start, date=args.date or DEFAULT_DATE,
+                     seed=args.seed, buses=args.buses, fidelity=args.fidelity,
+                     shards=args.shards, backoffice=BackOfficeModel(servers=args.servers))
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+
+    from sim.errors import SimError  # noqa: PLC0415 - keeps `tapsim --help` light
+    from sim.report import summary_rows, write  # noqa: PLC0415
+    from sim.simulate import simulate  # noqa: PLC0415
+
+    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    try:
+        cfg = _config(args)
+        with _Progress(enabled=not args.json and sys.stderr.isatty()) as progress:
+            run = simulate(args.city, cfg, workers=min(workers, cfg.shards),
+                           token_key=token_key(), recalibrate=args.recalibrate,
+                           progress=progress.update)
+        paths = write(run.report, run.result, args.out)
+    except SimError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:  # a fare table, a card profile or a date the parts refused
+        raise UserError(f"{args.city}: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"{args.out}: cannot write the report ({exc.strerror})") from None
+    if args.json:
+        print(json.dumps(run.report, ensure_ascii=False))
+        return 0
+    console = Console(highlight=False, soft_wrap=True)
+    for key, value in summary_rows(run.report):
+        console.print(f"[bold]{key:<12}[/] {value}")
+    console.print(f"[dim]{run.report['latency_source']['statement']}[/]")
+    console.print(f"report: {paths[-1]}")
+    return 0
+
+
+class _Progress:
+    """A rich progress bar on stderr (simulated time done, over all shards)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console  # noqa: PLC0415
+            from rich.progress import (  # noqa: PLC0415
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(TextColumn("simulating"), BarColumn(),
+                                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("sim", total=1.0)
+        return self
+
+    def update(self, done: dict[int, float]) -> None:
+        if self._bar is not None and done:
+            self._bar.update(self._task, completed=sum(done.values()) / len(done))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
