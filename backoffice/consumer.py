@@ -399,6 +399,10 @@ class Consumer:
             else:
                 refused.append((item, inbound))
         if taps:
+            # Shared-subscription workers and resends after a reconnect deliver taps out of
+            # order; the fare engine prices a card's taps in time order, so the batch goes in
+            # that order (a tap later than one already committed is the core's late tap).
+            taps.sort(key=lambda t: (t.time, t.tap_id))
             for tap, outcome in await self._commit(taps):
                 if outcome is not None:
                     refused += [(i, outcome) for i in items_of.get(tap.tap_id, [])[:1]]

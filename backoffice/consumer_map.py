@@ -126,6 +126,8 @@ def to_core(t: WireTap, media: FareMediaLabels, tz: dt.tzinfo) -> TapRecord | Sk
 # -- dead letters -------------------------------------------------------------------------
 
 # Any run of 12 or more digits may hold a card number (a longer run may hide one inside).
+# Some are not (the digits of an AID): masked all the same, the dead letter's SHA-256 names
+# the original payload, which the validator's journal still holds.
 _DIGITS = re.compile(rb"[0-9]{12,}")
 _DIGITS_TEXT = re.compile(r"[0-9]{12,}")
 
