@@ -105,12 +105,18 @@ class ConsumerStats:
     deltas: int = 0
     snapshots: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+    # ... of which in the back office: from the message's arrival to the commit
+    inside_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
 
     def to_dict(self) -> dict[str, Any]:
-        lat = sorted(self.latencies_ms)
+        def summary(values: deque[float]) -> dict[str, Any]:
+            lat = sorted(values)
 
-        def pct(p: float) -> float | None:
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+            def pct(p: float) -> float | None:
+                return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+            return {"n": len(lat), "p50": pct(0.50), "p99": pct(0.99),
+                    "max": round(lat[-1], 3) if lat else None}
 
         return {
             "received": self.received, "batches": self.batches, "ingested": self.ingested,
@@ -120,8 +126,8 @@ class ConsumerStats:
             "storage_retries": self.storage_retries, "ticks": self.ticks,
             "deny_version": self.deny_version, "deltas": self.deltas,
             "snapshots": self.snapshots,
-            "tap_to_ledger_ms": {"n": len(lat), "p50": pct(0.50), "p99": pct(0.99),
-                                 "max": round(lat[-1], 3) if lat else None},
+            "tap_to_ledger_ms": summary(self.latencies_ms),
+            "arrival_to_ledger_ms": summary(self.inside_ms),
         }
 
 
@@ -136,6 +142,7 @@ class _Item:
     payload: bytes
     mid: int
     qos: int
+    arrived: float  # time.monotonic()
 
 
 class Consumer:
@@ -331,7 +338,8 @@ class Consumer:
                     bytes(m.payload) if isinstance(m.payload, bytearray) else \
                     str(m.payload or "").encode()
                 self.stats.received += 1
-                self._queue.put_nowait(_Item(link, m.topic.value, payload, m.mid, m.qos))
+                self._queue.put_nowait(_Item(link, m.topic.value, payload, m.mid, m.qos,
+                                             time.monotonic()))
         finally:
             stopping.cancel()
 
@@ -398,14 +406,20 @@ class Consumer:
                 self.stats.skipped[inbound.why] += 1
             else:
                 refused.append((item, inbound))
+        arrived = {id(i): i.arrived for i in batch}
         if taps:
             # Shared-subscription workers and resends after a reconnect deliver taps out of
             # order; the fare engine prices a card's taps in time order, so the batch goes in
             # that order (a tap later than one already committed is the core's late tap).
             taps.sort(key=lambda t: (t.time, t.tap_id))
-            for tap, outcome in await self._commit(taps):
+            done = await self._commit(taps)
+            now = time.monotonic()
+            for tap, outcome in done:
                 if outcome is not None:
                     refused += [(i, outcome) for i in items_of.get(tap.tap_id, [])[:1]]
+                else:
+                    self.stats.inside_ms.extend(
+                        (now - arrived[id(i)]) * 1e3 for i in items_of.get(tap.tap_id, [])[:1])
         failed: set[int] = set()
         for item, why in refused:
             if not await self._dead_letter(item, why):
