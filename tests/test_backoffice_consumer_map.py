@@ -100,6 +100,7 @@ def test_fare_media_labels() -> None:
     (TOPIC, b"x" * 5000, "too-large", "5000 bytes, limit 4096"),
     (TOPIC, msgspec.msgpack.encode(["tap/9", "x"]), "unknown-kind", "tap/9"),
     (TOPIC, msgspec.msgpack.encode(["tap/1", "V1:1:1"]), "malformed", "at least length 21"),
+    (TOPIC, b"\x91\xa6\x00\x00\x00\x00\x00\x80", "malformed", "UnicodeDecodeError"),
     ("tapsim/v1/taps/bad id", b"", "wrong-topic", "not a validator id"),
     ("tapsim/v1/elsewhere/V1", b"", "wrong-topic", "is not under"),
 ])
@@ -136,6 +137,13 @@ def test_dead_letter_carries_reason_and_payload_with_card_numbers_masked() -> No
     big = dead_letter(TOPIC, large, Refused("too-large", "x"), now)
     assert read_dead_letter(big).payload_b64 is None  # too big to carry: hash and size only
     assert json.loads(big)["sha256"] == hashlib.sha256(large).hexdigest()
+
+
+@given(st.binary(max_size=200))
+def test_whatever_arrives_is_a_record_a_skip_or_a_refusal(payload: bytes) -> None:
+    """The writer must never fail on a payload (it would stay unacknowledged for ever)."""
+    out = read_tap(TOPIC, payload, CITY_MEDIA, SHANGHAI)
+    assert isinstance(out, Refused | Skipped | TapRecord)
 
 
 @given(st.binary(max_size=300))
