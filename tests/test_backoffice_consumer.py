@@ -30,7 +30,7 @@ from tests.fixtures.backoffice import (
     running,
     until,
 )
-from tests.fixtures.mosquitto import Broker
+from tests.fixtures.mosquitto import Broker, BrokerFactory
 from tests.fixtures.mqtt import BO_KEY, SIGNER, Collector, Running, settings
 from tests.fixtures.terminal import TOKEN_KEY, Rig, rig
 from wire import DenyListSnapshot, FareTableVersion, TapRecord, Verifier, decode, encode, topics
@@ -414,3 +414,34 @@ def test_the_command_runs_and_stops_cleanly_on_sigterm(mosquitto: Broker, tmp_pa
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["ingested"] == 3 and summary["acked"] == 3
     assert json.loads((tmp_path / "stats.json").read_text())["tap_to_ledger_ms"]["n"] == 3
+
+
+def test_over_tls_with_the_back_office_credentials_and_acl(broker_factory: BrokerFactory,
+                                                           tmp_path: Path) -> None:
+    """mqtts:// with the broker's TEST CA, as the `backoffice` user the ACL allows to read
+    every tap and write the downlink and dead-letter topics (and nothing plain is open)."""
+    b = broker_factory(validators=["V1"], tls=True, plain=False)
+    assert b.auth is not None and b.ca is not None and b.tls_port is not None
+    url = f"sqlite://{tmp_path / 'bo.db'}"
+    issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
+    payloads = tap_payloads(validator(tmp_path), 2)
+    addr = BrokerAddress.from_url(f"mqtts://backoffice:{b.auth.credentials['backoffice']}@"
+                                  f"localhost:{b.tls_port}", tls_ca=b.ca.cafile)
+    c = consumer(b.host, b.tls_port, url, TOKEN_KEY, signer=SIGNER)
+    c.broker = addr
+
+    async def go() -> None:
+        import ssl
+
+        async with running(c):
+            ctx = ssl.create_default_context(cafile=str(b.ca.cafile))  # type: ignore[union-attr]
+            async with aiomqtt.Client("localhost", b.tls_port, username="V1",  # type: ignore[arg-type]
+                                      password=b.auth.credentials["V1"],  # type: ignore[union-attr]
+                                      tls_context=ctx) as v1:
+                for p in [*payloads, b"garbage"]:
+                    await v1.publish(topics.tap_topic("V1"), p, qos=1)
+            assert await until(lambda: c.stats.ingested == 2 and c.stats.acked == 3)
+            assert await until(lambda: c.stats.snapshots >= 1)
+        assert c.stats.dead_letters == {"malformed": 1} and c.stats.not_acked == 0
+
+    asyncio.run(go())
