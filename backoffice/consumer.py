@@ -173,6 +173,7 @@ class Consumer:
         self._drained = asyncio.Event()  # set: the writer acknowledged all it took
         self._deny_changed = asyncio.Event()
         self._pub: aiomqtt.Client | None = None
+        self._pub_up = asyncio.Event()
         self._connected: set[str] = set()
 
     # -- the writer's thread ------------------------------------------------------------
@@ -474,8 +475,11 @@ class Consumer:
     async def _dead_letter(self, item: _Item, why: Refused) -> bool:
         self.stats.dead_letters[why.reason] += 1
         log.warning("dead letter (%s) from %s: %s", why.reason, item.topic, why.detail)
+        with contextlib.suppress(TimeoutError):  # at start the publisher may still connect
+            await asyncio.wait_for(self._pub_up.wait(), self.broker.timeout)
         pub = self._pub
         if pub is None:
+            log.warning("no publisher connection: the message stays unacknowledged")
             return False
         try:
             await asyncio.wait_for(pub.publish(
@@ -494,6 +498,7 @@ class Consumer:
             try:
                 async with self.broker.client(publisher_id(), clean_session=True) as client:
                     self._pub = client
+                    self._pub_up.set()
                     self._connected.add(publisher_id())
                     delay = self.config.backoff[0]
                     await self._downlink(client)
@@ -503,6 +508,7 @@ class Consumer:
                 log.error("publisher: database unavailable: %s", exc)
             finally:
                 self._pub = None
+                self._pub_up.clear()
                 self._connected.discard(publisher_id())
             delay = await self._backoff(delay)
 

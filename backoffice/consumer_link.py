@@ -102,7 +102,9 @@ class Link:
     def ack(self, mid: int, qos: int) -> bool:
         """PUBACK ``mid`` on this connection; False (and nothing sent) once it is gone: the
         broker will send the message again on the next connection."""
-        if not self.up or qos == 0:
+        if qos == 0:
+            return True  # nothing is owed for QoS 0
+        if not self.up:
             return False
         paho: Any = self.client._client  # aiomqtt keeps paho here; see manual_acks
         paho.ack(mid, qos)

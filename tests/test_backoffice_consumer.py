@@ -445,3 +445,20 @@ def test_over_tls_with_the_back_office_credentials_and_acl(broker_factory: Broke
         assert c.stats.dead_letters == {"malformed": 1} and c.stats.not_acked == 0
 
     asyncio.run(go())
+
+
+def test_garbage_waiting_at_the_broker_is_dead_lettered_at_start(mosquitto: Broker,
+                                                                 db: str) -> None:
+    """The sessions deliver what they hold right after connecting, maybe before the
+    publisher is up: the dead letter waits for it rather than leave the message in flight."""
+    async def go() -> None:
+        async with running(consumer(mosquitto.host, mosquitto.port, db, TOKEN_KEY)):
+            pass
+        await publish(mosquitto, [(topics.tap_topic("V1"), b"\xc1" * n) for n in (1, 2, 3, 4)])
+        async with Collector(mosquitto.host, mosquitto.port, [topics.DEAD_LETTER]) as dl, \
+                running(consumer(mosquitto.host, mosquitto.port, db, TOKEN_KEY)) as c:
+            assert await dl.wait_for(lambda m: len(m) == 4)
+            assert await until(lambda: c.stats.acked == 4)
+        assert c.stats.not_acked == 0
+
+    asyncio.run(go())
