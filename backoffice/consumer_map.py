@@ -88,7 +88,7 @@ def read_tap(topic: str, payload: bytes, media: FareMediaLabels, tz: dt.tzinfo) 
         wire_tap = decode(payload, WireTap)
     except WireError as exc:
         return Refused(exc.reason.value, exc.detail)
-    except ValueError as exc:  # e.g. a kind tag that is not UTF-8 (wire.codec lets it through)
+    except ValueError as exc:  # defence in depth: anything the codec failed to classify
         return Refused(Reason.MALFORMED.value, f"not a tap record: {type(exc).__name__}")
     if wire_tap.validator_id != validator:
         return Refused(Reason.WRONG_TOPIC.value,
