@@ -23,7 +23,7 @@ import msgspec
 
 from backoffice.pricing import FareCharge, PricingError
 from backoffice.taps import Action, TapRecord
-from fare.engine import CardFareState, JourneyTerms, OpenJourney, close_card, price_tap
+from fare.engine import CardFareState, JourneyTerms, close_card, open_journey, price_tap
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind, render
 from fare.legs import NO_SIG, Leg
@@ -190,9 +190,9 @@ class FarePricer:
                 terms, legs, fare, discounted, charged, pending, pending_charged = journey
                 t = list(terms)
                 t[3], t[4] = tuple(t[3]), tuple(t[4])
-                j = OpenJourney(
-                    JourneyTerms(*t), tuple(self._leg(*leg) for leg in legs), fare, discounted,
-                    charged, pending, pending_charged,
+                j = open_journey(
+                    self.feed, JourneyTerms(*t), tuple(self._leg(*leg) for leg in legs), fare,
+                    discounted, charged, pending, pending_charged,
                 )  # fmt: skip
             return CardFareState(
                 last_ts, journeys, j,

@@ -88,6 +88,26 @@ class TransferIndex:
         return found
 
 
+class Walk(NamedTuple):
+    """Where :func:`price_journey` stands after some effective legs of a journey.
+
+    Pricing is a left fold over the effective legs, so a journey that grows by a leg continues
+    from the walk of its earlier legs (:func:`walk_on`) and gets exactly what pricing all of
+    them afresh gives, at the cost of the one new leg.
+    """
+
+    total: int
+    steps: tuple[Step, ...]
+    prev: EffectiveLeg | None  # the last effective leg, None after an unpriced one
+    prev_charged: bool  # the previous leg's own product is in the total
+    run_pair: tuple[str, str] | None  # leg groups of the current run of transfers
+    run_first: EffectiveLeg | None  # the leg that run started from
+    run_count: int
+
+
+START = Walk(0, (), None, False, None, None, 0)
+
+
 def price_journey(
     legs: Sequence[Leg],
     effective: Sequence[EffectiveLeg],
@@ -95,66 +115,69 @@ def price_journey(
     transfer_cost: Callable[[FareTransferRule, Leg], int | None],
 ) -> JourneyPrice:
     """Total of a sequence of effective legs with the transfer rules applied."""
-    total = 0
-    steps: list[Step] = []
-    prev: EffectiveLeg | None = None
-    prev_charged = False  # the previous leg's own product is in the total
-    run_pair: tuple[str, str] | None = None
-    run_first: EffectiveLeg | None = None
-    run_count = 0
+    walk = START
     for eff in effective:
-        price = eff.price
-        if price is None:
-            steps.append(Step(eff, None, 0, 0))
-            prev, run_pair = None, None
-            continue
-        chosen: tuple[FareTransferRule, int, int] | None = None
-        pair: tuple[str, str] | None = None
-        count = 1
-        if prev is not None and prev.price is not None and prev.price.leg_group_id is not None \
-                and price.leg_group_id is not None:
-            pair = (prev.price.leg_group_id, price.leg_group_id)
-            same = pair == run_pair
-            count = run_count + 1 if same else 1
-            first = run_first if same and run_first is not None else prev
-            best_key: tuple[int, int] | None = None
-            for rule in index.between(*pair):
-                limit = rule.transfer_count
-                if limit is not None and limit != -1 and count > limit:
+        walk = walk_on(walk, legs, eff, index, transfer_cost)
+    return JourneyPrice(walk.total, walk.steps)
+
+
+def walk_on(
+    walk: Walk,
+    legs: Sequence[Leg],
+    eff: EffectiveLeg,
+    index: TransferIndex,
+    transfer_cost: Callable[[FareTransferRule, Leg], int | None],
+) -> Walk:
+    """The walk one effective leg further (``legs``: the journey's legs ``eff`` indexes)."""
+    price = eff.price
+    if price is None:
+        return Walk(walk.total, (*walk.steps, Step(eff, None, 0, 0)), None, walk.prev_charged,
+                    None, walk.run_first, walk.run_count)
+    prev = walk.prev
+    run_pair = walk.run_pair
+    chosen: tuple[FareTransferRule, int, int] | None = None
+    pair: tuple[str, str] | None = None
+    count = 1
+    if prev is not None and prev.price is not None and prev.price.leg_group_id is not None \
+            and price.leg_group_id is not None:
+        pair = (prev.price.leg_group_id, price.leg_group_id)
+        same = pair == run_pair
+        count = walk.run_count + 1 if same else 1
+        run_first = walk.run_first
+        first = run_first if same and run_first is not None else prev
+        best_key: tuple[int, int] | None = None
+        for rule in index.between(*pair):
+            limit = rule.transfer_count
+            if limit is not None and limit != -1 and count > limit:
+                continue
+            if rule.duration_limit is not None and not _within(rule, legs, first, eff):
+                continue
+            cost = 0
+            if rule.fare_product_id is not None:
+                found = transfer_cost(rule, legs[eff.first])
+                if found is None:  # the rider is not eligible for the transfer product
                     continue
-                if rule.duration_limit is not None and not _within(rule, legs, first, eff):
-                    continue
-                cost = 0
-                if rule.fare_product_id is not None:
-                    found = transfer_cost(rule, legs[eff.first])
-                    if found is None:  # the rider is not eligible for the transfer product
-                        continue
-                    cost = found
-                kind = rule.fare_transfer_type
-                if kind == TransferType.A_PLUS_AB:
-                    added = cost
-                elif kind == TransferType.A_PLUS_AB_PLUS_B:
-                    added = cost + price.amount
-                else:
-                    added = cost - (prev.price.amount if prev_charged else 0)
-                key = (limit if limit is not None and limit != -1 else _NO_LIMIT, added)
-                if best_key is None or key < best_key:
-                    best_key, chosen = key, (rule, cost, added)
-        if chosen is None:
-            steps.append(Step(eff, None, 0, price.amount))
-            total += price.amount
-            prev_charged, run_pair, run_first, run_count = True, None, None, 0
-        else:
-            rule, cost, added = chosen
-            steps.append(Step(eff, rule, cost, added))
-            total += added
-            prev_charged = rule.fare_transfer_type == TransferType.A_PLUS_AB_PLUS_B
-            if pair == run_pair:
-                run_count = count
+                cost = found
+            kind = rule.fare_transfer_type
+            if kind == TransferType.A_PLUS_AB:
+                added = cost
+            elif kind == TransferType.A_PLUS_AB_PLUS_B:
+                added = cost + price.amount
             else:
-                run_pair, run_first, run_count = pair, prev, 1
-        prev = eff
-    return JourneyPrice(total, tuple(steps))
+                added = cost - (prev.price.amount if walk.prev_charged else 0)
+            key = (limit if limit is not None and limit != -1 else _NO_LIMIT, added)
+            if best_key is None or key < best_key:
+                best_key, chosen = key, (rule, cost, added)
+    if chosen is None:
+        return Walk(walk.total + price.amount,
+                    (*walk.steps, Step(eff, None, 0, price.amount)), eff, True, None, None, 0)
+    rule, cost, added = chosen
+    step = Step(eff, rule, cost, added)
+    charged = rule.fare_transfer_type == TransferType.A_PLUS_AB_PLUS_B
+    if pair == run_pair:
+        return Walk(walk.total + added, (*walk.steps, step), eff, charged, run_pair,
+                    walk.run_first, count)
+    return Walk(walk.total + added, (*walk.steps, step), eff, charged, pair, prev, 1)
 
 
 def _within(rule: FareTransferRule, legs: Sequence[Leg], first: EffectiveLeg,
