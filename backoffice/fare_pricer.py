@@ -23,7 +23,7 @@ import msgspec
 
 from backoffice.pricing import FareCharge, PricingError
 from backoffice.taps import Action, TapRecord
-from fare.engine import CardFareState, JourneyTerms, close_card, open_journey, price_tap
+from fare.engine import CardFareState, JourneyTerms, close_card, open_journey, price_event
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind, render
 from fare.legs import NO_SIG, Leg
@@ -96,9 +96,24 @@ class FarePricer:
         return fare_tap
 
     def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
-        fare_tap = self.fare_tap(tap)
+        # fare_tap's mapping, inline and without building the fare.Tap: this runs for every tap.
+        category = tap.rider_category or None
+        media = tap.fare_media or None
+        if self.strict_labels and (
+            (category is not None and category not in self._categories)
+            or (media is not None and media not in self._media)
+        ):
+            self.fare_tap(tap)  # raises, naming the label
+        when = tap.time
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise PricingError(f"tap {tap.tap_id}: time {when.isoformat()} has no UTC offset")
+        if state is not None and not isinstance(state, CardFareState):
+            raise PricingError(f"not a fare-engine card state: {type(state).__name__}")
         try:
-            new, charges = price_tap(self.feed, _state(state), fare_tap)
+            new, charges = price_event(
+                self.feed, state, tap.tap_id, tap.pan_token, when, tap.stop_id, tap.route_id,
+                tap.action is not _TAP_OFF, category, media,
+            )  # fmt: skip
         except TapError as exc:
             raise PricingError(str(exc)) from None
         return new, self._charges(charges)
