@@ -16,7 +16,13 @@ import sys
 from mypyc.build import mypycify
 from setuptools import setup
 
-COMPILED = ["emv/tlv.py"]
+COMPILED = [
+    "emv/tlv.py",
+    "fare/engine.py", "fare/index.py", "fare/transfers.py", "fare/legs.py", "fare/caps.py",
+    "fare/clock.py", "fare/match.py", "fare/values.py", "fare/explain.py",
+    "backoffice/engine.py", "backoffice/records.py", "backoffice/decisions.py",
+    "backoffice/fare_pricer.py",
+]
 
 
 def _ext_modules() -> list[object]:

@@ -129,7 +129,7 @@ class FarePricer:
     def _charges(self, charges: list[Charge]) -> list[FareCharge]:
         explain = self.explain
         new = tuple.__new__
-        return [new(FareCharge, (c[0], c[2], c[3], explain(c))) for c in charges]
+        return [new(FareCharge, (c.tap_id, c.amount, c.currency, explain(c))) for c in charges]
 
     def explain(self, charge: Charge) -> str:
         """``charge.explain``, memoised by everything the sentence depends on."""

@@ -27,34 +27,54 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final
 
 from fare.caps import Tally, add, headroom, period_key
+from fare.clock import posix_seconds
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind
 from fare.index import Boarding, CapPlan, FareIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg
 from fare.model import Feed, Tap
 from fare.transfers import START, Walk
+from fare.values import Value
 
-_DAY = 86_400
 
-
-class JourneyTerms(NamedTuple):
+class JourneyTerms(Value):
     """What is fixed when a journey starts: its number, and the caps and tier it counts to."""
 
-    no: int
-    card: str
-    anchor_ts: float  # first tap: the period caps and tiers count it in
-    caps: tuple[int, ...]  # feed.caps indexes that apply
-    cap_keys: tuple[int, ...]  # the period of each
-    tier: int  # tier table index, -1 for none
-    tier_key: int  # calendar month
-    tier_bp: int  # tier discount fixed when the journey started
-    tier_id: str | None
+    _fields = ("no", "card", "anchor_ts", "caps", "cap_keys", "tier", "tier_key", "tier_bp",
+               "tier_id")
+    __slots__ = _fields
+    no: Final[int]
+    card: Final[str]
+    anchor_ts: Final[float]  # first tap: the period caps and tiers count it in
+    caps: Final[tuple[int, ...]]  # feed.caps indexes that apply
+    cap_keys: Final[tuple[int, ...]]  # the period of each
+    tier: Final[int]  # tier table index, -1 for none
+    tier_key: Final[int]  # calendar month
+    tier_bp: Final[int]  # tier discount fixed when the journey started
+    tier_id: Final[str | None]
+
+    def __init__(self, no: int, card: str, anchor_ts: float, caps: tuple[int, ...],
+                 cap_keys: tuple[int, ...], tier: int, tier_key: int, tier_bp: int,
+                 tier_id: str | None) -> None:
+        self.no = no
+        self.card = card
+        self.anchor_ts = anchor_ts
+        self.caps = caps
+        self.cap_keys = cap_keys
+        self.tier = tier
+        self.tier_key = tier_key
+        self.tier_bp = tier_bp
+        self.tier_id = tier_id
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.no, self.card, self.anchor_ts, self.caps, self.cap_keys, self.tier,
+                self.tier_key, self.tier_bp, self.tier_id)
 
 
-class OpenJourney(NamedTuple):
+class OpenJourney(Value):
     """Legs of a card that later taps may still reprice, and what they were charged so far.
 
     ``base`` and ``walk`` are the transfer rules' walk (fare.transfers) over the journey's
@@ -63,25 +83,59 @@ class OpenJourney(NamedTuple):
     follow from the legs (:func:`open_journey` rebuilds them).
     """
 
-    terms: JourneyTerms
-    legs: tuple[Leg, ...]
-    fare: int  # the journey's fare as last priced (maximum fare included while pending)
-    discounted: int  # after the monthly tier
-    charged: int  # after caps: what the card paid for the journey
-    base: Walk  # over every effective leg but the last
-    walk: Walk  # over all of them; while pending (the last leg is not priced yet): ``base``
-    pending: int = -1  # maximum fare inside ``fare`` while the last leg is open, else -1
-    pending_charged: int = 0  # what the card paid at that tap on
+    _fields = ("terms", "legs", "fare", "discounted", "charged", "base", "walk", "pending",
+               "pending_charged")
+    __slots__ = _fields
+    terms: Final[JourneyTerms]
+    legs: Final[tuple[Leg, ...]]
+    fare: Final[int]  # the journey's fare as last priced (maximum fare included while pending)
+    discounted: Final[int]  # after the monthly tier
+    charged: Final[int]  # after caps: what the card paid for the journey
+    base: Final[Walk]  # over every effective leg but the last
+    walk: Final[Walk]  # over all of them; while pending (last leg not priced yet): ``base``
+    pending: Final[int]  # maximum fare inside ``fare`` while the last leg is open, else -1
+    pending_charged: Final[int]  # what the card paid at that tap on
+
+    def __init__(self, terms: JourneyTerms, legs: tuple[Leg, ...], fare: int, discounted: int,
+                 charged: int, base: Walk, walk: Walk, pending: int = -1,
+                 pending_charged: int = 0) -> None:
+        self.terms = terms
+        self.legs = legs
+        self.fare = fare
+        self.discounted = discounted
+        self.charged = charged
+        self.base = base
+        self.walk = walk
+        self.pending = pending
+        self.pending_charged = pending_charged
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.terms, self.legs, self.fare, self.discounted, self.charged, self.base,
+                self.walk, self.pending, self.pending_charged)
 
 
-class CardFareState(NamedTuple):
+class CardFareState(Value):
     """Everything the engine remembers about one card between taps (immutable)."""
 
-    last_ts: float = float("-inf")
-    journeys: int = 0
-    journey: OpenJourney | None = None
-    caps: tuple[Tally, ...] = ()  # one tally per feed.caps entry
-    tiers: tuple[tuple[int, int], ...] = ()  # per tier table: (calendar month, spend in it)
+    _fields = ("last_ts", "journeys", "journey", "caps", "tiers")
+    __slots__ = _fields
+    last_ts: Final[float]
+    journeys: Final[int]
+    journey: Final[OpenJourney | None]
+    caps: Final[tuple[Tally, ...]]  # one tally per feed.caps entry
+    tiers: Final[tuple[tuple[int, int], ...]]  # per tier table: (calendar month, spend in it)
+
+    def __init__(self, last_ts: float = float("-inf"), journeys: int = 0,
+                 journey: OpenJourney | None = None, caps: tuple[Tally, ...] = (),
+                 tiers: tuple[tuple[int, int], ...] = ()) -> None:
+        self.last_ts = last_ts
+        self.journeys = journeys
+        self.journey = journey
+        self.caps = caps
+        self.tiers = tiers
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.last_ts, self.journeys, self.journey, self.caps, self.tiers)
 
 
 # What _settle returns: discounted fare, amount charged now, caps that held it back, amount they
@@ -130,7 +184,7 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: s
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
             st = _rebase(ix, st)
-    ts = time.timestamp()
+    ts = posix_seconds(time)
     if ts < st.last_ts:
         raise TapError(f"tap {tap_id}: earlier than the card's previous tap "
                        "(taps of a card must be priced in time order)")
@@ -162,17 +216,21 @@ def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
     and let an open journey finish outside them (its cap indexes mean nothing any more)."""
     j = st.journey
     if j is not None:
-        terms = j.terms._replace(caps=(), cap_keys=(), tier=-1)
-        j = j._replace(terms=terms)
-    return st._replace(journey=j, caps=ix.initial_state.caps, tiers=ix.initial_state.tiers)
+        t = j.terms
+        terms = JourneyTerms(t.no, t.card, t.anchor_ts, (), (), -1, t.tier_key, t.tier_bp,
+                             t.tier_id)
+        j = OpenJourney(terms, j.legs, j.fare, j.discounted, j.charged, j.base, j.walk, j.pending,
+                        j.pending_charged)
+    init = ix.initial_state
+    return CardFareState(st.last_ts, st.journeys, j, init.caps, init.tiers)
 
 
-# NamedTuple construction through tuple.__new__: the generated __new__ is a Python frame that
-# costs several times more, and the engine builds five of them per tap.  Every call passes all
-# fields in order.
-_new = tuple.__new__
-_FARE = ChargeKind.FARE
-_UNPRICED = ChargeKind.UNPRICED
+_FARE: Final = ChargeKind.FARE
+_MAX_FARE: Final = ChargeKind.MAX_FARE
+_TAP_OFF: Final = ChargeKind.TAP_OFF
+_UNPRICED: Final = ChargeKind.UNPRICED
+_INCOMPLETE: Final = ChargeKind.INCOMPLETE
+_MISSING_TAP_ON: Final = ChargeKind.MISSING_TAP_ON
 
 
 def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) -> tuple[
@@ -186,7 +244,7 @@ def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) ->
     last = j.legs[-1]
     window = ix.tap_off_window(last.network, last.category, last.media)
     expiry = last.on_ts + window
-    if now is not None and now.timestamp() <= expiry:
+    if now is not None and posix_seconds(now) <= expiry:
         return state, []
     when = now if now is not None else ix.clock.to_datetime(expiry)
     st, charge = _incomplete(ix, state, when)
@@ -255,8 +313,8 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
     price = b.price
     if not b.fixed and not needs_off:  # the price depends on the time of day
         price = ix.leg_price(network, from_sig, NO_SIG, from_tf, NO_SIG, category, media)
-    leg = _new(Leg, (tap_id, ts, route_id, network, stop_id, from_sig, from_tf, category, media,
-                     needs_off, None, None, None, NO_SIG, NO_SIG, price))
+    leg = Leg(tap_id, ts, route_id, network, stop_id, from_sig, from_tf, category, media,
+              needs_off, None, None, None, NO_SIG, NO_SIG, price)
     j = st.journey
     journeys = st.journeys
     linked = False  # the new leg may still join the open journey (a transfer or a join)
@@ -289,12 +347,11 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
         new_fare = before + mx.amount
         new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged,
                                                            new_fare)
-        j = _new(OpenJourney, (terms, legs, new_fare, new_disc, charged + c, base, base,
-                               mx.amount, c))
-        return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
-                _new(Charge, (tap_id, card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
-                              time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp,
-                              capped, waived, mx.amount, mx.source)))
+        j = OpenJourney(terms, legs, new_fare, new_disc, charged + c, base, base, mx.amount, c)
+        return (CardFareState(ts, journeys, j, caps, tiers),
+                Charge(tap_id, card, c, ix.currency, _MAX_FARE, terms.no, time, before, new_fare,
+                       legs, (), terms.tier_id, terms.tier_bp, capped, waived, mx.amount,
+                       mx.source))
     walk: Walk | None = None
     if j is not None and linked:
         legs = (*j.legs, leg)
@@ -304,7 +361,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
             walk = ix.walk_on(base, legs, ix.effective_leg(legs, j.walk.steps[-1].leg.first, n))
         else:
             base = j.walk
-            walk = ix.walk_on(base, legs, _new(EffectiveLeg, (n, n, price)))
+            walk = ix.walk_on(base, legs, EffectiveLeg(n, n, price))
         last = walk.steps[-1]
         if last.transfer is None and last.leg.first == n:
             walk = None  # no transfer after all: a journey of its own
@@ -318,17 +375,17 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
             if walk is None:
                 walk = ix.solo_walk(price)
         else:
-            walk = ix.walk_on(START, legs, _new(EffectiveLeg, (0, 0, None)))
+            walk = ix.walk_on(START, legs, EffectiveLeg(0, 0, None))
         before = disc = charged = 0
     else:
         terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
     total = walk.total
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, total)
-    j = _new(OpenJourney, (terms, legs, total, new_disc, charged + c, base, walk, -1, 0))
-    return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
-            _new(Charge, (tap_id, card, c, ix.currency, _FARE if price is not None else _UNPRICED,
-                          terms.no, time, before, total, legs, walk.steps, terms.tier_id,
-                          terms.tier_bp, capped, waived, 0, "")))
+    j = OpenJourney(terms, legs, total, new_disc, charged + c, base, walk, -1, 0)
+    return (CardFareState(ts, journeys, j, caps, tiers),
+            Charge(tap_id, card, c, ix.currency, _FARE if price is not None else _UNPRICED,
+                   terms.no, time, before, total, legs, walk.steps, terms.tier_id, terms.tier_bp,
+                   capped, waived, 0, ""))
 
 
 def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
@@ -347,25 +404,24 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
     if leg.needs_tap_off:
         price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
                              leg.media)
-    closed = _new(Leg, (*leg[:10], tap_id, ts, stop_id, to_sig, to_tf, price))
+    closed = leg.closed(tap_id, ts, stop_id, to_sig, to_tf, price)
     legs = (*j.legs[:-1], closed)
     # The legs before the last are as they were: continue their walk over the last run of
     # joined legs (the closed leg alone, unless it was joined to those before it).
     base = j.base
     n = len(legs) - 1
     first = base.steps[-1].leg.last + 1 if base.steps else 0
-    eff = _new(EffectiveLeg, (n, n, price)) if first == n else ix.effective_leg(legs, first, n)
+    eff = EffectiveLeg(n, n, price) if first == n else ix.effective_leg(legs, first, n)
     walk = ix.walk_on(base, legs, eff)
     total = walk.total
     terms = j.terms
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, j.discounted, j.charged,
                                                        total)
-    nj = _new(OpenJourney, (terms, legs, total, new_disc, j.charged + c, base, walk, -1, 0))
-    kind = ChargeKind.TAP_OFF if price is not None else ChargeKind.UNPRICED
-    return (_new(CardFareState, (ts, st.journeys, nj, caps, tiers)),
-            _new(Charge, (tap_id, card, c, ix.currency, kind, terms.no, time, j.fare,
-                          total, legs, walk.steps, terms.tier_id, terms.tier_bp, capped, waived,
-                          0, "")))
+    nj = OpenJourney(terms, legs, total, new_disc, j.charged + c, base, walk, -1, 0)
+    kind = _TAP_OFF if price is not None else _UNPRICED
+    return (CardFareState(ts, st.journeys, nj, caps, tiers),
+            Charge(tap_id, card, c, ix.currency, kind, terms.no, time, j.fare, total, legs,
+                   walk.steps, terms.tier_id, terms.tier_bp, capped, waived, 0, ""))
 
 
 def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
@@ -378,8 +434,8 @@ def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, ti
         mx = ix.missing_tap_on_fare(network, category, media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
-    charge = Charge(tap_id, card, amount, ix.currency, ChargeKind.MISSING_TAP_ON, no,
-                    time, 0, amount, max_fare=amount, max_source=source)
+    charge = Charge(tap_id, card, amount, ix.currency, _MISSING_TAP_ON, no, time, 0, amount,
+                    max_fare=amount, max_source=source)
     return CardFareState(ts, no, st.journey, st.caps, st.tiers), charge
 
 
@@ -403,7 +459,7 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
     mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
                      ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
                      leg.category, leg.media)
-    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, ChargeKind.INCOMPLETE,
+    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, _INCOMPLETE,
                     terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
                     max_source=mx.source)
     return CardFareState(st.last_ts, st.journeys, None, caps, tiers), charge
@@ -412,7 +468,7 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
 def _terms(ix: FareIndex, st: CardFareState, plan: CapPlan, card: str, ts: float,
            no: int) -> JourneyTerms:
     if plan.simple:
-        return _new(JourneyTerms, (no, card, ts, (), (), -1, 0, 0, None))
+        return JourneyTerms(no, card, ts, (), (), -1, 0, 0, None)
     info = ix.clock.buckets.get(int(ts // 900)) or ix.clock.bucket(ts)
     local = ts + info[0]
     keys: tuple[int, ...] = ()
@@ -421,12 +477,12 @@ def _terms(ix: FareIndex, st: CardFareState, plan: CapPlan, card: str, ts: float
         keys = tuple([period_key(feed_caps[i], local, no) for i in plan.caps])
     tier = plan.tier
     if tier < 0:
-        return _new(JourneyTerms, (no, card, ts, plan.caps, keys, -1, 0, 0, None))
+        return JourneyTerms(no, card, ts, plan.caps, keys, -1, 0, 0, None)
     month = info[2]
     last_month, spend = st.tiers[tier]
     table = ix.tiers[tier]
     bp = table.bps[bisect_right(table.thresholds, spend)] if last_month == month else 0
-    return _new(JourneyTerms, (no, card, ts, plan.caps, keys, tier, month, bp, table.cap_id))
+    return JourneyTerms(no, card, ts, plan.caps, keys, tier, month, bp, table.cap_id)
 
 
 def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,
