@@ -30,8 +30,9 @@ from datetime import datetime
 
 from backoffice.decisions import (
     CLOSE_SPEND_LIMIT,
-    close_before,
+    close_reason,
     due_reason,
+    duration_us,
     may_lift_deny,
     next_retry,
     reprice,
@@ -69,12 +70,16 @@ from backoffice.records import (
     aggregate_row,
     debt_from_row,
     debt_row,
+    from_us,
     priced_tap,
     tap_row,
     to_us,
 )
 from backoffice.taps import MalformedTapError, TapRecord, parse_tap, scrub, tap_to_mapping
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
+
+_DAY_BUCKET_US = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
+_DAYS_LIMIT = 1 << 16  # quarter hours remembered (over two years)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +127,12 @@ class BackOffice:
             )
         self._agg = self.config.aggregation
         self._rec = self.config.recovery
-        self._day_label = self._agg.service_day.label
+        # The policy's figures the per-tap path reads, resolved once.
+        self._currency = self.config.currency
+        self._spend_limit = self._agg.spend_limit
+        self._close_at_day_end = self._agg.close_at_day_end
+        self._max_travel_us = duration_us(self._agg.max_travel_time)
+        self._days: dict[int, str] = {}  # quarter hour since the epoch -> service day label
         self.cards: dict[str, TransitCard] = {}
         self.tap_ids: set[str] = set()
         self.reject_ids: set[str] = set()
@@ -232,27 +242,36 @@ class BackOffice:
     # -- a tap -----------------------------------------------------------------------------
 
     def _accept(self, tap: TapRecord, now: datetime, now_us: int, res: BatchResult) -> None:
+        # Runs for every tap: attributes are read once, times are integers (microseconds).
         tap_id = tap.tap_id
         if tap_id in self.tap_ids:
             res.duplicates += 1
             return
-        card = self.cards.get(tap.pan_token)
-        if card is not None and tap.atc in card.atcs:
+        token = tap.pan_token
+        atc = tap.atc
+        card = self.cards.get(token)
+        if card is not None and atc in card.atcs:
             self._reject(
                 tap, "atc", "ATC seen before for this card (replayed or cloned)",
                 tap_id, now_us=now_us, res=res, alert="replayed_atc",
             )  # fmt: skip
             return
-        t = tap.time
-        day = self._day_label(t)
+        us = to_us(tap.time)
+        day = self._days.get(us // _DAY_BUCKET_US)
+        if day is None:
+            day = self._day_of(us, tap.time)
         agg = card.open_agg if card is not None else None
-        closing = close_before(agg, tap, day, self._agg) if agg is not None else None
-        currency = self.config.currency
+        closing = None
+        if agg is not None:
+            closing = close_reason(agg, us, day, self._close_at_day_end, self._max_travel_us)
+        currency = self._currency
         # Price first: a tap the pricer refuses is rejected before anything changes.
         repriced = None
         try:
-            if agg is not None and closing is None and (t, tap_id) < agg.last_key:
-                late = PricedTap(tap, day, 0, "", agg.aggregate_id)
+            if agg is not None and closing is None and (
+                us < agg.last_us or (us == agg.last_us and tap_id < agg.last_tap_id)
+            ):
+                late = PricedTap(tap, day, 0, "", agg.aggregate_id, 0, 0, us)
                 state, repriced = reprice(
                     self.pricer, agg.fare_state_at_open, [*agg.taps, late], currency
                 )
@@ -268,9 +287,9 @@ class BackOffice:
             return
 
         if card is None:
-            card = TransitCard(tap.pan_token, tap.masked_pan)
-            self.cards[tap.pan_token] = card
-        card.atcs.add(tap.atc)
+            card = TransitCard(token, tap.masked_pan)
+            self.cards[token] = card
+        card.atcs.add(atc)
         self.tap_ids.add(tap_id)
         res.accepted += 1
         if agg is not None and closing is not None:
@@ -280,10 +299,10 @@ class BackOffice:
             auth = self._recover_by_tap(card, tap, now, res)
         agg = card.open_agg
         if agg is None:
-            agg = self._open_aggregate(card, tap, day, now, res, auth=auth)
+            agg = self._open_aggregate(card, tap, us, day, now, res, auth=auth)
 
         if repriced is None:
-            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us)
+            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us, us)
         else:
             for p, new_amount, new_explain in repriced:
                 if p.tap is tap:
@@ -302,14 +321,33 @@ class BackOffice:
         agg.total += amount
         if state is not card.fare_state:
             card.fare_state = state
-            self._dirty_cards[card.pan_token] = card
+            self._dirty_cards[token] = card
         agg.tap_count += 1
-        agg.last_key = max(agg.last_key, (t, tap_id))
-        agg.first_time = min(agg.first_time, t)
+        if us > agg.last_us or (us == agg.last_us and tap_id > agg.last_tap_id):
+            agg.last_us, agg.last_tap_id = us, tap_id
+        agg.first_us = min(agg.first_us, us)
         # An open aggregate's row is written when it opens and when it closes: in between,
         # its total and its taps are the taps rows (see _restore).
-        if agg.total >= self._agg.spend_limit:
+        if agg.total >= self._spend_limit:
             self._close(card, agg, now, CLOSE_SPEND_LIMIT, res)
+
+    def _day_of(self, us: int, t: datetime) -> str:
+        """The service day label of a tap at ``us`` (= ``t``), remembered per quarter hour when
+        the whole quarter hour is on one service day (in one UTC offset of the service day's
+        zone, so its local time runs straight)."""
+        service_day = self._agg.service_day
+        label = service_day.day_of(t).isoformat()
+        bucket = us // _DAY_BUCKET_US
+        first = from_us(bucket * _DAY_BUCKET_US)
+        last = from_us((bucket + 1) * _DAY_BUCKET_US - 1)
+        tz = service_day.tz
+        if (
+            first.astimezone(tz).utcoffset() == last.astimezone(tz).utcoffset()
+            and service_day.day_of(first) == service_day.day_of(last)
+            and len(self._days) < _DAYS_LIMIT
+        ):
+            self._days[bucket] = label
+        return label
 
     def _fare_entries(self) -> list[Entry]:
         out: list[Entry] = []
@@ -373,6 +411,7 @@ class BackOffice:
         self,
         card: TransitCard,
         tap: TapRecord,
+        us: int,
         day: str,
         now: datetime,
         res: BatchResult,
@@ -383,8 +422,9 @@ class BackOffice:
             aggregate_id="A:" + tap.tap_id,
             pan_token=card.pan_token,
             service_day=day,
-            first_time=tap.time,
-            last_key=(tap.time, tap.tap_id),
+            first_us=us,
+            last_us=us,
+            last_tap_id=tap.tap_id,
             fare_state_at_open=card.fare_state,
         )
         if auth is None:
@@ -693,9 +733,11 @@ class BackOffice:
             agg.total = sum(p.amount for p in agg.taps)
             agg.tap_count = len(agg.taps)
             if agg.taps:
-                agg.first_time = min(agg.first_time, agg.taps[0].tap.time)
-                last = agg.taps[-1].tap
-                agg.last_key = max(agg.last_key, (last.time, last.tap_id))
+                agg.first_us = min(agg.first_us, agg.taps[0].time_us)
+                last = agg.taps[-1]
+                agg.last_us, agg.last_tap_id = max(
+                    (agg.last_us, agg.last_tap_id), (last.time_us, last.tap.tap_id)
+                )
         for drow in snap.unpaid_debts:
             debt = debt_from_row(drow)
             self.cards[debt.pan_token].debts[debt.debt_id] = debt
