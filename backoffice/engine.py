@@ -24,7 +24,7 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -50,7 +50,7 @@ from backoffice.ledger import (
 )
 from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
-from backoffice.pricing import Pricer, PricingError
+from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import (
     Aggregate,
     AggregateRow,
@@ -78,6 +78,8 @@ from backoffice.records import (
 from backoffice.taps import MalformedTapError, TapRecord, parse_tap, scrub, tap_to_mapping
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 
+# FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
+_PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
 _DAY_BUCKET_US = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT = 1 << 16  # quarter hours remembered (over two years)
 
@@ -133,6 +135,8 @@ class BackOffice:
         self._close_at_day_end = self._agg.close_at_day_end
         self._max_travel_us = duration_us(self._agg.max_travel_time)
         self._days: dict[int, str] = {}  # quarter hour since the epoch -> service day label
+        # A pricer that takes the tap's time as microseconds spares working it out twice.
+        self._price_at_us: _PriceAtUs | None = getattr(pricer, "price_at_us", None)
         self.cards: dict[str, TransitCard] = {}
         self.tap_ids: set[str] = set()
         self.reject_ids: set[str] = set()
@@ -256,10 +260,15 @@ class BackOffice:
                 tap_id, now_us=now_us, res=res, alert="replayed_atc",
             )  # fmt: skip
             return
-        us = to_us(tap.time)
+        t = tap.time
+        try:
+            us = to_us(t)
+        except TypeError:  # a naive time: the service day says so, as it always has
+            self._agg.service_day.day_of(t)
+            raise
         day = self._days.get(us // _DAY_BUCKET_US)
         if day is None:
-            day = self._day_of(us, tap.time)
+            day = self._day_of(us, t)
         agg = card.open_agg if card is not None else None
         closing = None
         if agg is not None:
@@ -277,7 +286,11 @@ class BackOffice:
                 )
                 amount, explain = 0, ""
             else:
-                state, charges = self.pricer.price(card.fare_state if card else None, tap)
+                fare_state = card.fare_state if card is not None else None
+                if self._price_at_us is not None:
+                    state, charges = self._price_at_us(fare_state, tap, us)
+                else:
+                    state, charges = self.pricer.price(fare_state, tap)
                 if len(charges) == 1 and charges[0].currency == currency:
                     amount, explain = charges[0].amount, charges[0].explain
                 else:

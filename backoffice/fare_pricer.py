@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -39,6 +39,7 @@ _new_tap = object.__new__
 # The slot setters of the frozen fare.Tap, in field order (see FarePricer.fare_tap).
 (_set_tap_id, _set_card, _set_time, _set_stop, _set_route, _set_action, _set_category,
  _set_media) = (getattr(Tap, f.name).__set__ for f in dataclasses.fields(Tap))  # fmt: skip
+_new_charge: Final = tuple.__new__  # FareCharge without its generated __new__ (a Python frame)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -96,6 +97,13 @@ class FarePricer:
         return fare_tap
 
     def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
+        return self.price_at_us(state, tap, None)
+
+    def price_at_us(
+        self, state: object | None, tap: TapRecord, tap_us: int | None
+    ) -> tuple[object, list[FareCharge]]:
+        """:meth:`price`, for a caller that already has the tap's time as microseconds since
+        the epoch (``to_us(tap.time)``; None: work it out)."""
         # fare_tap's mapping, inline and without building the fare.Tap: this runs for every tap.
         category = tap.rider_category or None
         media = tap.fare_media or None
@@ -113,6 +121,7 @@ class FarePricer:
             new, charges = price_event(
                 self.feed, state, tap.tap_id, tap.pan_token, when, tap.stop_id, tap.route_id,
                 tap.action is not _TAP_OFF, category, media,
+                tap_us / 1_000_000 if tap_us is not None else None,
             )  # fmt: skip
         except TapError as exc:
             raise PricingError(str(exc)) from None
@@ -127,12 +136,17 @@ class FarePricer:
         return new, self._charges(charges)
 
     def _charges(self, charges: list[Charge]) -> list[FareCharge]:
-        explain = self.explain
-        new = tuple.__new__
-        return [new(FareCharge, (c.tap_id, c.amount, c.currency, explain(c))) for c in charges]
+        out: list[FareCharge] = []
+        for c in charges:
+            out.append(_new_charge(FareCharge, (c.tap_id, c.amount, c.currency, self.explain(c))))
+        return out
 
     def explain(self, charge: Charge) -> str:
-        """``charge.explain``, memoised by everything the sentence depends on."""
+        """``charge.explain``, memoised by everything the sentence depends on.
+
+        The key is one flat tuple (its length tells the three shapes apart); the ids in it
+        are of the leg prices and transfer rules, kept alive by the memo entry.
+        """
         kind = charge.kind
         keep: tuple[object, ...] = ()
         if kind is _INCOMPLETE or kind is _MISSING_TAP_ON:
@@ -140,27 +154,40 @@ class FarePricer:
         else:
             steps = charge.steps if kind is not _MAX_FARE else ()
             legs = charge.legs
-            head = (kind, charge.fare_before, charge.fare_after, charge.tier_id, charge.tier_bp,
-                    charge.capped_by, charge.waived, charge.max_fare, charge.max_source)
             if not steps:
-                key = head
+                key = (kind, charge.fare_before, charge.fare_after, charge.tier_id,
+                       charge.tier_bp, charge.capped_by, charge.waived, charge.max_fare,
+                       charge.max_source)  # fmt: skip
             elif len(steps) == 1 and len(legs) == 1:  # one leg, the usual case
                 step = steps[0]
                 price, transfer = step.leg.price, step.transfer
                 keep = (price, transfer)
-                key = (*head, legs[0].route_id, id(price), id(transfer), step.transfer_cost,
-                       step.added)
+                key = (kind, charge.fare_before, charge.fare_after, charge.tier_id,
+                       charge.tier_bp, charge.capped_by, charge.waived, charge.max_fare,
+                       charge.max_source, legs[0].route_id, id(price), id(transfer),
+                       step.transfer_cost, step.added)  # fmt: skip
             else:
-                keep = tuple([o for s in steps for o in (s.leg.price, s.transfer)])
-                key = (
-                    *head,
-                    tuple([leg.route_id for leg in legs]),
-                    tuple([
-                        (s.leg.first, s.leg.last, id(s.leg.price), id(s.transfer),
-                         s.transfer_cost, s.added)
-                        for s in steps
-                    ]),
-                )  # fmt: skip
+                parts: list[object] = [
+                    kind, charge.fare_before, charge.fare_after, charge.tier_id, charge.tier_bp,
+                    charge.capped_by, charge.waived, charge.max_fare, charge.max_source,
+                    len(legs),
+                ]  # fmt: skip
+                for leg in legs:
+                    parts.append(leg.route_id)
+                kept: list[object] = []
+                for s in steps:
+                    eff = s.leg
+                    price, transfer = eff.price, s.transfer
+                    parts.append(eff.first)
+                    parts.append(eff.last)
+                    parts.append(id(price))
+                    parts.append(id(transfer))
+                    parts.append(s.transfer_cost)
+                    parts.append(s.added)
+                    kept.append(price)
+                    kept.append(transfer)
+                key = tuple(parts)
+                keep = tuple(kept)
         hit = self._explains.get(key)
         if hit is not None:
             return hit[0]

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from backoffice.ledger import Entry, Line
 from backoffice.taps import Action, TapRecord
 from fare.clock import epoch_us
@@ -45,6 +47,7 @@ class DebtStatus(StrEnum):
 # -- working records ------------------------------------------------------------------------
 
 
+@mypyc_attr(acyclic=True)
 class PricedTap:
     """An accepted tap with its price (kept in memory while its aggregate is open).
 

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from fare.caps import Tally, add, headroom, period_key
 from fare.clock import posix_seconds
 from fare.errors import TapError
@@ -40,6 +42,7 @@ from fare.transfers import START, Walk
 from fare.values import Value
 
 
+@mypyc_attr(acyclic=True)
 class JourneyTerms(Value):
     """What is fixed when a journey starts: its number, and the caps and tier it counts to."""
 
@@ -74,6 +77,7 @@ class JourneyTerms(Value):
                 self.tier_key, self.tier_bp, self.tier_id)
 
 
+@mypyc_attr(acyclic=True)
 class OpenJourney(Value):
     """Legs of a card that later taps may still reprice, and what they were charged so far.
 
@@ -114,6 +118,7 @@ class OpenJourney(Value):
                 self.walk, self.pending, self.pending_charged)
 
 
+@mypyc_attr(acyclic=True)
 class CardFareState(Value):
     """Everything the engine remembers about one card between taps (immutable)."""
 
@@ -154,13 +159,14 @@ def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFa
 
 def price_event(feed: Feed, state: CardFareState | None, tap_id: str, card: str,
                 time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
-                media: str | None) -> tuple[CardFareState, list[Charge]]:
+                media: str | None, ts: float | None = None) -> tuple[CardFareState, list[Charge]]:
     """:func:`price_tap` of the tap these fields describe (``on``: a tap on, else a tap off),
     for a caller that holds taps of its own type: no :class:`~fare.model.Tap` is built.  The
-    caller answers for what ``Tap`` checks: ``time`` has a UTC offset."""
+    caller answers for what ``Tap`` checks (``time`` has a UTC offset) and, when it gives
+    ``ts``, for it being ``time.timestamp()``."""
     charges: list[Charge] = []
     st = _price_into(feed.index, state, tap_id, card, time, stop_id, route_id, on, category,
-                     media, charges)
+                     media, charges, ts)
     return st, charges
 
 
@@ -176,7 +182,7 @@ def open_journey(feed: Feed, terms: JourneyTerms, legs: tuple[Leg, ...], fare: i
 
 def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: str,
                 time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
-                media: str | None, out: list[Charge]) -> CardFareState:
+                media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
     """The body of the pricers: appends the charges to ``out`` (one list for a whole batch)."""
     if state is None:
         st = ix.initial_state
@@ -184,7 +190,7 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: s
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
             st = _rebase(ix, st)
-    ts = posix_seconds(time)
+    ts = posix if posix is not None else posix_seconds(time)
     if ts < st.last_ts:
         raise TapError(f"tap {tap_id}: earlier than the card's previous tap "
                        "(taps of a card must be priced in time order)")

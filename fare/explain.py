@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Final, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from fare.currency import format_minor
 from fare.legs import Leg
 from fare.transfers import Step
@@ -42,6 +44,7 @@ class Detail(NamedTuple):
     max_source: str = ""
 
 
+@mypyc_attr(acyclic=True)
 class Charge(Value):
     """An amount (minor units; negative = refund) charged to a card because of one tap.
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from mypy_extensions import mypyc_attr
+
 from fare.match import LegPrice
 from fare.model import FareLegJoinRule
 from fare.values import Value
@@ -18,6 +20,7 @@ from fare.values import Value
 NO_SIG: Final = -1  # "this dimension does not change the price here": used in cache keys
 
 
+@mypyc_attr(acyclic=True)
 class Leg(Value):
     """One ride on one network, as far as the taps tell it."""
 
@@ -89,6 +92,7 @@ class Leg(Value):
         return off if off is not None else self.on_ts
 
 
+@mypyc_attr(acyclic=True)
 class EffectiveLeg(Value):
     """Legs ``first..last`` of a journey (joined, or one leg alone) and their price."""
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from fare.legs import EffectiveLeg, Leg
 from fare.model import DurationType, FareTransferRule, TransferType
 from fare.values import Value
@@ -32,6 +34,7 @@ _A_PLUS_AB: Final = int(TransferType.A_PLUS_AB)
 _A_PLUS_AB_PLUS_B: Final = int(TransferType.A_PLUS_AB_PLUS_B)
 
 
+@mypyc_attr(acyclic=True)
 class Step(Value):
     """What one effective leg added to its journey's total, and by which transfer rule."""
 
@@ -58,6 +61,7 @@ class JourneyPrice(NamedTuple):
     steps: tuple[Step, ...]
 
 
+@mypyc_attr(acyclic=True)
 class Walk(Value):
     """Where :func:`price_journey` stands after some effective legs of a journey.
 
@@ -95,6 +99,7 @@ class Walk(Value):
 START: Final = Walk(0, (), None, False, None, None, 0)
 
 
+@mypyc_attr(acyclic=True)
 class TransferOption:
     """A transfer rule as :func:`walk_on` weighs it, its fields resolved once."""
 
