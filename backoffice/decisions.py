@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import Final
 
 from backoffice.policy import AggregationPolicy, RecoveryPolicy
 from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import Aggregate, Debt, PricedTap, TransitCard, from_us
 
-CLOSE_DAY_END = "service_day_end"
-CLOSE_MAX_TRAVEL = "max_travel_time"
-CLOSE_SPEND_LIMIT = "spend_limit"
+CLOSE_DAY_END: Final = "service_day_end"
+CLOSE_MAX_TRAVEL: Final = "max_travel_time"
+CLOSE_SPEND_LIMIT: Final = "spend_limit"
 
 
 def close_before(

@@ -27,6 +27,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from backoffice.decisions import (
     CLOSE_SPEND_LIMIT,
@@ -80,8 +81,11 @@ from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 
 # FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
 _PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
-_DAY_BUCKET_US = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
-_DAYS_LIMIT = 1 << 16  # quarter hours remembered (over two years)
+_DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
+_DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
+# The ledger's account names as Final constants: C statics when compiled, not dict lookups.
+_RECEIVABLE: Final = RECEIVABLE
+_REVENUE: Final = REVENUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,7 @@ class BackOffice:
         self.deny: dict[str, DenyRow] = {}
         self.balances: dict[str, int] = dict.fromkeys(ACCOUNTS, 0)
         self.fares_total = 0
+        self._fares_unposted = 0
         self._open: dict[str, Aggregate] = {}
         self._debtors: set[str] = set()
         self._clear_changes()
@@ -157,17 +162,31 @@ class BackOffice:
         """Take a batch of tap records (duplicates ignored, malformed ones kept as rejects)."""
         res = BatchResult()
         now_us = to_us(now)
-        for raw in records:
-            if isinstance(raw, TapRecord):
-                tap = raw
-            else:
-                try:
-                    tap = parse_tap(raw)
-                except MalformedTapError as exc:
-                    self._reject(raw, exc.field, exc.reason, exc.tap_id, now_us=now_us, res=res)
-                    continue
-            self._accept(tap, now, now_us, res)
+        try:
+            for raw in records:
+                if isinstance(raw, TapRecord):
+                    tap = raw
+                else:
+                    try:
+                        tap = parse_tap(raw)
+                    except MalformedTapError as exc:
+                        self._reject(raw, exc.field, exc.reason, exc.tap_id, now_us=now_us,
+                                     res=res)  # fmt: skip
+                        continue
+                self._accept(tap, now, now_us, res)
+        finally:
+            self._post_fares()
         return res
+
+    def _post_fares(self) -> None:
+        """Move the fares of the taps accepted so far into the ledger balances (kept as one
+        running sum while a batch is ingested: two fewer dict updates a tap)."""
+        fares = self._fares_unposted
+        if fares:
+            self._fares_unposted = 0
+            balances = self.balances
+            balances[_RECEIVABLE] += fares
+            balances[_REVENUE] -= fares
 
     def reject(
         self, raw: Mapping[str, object], field_name: str, reason: str, tap_id: str | None,
@@ -263,8 +282,13 @@ class BackOffice:
         t = tap.time
         try:
             us = to_us(t)
-        except TypeError:  # a naive time: the service day says so, as it always has
+        except TypeError:  # no UTC offset: refused as before (the service day, the pricer)
             self._agg.service_day.day_of(t)
+            try:
+                self.pricer.price(card.fare_state if card is not None else None, tap)
+            except PricingError as exc:
+                self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
+                return
             raise
         day = self._days.get(us // _DAY_BUCKET_US)
         if day is None:
@@ -328,9 +352,7 @@ class BackOffice:
         agg.taps.append(priced)
         self._new_taps[tap_id] = priced
         self.fares_total += amount
-        balances = self.balances
-        balances[RECEIVABLE] += amount
-        balances[REVENUE] -= amount
+        self._fares_unposted += amount  # RECEIVABLE +, REVENUE - (see _post_fares)
         agg.total += amount
         if state is not card.fare_state:
             card.fare_state = state
@@ -478,11 +500,20 @@ class BackOffice:
     ) -> None:
         if settle:  # no tap closes it: the pricer may have fares that fall due now
             self._settle_fares(card, agg, now)
-        sums: dict[tuple[str, str], int] = {}
+        sums: dict[str, dict[str, int]] = {}  # service day -> operator -> amount
         for p in agg.taps:
-            key = (p.tap.operator_id, p.service_day)
-            sums[key] = sums.get(key, 0) + p.amount
-        agg.lines = [Line(op, day, amt) for (op, day), amt in sorted(sums.items()) if amt]
+            by_op = sums.get(p.service_day)
+            if by_op is None:
+                by_op = sums[p.service_day] = {}
+            op = p.tap.operator_id
+            by_op[op] = by_op.get(op, 0) + p.amount
+        agg.lines = [
+            Line(op, day, amt)
+            for op, day, amt in sorted(
+                (op, day, amt) for day, by_op in sums.items() for op, amt in by_op.items()
+            )
+            if amt
+        ]
         agg.taps = []
         agg.closed_at = now
         agg.close_reason = reason

@@ -29,13 +29,14 @@ from fare.explain import Charge, ChargeKind, render
 from fare.legs import NO_SIG, Leg
 from fare.model import Feed, Tap
 
-STATE_VERSION = 1
-_MEMO_LIMIT = 50_000
-_INCOMPLETE = ChargeKind.INCOMPLETE
-_MISSING_TAP_ON = ChargeKind.MISSING_TAP_ON
-_MAX_FARE = ChargeKind.MAX_FARE
-_TAP_OFF = Action.TAP_OFF
-_new_tap = object.__new__
+STATE_VERSION: Final = 1
+# Final module constants are read as C statics when compiled (others: a dict lookup each time).
+_MEMO_LIMIT: Final = 50_000
+_INCOMPLETE: Final = ChargeKind.INCOMPLETE
+_MISSING_TAP_ON: Final = ChargeKind.MISSING_TAP_ON
+_MAX_FARE: Final = ChargeKind.MAX_FARE
+_TAP_OFF: Final = Action.TAP_OFF
+_new_tap: Final = object.__new__
 # The slot setters of the frozen fare.Tap, in field order (see FarePricer.fare_tap).
 (_set_tap_id, _set_card, _set_time, _set_stop, _set_route, _set_action, _set_category,
  _set_media) = (getattr(Tap, f.name).__set__ for f in dataclasses.fields(Tap))  # fmt: skip
@@ -113,7 +114,8 @@ class FarePricer:
         ):
             self.fare_tap(tap)  # raises, naming the label
         when = tap.time
-        if when.tzinfo is None or when.utcoffset() is None:
+        # A time made into microseconds is aware (a naive one cannot be).
+        if tap_us is None and (when.tzinfo is None or when.utcoffset() is None):
             raise PricingError(f"tap {tap.tap_id}: time {when.isoformat()} has no UTC offset")
         if state is not None and not isinstance(state, CardFareState):
             raise PricingError(f"not a fare-engine card state: {type(state).__name__}")

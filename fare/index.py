@@ -8,7 +8,7 @@ media), and each of those that no rule of the network looks at is left out of th
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from fare.caps import TierTable, applies, tier_tables
 from fare.clock import DAY, LocalClock, TimeframeIndex
@@ -17,9 +17,9 @@ from fare.match import LegMatcher, LegPrice, resolve_product
 from fare.model import FareTransferRule, Feed, MaxFare
 from fare.transfers import START, JourneyPrice, TransferIndex, Walk, walk_on
 
-DEFAULT_TAP_OFF_WINDOW = 3 * 3600
+DEFAULT_TAP_OFF_WINDOW: Final = 3 * 3600
 
-_BOARDINGS_LIMIT = 1 << 18  # distinct (route, stop, category, medium) kept; beyond, not memoised
+_BOARDINGS_LIMIT: Final = 1 << 18  # (route, stop, category, medium) kept; beyond, not memoised
 _LegKey = tuple[str | None, int, int, int, int, str | None, str | None]
 
 
@@ -108,6 +108,7 @@ class FareIndex:
         self._windows: dict[tuple[str | None, str | None, str | None], int] = {}
         self._costs: dict[tuple[str, str | None, str | None], int | None] = {}
         self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
+        self._transfer_cost = self.transfer_cost  # bound once, not for every walk
 
     # ---- stops, networks, time ----
 
@@ -243,7 +244,7 @@ class FareIndex:
 
     def walk_on(self, walk: Walk, legs: tuple[Leg, ...], eff: EffectiveLeg) -> Walk:
         """``walk`` continued over one more effective leg of ``legs`` (fare.transfers)."""
-        return walk_on(walk, legs, eff, self.transfers, self.transfer_cost)
+        return walk_on(walk, legs, eff, self.transfers, self._transfer_cost)
 
     def solo_walk(self, price: LegPrice) -> Walk:
         """The walk of a journey of one priced leg (memoised by the price object)."""

@@ -103,8 +103,8 @@ START: Final = Walk(0, (), None, False, None, None, 0)
 class TransferOption:
     """A transfer rule as :func:`walk_on` weighs it, its fields resolved once."""
 
-    __slots__ = ("duration", "from_departure", "has_duration", "kind", "limit", "product",
-                 "rank", "rule", "to_departure")
+    __slots__ = ("costs", "duration", "from_departure", "has_duration", "kind", "limit",
+                 "product", "rank", "rule", "to_departure")
 
     def __init__(self, rule: FareTransferRule) -> None:
         self.rule = rule
@@ -121,6 +121,20 @@ class TransferOption:
                                                   DurationType.ARRIVAL_TO_DEPARTURE)
         self.product: Final[str | None] = rule.fare_product_id
         self.kind: Final[int] = int(rule.fare_transfer_type)
+        # category -> medium -> the transfer product's price (None: not eligible), as found
+        self.costs: Final[dict[str | None, dict[str | None, int | None]]] = {}
+
+    def cost(self, leg: Leg, transfer_cost: Callable[[FareTransferRule, Leg], int | None]
+             ) -> int | None:
+        """The price of this rule's product for the rider of ``leg`` (memoised)."""
+        by_media = self.costs.get(leg.category)
+        if by_media is None:
+            by_media = self.costs[leg.category] = {}
+        media = leg.media
+        if media in by_media:
+            return by_media[media]
+        found = by_media[media] = transfer_cost(self.rule, leg)
+        return found
 
 
 class TransferIndex:
@@ -231,7 +245,7 @@ def walk_on(
                 continue
             cost = 0
             if opt.product is not None:
-                found = transfer_cost(opt.rule, legs[eff.first])
+                found = opt.cost(legs[eff.first], transfer_cost)
                 if found is None:  # the rider is not eligible for the transfer product
                     continue
                 cost = found
