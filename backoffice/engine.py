@@ -85,6 +85,7 @@ _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a qu
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
 # The ledger's account names as Final constants: C statics when compiled, not dict lookups.
 _RECEIVABLE: Final = RECEIVABLE
+_new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
 _REVENUE: Final = REVENUE
 
 
@@ -150,6 +151,7 @@ class BackOffice:
         self._fares_unposted = 0
         self._open: dict[str, Aggregate] = {}
         self._debtors: set[str] = set()
+        self._dirty_cards: dict[str, TransitCard] = {}  # cards whose row is to be written
         self._clear_changes()
         if snapshot is not None:
             self._restore(snapshot)
@@ -225,12 +227,13 @@ class BackOffice:
     def drain_changes(self) -> Changes:
         """Rows for everything decided since the last drain (then forgets them)."""
         enc = self.pricer.encode_state
+        new_ids = {p.tap.tap_id for p in self._new_taps} if self._updated_taps else set()
         ch = Changes(
-            taps=[tap_row(p) for p in self._new_taps.values()],
+            taps=[tap_row(p) for p in self._new_taps],
             tap_updates=[
                 (p.amount, p.explain, tid)
                 for tid, p in self._updated_taps.items()
-                if tid not in self._new_taps
+                if tid not in new_ids
             ],
             rejects=self._rejects,
             entries=self._fare_entries() + self._entries,
@@ -350,13 +353,14 @@ class BackOffice:
                     self._adjust(p, new_amount, new_explain, tap_id, agg)
         amount = priced.amount
         agg.taps.append(priced)
-        self._new_taps[tap_id] = priced
+        self._new_taps.append(priced)  # once: tap ids are unique (tap_ids)
         self.fares_total += amount
         self._fares_unposted += amount  # RECEIVABLE +, REVENUE - (see _post_fares)
         agg.total += amount
         if state is not card.fare_state:
             card.fare_state = state
-            self._dirty_cards[token] = card
+            if not card.dirty:
+                self._dirty(card)
         agg.tap_count += 1
         if us > agg.last_us or (us == agg.last_us and tap_id > agg.last_tap_id):
             agg.last_us, agg.last_tap_id = us, tap_id
@@ -384,9 +388,15 @@ class BackOffice:
             self._days[bucket] = label
         return label
 
+    def _dirty(self, card: TransitCard) -> None:
+        """The card's row is to be written with this batch."""
+        if not card.dirty:
+            card.dirty = True
+            self._dirty_cards[card.pan_token] = card
+
     def _fare_entries(self) -> list[Entry]:
         out: list[Entry] = []
-        for p in self._new_taps.values():
+        for p in self._new_taps:
             if p.posted:
                 t = p.tap
                 amount, debit, credit = p.posted, RECEIVABLE, REVENUE
@@ -485,7 +495,7 @@ class BackOffice:
         card.open_agg = agg
         self._open[card.pan_token] = agg
         self._dirty_aggs[agg.aggregate_id] = agg
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         return agg
 
     def _close(
@@ -508,7 +518,7 @@ class BackOffice:
             op = p.tap.operator_id
             by_op[op] = by_op.get(op, 0) + p.amount
         agg.lines = [
-            Line(op, day, amt)
+            _new_line(Line, (op, day, amt))
             for op, day, amt in sorted(
                 (op, day, amt) for day, by_op in sums.items() for op, amt in by_op.items()
             )
@@ -520,7 +530,7 @@ class BackOffice:
         card.open_agg = None
         self._open.pop(card.pan_token, None)
         self._dirty_aggs[agg.aggregate_id] = agg
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         if agg.nominal_hold is not None:
             self.issuer.release(agg.nominal_hold, now)
         if agg.total <= 0:
@@ -585,7 +595,7 @@ class BackOffice:
             return  # the fare stays as priced; the next tap settles the journey
         if state is not card.fare_state:
             card.fare_state = state
-            self._dirty_cards[card.pan_token] = card
+            self._dirty(card)
         for charge in charges:
             if charge.currency != self.config.currency or not charge.amount or not agg.taps:
                 continue
@@ -690,7 +700,7 @@ class BackOffice:
         self.deny[card.pan_token] = row
         self._deny_set.append(row)
         self._deny_events.append(DenyEventRow(card.pan_token, card.masked_pan, "add", reason, at))
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         res.events.append(Outcome("deny_add", card.masked_pan, card.pan_token, 0, reason))
 
     def _maybe_lift(self, card: TransitCard, now: datetime, res: BatchResult) -> None:
@@ -702,7 +712,7 @@ class BackOffice:
         self._deny_events.append(
             DenyEventRow(card.pan_token, card.masked_pan, "remove", "recovered", to_us(now))
         )
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         res.events.append(Outcome("deny_remove", card.masked_pan, card.pan_token))
 
     # -- rejects ---------------------------------------------------------------------------
@@ -739,13 +749,15 @@ class BackOffice:
     # -- state -----------------------------------------------------------------------------
 
     def _clear_changes(self) -> None:
-        self._new_taps: dict[str, PricedTap] = {}
+        for card in self._dirty_cards.values():
+            card.dirty = False
+        self._new_taps: list[PricedTap] = []
         self._updated_taps: dict[str, PricedTap] = {}
         self._rejects: list[RejectRow] = []
         self._entries: list[Entry] = []
         self._dirty_aggs: dict[str, Aggregate] = {}
         self._dirty_debts: dict[str, Debt] = {}
-        self._dirty_cards: dict[str, TransitCard] = {}
+        self._dirty_cards = {}
         self._deny_set: list[DenyRow] = []
         self._deny_clear: list[str] = []
         self._deny_events: list[DenyEventRow] = []

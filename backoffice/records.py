@@ -134,6 +134,7 @@ class TransitCard:
     atcs: set[int] = field(default_factory=set)
     debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
     denied: bool = False
+    dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
 
 
 # -- rows -------------------------------------------------------------------------------------
