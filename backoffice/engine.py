@@ -100,6 +100,12 @@ class Outcome:
     code: str = ""
     detail: str = ""
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Compiled (mypyc), the default pickling of a frozen dataclass sets its fields one by
+        # one and is refused; rebuilding through the constructor works either way.
+        return Outcome, (self.kind, self.masked_pan, self.ref, self.amount, self.code,
+                         self.detail)  # fmt: skip
+
 
 @dataclass(slots=True)
 class BatchResult:

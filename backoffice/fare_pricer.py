@@ -66,6 +66,11 @@ class FarePricer:
     def __repr__(self) -> str:
         return f"FarePricer(currency={self.currency!r}, routes={len(self.feed.routes)})"
 
+    def __reduce__(self) -> tuple[object, tuple[Feed, bool]]:
+        # Rebuilt from what defines it (the memo is not kept): compiled (mypyc) instances
+        # cannot be pickled field by field.
+        return _pricer, (self.feed, self.strict_labels)
+
     # -- pricing ---------------------------------------------------------------------------
 
     def fare_tap(self, tap: TapRecord) -> Tap:
@@ -276,6 +281,10 @@ class FarePricer:
             price = ix.leg_price(network, from_sig, to_sig, from_tf, to_tf, category, media)
         return Leg(on_tap, on_ts, route_id, network, from_stop, from_sig, from_tf, category, media,
                    needs_tap_off, off_tap, off_ts, to_stop, to_sig, to_tf, price)  # fmt: skip
+
+
+def _pricer(feed: Feed, strict_labels: bool) -> FarePricer:
+    return FarePricer(feed, strict_labels=strict_labels)
 
 
 def _state(state: object | None) -> CardFareState | None:

@@ -71,6 +71,12 @@ class PricedTap:
         self.received_us = received_us
         self.time_us = to_us(tap.time) if time_us is None else time_us  # the tap's time
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return PricedTap, (
+            self.tap, self.service_day, self.amount, self.explain, self.aggregate_id,
+            self.posted, self.received_us, self.time_us,
+        )  # fmt: skip
+
     def __repr__(self) -> str:
         return (
             f"PricedTap(tap_id={self.tap.tap_id!r}, service_day={self.service_day!r}, "

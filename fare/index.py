@@ -110,6 +110,11 @@ class FareIndex:
         self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
         self._transfer_cost = self.transfer_cost  # bound once, not for every walk
 
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        """Pickled, an index is dropped (a feed rebuilds it on first use): it is memoisation,
+        and compiled (mypyc) it could not be rebuilt field by field."""
+        return _no_index, ()
+
     # ---- stops, networks, time ----
 
     def station(self, stop_id: str) -> str:
@@ -364,3 +369,8 @@ class FareIndex:
             plan = CapPlan(caps, tier, not caps and tier < 0)
             self.plans[key] = plan
         return plan
+
+
+def _no_index() -> None:
+    """What a pickled :class:`FareIndex` loads as (see ``FareIndex.__reduce__``)."""
+    return None
