@@ -6,36 +6,50 @@ The engine (:mod:`backoffice.engine`) calls these and carries out what they deci
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from typing import Final
 
 from backoffice.policy import AggregationPolicy, RecoveryPolicy
 from backoffice.pricing import FareCharge, Pricer, PricingError
-from backoffice.records import Aggregate, Debt, PricedTap, TransitCard
-from backoffice.taps import TapRecord
+from backoffice.records import Aggregate, Debt, PricedTap, TransitCard, from_us
 
-CLOSE_DAY_END = "service_day_end"
-CLOSE_MAX_TRAVEL = "max_travel_time"
-CLOSE_SPEND_LIMIT = "spend_limit"
+CLOSE_DAY_END: Final = "service_day_end"
+CLOSE_MAX_TRAVEL: Final = "max_travel_time"
+CLOSE_SPEND_LIMIT: Final = "spend_limit"
 
 
 def close_before(
-    agg: Aggregate, tap: TapRecord, service_day: str, policy: AggregationPolicy
+    agg: Aggregate, tap_us: int, service_day: str, policy: AggregationPolicy
 ) -> str | None:
-    """Why ``agg`` must close before ``tap`` can be added, or None when the tap fits.
+    """Why ``agg`` must close before a tap at ``tap_us`` (microseconds since the epoch) of
+    ``service_day`` can be added, or None when the tap fits.
 
     Late taps (older than the aggregate) join it: an aggregate only closes for taps that
     lie beyond its service day or its travel time.
     """
-    if policy.close_at_day_end and service_day > agg.service_day:
+    return close_reason(agg, tap_us, service_day, policy.close_at_day_end,
+                        duration_us(policy.max_travel_time))
+
+
+def close_reason(
+    agg: Aggregate, tap_us: int, service_day: str, close_at_day_end: bool, max_travel_us: int
+) -> str | None:
+    """:func:`close_before` with the policy's two figures given (the core's per-tap form)."""
+    if close_at_day_end and service_day > agg.service_day:
         return CLOSE_DAY_END
-    if tap.time - agg.first_time > policy.max_travel_time:
+    if tap_us - agg.first_us > max_travel_us:
         return CLOSE_MAX_TRAVEL
     return None
 
 
+def duration_us(d: timedelta) -> int:
+    """A duration in whole microseconds (exact)."""
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
 def deadline(agg: Aggregate, policy: AggregationPolicy) -> datetime:
     """When an open aggregate closes if no tap closes it earlier."""
-    end = agg.first_time + policy.max_travel_time
+    end = from_us(agg.first_us) + policy.max_travel_time
     if policy.close_at_day_end:
         end = min(end, policy.service_day.end_of(date.fromisoformat(agg.service_day)))
     return end
@@ -67,8 +81,8 @@ def total_of(charges: Sequence[FareCharge], currency: str) -> tuple[int, str]:
     return amount, "; ".join(c.explain for c in charges)
 
 
-def sort_key(p: PricedTap) -> tuple[datetime, str]:
-    return (p.tap.time, p.tap.tap_id)
+def sort_key(p: PricedTap) -> tuple[int, str]:
+    return (p.time_us, p.tap.tap_id)
 
 
 def reprice(

@@ -24,14 +24,16 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from backoffice.decisions import (
     CLOSE_SPEND_LIMIT,
-    close_before,
+    close_reason,
     due_reason,
+    duration_us,
     may_lift_deny,
     next_retry,
     reprice,
@@ -49,7 +51,7 @@ from backoffice.ledger import (
 )
 from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
-from backoffice.pricing import Pricer, PricingError
+from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import (
     Aggregate,
     AggregateRow,
@@ -69,12 +71,22 @@ from backoffice.records import (
     aggregate_row,
     debt_from_row,
     debt_row,
+    from_us,
     priced_tap,
     tap_row,
     to_us,
 )
 from backoffice.taps import MalformedTapError, TapRecord, parse_tap, scrub, tap_to_mapping
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
+
+# FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
+_PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
+_DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
+_DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
+# The ledger's account names as Final constants: C statics when compiled, not dict lookups.
+_RECEIVABLE: Final = RECEIVABLE
+_new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
+_REVENUE: Final = REVENUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +99,12 @@ class Outcome:
     amount: int = 0
     code: str = ""
     detail: str = ""
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Compiled (mypyc), the default pickling of a frozen dataclass sets its fields one by
+        # one and is refused; rebuilding through the constructor works either way.
+        return Outcome, (self.kind, self.masked_pan, self.ref, self.amount, self.code,
+                         self.detail)  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -122,15 +140,24 @@ class BackOffice:
             )
         self._agg = self.config.aggregation
         self._rec = self.config.recovery
-        self._day_label = self._agg.service_day.label
+        # The policy's figures the per-tap path reads, resolved once.
+        self._currency = self.config.currency
+        self._spend_limit = self._agg.spend_limit
+        self._close_at_day_end = self._agg.close_at_day_end
+        self._max_travel_us = duration_us(self._agg.max_travel_time)
+        self._days: dict[int, str] = {}  # quarter hour since the epoch -> service day label
+        # A pricer that takes the tap's time as microseconds spares working it out twice.
+        self._price_at_us: _PriceAtUs | None = getattr(pricer, "price_at_us", None)
         self.cards: dict[str, TransitCard] = {}
         self.tap_ids: set[str] = set()
         self.reject_ids: set[str] = set()
         self.deny: dict[str, DenyRow] = {}
         self.balances: dict[str, int] = dict.fromkeys(ACCOUNTS, 0)
         self.fares_total = 0
+        self._fares_unposted = 0
         self._open: dict[str, Aggregate] = {}
         self._debtors: set[str] = set()
+        self._dirty_cards: dict[str, TransitCard] = {}  # cards whose row is to be written
         self._clear_changes()
         if snapshot is not None:
             self._restore(snapshot)
@@ -143,17 +170,31 @@ class BackOffice:
         """Take a batch of tap records (duplicates ignored, malformed ones kept as rejects)."""
         res = BatchResult()
         now_us = to_us(now)
-        for raw in records:
-            if isinstance(raw, TapRecord):
-                tap = raw
-            else:
-                try:
-                    tap = parse_tap(raw)
-                except MalformedTapError as exc:
-                    self._reject(raw, exc.field, exc.reason, exc.tap_id, now_us=now_us, res=res)
-                    continue
-            self._accept(tap, now, now_us, res)
+        try:
+            for raw in records:
+                if isinstance(raw, TapRecord):
+                    tap = raw
+                else:
+                    try:
+                        tap = parse_tap(raw)
+                    except MalformedTapError as exc:
+                        self._reject(raw, exc.field, exc.reason, exc.tap_id, now_us=now_us,
+                                     res=res)  # fmt: skip
+                        continue
+                self._accept(tap, now, now_us, res)
+        finally:
+            self._post_fares()
         return res
+
+    def _post_fares(self) -> None:
+        """Move the fares of the taps accepted so far into the ledger balances (kept as one
+        running sum while a batch is ingested: two fewer dict updates a tap)."""
+        fares = self._fares_unposted
+        if fares:
+            self._fares_unposted = 0
+            balances = self.balances
+            balances[_RECEIVABLE] += fares
+            balances[_REVENUE] -= fares
 
     def reject(
         self, raw: Mapping[str, object], field_name: str, reason: str, tap_id: str | None,
@@ -192,12 +233,13 @@ class BackOffice:
     def drain_changes(self) -> Changes:
         """Rows for everything decided since the last drain (then forgets them)."""
         enc = self.pricer.encode_state
+        new_ids = {p.tap.tap_id for p in self._new_taps} if self._updated_taps else set()
         ch = Changes(
-            taps=[tap_row(p) for p in self._new_taps.values()],
+            taps=[tap_row(p) for p in self._new_taps],
             tap_updates=[
                 (p.amount, p.explain, tid)
                 for tid, p in self._updated_taps.items()
-                if tid not in self._new_taps
+                if tid not in new_ids
             ],
             rejects=self._rejects,
             entries=self._fare_entries() + self._entries,
@@ -232,33 +274,56 @@ class BackOffice:
     # -- a tap -----------------------------------------------------------------------------
 
     def _accept(self, tap: TapRecord, now: datetime, now_us: int, res: BatchResult) -> None:
+        # Runs for every tap: attributes are read once, times are integers (microseconds).
         tap_id = tap.tap_id
         if tap_id in self.tap_ids:
             res.duplicates += 1
             return
-        card = self.cards.get(tap.pan_token)
-        if card is not None and tap.atc in card.atcs:
+        token = tap.pan_token
+        atc = tap.atc
+        card = self.cards.get(token)
+        if card is not None and atc in card.atcs:
             self._reject(
                 tap, "atc", "ATC seen before for this card (replayed or cloned)",
                 tap_id, now_us=now_us, res=res, alert="replayed_atc",
             )  # fmt: skip
             return
         t = tap.time
-        day = self._day_label(t)
+        try:
+            us = to_us(t)
+        except TypeError:  # no UTC offset: refused as before (the service day, the pricer)
+            self._agg.service_day.day_of(t)
+            try:
+                self.pricer.price(card.fare_state if card is not None else None, tap)
+            except PricingError as exc:
+                self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
+                return
+            raise
+        day = self._days.get(us // _DAY_BUCKET_US)
+        if day is None:
+            day = self._day_of(us, t)
         agg = card.open_agg if card is not None else None
-        closing = close_before(agg, tap, day, self._agg) if agg is not None else None
-        currency = self.config.currency
+        closing = None
+        if agg is not None:
+            closing = close_reason(agg, us, day, self._close_at_day_end, self._max_travel_us)
+        currency = self._currency
         # Price first: a tap the pricer refuses is rejected before anything changes.
         repriced = None
         try:
-            if agg is not None and closing is None and (t, tap_id) < agg.last_key:
-                late = PricedTap(tap, day, 0, "", agg.aggregate_id)
+            if agg is not None and closing is None and (
+                us < agg.last_us or (us == agg.last_us and tap_id < agg.last_tap_id)
+            ):
+                late = PricedTap(tap, day, 0, "", agg.aggregate_id, 0, 0, us)
                 state, repriced = reprice(
                     self.pricer, agg.fare_state_at_open, [*agg.taps, late], currency
                 )
                 amount, explain = 0, ""
             else:
-                state, charges = self.pricer.price(card.fare_state if card else None, tap)
+                fare_state = card.fare_state if card is not None else None
+                if self._price_at_us is not None:
+                    state, charges = self._price_at_us(fare_state, tap, us)
+                else:
+                    state, charges = self.pricer.price(fare_state, tap)
                 if len(charges) == 1 and charges[0].currency == currency:
                     amount, explain = charges[0].amount, charges[0].explain
                 else:
@@ -268,9 +333,9 @@ class BackOffice:
             return
 
         if card is None:
-            card = TransitCard(tap.pan_token, tap.masked_pan)
-            self.cards[tap.pan_token] = card
-        card.atcs.add(tap.atc)
+            card = TransitCard(token, tap.masked_pan)
+            self.cards[token] = card
+        card.atcs.add(atc)
         self.tap_ids.add(tap_id)
         res.accepted += 1
         if agg is not None and closing is not None:
@@ -280,10 +345,10 @@ class BackOffice:
             auth = self._recover_by_tap(card, tap, now, res)
         agg = card.open_agg
         if agg is None:
-            agg = self._open_aggregate(card, tap, day, now, res, auth=auth)
+            agg = self._open_aggregate(card, tap, us, day, now, res, auth=auth)
 
         if repriced is None:
-            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us)
+            priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us, us)
         else:
             for p, new_amount, new_explain in repriced:
                 if p.tap is tap:
@@ -294,26 +359,50 @@ class BackOffice:
                     self._adjust(p, new_amount, new_explain, tap_id, agg)
         amount = priced.amount
         agg.taps.append(priced)
-        self._new_taps[tap_id] = priced
+        self._new_taps.append(priced)  # once: tap ids are unique (tap_ids)
         self.fares_total += amount
-        balances = self.balances
-        balances[RECEIVABLE] += amount
-        balances[REVENUE] -= amount
+        self._fares_unposted += amount  # RECEIVABLE +, REVENUE - (see _post_fares)
         agg.total += amount
         if state is not card.fare_state:
             card.fare_state = state
-            self._dirty_cards[card.pan_token] = card
+            if not card.dirty:
+                self._dirty(card)
         agg.tap_count += 1
-        agg.last_key = max(agg.last_key, (t, tap_id))
-        agg.first_time = min(agg.first_time, t)
+        if us > agg.last_us or (us == agg.last_us and tap_id > agg.last_tap_id):
+            agg.last_us, agg.last_tap_id = us, tap_id
+        agg.first_us = min(agg.first_us, us)
         # An open aggregate's row is written when it opens and when it closes: in between,
         # its total and its taps are the taps rows (see _restore).
-        if agg.total >= self._agg.spend_limit:
+        if agg.total >= self._spend_limit:
             self._close(card, agg, now, CLOSE_SPEND_LIMIT, res)
+
+    def _day_of(self, us: int, t: datetime) -> str:
+        """The service day label of a tap at ``us`` (= ``t``), remembered per quarter hour when
+        the whole quarter hour is on one service day (in one UTC offset of the service day's
+        zone, so its local time runs straight)."""
+        service_day = self._agg.service_day
+        label = service_day.day_of(t).isoformat()
+        bucket = us // _DAY_BUCKET_US
+        first = from_us(bucket * _DAY_BUCKET_US)
+        last = from_us((bucket + 1) * _DAY_BUCKET_US - 1)
+        tz = service_day.tz
+        if (
+            first.astimezone(tz).utcoffset() == last.astimezone(tz).utcoffset()
+            and service_day.day_of(first) == service_day.day_of(last)
+            and len(self._days) < _DAYS_LIMIT
+        ):
+            self._days[bucket] = label
+        return label
+
+    def _dirty(self, card: TransitCard) -> None:
+        """The card's row is to be written with this batch."""
+        if not card.dirty:
+            card.dirty = True
+            self._dirty_cards[card.pan_token] = card
 
     def _fare_entries(self) -> list[Entry]:
         out: list[Entry] = []
-        for p in self._new_taps.values():
+        for p in self._new_taps:
             if p.posted:
                 t = p.tap
                 amount, debit, credit = p.posted, RECEIVABLE, REVENUE
@@ -373,6 +462,7 @@ class BackOffice:
         self,
         card: TransitCard,
         tap: TapRecord,
+        us: int,
         day: str,
         now: datetime,
         res: BatchResult,
@@ -383,8 +473,9 @@ class BackOffice:
             aggregate_id="A:" + tap.tap_id,
             pan_token=card.pan_token,
             service_day=day,
-            first_time=tap.time,
-            last_key=(tap.time, tap.tap_id),
+            first_us=us,
+            last_us=us,
+            last_tap_id=tap.tap_id,
             fare_state_at_open=card.fare_state,
         )
         if auth is None:
@@ -410,7 +501,7 @@ class BackOffice:
         card.open_agg = agg
         self._open[card.pan_token] = agg
         self._dirty_aggs[agg.aggregate_id] = agg
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         return agg
 
     def _close(
@@ -425,18 +516,27 @@ class BackOffice:
     ) -> None:
         if settle:  # no tap closes it: the pricer may have fares that fall due now
             self._settle_fares(card, agg, now)
-        sums: dict[tuple[str, str], int] = {}
+        sums: dict[str, dict[str, int]] = {}  # service day -> operator -> amount
         for p in agg.taps:
-            key = (p.tap.operator_id, p.service_day)
-            sums[key] = sums.get(key, 0) + p.amount
-        agg.lines = [Line(op, day, amt) for (op, day), amt in sorted(sums.items()) if amt]
+            by_op = sums.get(p.service_day)
+            if by_op is None:
+                by_op = sums[p.service_day] = {}
+            op = p.tap.operator_id
+            by_op[op] = by_op.get(op, 0) + p.amount
+        agg.lines = [
+            _new_line(Line, (op, day, amt))
+            for op, day, amt in sorted(
+                (op, day, amt) for day, by_op in sums.items() for op, amt in by_op.items()
+            )
+            if amt
+        ]
         agg.taps = []
         agg.closed_at = now
         agg.close_reason = reason
         card.open_agg = None
         self._open.pop(card.pan_token, None)
         self._dirty_aggs[agg.aggregate_id] = agg
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         if agg.nominal_hold is not None:
             self.issuer.release(agg.nominal_hold, now)
         if agg.total <= 0:
@@ -501,7 +601,7 @@ class BackOffice:
             return  # the fare stays as priced; the next tap settles the journey
         if state is not card.fare_state:
             card.fare_state = state
-            self._dirty_cards[card.pan_token] = card
+            self._dirty(card)
         for charge in charges:
             if charge.currency != self.config.currency or not charge.amount or not agg.taps:
                 continue
@@ -606,7 +706,7 @@ class BackOffice:
         self.deny[card.pan_token] = row
         self._deny_set.append(row)
         self._deny_events.append(DenyEventRow(card.pan_token, card.masked_pan, "add", reason, at))
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         res.events.append(Outcome("deny_add", card.masked_pan, card.pan_token, 0, reason))
 
     def _maybe_lift(self, card: TransitCard, now: datetime, res: BatchResult) -> None:
@@ -618,7 +718,7 @@ class BackOffice:
         self._deny_events.append(
             DenyEventRow(card.pan_token, card.masked_pan, "remove", "recovered", to_us(now))
         )
-        self._dirty_cards[card.pan_token] = card
+        self._dirty(card)
         res.events.append(Outcome("deny_remove", card.masked_pan, card.pan_token))
 
     # -- rejects ---------------------------------------------------------------------------
@@ -655,13 +755,15 @@ class BackOffice:
     # -- state -----------------------------------------------------------------------------
 
     def _clear_changes(self) -> None:
-        self._new_taps: dict[str, PricedTap] = {}
+        for card in self._dirty_cards.values():
+            card.dirty = False
+        self._new_taps: list[PricedTap] = []
         self._updated_taps: dict[str, PricedTap] = {}
         self._rejects: list[RejectRow] = []
         self._entries: list[Entry] = []
         self._dirty_aggs: dict[str, Aggregate] = {}
         self._dirty_debts: dict[str, Debt] = {}
-        self._dirty_cards: dict[str, TransitCard] = {}
+        self._dirty_cards = {}
         self._deny_set: list[DenyRow] = []
         self._deny_clear: list[str] = []
         self._deny_events: list[DenyEventRow] = []
@@ -693,9 +795,11 @@ class BackOffice:
             agg.total = sum(p.amount for p in agg.taps)
             agg.tap_count = len(agg.taps)
             if agg.taps:
-                agg.first_time = min(agg.first_time, agg.taps[0].tap.time)
-                last = agg.taps[-1].tap
-                agg.last_key = max(agg.last_key, (last.time, last.tap_id))
+                agg.first_us = min(agg.first_us, agg.taps[0].time_us)
+                last = agg.taps[-1]
+                agg.last_us, agg.last_tap_id = max(
+                    (agg.last_us, agg.last_tap_id), (last.time_us, last.tap.tap_id)
+                )
         for drow in snap.unpaid_debts:
             debt = debt_from_row(drow)
             self.cards[debt.pan_token].debts[debt.debt_id] = debt

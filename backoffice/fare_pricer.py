@@ -17,28 +17,30 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Hashable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
 from backoffice.pricing import FareCharge, PricingError
 from backoffice.taps import Action, TapRecord
-from fare.engine import CardFareState, JourneyTerms, OpenJourney, close_card, price_tap
+from fare.engine import CardFareState, JourneyTerms, close_card, open_journey, price_event
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind, render
 from fare.legs import NO_SIG, Leg
 from fare.model import Feed, Tap
 
-STATE_VERSION = 1
-_MEMO_LIMIT = 50_000
-_INCOMPLETE = ChargeKind.INCOMPLETE
-_MISSING_TAP_ON = ChargeKind.MISSING_TAP_ON
-_MAX_FARE = ChargeKind.MAX_FARE
-_TAP_OFF = Action.TAP_OFF
-_new_tap = object.__new__
+STATE_VERSION: Final = 1
+# Final module constants are read as C statics when compiled (others: a dict lookup each time).
+_MEMO_LIMIT: Final = 50_000
+_INCOMPLETE: Final = ChargeKind.INCOMPLETE
+_MISSING_TAP_ON: Final = ChargeKind.MISSING_TAP_ON
+_MAX_FARE: Final = ChargeKind.MAX_FARE
+_TAP_OFF: Final = Action.TAP_OFF
+_new_tap: Final = object.__new__
 # The slot setters of the frozen fare.Tap, in field order (see FarePricer.fare_tap).
 (_set_tap_id, _set_card, _set_time, _set_stop, _set_route, _set_action, _set_category,
  _set_media) = (getattr(Tap, f.name).__set__ for f in dataclasses.fields(Tap))  # fmt: skip
+_new_charge: Final = tuple.__new__  # FareCharge without its generated __new__ (a Python frame)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -63,6 +65,11 @@ class FarePricer:
 
     def __repr__(self) -> str:
         return f"FarePricer(currency={self.currency!r}, routes={len(self.feed.routes)})"
+
+    def __reduce__(self) -> tuple[object, tuple[Feed, bool]]:
+        # Rebuilt from what defines it (the memo is not kept): compiled (mypyc) instances
+        # cannot be pickled field by field.
+        return _pricer, (self.feed, self.strict_labels)
 
     # -- pricing ---------------------------------------------------------------------------
 
@@ -96,9 +103,33 @@ class FarePricer:
         return fare_tap
 
     def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
-        fare_tap = self.fare_tap(tap)
+        return self.price_at_us(state, tap, None)
+
+    def price_at_us(
+        self, state: object | None, tap: TapRecord, tap_us: int | None
+    ) -> tuple[object, list[FareCharge]]:
+        """:meth:`price`, for a caller that already has the tap's time as microseconds since
+        the epoch (``to_us(tap.time)``; None: work it out)."""
+        # fare_tap's mapping, inline and without building the fare.Tap: this runs for every tap.
+        category = tap.rider_category or None
+        media = tap.fare_media or None
+        if self.strict_labels and (
+            (category is not None and category not in self._categories)
+            or (media is not None and media not in self._media)
+        ):
+            self.fare_tap(tap)  # raises, naming the label
+        when = tap.time
+        # A time made into microseconds is aware (a naive one cannot be).
+        if tap_us is None and (when.tzinfo is None or when.utcoffset() is None):
+            raise PricingError(f"tap {tap.tap_id}: time {when.isoformat()} has no UTC offset")
+        if state is not None and not isinstance(state, CardFareState):
+            raise PricingError(f"not a fare-engine card state: {type(state).__name__}")
         try:
-            new, charges = price_tap(self.feed, _state(state), fare_tap)
+            new, charges = price_event(
+                self.feed, state, tap.tap_id, tap.pan_token, when, tap.stop_id, tap.route_id,
+                tap.action is not _TAP_OFF, category, media,
+                tap_us / 1_000_000 if tap_us is not None else None,
+            )  # fmt: skip
         except TapError as exc:
             raise PricingError(str(exc)) from None
         return new, self._charges(charges)
@@ -112,12 +143,17 @@ class FarePricer:
         return new, self._charges(charges)
 
     def _charges(self, charges: list[Charge]) -> list[FareCharge]:
-        explain = self.explain
-        new = tuple.__new__
-        return [new(FareCharge, (c[0], c[2], c[3], explain(c))) for c in charges]
+        out: list[FareCharge] = []
+        for c in charges:
+            out.append(_new_charge(FareCharge, (c.tap_id, c.amount, c.currency, self.explain(c))))
+        return out
 
     def explain(self, charge: Charge) -> str:
-        """``charge.explain``, memoised by everything the sentence depends on."""
+        """``charge.explain``, memoised by everything the sentence depends on.
+
+        The key is one flat tuple (its length tells the three shapes apart); the ids in it
+        are of the leg prices and transfer rules, kept alive by the memo entry.
+        """
         kind = charge.kind
         keep: tuple[object, ...] = ()
         if kind is _INCOMPLETE or kind is _MISSING_TAP_ON:
@@ -125,27 +161,40 @@ class FarePricer:
         else:
             steps = charge.steps if kind is not _MAX_FARE else ()
             legs = charge.legs
-            head = (kind, charge.fare_before, charge.fare_after, charge.tier_id, charge.tier_bp,
-                    charge.capped_by, charge.waived, charge.max_fare, charge.max_source)
             if not steps:
-                key = head
+                key = (kind, charge.fare_before, charge.fare_after, charge.tier_id,
+                       charge.tier_bp, charge.capped_by, charge.waived, charge.max_fare,
+                       charge.max_source)  # fmt: skip
             elif len(steps) == 1 and len(legs) == 1:  # one leg, the usual case
                 step = steps[0]
                 price, transfer = step.leg.price, step.transfer
                 keep = (price, transfer)
-                key = (*head, legs[0].route_id, id(price), id(transfer), step.transfer_cost,
-                       step.added)
+                key = (kind, charge.fare_before, charge.fare_after, charge.tier_id,
+                       charge.tier_bp, charge.capped_by, charge.waived, charge.max_fare,
+                       charge.max_source, legs[0].route_id, id(price), id(transfer),
+                       step.transfer_cost, step.added)  # fmt: skip
             else:
-                keep = tuple([o for s in steps for o in (s.leg.price, s.transfer)])
-                key = (
-                    *head,
-                    tuple([leg.route_id for leg in legs]),
-                    tuple([
-                        (s.leg.first, s.leg.last, id(s.leg.price), id(s.transfer),
-                         s.transfer_cost, s.added)
-                        for s in steps
-                    ]),
-                )  # fmt: skip
+                parts: list[object] = [
+                    kind, charge.fare_before, charge.fare_after, charge.tier_id, charge.tier_bp,
+                    charge.capped_by, charge.waived, charge.max_fare, charge.max_source,
+                    len(legs),
+                ]  # fmt: skip
+                for leg in legs:
+                    parts.append(leg.route_id)
+                kept: list[object] = []
+                for s in steps:
+                    eff = s.leg
+                    price, transfer = eff.price, s.transfer
+                    parts.append(eff.first)
+                    parts.append(eff.last)
+                    parts.append(id(price))
+                    parts.append(id(transfer))
+                    parts.append(s.transfer_cost)
+                    parts.append(s.added)
+                    kept.append(price)
+                    kept.append(transfer)
+                key = tuple(parts)
+                keep = tuple(kept)
         hit = self._explains.get(key)
         if hit is not None:
             return hit[0]
@@ -190,9 +239,9 @@ class FarePricer:
                 terms, legs, fare, discounted, charged, pending, pending_charged = journey
                 t = list(terms)
                 t[3], t[4] = tuple(t[3]), tuple(t[4])
-                j = OpenJourney(
-                    JourneyTerms(*t), tuple(self._leg(*leg) for leg in legs), fare, discounted,
-                    charged, pending, pending_charged,
+                j = open_journey(
+                    self.feed, JourneyTerms(*t), tuple(self._leg(*leg) for leg in legs), fare,
+                    discounted, charged, pending, pending_charged,
                 )  # fmt: skip
             return CardFareState(
                 last_ts, journeys, j,
@@ -232,6 +281,10 @@ class FarePricer:
             price = ix.leg_price(network, from_sig, to_sig, from_tf, to_tf, category, media)
         return Leg(on_tap, on_ts, route_id, network, from_stop, from_sig, from_tf, category, media,
                    needs_tap_off, off_tap, off_ts, to_stop, to_sig, to_tf, price)  # fmt: skip
+
+
+def _pricer(feed: Feed, strict_labels: bool) -> FarePricer:
+    return FarePricer(feed, strict_labels=strict_labels)
 
 
 def _state(state: object | None) -> CardFareState | None:

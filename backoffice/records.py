@@ -13,16 +13,18 @@ from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import NamedTuple
 
+from mypy_extensions import mypyc_attr
+
 from backoffice.ledger import Entry, Line
 from backoffice.taps import Action, TapRecord
+from fare.clock import epoch_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_us(t: datetime) -> int:
     """Exact microseconds since the epoch of an aware time (no float rounding)."""
-    d = t - EPOCH
-    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    return epoch_us(t)
 
 
 def from_us(us: int, offset_s: int = 0) -> datetime:
@@ -45,17 +47,41 @@ class DebtStatus(StrEnum):
 # -- working records ------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@mypyc_attr(acyclic=True)
 class PricedTap:
-    """An accepted tap with its price (kept in memory while its aggregate is open)."""
+    """An accepted tap with its price (kept in memory while its aggregate is open).
 
-    tap: TapRecord
-    service_day: str
-    amount: int
-    explain: str
-    aggregate_id: str
-    posted: int = 0  # the amount of its ``fare:`` entry (later changes are ``adj:`` entries)
-    received_us: int = 0
+    A plain class rather than a dataclass: one is made for every tap, and compiled (mypyc) a
+    plain class is built natively while a dataclass runs its generated ``__init__``.
+    """
+
+    __slots__ = ("aggregate_id", "amount", "explain", "posted", "received_us", "service_day",
+                 "tap", "time_us")
+
+    def __init__(
+        self, tap: TapRecord, service_day: str, amount: int, explain: str, aggregate_id: str,
+        posted: int = 0, received_us: int = 0, time_us: int | None = None,
+    ) -> None:  # fmt: skip
+        self.tap = tap
+        self.service_day = service_day
+        self.amount = amount
+        self.explain = explain
+        self.aggregate_id = aggregate_id
+        self.posted = posted  # the amount of its ``fare:`` entry (later changes: ``adj:``)
+        self.received_us = received_us
+        self.time_us = to_us(tap.time) if time_us is None else time_us  # the tap's time
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return PricedTap, (
+            self.tap, self.service_day, self.amount, self.explain, self.aggregate_id,
+            self.posted, self.received_us, self.time_us,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        return (
+            f"PricedTap(tap_id={self.tap.tap_id!r}, service_day={self.service_day!r}, "
+            f"amount={self.amount}, aggregate_id={self.aggregate_id!r}, posted={self.posted})"
+        )
 
 
 @dataclass(slots=True)
@@ -65,8 +91,9 @@ class Aggregate:
     aggregate_id: str
     pan_token: str
     service_day: str
-    first_time: datetime
-    last_key: tuple[datetime, str]  # (time, tap_id) of the latest tap: detects late arrivals
+    first_us: int  # time of its earliest tap (microseconds since the epoch)
+    last_us: int  # (last_us, last_tap_id): its latest tap, which detects late arrivals
+    last_tap_id: str
     fare_state_at_open: object | None
     total: int = 0
     tap_count: int = 0
@@ -113,6 +140,7 @@ class TransitCard:
     atcs: set[int] = field(default_factory=set)
     debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
     denied: bool = False
+    dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -146,7 +174,7 @@ def tap_row(p: PricedTap) -> TapRow:
     t = p.tap
     offset = t.time.utcoffset()
     return TapRow(
-        t.tap_id, t.pan_token, t.masked_pan, t.validator_id, t.operator_id, to_us(t.time),
+        t.tap_id, t.pan_token, t.masked_pan, t.validator_id, t.operator_id, p.time_us,
         int(offset.total_seconds()) if offset else 0, p.service_day, t.stop_id, t.route_id,
         t.action.value, t.atc, t.arqc.hex(), t.ac_data.hex(), t.scheme, t.rider_category,
         t.fare_media, p.amount, p.explain, p.aggregate_id, p.received_us,
@@ -172,8 +200,9 @@ def priced_tap(row: TapRow) -> PricedTap:
         fare_media=row.fare_media,
     )
     return PricedTap(
-        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount, row.received_us
-    )
+        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount,
+        row.received_us, row.time_us,
+    )  # fmt: skip
 
 
 def lines_json(lines: list[Line]) -> str:
@@ -220,8 +249,8 @@ class AggregateRow(NamedTuple):
 
 def aggregate_row(a: Aggregate, encoded_state: bytes) -> AggregateRow:
     return AggregateRow(
-        a.aggregate_id, a.pan_token, a.service_day, to_us(a.first_time), to_us(a.last_key[0]),
-        a.last_key[1], encoded_state.hex(), a.total, a.tap_count, a.status.value, a.auth_ref,
+        a.aggregate_id, a.pan_token, a.service_day, a.first_us, a.last_us, a.last_tap_id,
+        encoded_state.hex(), a.total, a.tap_count, a.status.value, a.auth_ref,
         int(a.verified), a.atc, a.arqc.hex() if a.arqc is not None else None,
         a.ac_data.hex() if a.ac_data is not None else None, a.nominal_hold, _us(a.closed_at),
         a.close_reason, a.charge_ref, a.charge_code, lines_json(a.lines),
@@ -233,8 +262,9 @@ def aggregate_from_row(r: AggregateRow, state: object | None) -> Aggregate:
         aggregate_id=r.aggregate_id,
         pan_token=r.pan_token,
         service_day=r.service_day,
-        first_time=from_us(r.first_us),
-        last_key=(from_us(r.last_us), r.last_tap_id),
+        first_us=r.first_us,
+        last_us=r.last_us,
+        last_tap_id=r.last_tap_id,
         fare_state_at_open=state,
         total=r.total,
         tap_count=r.tap_count,

@@ -27,52 +27,120 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from fare.caps import Tally, add, headroom, period_key
+from fare.clock import posix_seconds
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind
-from fare.index import FareIndex, NetInfo
-from fare.legs import NO_SIG, Leg
+from fare.index import Boarding, CapPlan, FareIndex
+from fare.legs import NO_SIG, EffectiveLeg, Leg
 from fare.model import Feed, Tap
+from fare.transfers import START, Walk
+from fare.values import Value
 
-_DAY = 86_400
 
-
-class JourneyTerms(NamedTuple):
+@mypyc_attr(acyclic=True)
+class JourneyTerms(Value):
     """What is fixed when a journey starts: its number, and the caps and tier it counts to."""
 
-    no: int
-    card: str
-    anchor_ts: float  # first tap: the period caps and tiers count it in
-    caps: tuple[int, ...]  # feed.caps indexes that apply
-    cap_keys: tuple[int, ...]  # the period of each
-    tier: int  # tier table index, -1 for none
-    tier_key: int  # calendar month
-    tier_bp: int  # tier discount fixed when the journey started
-    tier_id: str | None
+    _fields = ("no", "card", "anchor_ts", "caps", "cap_keys", "tier", "tier_key", "tier_bp",
+               "tier_id")
+    __slots__ = _fields
+    no: Final[int]
+    card: Final[str]
+    anchor_ts: Final[float]  # first tap: the period caps and tiers count it in
+    caps: Final[tuple[int, ...]]  # feed.caps indexes that apply
+    cap_keys: Final[tuple[int, ...]]  # the period of each
+    tier: Final[int]  # tier table index, -1 for none
+    tier_key: Final[int]  # calendar month
+    tier_bp: Final[int]  # tier discount fixed when the journey started
+    tier_id: Final[str | None]
+
+    def __init__(self, no: int, card: str, anchor_ts: float, caps: tuple[int, ...],
+                 cap_keys: tuple[int, ...], tier: int, tier_key: int, tier_bp: int,
+                 tier_id: str | None) -> None:
+        self.no = no
+        self.card = card
+        self.anchor_ts = anchor_ts
+        self.caps = caps
+        self.cap_keys = cap_keys
+        self.tier = tier
+        self.tier_key = tier_key
+        self.tier_bp = tier_bp
+        self.tier_id = tier_id
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.no, self.card, self.anchor_ts, self.caps, self.cap_keys, self.tier,
+                self.tier_key, self.tier_bp, self.tier_id)
 
 
-class OpenJourney(NamedTuple):
-    """Legs of a card that later taps may still reprice, and what they were charged so far."""
+@mypyc_attr(acyclic=True)
+class OpenJourney(Value):
+    """Legs of a card that later taps may still reprice, and what they were charged so far.
 
-    terms: JourneyTerms
-    legs: tuple[Leg, ...]
-    fare: int  # the journey's fare as last priced (maximum fare included while pending)
-    discounted: int  # after the monthly tier
-    charged: int  # after caps: what the card paid for the journey
-    pending: int = -1  # maximum fare inside ``fare`` while the last leg is open, else -1
-    pending_charged: int = 0  # what the card paid at that tap on
+    ``base`` and ``walk`` are the transfer rules' walk (fare.transfers) over the journey's
+    effective legs but the last, and over all of them: a tap that adds a leg, or closes the
+    last one, continues from one of them instead of pricing the whole journey again.  They
+    follow from the legs (:func:`open_journey` rebuilds them).
+    """
+
+    _fields = ("terms", "legs", "fare", "discounted", "charged", "base", "walk", "pending",
+               "pending_charged")
+    __slots__ = _fields
+    terms: Final[JourneyTerms]
+    legs: Final[tuple[Leg, ...]]
+    fare: Final[int]  # the journey's fare as last priced (maximum fare included while pending)
+    discounted: Final[int]  # after the monthly tier
+    charged: Final[int]  # after caps: what the card paid for the journey
+    base: Final[Walk]  # over every effective leg but the last
+    walk: Final[Walk]  # over all of them; while pending (last leg not priced yet): ``base``
+    pending: Final[int]  # maximum fare inside ``fare`` while the last leg is open, else -1
+    pending_charged: Final[int]  # what the card paid at that tap on
+
+    def __init__(self, terms: JourneyTerms, legs: tuple[Leg, ...], fare: int, discounted: int,
+                 charged: int, base: Walk, walk: Walk, pending: int = -1,
+                 pending_charged: int = 0) -> None:
+        self.terms = terms
+        self.legs = legs
+        self.fare = fare
+        self.discounted = discounted
+        self.charged = charged
+        self.base = base
+        self.walk = walk
+        self.pending = pending
+        self.pending_charged = pending_charged
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.terms, self.legs, self.fare, self.discounted, self.charged, self.base,
+                self.walk, self.pending, self.pending_charged)
 
 
-class CardFareState(NamedTuple):
+@mypyc_attr(acyclic=True)
+class CardFareState(Value):
     """Everything the engine remembers about one card between taps (immutable)."""
 
-    last_ts: float = float("-inf")
-    journeys: int = 0
-    journey: OpenJourney | None = None
-    caps: tuple[Tally, ...] = ()  # one tally per feed.caps entry
-    tiers: tuple[tuple[int, int], ...] = ()  # per tier table: (calendar month, spend in it)
+    _fields = ("last_ts", "journeys", "journey", "caps", "tiers")
+    __slots__ = _fields
+    last_ts: Final[float]
+    journeys: Final[int]
+    journey: Final[OpenJourney | None]
+    caps: Final[tuple[Tally, ...]]  # one tally per feed.caps entry
+    tiers: Final[tuple[tuple[int, int], ...]]  # per tier table: (calendar month, spend in it)
+
+    def __init__(self, last_ts: float = float("-inf"), journeys: int = 0,
+                 journey: OpenJourney | None = None, caps: tuple[Tally, ...] = (),
+                 tiers: tuple[tuple[int, int], ...] = ()) -> None:
+        self.last_ts = last_ts
+        self.journeys = journeys
+        self.journey = journey
+        self.caps = caps
+        self.tiers = tiers
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.last_ts, self.journeys, self.journey, self.caps, self.tiers)
 
 
 # What _settle returns: discounted fare, amount charged now, caps that held it back, amount they
@@ -84,41 +152,67 @@ def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFa
                                                                            list[Charge]]:
     """Price one tap of a card; returns the card's new state and the charges it causes."""
     charges: list[Charge] = []
-    st = _price_into(feed.index, state, tap, charges)
+    st = _price_into(feed.index, state, tap.tap_id, tap.card, tap.time, tap.stop_id, tap.route_id,
+                     tap.action == "on", tap.rider_category, tap.fare_media, charges)
     return st, charges
 
 
-def _price_into(ix: FareIndex, state: CardFareState | None, tap: Tap,
-                out: list[Charge]) -> CardFareState:
-    """price_tap's body: appends the charges to ``out`` (one list for a whole batch)."""
+def price_event(feed: Feed, state: CardFareState | None, tap_id: str, card: str,
+                time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
+                media: str | None, ts: float | None = None) -> tuple[CardFareState, list[Charge]]:
+    """:func:`price_tap` of the tap these fields describe (``on``: a tap on, else a tap off),
+    for a caller that holds taps of its own type: no :class:`~fare.model.Tap` is built.  The
+    caller answers for what ``Tap`` checks (``time`` has a UTC offset) and, when it gives
+    ``ts``, for it being ``time.timestamp()``."""
+    charges: list[Charge] = []
+    st = _price_into(feed.index, state, tap_id, card, time, stop_id, route_id, on, category,
+                     media, charges, ts)
+    return st, charges
+
+
+def open_journey(feed: Feed, terms: JourneyTerms, legs: tuple[Leg, ...], fare: int,
+                 discounted: int, charged: int, pending: int = -1,
+                 pending_charged: int = 0) -> OpenJourney:
+    """An :class:`OpenJourney` from what defines it (a stored state read back): its transfer
+    walks are priced again from the legs."""
+    base, walk = feed.index.walks(legs, pending >= 0)
+    return OpenJourney(terms, legs, fare, discounted, charged, base, walk, pending,
+                       pending_charged)
+
+
+def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: str,
+                time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
+                media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
+    """The body of the pricers: appends the charges to ``out`` (one list for a whole batch)."""
     if state is None:
         st = ix.initial_state
     else:
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
             st = _rebase(ix, st)
-    ts = tap.time.timestamp()
+    ts = posix if posix is not None else posix_seconds(time)
     if ts < st.last_ts:
-        raise TapError(f"tap {tap.tap_id}: earlier than the card's previous tap "
+        raise TapError(f"tap {tap_id}: earlier than the card's previous tap "
                        "(taps of a card must be priced in time order)")
-    route = ix.routes.get(tap.route_id)
-    if route is None:
-        raise TapError(f"tap {tap.tap_id}: unknown route_id {tap.route_id!r}")
-    network = route[0]
-    stop_sig = ix.stop_sig.get(tap.stop_id)
-    if stop_sig is None:
-        raise TapError(f"tap {tap.tap_id}: unknown stop_id {tap.stop_id!r}")
+    b = ix.boardings.get((route_id, stop_id, category, media))
+    if b is None:
+        if route_id not in ix.routes:
+            raise TapError(f"tap {tap_id}: unknown route_id {route_id!r}")
+        if stop_id not in ix.stop_sig:
+            raise TapError(f"tap {tap_id}: unknown stop_id {stop_id!r}")
+        b = ix.boarding(route_id, stop_id, category, media)
     j = st.journey
     if j is not None and j.pending >= 0:
         last = j.legs[-1]
         window = ix.tap_off_window(last.network, last.category, last.media)
-        if tap.action == "on" or ts - last.on_ts > window or last.network != network:
-            st, charge = _incomplete(ix, st, tap.time)
+        if on or ts - last.on_ts > window or last.network != b.network:
+            st, charge = _incomplete(ix, st, time)
             out.append(charge)
-    if tap.action == "on":
-        st, charge = _tap_on(ix, st, tap, ts, route, stop_sig)
+    if on:
+        st, charge = _tap_on(ix, st, tap_id, card, time, ts, route_id, stop_id, category, media,
+                             b)
     else:
-        st, charge = _tap_off(ix, st, tap, ts, network, stop_sig)
+        st, charge = _tap_off(ix, st, tap_id, card, time, ts, stop_id, category, media, b)
     out.append(charge)
     return st
 
@@ -128,18 +222,21 @@ def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
     and let an open journey finish outside them (its cap indexes mean nothing any more)."""
     j = st.journey
     if j is not None:
-        terms = j.terms._replace(caps=(), cap_keys=(), tier=-1)
-        j = j._replace(terms=terms)
-    return st._replace(journey=j, caps=ix.initial_state.caps, tiers=ix.initial_state.tiers)
+        t = j.terms
+        terms = JourneyTerms(t.no, t.card, t.anchor_ts, (), (), -1, t.tier_key, t.tier_bp,
+                             t.tier_id)
+        j = OpenJourney(terms, j.legs, j.fare, j.discounted, j.charged, j.base, j.walk, j.pending,
+                        j.pending_charged)
+    init = ix.initial_state
+    return CardFareState(st.last_ts, st.journeys, j, init.caps, init.tiers)
 
 
-_MISS = object()
-# NamedTuple construction through tuple.__new__: the generated __new__ is a Python frame that
-# costs several times more, and the engine builds five of them per tap.  Every call passes all
-# fields in order.
-_new = tuple.__new__
-_FARE = ChargeKind.FARE
-_UNPRICED = ChargeKind.UNPRICED
+_FARE: Final = ChargeKind.FARE
+_MAX_FARE: Final = ChargeKind.MAX_FARE
+_TAP_OFF: Final = ChargeKind.TAP_OFF
+_UNPRICED: Final = ChargeKind.UNPRICED
+_INCOMPLETE: Final = ChargeKind.INCOMPLETE
+_MISSING_TAP_ON: Final = ChargeKind.MISSING_TAP_ON
 
 
 def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) -> tuple[
@@ -153,7 +250,7 @@ def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) ->
     last = j.legs[-1]
     window = ix.tap_off_window(last.network, last.category, last.media)
     expiry = last.on_ts + window
-    if now is not None and now.timestamp() <= expiry:
+    if now is not None and posix_seconds(now) <= expiry:
         return state, []
     when = now if now is not None else ix.clock.to_datetime(expiry)
     st, charge = _incomplete(ix, state, when)
@@ -170,7 +267,9 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
     with _cycles_not_collected():
         for tap in ordered:
             card = tap.card
-            states[card] = _price_into(ix, get(card), tap, out)
+            states[card] = _price_into(ix, get(card), tap.tap_id, card, tap.time, tap.stop_id,
+                                       tap.route_id, tap.action == "on", tap.rider_category,
+                                       tap.fare_media, out)
         for st in states.values():
             if st.journey is not None and st.journey.pending >= 0:
                 out.extend(close_card(feed, st)[1])
@@ -208,25 +307,23 @@ def _tap_time(tap: Tap) -> datetime:
 # ---------------------------------------------------------------------------------------------
 
 
-def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
-            route: tuple[str | None, NetInfo], stop_sig: int) -> tuple[CardFareState, Charge]:
+def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime, ts: float,
+            route_id: str, stop_id: str, category: str | None, media: str | None,
+            b: Boarding) -> tuple[CardFareState, Charge]:
     # The hot path of the whole engine: method calls are inlined as dict lookups on purpose.
-    network, info = route
-    from_sig = stop_sig if info.from_area else NO_SIG
+    network = b.network
+    info = b.info
+    from_sig = b.from_sig
     from_tf = ix.tf_sig(ts) if info.from_tf else NO_SIG
-    category, media = tap.rider_category, tap.fare_media
-    needs_off = info.to_area or info.to_tf
-    price = None
-    if not needs_off:
-        key = (network, from_sig, NO_SIG, from_tf, NO_SIG, category, media)
-        price = ix.leg_cache.get(key, _MISS)
-        if price is _MISS:
-            price = ix.leg_price(*key)
-    leg = _new(Leg, (tap.tap_id, ts, tap.route_id, network, tap.stop_id, from_sig, from_tf,
-                     category, media, needs_off, None, None, None, NO_SIG, NO_SIG, price))
+    needs_off = b.needs_off
+    price = b.price
+    if not b.fixed and not needs_off:  # the price depends on the time of day
+        price = ix.leg_price(network, from_sig, NO_SIG, from_tf, NO_SIG, category, media)
+    leg = Leg(tap_id, ts, route_id, network, stop_id, from_sig, from_tf, category, media,
+              needs_off, None, None, None, NO_SIG, NO_SIG, price)
     j = st.journey
     journeys = st.journeys
-    legs: tuple[Leg, ...] | None = None
+    linked = False  # the new leg may still join the open journey (a transfer or a join)
     if j is not None:
         prev = j.legs[-1]
         prev_price = prev.price
@@ -238,92 +335,113 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
             if gap is None:
                 gap = ix.transfers.longest_gap(prev_price.leg_group_id)
             off = prev.off_ts
-            if ts - (off if off is not None else prev.on_ts) <= gap:
-                legs = (*j.legs, leg)
-        if legs is None and ix.join_pairs and (prev.network, network) in ix.join_pairs:
-            legs = (*j.legs, leg)
+            linked = ts - (off if off is not None else prev.on_ts) <= gap
+        if not linked and ix.join_pairs and (prev.network, network) in ix.join_pairs:
+            linked = True
     if needs_off:
         to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
         mx = ix.max_fare(network, from_sig, from_tf, to_tf, category, media)
-        if legs is None or j is None:
+        if j is None or not linked:
             journeys += 1
-            terms = _terms(ix, st, tap, ts, journeys)
-            legs, before, disc, charged = (leg,), 0, 0, 0
+            terms = _terms(ix, st, b.plan, card, ts, journeys)
+            legs: tuple[Leg, ...] = (leg,)
+            before, disc, charged, base = 0, 0, 0, START
         else:
             terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
+            base = j.base if ix.join_pairs and ix.joins(j.legs[-1], leg) else j.walk
+            legs = (*j.legs, leg)
         new_fare = before + mx.amount
         new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged,
                                                            new_fare)
-        j = _new(OpenJourney, (terms, legs, new_fare, new_disc, charged + c, mx.amount, c))
-        return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
-                _new(Charge, (tap.tap_id, tap.card, c, ix.currency, ChargeKind.MAX_FARE, terms.no,
-                              tap.time, before, new_fare, legs, (), terms.tier_id, terms.tier_bp,
-                              capped, waived, mx.amount, mx.source)))
-    jp = None
-    if legs is not None and j is not None:
-        jp = ix.price_legs(legs)
-        last = jp.steps[-1]
-        if last.transfer is None and last.leg.first == len(legs) - 1:
-            jp = None  # no transfer after all: a journey of its own
-    if jp is None or j is None:
+        j = OpenJourney(terms, legs, new_fare, new_disc, charged + c, base, base, mx.amount, c)
+        return (CardFareState(ts, journeys, j, caps, tiers),
+                Charge(tap_id, card, c, ix.currency, _MAX_FARE, terms.no, time, before, new_fare,
+                       legs, (), terms.tier_id, terms.tier_bp, capped, waived, mx.amount,
+                       mx.source))
+    walk: Walk | None = None
+    if j is not None and linked:
+        legs = (*j.legs, leg)
+        n = len(legs) - 1
+        if ix.join_pairs and ix.joins(j.legs[-1], leg):
+            base = j.base
+            walk = ix.walk_on(base, legs, ix.effective_leg(legs, j.walk.steps[-1].leg.first, n))
+        else:
+            base = j.walk
+            walk = ix.walk_on(base, legs, EffectiveLeg(n, n, price))
+        last = walk.steps[-1]
+        if last.transfer is None and last.leg.first == n:
+            walk = None  # no transfer after all: a journey of its own
+    if walk is None or j is None:
         journeys += 1
-        terms = _terms(ix, st, tap, ts, journeys)
+        terms = _terms(ix, st, b.plan, card, ts, journeys)
         legs = (leg,)
-        jp = ix.solo.get(id(price)) if price is not None else None
-        if jp is None:
-            jp = ix.price_legs(legs)
+        base = START
+        if price is not None:
+            walk = ix.solo_walks.get(id(price))
+            if walk is None:
+                walk = ix.solo_walk(price)
+        else:
+            walk = ix.walk_on(START, legs, EffectiveLeg(0, 0, None))
         before = disc = charged = 0
     else:
         terms, before, disc, charged = j.terms, j.fare, j.discounted, j.charged
-    assert legs is not None
-    new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, jp.total)
-    j = _new(OpenJourney, (terms, legs, jp.total, new_disc, charged + c, -1, 0))
-    return (_new(CardFareState, (ts, journeys, j, caps, tiers)),
-            _new(Charge, (tap.tap_id, tap.card, c, ix.currency,
-                          _FARE if price is not None else _UNPRICED, terms.no, tap.time, before,
-                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
-                          0, "")))
+    total = walk.total
+    new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, total)
+    j = OpenJourney(terms, legs, total, new_disc, charged + c, base, walk, -1, 0)
+    return (CardFareState(ts, journeys, j, caps, tiers),
+            Charge(tap_id, card, c, ix.currency, _FARE if price is not None else _UNPRICED,
+                   terms.no, time, before, total, legs, walk.steps, terms.tier_id, terms.tier_bp,
+                   capped, waived, 0, ""))
 
 
-def _tap_off(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, network: str | None,
-             stop_sig: int) -> tuple[CardFareState, Charge]:
+def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
+             ts: float, stop_id: str, category: str | None, media: str | None,
+             b: Boarding) -> tuple[CardFareState, Charge]:
+    network = b.network
     j = st.journey
     leg = j.legs[-1] if j is not None else None
     if j is None or leg is None or leg.off_ts is not None or leg.network != network or \
             ts - leg.on_ts > ix.tap_off_window(network, leg.category, leg.media):
-        return _missing_tap_on(ix, st, tap, ts, network)
-    info = ix.nets.get(network) or ix.net(network)
-    to_sig = stop_sig if info.to_area else NO_SIG
+        return _missing_tap_on(ix, st, tap_id, card, time, ts, network, category, media)
+    info = b.info
+    to_sig = b.stop_sig if info.to_area else NO_SIG
     to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
     price = leg.price
     if leg.needs_tap_off:
         price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
                              leg.media)
-    closed = _new(Leg, (*leg[:10], tap.tap_id, ts, tap.stop_id, to_sig, to_tf, price))
+    closed = leg.closed(tap_id, ts, stop_id, to_sig, to_tf, price)
     legs = (*j.legs[:-1], closed)
-    jp = ix.price_legs(legs)
+    # The legs before the last are as they were: continue their walk over the last run of
+    # joined legs (the closed leg alone, unless it was joined to those before it).
+    base = j.base
+    n = len(legs) - 1
+    first = base.steps[-1].leg.last + 1 if base.steps else 0
+    eff = EffectiveLeg(n, n, price) if first == n else ix.effective_leg(legs, first, n)
+    walk = ix.walk_on(base, legs, eff)
+    total = walk.total
     terms = j.terms
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, j.discounted, j.charged,
-                                                       jp.total)
-    nj = _new(OpenJourney, (terms, legs, jp.total, new_disc, j.charged + c, -1, 0))
-    kind = ChargeKind.TAP_OFF if price is not None else ChargeKind.UNPRICED
-    return (_new(CardFareState, (ts, st.journeys, nj, caps, tiers)),
-            _new(Charge, (tap.tap_id, tap.card, c, ix.currency, kind, terms.no, tap.time, j.fare,
-                          jp.total, legs, jp.steps, terms.tier_id, terms.tier_bp, capped, waived,
-                          0, "")))
+                                                       total)
+    nj = OpenJourney(terms, legs, total, new_disc, j.charged + c, base, walk, -1, 0)
+    kind = _TAP_OFF if price is not None else _UNPRICED
+    return (CardFareState(ts, st.journeys, nj, caps, tiers),
+            Charge(tap_id, card, c, ix.currency, kind, terms.no, time, j.fare, total, legs,
+                   walk.steps, terms.tier_id, terms.tier_bp, capped, waived, 0, ""))
 
 
-def _missing_tap_on(ix: FareIndex, st: CardFareState, tap: Tap, ts: float,
-                    network: str | None) -> tuple[CardFareState, Charge]:
+def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
+                    ts: float, network: str | None, category: str | None,
+                    media: str | None) -> tuple[CardFareState, Charge]:
     info = ix.net(network)
     amount, source = 0, ""
     if info.needs_tap_off:
         tf = ix.tf_sig(ts) if (info.from_tf or info.to_tf) else NO_SIG
-        mx = ix.missing_tap_on_fare(network, tap.rider_category, tap.fare_media, tf)
+        mx = ix.missing_tap_on_fare(network, category, media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
-    charge = Charge(tap.tap_id, tap.card, amount, ix.currency, ChargeKind.MISSING_TAP_ON, no,
-                    tap.time, 0, amount, max_fare=amount, max_source=source)
+    charge = Charge(tap_id, card, amount, ix.currency, _MISSING_TAP_ON, no, time, 0, amount,
+                    max_fare=amount, max_source=source)
     return CardFareState(ts, no, st.journey, st.caps, st.tiers), charge
 
 
@@ -347,17 +465,16 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
     mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
                      ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
                      leg.category, leg.media)
-    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, ChargeKind.INCOMPLETE,
+    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, _INCOMPLETE,
                     terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
                     max_source=mx.source)
     return CardFareState(st.last_ts, st.journeys, None, caps, tiers), charge
 
 
-def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> JourneyTerms:
-    plan = ix.plans.get((tap.rider_category, tap.fare_media)) or \
-        ix.plan(tap.rider_category, tap.fare_media)
+def _terms(ix: FareIndex, st: CardFareState, plan: CapPlan, card: str, ts: float,
+           no: int) -> JourneyTerms:
     if plan.simple:
-        return _new(JourneyTerms, (no, tap.card, ts, (), (), -1, 0, 0, None))
+        return JourneyTerms(no, card, ts, (), (), -1, 0, 0, None)
     info = ix.clock.buckets.get(int(ts // 900)) or ix.clock.bucket(ts)
     local = ts + info[0]
     keys: tuple[int, ...] = ()
@@ -366,12 +483,12 @@ def _terms(ix: FareIndex, st: CardFareState, tap: Tap, ts: float, no: int) -> Jo
         keys = tuple([period_key(feed_caps[i], local, no) for i in plan.caps])
     tier = plan.tier
     if tier < 0:
-        return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, -1, 0, 0, None))
+        return JourneyTerms(no, card, ts, plan.caps, keys, -1, 0, 0, None)
     month = info[2]
     last_month, spend = st.tiers[tier]
     table = ix.tiers[tier]
     bp = table.bps[bisect_right(table.thresholds, spend)] if last_month == month else 0
-    return _new(JourneyTerms, (no, tap.card, ts, plan.caps, keys, tier, month, bp, table.cap_id))
+    return JourneyTerms(no, card, ts, plan.caps, keys, tier, month, bp, table.cap_id)
 
 
 def _settle(ix: FareIndex, st: CardFareState, terms: JourneyTerms, old_disc: int,

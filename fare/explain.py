@@ -10,11 +10,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from datetime import datetime
-from typing import NamedTuple
+from typing import Final, NamedTuple
+
+from mypy_extensions import mypyc_attr
 
 from fare.currency import format_minor
 from fare.legs import Leg
 from fare.transfers import Step
+from fare.values import Value
 
 
 class ChargeKind(enum.StrEnum):
@@ -41,34 +44,69 @@ class Detail(NamedTuple):
     max_source: str = ""
 
 
-class Charge(NamedTuple):
+@mypyc_attr(acyclic=True)
+class Charge(Value):
     """An amount (minor units; negative = refund) charged to a card because of one tap.
 
     The fields after ``time`` are the facts behind it (also as ``detail``); they are flat here
-    because a charge is made for every tap and one tuple is cheaper than two.
+    because a charge is made for every tap and one object is cheaper than two.
     """
 
-    tap_id: str
-    card: str
-    amount: int
-    currency: str
-    kind: ChargeKind
-    journey: int  # the card's journey number the charge belongs to
-    time: datetime
-    fare_before: int = 0
-    fare_after: int = 0
-    legs: tuple[Leg, ...] = ()
-    steps: tuple[Step, ...] = ()
-    tier_id: str | None = None
-    tier_bp: int = 0
-    capped_by: tuple[str, ...] = ()
-    waived: int = 0
-    max_fare: int = 0
-    max_source: str = ""
+    _fields = ("tap_id", "card", "amount", "currency", "kind", "journey", "time", "fare_before",
+               "fare_after", "legs", "steps", "tier_id", "tier_bp", "capped_by", "waived",
+               "max_fare", "max_source")
+    __slots__ = _fields
+    tap_id: Final[str]
+    card: Final[str]
+    amount: Final[int]
+    currency: Final[str]
+    kind: Final[ChargeKind]
+    journey: Final[int]  # the card's journey number the charge belongs to
+    time: Final[datetime]
+    fare_before: Final[int]
+    fare_after: Final[int]
+    legs: Final[tuple[Leg, ...]]
+    steps: Final[tuple[Step, ...]]
+    tier_id: Final[str | None]
+    tier_bp: Final[int]
+    capped_by: Final[tuple[str, ...]]
+    waived: Final[int]
+    max_fare: Final[int]
+    max_source: Final[str]
+
+    def __init__(
+        self, tap_id: str, card: str, amount: int, currency: str, kind: ChargeKind, journey: int,
+        time: datetime, fare_before: int = 0, fare_after: int = 0, legs: tuple[Leg, ...] = (),
+        steps: tuple[Step, ...] = (), tier_id: str | None = None, tier_bp: int = 0,
+        capped_by: tuple[str, ...] = (), waived: int = 0, max_fare: int = 0, max_source: str = "",
+    ) -> None:
+        self.tap_id = tap_id
+        self.card = card
+        self.amount = amount
+        self.currency = currency
+        self.kind = kind
+        self.journey = journey
+        self.time = time
+        self.fare_before = fare_before
+        self.fare_after = fare_after
+        self.legs = legs
+        self.steps = steps
+        self.tier_id = tier_id
+        self.tier_bp = tier_bp
+        self.capped_by = capped_by
+        self.waived = waived
+        self.max_fare = max_fare
+        self.max_source = max_source
+
+    def _values(self) -> tuple[object, ...]:
+        return (self.tap_id, self.card, self.amount, self.currency, self.kind, self.journey,
+                self.time, self.fare_before, self.fare_after, self.legs, self.steps, self.tier_id,
+                self.tier_bp, self.capped_by, self.waived, self.max_fare, self.max_source)
 
     @property
     def detail(self) -> Detail:
-        return Detail(*self[7:])
+        return Detail(self.fare_before, self.fare_after, self.legs, self.steps, self.tier_id,
+                      self.tier_bp, self.capped_by, self.waived, self.max_fare, self.max_source)
 
     @property
     def explain(self) -> str:

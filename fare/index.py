@@ -8,17 +8,18 @@ media), and each of those that no rule of the network looks at is left out of th
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from fare.caps import TierTable, applies, tier_tables
 from fare.clock import DAY, LocalClock, TimeframeIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
 from fare.match import LegMatcher, LegPrice, resolve_product
 from fare.model import FareTransferRule, Feed, MaxFare
-from fare.transfers import JourneyPrice, Step, TransferIndex, price_journey
+from fare.transfers import START, JourneyPrice, TransferIndex, Walk, walk_on
 
-DEFAULT_TAP_OFF_WINDOW = 3 * 3600
+DEFAULT_TAP_OFF_WINDOW: Final = 3 * 3600
 
+_BOARDINGS_LIMIT: Final = 1 << 18  # (route, stop, category, medium) kept; beyond, not memoised
 _LegKey = tuple[str | None, int, int, int, int, str | None, str | None]
 
 
@@ -41,6 +42,20 @@ class CapPlan(NamedTuple):
     caps: tuple[int, ...]
     tier: int
     simple: bool  # neither: nothing to count
+
+
+class Boarding(NamedTuple):
+    """What a tap at (route, stop) by a rider (category, medium) needs from the feed, resolved
+    once: the engine prices a tap with one lookup of this instead of a handful."""
+
+    network: str | None
+    info: NetInfo
+    stop_sig: int  # the stop's interned areas
+    from_sig: int  # ... or NO_SIG when no rule of the network looks at the boarding area
+    needs_off: bool  # the fare depends on the destination
+    fixed: bool  # the leg's price depends on nothing else (not on the time): ``price`` is it
+    price: LegPrice | None
+    plan: CapPlan
 
 
 class MaxFareInfo(NamedTuple):
@@ -87,11 +102,18 @@ class FareIndex:
         self.initial_state = CardFareState(caps=((),) * self.n_caps,
                                            tiers=((-1, 0),) * self.n_tiers)
         self.leg_cache: dict[_LegKey, LegPrice | None] = {}
-        self.solo: dict[int, JourneyPrice] = {}  # id(LegPrice) -> its one-leg journey price
+        self.solo_walks: dict[int, Walk] = {}  # id(LegPrice) -> the walk of a one-leg journey
+        self.boardings: dict[tuple[str, str, str | None, str | None], Boarding] = {}
         self._max: dict[tuple[object, ...], MaxFareInfo] = {}
         self._windows: dict[tuple[str | None, str | None, str | None], int] = {}
         self._costs: dict[tuple[str, str | None, str | None], int | None] = {}
         self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
+        self._transfer_cost = self.transfer_cost  # bound once, not for every walk
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        """Pickled, an index is dropped (a feed rebuilds it on first use): it is memoisation,
+        and compiled (mypyc) it could not be rebuilt field by field."""
+        return _no_index, ()
 
     # ---- stops, networks, time ----
 
@@ -112,6 +134,27 @@ class FareIndex:
         local = self.clock.local(ts)
         day = int(local // DAY)
         return self.tf.signature(day, int(local - day * DAY))
+
+    def boarding(self, route_id: str, stop_id: str, category: str | None,
+                 media: str | None) -> Boarding:
+        """The :class:`Boarding` of a known route and stop (memoised in ``boardings``)."""
+        key = (route_id, stop_id, category, media)
+        found = self.boardings.get(key)
+        if found is not None:
+            return found
+        network, info = self.routes[route_id]
+        stop_sig = self.stop_sig[stop_id]
+        from_sig = stop_sig if info.from_area else NO_SIG
+        needs_off = info.to_area or info.to_tf
+        fixed = not needs_off and not info.from_tf
+        price = None
+        if fixed:
+            price = self.leg_price(network, from_sig, NO_SIG, NO_SIG, NO_SIG, category, media)
+        found = Boarding(network, info, stop_sig, from_sig, needs_off, fixed, price,
+                         self.plan(category, media))
+        if len(self.boardings) < _BOARDINGS_LIMIT:
+            self.boardings[key] = found
+        return found
 
     # ---- legs ----
 
@@ -169,37 +212,65 @@ class FareIndex:
 
     def price_legs(self, legs: tuple[Leg, ...]) -> JourneyPrice:
         """The journey price of closed legs: join rules, then transfer rules."""
-        if len(legs) == 1:
-            price = legs[0].price
-            if price is not None:
-                solo = self.solo.get(id(price))
-                if solo is None:
-                    solo = JourneyPrice(price.amount, (Step(EffectiveLeg(0, 0, price), None, 0,
-                                                            price.amount),))
-                    self.solo[id(price)] = solo
-                return solo
-        return price_journey(legs, self.effective(legs), self.transfers, self.transfer_cost)
+        walk = self.walks(legs, False)[1]
+        return JourneyPrice(walk.total, walk.steps)
 
-    def effective(self, legs: tuple[Leg, ...]) -> list[EffectiveLeg]:
-        out: list[EffectiveLeg] = []
+    def joins(self, before: Leg, after: Leg) -> bool:
+        """fare_leg_join_rules: are ``before`` and the next leg ``after`` one effective leg?"""
+        return bool(self.join_pairs) and join_applies(self.feed.join_rules, self.station,
+                                                      before, after)
+
+    def groups(self, legs: tuple[Leg, ...]) -> list[tuple[int, int]]:
+        """(first, last) index of each run of joined legs, in order."""
+        out: list[tuple[int, int]] = []
         i = 0
         n = len(legs)
         while i < n:
             j = i
-            while j + 1 < n and self.join_pairs and \
-                    join_applies(self.feed.join_rules, self.station, legs[j], legs[j + 1]):
+            while j + 1 < n and self.joins(legs[j], legs[j + 1]):
                 j += 1
-            if j == i:
-                out.append(EffectiveLeg(i, i, legs[i].price))
-            else:
-                first, last = legs[i], legs[j]
-                nets = {leg.network for leg in legs[i:j + 1]}
-                network = nets.pop() if len(nets) == 1 else None
-                price = self.price_stops(network, first.from_stop, last.to_stop, first.on_ts,
-                                         last.off_ts, first.category, first.media)
-                out.append(EffectiveLeg(i, j, price))
+            out.append((i, j))
             i = j + 1
         return out
+
+    def effective_leg(self, legs: tuple[Leg, ...], first: int, last: int) -> EffectiveLeg:
+        """Legs ``first..last`` (joined) as one effective leg, priced from end to end."""
+        if first == last:
+            return EffectiveLeg(first, last, legs[first].price)
+        a, b = legs[first], legs[last]
+        nets = {leg.network for leg in legs[first:last + 1]}
+        network = nets.pop() if len(nets) == 1 else None
+        price = self.price_stops(network, a.from_stop, b.to_stop, a.on_ts, b.off_ts, a.category,
+                                 a.media)
+        return EffectiveLeg(first, last, price)
+
+    def effective(self, legs: tuple[Leg, ...]) -> list[EffectiveLeg]:
+        return [self.effective_leg(legs, i, j) for i, j in self.groups(legs)]
+
+    def walk_on(self, walk: Walk, legs: tuple[Leg, ...], eff: EffectiveLeg) -> Walk:
+        """``walk`` continued over one more effective leg of ``legs`` (fare.transfers)."""
+        return walk_on(walk, legs, eff, self.transfers, self._transfer_cost)
+
+    def solo_walk(self, price: LegPrice) -> Walk:
+        """The walk of a journey of one priced leg (memoised by the price object)."""
+        found = self.solo_walks.get(id(price))
+        if found is None:
+            found = walk_on(START, (), EffectiveLeg(0, 0, price), self.transfers,
+                            self.transfer_cost)
+            self.solo_walks[id(price)] = found
+        return found
+
+    def walks(self, legs: tuple[Leg, ...], pending: bool) -> tuple[Walk, Walk]:
+        """The walks over all effective legs of a journey but the last, and over all of them
+        (while the last leg waits for its tap off, it is not priced: both are the first)."""
+        groups = self.groups(legs)
+        base = START
+        for first, last in groups[:-1]:
+            base = self.walk_on(base, legs, self.effective_leg(legs, first, last))
+        if pending or not groups:
+            return base, base
+        first, last = groups[-1]
+        return base, self.walk_on(base, legs, self.effective_leg(legs, first, last))
 
     def transfer_cost(self, rule: FareTransferRule, leg: Leg) -> int | None:
         """Price of a transfer rule's product for the rider of ``leg`` (None: not eligible)."""
@@ -298,3 +369,8 @@ class FareIndex:
             plan = CapPlan(caps, tier, not caps and tier < 0)
             self.plans[key] = plan
         return plan
+
+
+def _no_index() -> None:
+    """What a pickled :class:`FareIndex` loads as (see ``FareIndex.__reduce__``)."""
+    return None
