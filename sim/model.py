@@ -61,6 +61,7 @@ from wire.messages import TapOutcome
 Progress = Callable[[float], None]
 
 MEDIA = ("cemv", "tunion")
+_timedelta = dt.timedelta
 DRAIN = 6 * 3600.0  # after the horizon: time allowed for journals and queue to empty
 TOPUP_AMOUNT = 10_000  # fen a holder short of funds pays in
 
@@ -139,7 +140,7 @@ class ShardSim:
     # --- time ---------------------------------------------------------------------------
 
     def when(self, t: float) -> dt.datetime:
-        return self.t0 + dt.timedelta(seconds=t)
+        return self.t0 + _timedelta(0, t)  # (days, seconds): quicker than by keyword
 
     # --- cards --------------------------------------------------------------------------
 
