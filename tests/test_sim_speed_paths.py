@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 
 from backoffice.taps import Action, TapRecord
 from emv.kernel import Outcome, TapResult
+from emv.pan import luhn_ok, with_luhn_digit
 from sim.connectivity import LinkConfig, Links
 from sim.coreapi import SimCard, SimTap
 from sim.demand import DemandProfile
+from sim.latency import card_pan
 from sim.runner import ShardJob, build_shard, run_shard
 from sim.simulate import prepare
 from terminal.decisions import TapPolicy, decide
@@ -103,3 +105,12 @@ def test_run_shard_restores_the_collector() -> None:
     result = run_shard(job)
     assert gc.isenabled()
     assert result.taps > 0
+
+
+@given(st.text(alphabet="0123456789", min_size=6, max_size=19),
+       st.integers(min_value=0, max_value=250), st.integers(min_value=0, max_value=10**9))
+def test_card_pans_carry_the_luhn_digit_emv_pan_gives(prefix: str, shard: int,
+                                                       index: int) -> None:
+    pan = card_pan(prefix, shard, index)
+    assert pan == with_luhn_digit(f"{prefix[:8]}{shard % 100:02d}{index:08d}")
+    assert luhn_ok(pan)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import warnings
 
+from cryptography.hazmat.backends import default_backend
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
 from cryptography.hazmat.primitives.ciphers import algorithms as _deprecated_location
 from cryptography.utils import CryptographyDeprecationWarning
@@ -44,7 +45,9 @@ class _PyemvAlgorithms:
     key) and runs them through the warning filters: about a third of a MAC's time, twice per
     cryptogram.  This hands pyemv the same cipher, the relocated class with the key written
     out to its 24-byte form (K1 K2 K1 for two keys, K K K for one: what ``cryptography``
-    does itself), so nothing is warned.  pyemv's own arithmetic is untouched.
+    does itself), so nothing is warned.  pyemv's own arithmetic is untouched.  Likewise
+    pyemv asks ``default_backend()`` (an import statement per call) for the one backend
+    object on each cipher: it is handed that object.
     """
 
     __slots__ = ()
@@ -59,9 +62,19 @@ class _PyemvAlgorithms:
         return _TripleDES(key)
 
 
+_BACKEND = default_backend()
+
+
+def _the_backend() -> object:
+    """``default_backend()`` without its import statement on every call (one object)."""
+    return _BACKEND
+
+
 for _module in (_tools, _mac):  # only where pyemv reads ciphers the way we expect
     if getattr(_module, "_algorithms", None) is _deprecated_location:
         _module._algorithms = _PyemvAlgorithms()  # type: ignore[attr-defined]
+    if getattr(_module, "_default_backend", None) is default_backend:
+        _module._default_backend = _the_backend  # type: ignore[attr-defined]
 
 KEY_BYTES = 16
 AC_BYTES = 8
