@@ -16,6 +16,7 @@ from issuer.models import (
     Card,
     CardState,
     Hold,
+    HoldStatus,
     WrappedKey,
     evolve,
 )
@@ -65,3 +66,26 @@ def test_the_copy_is_still_frozen() -> None:
 def test_unknown_fields_are_named() -> None:
     with pytest.raises(TypeError, match=r"Card has no field\(s\) colour, size"):
         evolve(CARD, size=1, colour="red")
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_records_built_by_the_slot_init_are_the_dataclass_fields(record: object) -> None:
+    cls = type(record)
+    fields = dataclasses.fields(record)  # type: ignore[arg-type]
+    values = [getattr(record, f.name) for f in fields]
+    by_position = cls(*values)
+    by_name = cls(**{f.name: v for f, v in zip(fields, values, strict=True)})
+    assert by_position == by_name == record
+    assert [getattr(by_position, f.name) for f in fields] == values
+    required = [f for f in fields if f.default is dataclasses.MISSING]
+    with pytest.raises(TypeError, match="missing"):
+        cls(*values[: len(required) - 1])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        cls(*values, colour="red")
+
+
+def test_defaults_still_apply() -> None:
+    hold = Hold("h2", "a1", "tok", "m", 1, "CNY", T0)
+    assert (hold.status, hold.settled_at) == (HoldStatus.ACTIVE, None)
+    card = Card("t", "m", "01", "a1", "b", "sm4", WrappedKey("k", b""), T0, CardState.ACTIVE, T0)
+    assert (card.atc_floor, card.recent_atcs, card.replacement) == (-1, frozenset(), None)
