@@ -80,7 +80,7 @@ def _slot_init(cls: type[T]) -> type[T]:
     exec(source, namespace)  # noqa: S102 - generated from the class's field names
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
+    cls.__init__ = init  # type: ignore[method-assign]
     return cls
 
 
