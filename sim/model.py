@@ -61,6 +61,7 @@ from wire.messages import TapOutcome
 Progress = Callable[[float], None]
 
 MEDIA = ("cemv", "tunion")
+_ACCEPTED = TapOutcome.ACCEPTED  # read once (an enum member costs a look-up each time)
 _timedelta = dt.timedelta
 DRAIN = 6 * 3600.0  # after the horizon: time allowed for journals and queue to empty
 TOPUP_AMOUNT = 10_000  # fen a holder short of funds pays in
@@ -391,7 +392,7 @@ class ShardSim:
         # (as this bus knows it; never for a tap-off, nor for the closed-loop purse).
         listed = not off and not ct.epurse and self.deny.refuses(b, card.token, now)
         verdict = self._decide(ct.result, listed)
-        if verdict.outcome is not TapOutcome.ACCEPTED:
+        if verdict.outcome is not _ACCEPTED:
             if verdict.outcome is TapOutcome.DENY_LISTED:
                 reason = "deny-listed at the validator"
             else:
@@ -474,7 +475,8 @@ class ShardSim:
                                         float(delays.max())))
         for token in reply.deny_remove:
             self.deny.remove(token, t)
-        res.alerts.update(reply.alerts)
+        if reply.alerts:
+            res.alerts.update(reply.alerts)
 
     # --- after the day ------------------------------------------------------------------
 
