@@ -192,15 +192,17 @@ def run_jobs(jobs: Sequence[ShardJob], workers: int,
             results.append(run_shard(job, report))
         return merge(results)
     ctx = mp.get_context("spawn")
-    with ctx.Manager() as manager:
-        queue = manager.Queue()
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(queue,)) as pool:
-            futures = [pool.submit(_run_in_worker, job) for job in jobs]
-            while not all(f.done() for f in futures):
-                _drain(queue, done, progress, timeout=0.2)
-            _drain(queue, done, progress, timeout=0.0)
-            results = [f.result() for f in futures]
+    # Progress comes back on a plain queue handed to each worker as it starts (no manager
+    # process to spawn: that cost a few tenths of a second of every run).
+    queue = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
+                             initializer=_init_worker, initargs=(queue,)) as pool:
+        futures = [pool.submit(_run_in_worker, job) for job in jobs]
+        while not all(f.done() for f in futures):
+            _drain(queue, done, progress, timeout=0.05)
+        _drain(queue, done, progress, timeout=0.0)
+        results = [f.result() for f in futures]
+    queue.close()
     return merge(results)
 
 
