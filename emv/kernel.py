@@ -28,6 +28,16 @@ its end: approved/declined as they are, a fallback (balance short, e-purse expir
 to the next application in priority order (QuickPass), or, with none left, a decline that
 says why.  The PSAM is given to the kernel per tap; it is the terminal's object, not I/O.
 
+The caller may also give the kernel a ``screen``: a predicate on the card's PAN token
+(``token -> refusal reason or None``) asked once, as soon as an e-purse tap has named its card
+and before any purchase command goes out.  An e-purse tap pays on the card *during* the tap
+(DEBIT FOR PURCHASE), so a validator that only looked at the deny list or its duplicate
+filter after the kernel had finished would let a deny-listed card or a second tap of the
+same rider pay anyway; with the screen the tap ends declined, nothing debited.  QuickPass
+taps move no money at the tap (the back office charges later), so the validator still
+decides after the kernel there, and the screen is not asked.  The screen is the caller's
+pure function of its own state: the kernel stays free of I/O.
+
 A card that leaves the field is reported by the transport raising ``CardRemoved``; ``run``
 turns that into ``kernel.card_removed()``: outcome try-again (EMV's "present card again"),
 with an e-purse purchase whose DEBIT was sent kept pending in the PSAM for the next tap.
@@ -201,14 +211,19 @@ TVR_EXPIRED = (1, 0x40)
 TVR_NOT_EFFECTIVE = (1, 0x20)
 
 
+Screen = Callable[[str], str | None]
+"""The caller's check of an identified card: PAN token in, refusal reason (or None) out."""
+
+
 class Kernel:
     """One transaction; make a new kernel for the next tap."""
 
     def __init__(self, config: TerminalConfig, txn: TransactionInput,
-                 psam: Psam | None = None) -> None:
+                 psam: Psam | None = None, *, screen: Screen | None = None) -> None:
         self.config = config
         self.txn = txn
         self.psam = psam
+        self.screen = screen
         self._flow: PurchaseFlow | None = None
         self._stage = _Stage.IDLE
         self._candidates: list[tuple[bytes, str]] = []
@@ -300,7 +315,12 @@ class Kernel:
             self._flow = PurchaseFlow(self.psam, self.txn.amount,
                                       datetime_bcd(self.txn.wall_clock), self.txn.date)
             self._stage = _Stage.EPURSE
-            return self._epurse_step(self._flow.start(r.data))
+            step = self._flow.start(r.data)
+            if isinstance(step, bytes):
+                refusal = self._screen_epurse(self._flow.record)
+                if refusal is not None:  # before INITIALIZE / DEBIT: nothing is paid
+                    raise _End(Outcome.DECLINED, refusal)
+            return self._epurse_step(step)
         fci = tlv.decode(r.data)
         pdol_node = tlv.find(fci, 0x9F38)
         pdol = parse_dol(pdol_node.value) if pdol_node is not None else []
@@ -378,6 +398,16 @@ class Kernel:
                    FlowKind.ENDED: Outcome.END_APPLICATION,
                    FlowKind.TRY_AGAIN: Outcome.TRY_AGAIN}[end.kind]
         return self._finish(outcome, end.reason)
+
+    def _screen_epurse(self, rec: EpurseRecord) -> str | None:
+        """The caller's verdict on the e-purse's card, asked before anything is debited."""
+        if self.screen is None or rec.card_number is None:
+            return None
+        try:
+            token = pan_token(rec.card_number.lstrip("0"), self.config.token_key)
+        except PanError:
+            return None  # not a card number the validator could list: the purchase decides
+        return self.screen(token)
 
     def _apply_epurse(self, rec: EpurseRecord) -> None:
         res = self._result
@@ -579,6 +609,6 @@ def run(kernel: Kernel, transceive: Callable[[bytes], bytes],
 __all__ = [
     "EPURSE_AIDS", "EPURSE_FIRST", "PPSE", "QUICKPASS_FIRST", "T_UNION_EPURSE", "UNIONPAY_CREDIT",
     "UNIONPAY_DEBIT", "UNIONPAY_QUASI_CREDIT", "CardRemoved", "CommandApdu", "DolEntry", "Exchange",
-    "Finished", "Kernel", "Outcome", "Send", "TapResult", "TerminalConfig", "TransactionInput",
-    "run",
+    "Finished", "Kernel", "Outcome", "Screen", "Send", "TapResult", "TerminalConfig",
+    "TransactionInput", "run",
 ]

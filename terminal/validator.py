@@ -167,10 +167,20 @@ class Validator:
             log.debug("no tap: %s", exc)
             return self._shown(TapEvent(None, display_for_error(), None, None,
                                         time.perf_counter() - t0, 0.0))
+        screened: list[Verdict] = []
+
+        def screen(token: str) -> str | None:
+            # Asked by the kernel before an e-purse DEBIT: refuse now or the card pays.
+            verdict = self._screen(token, now)
+            if verdict is not None:
+                screened.append(verdict)
+                return verdict.reason
+            return None
+
         try:
             txn = TransactionInput(amount=self.config.amount, date=local.date(),
                                    unpredictable_number=self.unpredictable(), at=local)
-            result = run(Kernel(self.terminal, txn, self.psam), transceive)
+            result = run(Kernel(self.terminal, txn, self.psam, screen=screen), transceive)
         finally:
             reader.power_off()
         kernel_s = time.perf_counter() - t0
@@ -183,14 +193,17 @@ class Validator:
                              policy=self.config.policy)
             return self._shown(TapEvent(verdict, display_for_error(), result, None, kernel_s, 0.0))
 
-        # A completed e-purse purchase has already taken the fare from the card: it stands.
-        # (Refusing it here would need the kernel to ask before the DEBIT; see the report.)
+        # E-purse taps were screened before the DEBIT (deny list, duplicates); a purchase
+        # that completed has taken the fare from the card and stands.
         paid = epurse and result.outcome is Outcome.APPROVED_OFFLINE
-        last = self.duplicates.last(token)
-        verdict = decide(result, deny_listed=not paid and token in self.deny_list,
-                         duplicate=not paid and is_duplicate(
-                             last, now, self.config.policy.duplicate_window),
-                         policy=self.config.policy)
+        if screened and result.outcome is Outcome.DECLINED:
+            verdict = screened[0]
+        else:
+            last = self.duplicates.last(token)
+            verdict = decide(result, deny_listed=not paid and token in self.deny_list,
+                             duplicate=not paid and is_duplicate(
+                                 last, now, self.config.policy.duplicate_window),
+                             policy=self.config.policy)
         category = rider_category(self.config.rider_rules, result.holder_category,
                                   result.holder_birth_date, local.date())
         seq = self.journal.last_seq + 1
@@ -205,6 +218,14 @@ class Validator:
             self.on_journaled(record)
         display = display_for(verdict, category, self.config.rider_rules)
         return self._shown(TapEvent(verdict, display, result, record, kernel_s, journal_s))
+
+    def _screen(self, token: str, now: dt.datetime) -> Verdict | None:
+        """The local refusals that must come before an e-purse pays (same order as decide)."""
+        if token in self.deny_list:
+            return Verdict(TapOutcome.DENY_LISTED, "deny-listed")
+        if is_duplicate(self.duplicates.last(token), now, self.config.policy.duplicate_window):
+            return Verdict(TapOutcome.DUPLICATE, "duplicate-tap")
+        return None
 
     def _shown(self, event: TapEvent) -> TapEvent:
         if self.show is not None:

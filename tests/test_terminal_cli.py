@@ -188,3 +188,17 @@ def test_broker_config_then_a_validator_on_that_broker(capsys: pytest.CaptureFix
     finally:
         broker.terminate()
         broker.wait()
+
+
+def test_virtual_card_counters_survive_validator_restarts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restarted validator's virtual card goes on counting, so no ATC is offered twice."""
+    def one_tap(*extra: str) -> dict[str, object]:
+        assert main(["terminal", "run", "--card", "sscard3", "--taps", "1", "--json",
+                     "--journal", str(tmp_path / "j"), "--duplicate-window", "0", *extra]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    assert [one_tap()["atc"], one_tap()["atc"]] == [1, 2]
+    assert one_tap("--fresh-card")["atc"] == 1
+    assert one_tap()["atc"] == 3  # the fresh card saved nothing

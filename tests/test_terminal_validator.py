@@ -142,10 +142,12 @@ def test_epurse_purchase_is_journaled_with_its_proof(tmp_path: Path) -> None:
     assert decode(next(r.journal.entries()).payload, TapRecord) == rec
 
 
-def test_a_paid_epurse_tap_stands_even_on_the_deny_list(tmp_path: Path) -> None:
-    """The purse was debited in the tap: the validator cannot take the fare back."""
+def test_a_deny_listed_epurse_card_is_refused_before_it_pays(tmp_path: Path) -> None:
+    """The kernel asks the validator before the DEBIT (tests/test_terminal_epurse_hook.py)."""
     r = rig(tmp_path / "j.db", epurse=True, deny_list=DenyList(1, {SSCARD3_TOKEN}))
-    assert r.validator.tap(r.reader).verdict.outcome is TapOutcome.ACCEPTED  # type: ignore[union-attr]
+    event = r.validator.tap(r.reader)
+    assert event.verdict.outcome is TapOutcome.DENY_LISTED  # type: ignore[union-attr]
+    assert event.record is not None and event.record.epurse_balance_after is None
 
 
 def test_epurse_torn_purchase_is_settled_on_the_next_tap(tmp_path: Path) -> None:

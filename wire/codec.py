@@ -79,6 +79,8 @@ def decode(payload: bytes, expect: type[M]) -> M:
         raise _schema_error(payload, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise WireError(Reason.MALFORMED, f"not MessagePack: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's answer to a str that is not UTF-8
+        raise WireError(Reason.MALFORMED, f"text that is not UTF-8 at byte {exc.start}") from None
     if not isinstance(msg, expect):
         got = kind_of(type(msg))
         raise WireError(Reason.WRONG_KIND, f"expected {kind_of(expect)}, got {got}", kind=got)
@@ -115,6 +117,6 @@ def _peek_kind(payload: bytes) -> str | None:
     try:
         head = msgspec.msgpack.decode(payload, type=list[msgspec.Raw])
         first = msgspec.msgpack.decode(head[0]) if head else None
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None  # msgspec raises UnicodeDecodeError for a str that is not UTF-8
     return first if isinstance(first, str) else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 from pathlib import Path
@@ -23,6 +24,10 @@ from backoffice.branch import (
     merge_banks,
 )
 from backoffice.cardsfile import CardsFile, CardsFileError, load_cards
+from backoffice.consumer import Consumer, ConsumerConfig, ConsumerStats
+from backoffice.consumer_deny import fare_version, feed_digest
+from backoffice.consumer_link import BrokerAddress, BrokerUrlError
+from backoffice.consumer_map import FareMediaLabels
 from backoffice.fare_pricer import FarePricer
 from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay
 from backoffice.pricing import PricingError
@@ -35,15 +40,20 @@ from backoffice.replay import (
     read_taps,
 )
 from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageError, open_store
+from backoffice.storage import SqlStore, StorageError, open_store, redact
+from backoffice.writer_lock import WriterLock
 from fare.currency import format_minor
 from fare.model import Feed
+from fare.samples import sample_feed_path
 from issuer.errors import IssuerError
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
 from tapsim.commands.fare import open_feed
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
+from wire.errors import WireError
+from wire.messages import FareTableVersion
+from wire.signing import Signer, load_private_key
 
 DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///$PWD/tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
@@ -151,6 +161,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
     p.set_defaults(func=replay_main)
+    register_run(bs)
 
 
 def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
@@ -333,3 +344,139 @@ def print_report(r: ReplayReport) -> None:
         console.print("[bold red]NOT reconciled[/]:")
         for problem in rec["problems"]:
             console.print(f"  {problem}")
+
+
+# -- the MQTT consumer: `tapsim backoffice run` -------------------------------------------
+
+SIGNING_KEY_ENV = "TAPSIM_SIGNING_KEY"
+
+
+def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = bs.add_parser(
+        "run", help="consume validators' taps from MQTT into the core; publish the deny list",
+        description="Take tap records from the broker (MQTT shared subscription, one persistent "
+                    "session per worker), charge them through the transaction core (fares, "
+                    "deferred authorization, deny list, ledger) and acknowledge each only after "
+                    "its batch is committed; refused payloads go to the dead-letter topic. "
+                    "Publishes the signed deny list (retained snapshot + deltas) and the fare "
+                    "table version. Day-end closes and scheduled debt recovery run every --tick "
+                    "seconds. Stop with SIGINT/SIGTERM. See backoffice/README.md.",
+    )  # fmt: skip
+    p.add_argument("--broker", required=True, metavar="URL",
+                   help="mqtt://backoffice@host[:port] or mqtts://... (password: "
+                        "$TAPSIM_MQTT_PASSWORD, e.g. from tapsim broker config's "
+                        "credentials/backoffice)")
+    p.add_argument("--ca", type=Path, metavar="PEM", help="CA certificate for mqtts://")
+    add_db_argument(p)
+    p.add_argument("--feed", default="city", metavar="PATH|NAME",
+                   help="GTFS-Fares v2 folder or zip, or a sample feed (default city)")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="MQTT connections sharing the tap subscription (default 2)")
+    p.add_argument("--signing-key", type=Path, metavar="PEM",
+                   help=f"Ed25519 key the deny list is signed with (backoffice-signing.pem of "
+                        f"tapsim broker config; default ${SIGNING_KEY_ENV}); without one "
+                        "nothing is published to validators")
+    p.add_argument("--batch", type=int, default=500, metavar="N",
+                   help="at most N taps per transaction (default 500)")
+    p.add_argument("--tick", type=float, default=60.0, metavar="S",
+                   help="day-end closes and scheduled debt recovery every S seconds (default 60)")
+    p.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+                   help="after deny-list changes, a new retained snapshot at most every S "
+                        "seconds (deltas go out at once; default 5)")
+    p.add_argument("--stats", type=Path, metavar="FILE",
+                   help="write the run's counts and tap-to-ledger latency (JSON) here at exit")
+    p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    p.set_defaults(func=run_main)
+
+
+def _signer(path: Path | None) -> Signer | None:
+    if path is None and os.environ.get(SIGNING_KEY_ENV):
+        path = Path(os.environ[SIGNING_KEY_ENV])
+    if path is None:
+        return None
+    try:
+        return Signer(load_private_key(path.read_bytes(), str(path)))
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
+    except WireError as exc:
+        raise UserError(exc.detail) from None
+
+
+def _feed_path(spec: str) -> Path:
+    path = Path(spec)
+    return path if path.exists() else sample_feed_path(spec)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415 - only the long-running command needs these
+    import logging  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        config = ConsumerConfig(workers=args.workers, max_batch=args.batch, tick=args.tick,
+                                snapshot_every=args.snapshot_every)
+        broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
+    except (ValueError, BrokerUrlError) as exc:
+        raise UserError(str(exc)) from None
+    feed = open_feed(args.feed)
+    digest = feed_digest(_feed_path(args.feed))
+    signer = _signer(args.signing_key)
+    url = db_url(args.db)
+    keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
+    token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
+    cfg = core_config(feed.currency, feed.timezone)
+
+    def open_core_here() -> TransactionCore:
+        store = open_store(url)
+        try:
+            core = open_core(store, FarePricer(feed), keys, db_banks(store), cfg)
+        except BaseException:
+            store.close()
+            raise
+        return core
+
+    def fare_message(core: TransactionCore) -> FareTableVersion:
+        now = dt.datetime.now(dt.UTC)
+        return fare_version(core.store, feed.name or _feed_path(args.feed).stem, digest, now)
+
+    consumer = Consumer(broker, open_core_here, FareMediaLabels(
+        {m.fare_media_id: m.media_type for m in feed.fare_media.values()}), feed.timezone,
+        signer=signer, fare=fare_message if signer else None, config=config)
+
+    async def main() -> ConsumerStats:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        run = asyncio.create_task(consumer.run(stop))
+        ready = asyncio.create_task(consumer.ready.wait())
+        await asyncio.wait({run, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            print(f"ready: {config.workers} worker(s) on {broker.host}:{broker.port} into "
+                  f"{redact(url)}; deny list version {consumer.stats.deny_version}"
+                  + ("" if signer else " (no signing key: nothing published to validators)"),
+                  flush=True)
+        ready.cancel()
+        return await run
+
+    try:
+        with WriterLock(url):
+            stats = asyncio.run(main())
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    summary = stats.to_dict()
+    if args.stats:
+        args.stats.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        lat = summary["tap_to_ledger_ms"]
+        print(f"taps ingested {stats.ingested}, duplicates {stats.duplicates}, rejected "
+              f"{stats.rejected}, not charged {sum(stats.skipped.values())}, dead letters "
+              f"{sum(stats.dead_letters.values())}; tap to ledger p50 {lat['p50']} ms, "
+              f"p99 {lat['p99']} ms")
+    return 0

@@ -65,14 +65,14 @@ def _summary(p: CardProfile) -> dict[str, Any]:
 def serve_card(args: argparse.Namespace) -> int:
     from emv.card.card import VirtualCard  # noqa: PLC0415
     from emv.card.image import personalise  # noqa: PLC0415
-    from tapsim.commands.tap import _load_state  # noqa: PLC0415
+    from tapsim.state import load_card_state, save_card_state  # noqa: PLC0415
     from terminal import vpcd  # noqa: PLC0415
 
     try:
         host, port = vpcd.parse_address(args.vpcd)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    card = VirtualCard(personalise(_load(args.name)), _load_state(args.state))
+    card = VirtualCard(personalise(_load(args.name)), load_card_state(args.state))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -82,10 +82,7 @@ def serve_card(args: argparse.Namespace) -> int:
     stats = vpcd.serve(card, host, port, quickack=not args.no_quickack, stop=stop,
                        on_connect=lambda: print("vpcd connected", file=sys.stderr, flush=True))
     if args.state is not None:
-        args.state.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps(card.state.to_dict(), indent=1))
-        tmp.replace(args.state)
+        save_card_state(card.state, args.state)
     print(f"served {stats.apdus} APDUs over {stats.connections} connection(s)", file=sys.stderr)
     return 0
 

@@ -15,7 +15,7 @@ from emv.card.image import personalise
 from emv.card.profile import ProfileError, load_profile
 from emv.card.state import CardState
 from emv.describe import command_name, response_lines, safe_hex
-from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.epurse.psam import Psam
 from emv.kernel import (
     EPURSE_FIRST,
     QUICKPASS_FIRST,
@@ -29,6 +29,7 @@ from emv.kernel import (
 )
 from emv.oda import builtin_test_ca_keys
 from tapsim.errors import UserError
+from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
 
 # TEST token key for demos; a deployment sets TAPSIM_TOKEN_KEY (hex, >= 16 bytes).
 DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
@@ -56,11 +57,6 @@ def token_key() -> bytes:
     return key
 
 
-def state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "tapsim" / "cards"
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "tap", help="tap a virtual card on the kernel, in process",
@@ -86,25 +82,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--trace", action="store_true",
                    help="show every APDU exchanged, decoded (PANs masked)")
     p.set_defaults(func=main)
-
-
-def _load_state(path: Path | None) -> CardState | None:
-    if path is None or not path.exists():
-        return None
-    try:
-        return CardState.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: not a card state file ({exc})") from None
-
-
-def _load_psam(path: Path | None) -> Psam:
-    """The demo validator's TEST PSAM, with its serial and pending purchases from last time."""
-    if path is None or not path.exists():
-        return Psam.test()
-    try:
-        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a PSAM state file ({exc})") from None
 
 
 def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
@@ -146,21 +123,17 @@ def main(args: argparse.Namespace) -> int:
     date = args.date or dt.date.today()
     state_path: Path | None = None
     if not args.fresh:
-        state_path = args.state or state_dir() / f"{Path(args.card).stem}.json"
-    state = _load_state(state_path)
+        state_path = args.state or card_state_path(args.card)
+    state = load_card_state(state_path)
     trace: list[Exchange] | None = [] if args.trace else None
     psam_path = state_path.with_name("psam.json") if state_path is not None else None
-    psam = _load_psam(psam_path) if args.prefer == "epurse" else None
+    psam = load_psam(psam_path) if args.prefer == "epurse" else None
     result, new_state = tap_once(args.card, args.amount, date, sm=not args.no_sm,
                                  state=state, trace=trace, psam=psam)
     if psam is not None and psam_path is not None:
-        psam_path.parent.mkdir(parents=True, exist_ok=True)
-        psam_path.write_text(json.dumps(psam.to_dict(), indent=1))
+        save_psam(psam, psam_path)
     if state_path is not None:
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(new_state.to_dict(), indent=1))
-        tmp.replace(state_path)
+        save_card_state(new_state, state_path)
     if args.json:
         print(json.dumps(result_dict(result, trace)))
         return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1

@@ -17,12 +17,13 @@ from pathlib import Path
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import ProfileError, load_profile
-from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
+from emv.card.state import CardState
 from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
 from emv.oda import builtin_test_ca_keys
 from fare.concessions import AgeRule
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
+from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
 from terminal.decisions import RiderRules, TapPolicy
 from terminal.denylist import DenyList, Downlink
 from terminal.denystore import DenyStore, deny_store_path
@@ -50,7 +51,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the in-process virtual card, or a PC/SC reader whose name contains "
                           "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd)")
     run.add_argument("--card", default="sscard3", metavar="NAME|PATH",
-                     help="the virtual card in the field (virtual reader; default sscard3)")
+                     help="the virtual card in the field (virtual reader; default sscard3); "
+                          "its counters persist like `tapsim tap`'s")
+    run.add_argument("--fresh-card", action="store_true",
+                     help="a newly personalised virtual card whose state is not saved")
     run.add_argument("--broker", metavar="URL",
                      help="mqtt://[user@]host[:port] or mqtts://... (password: "
                           "$TAPSIM_MQTT_PASSWORD); without it the validator runs offline")
@@ -109,22 +113,6 @@ def _verifier(paths: list[Path] | None) -> Verifier | None:
     return Verifier({key_id_of(k): k for k in keys})
 
 
-def _load_psam(path: Path) -> Psam:
-    """The TEST PSAM's state (serial, pending torn purchases) from beside the journal."""
-    if not path.exists():
-        return Psam.test()
-    try:
-        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise UserError(f"{path}: not a PSAM state file ({exc})") from None
-
-
-def _save_psam(psam: Psam, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(psam.to_dict()))
-    tmp.replace(path)
-
-
 def _line(event: TapEvent, as_json: bool) -> str:
     rec = event.record
     data = {
@@ -136,6 +124,7 @@ def _line(event: TapEvent, as_json: bool) -> str:
         "rider_category": rec.rider_category if rec else None,
         "pan_masked": rec.pan_masked if rec else None,
         "method": rec.method.value if rec else None,
+        "atc": rec.atc if rec else None,
         "epurse_balance": rec.epurse_balance_after if rec else None,
         "kernel_ms": round(event.kernel_s * 1e3, 3), "journal_ms": round(event.journal_s * 1e3, 3),
     }
@@ -158,11 +147,17 @@ async def _run(args: argparse.Namespace) -> int:
     except (ValueError, WireError) as exc:
         raise UserError(str(exc)) from None
     card = None
+    card_state: tuple[CardState, Path] | None = None
     if args.reader.split(":", 1)[0] == "virtual":
+        # The card keeps its counters between runs (the same file `tapsim tap` uses), so a
+        # restarted validator never offers the back office an ATC it has already seen.
+        state_path = None if args.fresh_card else card_state_path(args.card)
         try:
-            card = VirtualCard(personalise(load_profile(args.card)))
+            card = VirtualCard(personalise(load_profile(args.card)), load_card_state(state_path))
         except ProfileError as exc:
             raise UserError(str(exc)) from None
+        if state_path is not None:
+            card_state = (card.state, state_path)
     try:
         reader = open_reader(args.reader, card)
     except ReaderError as exc:
@@ -203,7 +198,7 @@ async def _run(args: argparse.Namespace) -> int:
             stack.callback(up_store.close)
             uplink = Uplink(settings, up_store, args.validator_id, downlink)
         psam_file = path.with_name(path.name + ".psam.json")
-        psam = _load_psam(psam_file) if args.prefer == "epurse" else None
+        psam = load_psam(psam_file) if args.prefer == "epurse" else None
         validator = Validator(
             config, TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(),
                                    sm_supported=not args.no_sm,
@@ -212,12 +207,12 @@ async def _run(args: argparse.Namespace) -> int:
             fare_version=(lambda: downlink.fare_version) if downlink else (lambda: 0),
             on_journaled=(lambda _r: uplink.notify()) if uplink else None, psam=psam)
         if psam is not None:
-            stack.callback(_save_psam, psam, psam_file)
-        return await _loop(args, validator, reader, uplink)
+            stack.callback(save_psam, psam, psam_file)
+        return await _loop(args, validator, reader, uplink, card_state)
 
 
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
-                uplink: Uplink | None) -> int:
+                uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -234,9 +229,11 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 continue
             taps += 1
             if validator.psam is not None and validator.journal.path:
-                _save_psam(validator.psam,
-                           validator.journal.path.with_name(validator.journal.path.name
-                                                            + ".psam.json"))
+                save_psam(validator.psam,
+                          validator.journal.path.with_name(validator.journal.path.name
+                                                           + ".psam.json"))
+            if card_state is not None:
+                save_card_state(*card_state)
             print(_line(event, args.json), flush=True)
             if args.interval > 0:
                 with contextlib.suppress(TimeoutError):

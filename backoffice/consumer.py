@@ -1,0 +1,567 @@
+"""`tapsim backoffice run`: taps from MQTT into the transaction core; deny list back out.
+
+How the work is shared (the core is one writer per database, backoffice/README.md):
+
+* **N tap workers** are N MQTT connections in one MQTT shared subscription
+  (``$share/backoffice/tapsim/v1/taps/+``), each a persistent session with its own client
+  id (``tapsim-backoffice-1`` ...), so the broker spreads the taps over them and keeps each
+  one's share while the back office is down.  A worker only receives: the payload goes,
+  with the connection it came on, into one queue.
+* **One writer** takes the queue in arrival order, in batches of what has arrived (at most
+  ``max_batch``; a batch grows while the previous one commits), decodes and checks each
+  payload (:func:`backoffice.consumer_map.read_tap`), runs the batch through the core on
+  the writer's own thread (one transaction), and only then acknowledges every message of
+  the batch to the broker (manual PUBACKs, :mod:`backoffice.consumer_link`).  Payloads it
+  refuses, and taps the core rejects, go to the dead-letter topic with the reason first.
+  Decoding is microseconds; the commit is the cost, which is why one writer with batches
+  beats several writers on one database (and several would break the core's memory).
+  N > 1 still helps: a connection holds at most the broker's in-flight window of
+  unacknowledged messages (mosquitto ``max_inflight_messages``), so N connections let a
+  batch grow N times larger while a commit is under way.
+* **One publisher** connection sends dead letters and the downlink: on every (re)connect the
+  fare table version and the deny-list snapshot (both retained, signed), after each change
+  a delta (QoS 1) at once and a fresh snapshot at most every ``snapshot_every`` seconds, so
+  validators that subscribe for the first time or whose queued deltas overflowed converge.
+* **A ticker** runs the core's day-end closes (``close_due``) and scheduled debt recovery
+  (``run_recovery``) every ``tick`` seconds on the writer's thread, each its own
+  transaction: an aggregate closes, and a due retry runs, within one tick of its time.
+
+A storage failure (database restarted, disk full) keeps the batch: nothing is acknowledged,
+the store is reopened with backoff and the same batch is tried again; the ids the core
+derives from tap ids make that safe.  A batch the core fails on for another reason is tried
+tap by tap, and a tap that fails alone is dead-lettered (``core-error``) rather than
+blocking the queue forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aiomqtt
+
+from backoffice.consumer_deny import DeltaMessage, DownlinkBook
+from backoffice.consumer_link import BrokerAddress, Link, manual_acks, publisher_id, worker_id
+from backoffice.consumer_map import FareMediaLabels, Refused, Skipped, dead_letter, read_tap
+from backoffice.engine import BatchResult
+from backoffice.service import TransactionCore
+from backoffice.storage.base import StorageError
+from backoffice.taps import TapRecord
+from wire import topics
+from wire.messages import FareTableVersion
+from wire.signing import Signer
+
+log = logging.getLogger("tapsim.backoffice.consumer")
+
+T = TypeVar("T")
+Clock = Callable[[], dt.datetime]
+SESSIONS_KEY = "backoffice.consumer.sessions"  # how many worker sessions the broker may hold
+DENY_KINDS = ("deny_add", "deny_remove")
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    workers: int = 2
+    max_batch: int = 500
+    tick: float = 60.0  # seconds between day-end closes / scheduled recovery runs
+    snapshot_every: float = 5.0  # at most one retained snapshot per this many seconds
+    backoff: tuple[float, float] = (0.2, 5.0)
+    retire_idle: float = 1.0  # a retiring session is done after this long without a message
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.workers <= 64:
+            raise ValueError("workers must be 1-64")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if self.tick <= 0 or self.snapshot_every < 0:
+            raise ValueError("tick must be positive, snapshot_every not negative")
+
+
+@dataclass
+class ConsumerStats:
+    """What the consumer did (no card data: counts and latencies only)."""
+
+    received: int = 0
+    batches: int = 0
+    ingested: int = 0  # accepted by the core (first time)
+    duplicates: int = 0  # a tap id the core already had (a resend, a replay)
+    rejected: int = 0  # refused by the core (kept in its rejects table too)
+    skipped: Counter[str] = field(default_factory=Counter)  # not charged: refused at the
+    # validator (deny_listed, duplicate, declined) or paid on the e-purse
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    acked: int = 0
+    not_acked: int = 0  # the connection was gone: the broker sends them again
+    storage_retries: int = 0
+    ticks: int = 0
+    deny_version: int = 0
+    deltas: int = 0
+    snapshots: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+    # ... of which in the back office: from the message's arrival to the commit
+    inside_ms: deque[float] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def to_dict(self) -> dict[str, Any]:
+        def summary(values: deque[float]) -> dict[str, Any]:
+            lat = sorted(values)
+
+            def pct(p: float) -> float | None:
+                return round(lat[min(len(lat) - 1, int(p * len(lat)))], 3) if lat else None
+
+            return {"n": len(lat), "p50": pct(0.50), "p99": pct(0.99),
+                    "max": round(lat[-1], 3) if lat else None}
+
+        return {
+            "received": self.received, "batches": self.batches, "ingested": self.ingested,
+            "duplicates": self.duplicates, "rejected": self.rejected,
+            "skipped": dict(self.skipped), "dead_letters": dict(self.dead_letters),
+            "acked": self.acked, "not_acked": self.not_acked,
+            "storage_retries": self.storage_retries, "ticks": self.ticks,
+            "deny_version": self.deny_version, "deltas": self.deltas,
+            "snapshots": self.snapshots,
+            "tap_to_ledger_ms": summary(self.latencies_ms),
+            "arrival_to_ledger_ms": summary(self.inside_ms),
+        }
+
+
+class _Fatal(Exception):  # noqa: N818 - internal: the database can no longer be opened
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    link: Link
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    arrived: float  # time.monotonic()
+
+
+class Consumer:
+    """Runs until ``stop`` is set (see the module docstring)."""
+
+    def __init__(self, broker: BrokerAddress, open_core: Callable[[], TransactionCore],
+                 media: FareMediaLabels, tz: dt.tzinfo, *, signer: Signer | None = None,
+                 fare: Callable[[TransactionCore], FareTableVersion] | None = None,
+                 config: ConsumerConfig | None = None,
+                 clock: Clock = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.broker = broker
+        self.open_core = open_core
+        self.media = media
+        self.tz = tz
+        self.signer = signer
+        self.fare = fare
+        self.config = config or ConsumerConfig()
+        self.clock = clock
+        self.stats = ConsumerStats()
+        self.ready = asyncio.Event()  # workers and publisher connected once
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="backoffice-writer")
+        self._core: TransactionCore | None = None
+        self._opened = False
+        self._book: DownlinkBook | None = None
+        self._fare_msg: bytes | None = None
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._halt = asyncio.Event()  # set: workers stop taking messages
+        self._drained = asyncio.Event()  # set: the writer acknowledged all it took
+        self._deny_changed = asyncio.Event()
+        self._pub: aiomqtt.Client | None = None
+        self._pub_up = asyncio.Event()
+        self._connected: set[str] = set()
+
+    # -- the writer's thread ------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _open(self) -> TransactionCore:
+        if self._core is None:
+            try:
+                core = self.open_core()
+            except StorageError:
+                raise
+            except Exception as exc:
+                if not self._opened:
+                    raise  # at start: the caller says what is wrong
+                raise _Fatal(str(exc)) from exc  # a database that opened before: stop
+            self._core, self._opened = core, True
+            if self.signer is not None:
+                self._book = DownlinkBook(core.store, self.signer, self.clock)
+                self.stats.deny_version = self._book.version
+                if self.fare is not None:
+                    self._fare_msg = self.signer.sign(self.fare(core))
+        return self._core
+
+    def _drop(self) -> None:
+        core, self._core, self._book = self._core, None, None
+        if core is not None:
+            with contextlib.suppress(Exception):
+                core.store.close()
+
+    def _ingest(self, taps: list[TapRecord], now: dt.datetime) -> BatchResult:
+        core = self._open()
+        try:
+            return core.ingest(taps, now)
+        except StorageError:
+            self._drop()
+            raise
+
+    def _tick(self, now: dt.datetime) -> list[BatchResult]:
+        core = self._open()
+        try:
+            return [core.close_due(now), core.run_recovery(now)]
+        except StorageError:
+            self._drop()
+            raise
+
+    def _sessions(self, workers: int) -> int:
+        """Worker sessions the broker may hold from earlier runs (recorded, then raised)."""
+        core = self._open()
+        before = int(core.store.meta(SESSIONS_KEY) or 0)
+        if workers > before:
+            core.store.set_meta(SESSIONS_KEY, str(workers))
+        return before
+
+    def _set_sessions(self, n: int) -> None:
+        self._open().store.set_meta(SESSIONS_KEY, str(n))
+
+    def _changes(self) -> DeltaMessage | None:
+        self._open()
+        return self._book.changes() if self._book else None
+
+    def _snapshot(self) -> tuple[DeltaMessage | None, int, bytes] | None:
+        self._open()
+        if self._book is None:
+            return None
+        delta = self._book.changes()  # events since the last delta go out first
+        version, payload = self._book.snapshot()
+        return delta, version, payload
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> ConsumerStats:
+        """Consume until ``stop``; then commit and acknowledge what was taken, and return."""
+        try:
+            await self._db(self._open)  # a database that cannot be opened is fatal here
+            before = await self._db(self._sessions, self.config.workers)
+            workers = [asyncio.create_task(self._worker(n))
+                       for n in range(1, self.config.workers + 1)]
+            retiring = [asyncio.create_task(self._retire(n))
+                        for n in range(self.config.workers + 1, before + 1)]
+            writer = asyncio.create_task(self._writer())
+            helpers = [asyncio.create_task(self._publisher()),
+                       asyncio.create_task(self._ticker()),
+                       asyncio.create_task(self._watch_ready())]
+            if retiring:
+                helpers.append(asyncio.create_task(self._after_retiring(retiring)))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({stopped, writer}, return_when=asyncio.FIRST_COMPLETED)
+            self._halt.set()  # workers stop taking messages, keep their connections
+            if not writer.done():
+                await asyncio.sleep(0)
+                # Every message taken is committed and acknowledged (or the writer failed).
+                join = asyncio.create_task(self._queue.join())
+                await asyncio.wait({join, writer}, return_when=asyncio.FIRST_COMPLETED)
+                join.cancel()
+            self._drained.set()
+            await asyncio.gather(*workers, *retiring, return_exceptions=True)
+            stopped.cancel()
+            for task in (*helpers, writer):
+                task.cancel()
+            await asyncio.gather(*helpers, stopped, return_exceptions=True)
+            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+                raise writer.exception()  # type: ignore[misc]
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        finally:
+            await self._db(self._drop)
+            self._executor.shutdown(wait=True)
+        return self.stats
+
+    async def _watch_ready(self) -> None:
+        want = {worker_id(n) for n in range(1, self.config.workers + 1)} | {publisher_id()}
+        while not want <= self._connected:
+            await asyncio.sleep(0.02)
+        self.ready.set()
+
+    async def _backoff(self, delay: float) -> float:
+        await asyncio.sleep(delay)
+        return min(delay * 2, self.config.backoff[1])
+
+    async def _worker(self, n: int) -> None:
+        """Tap worker ``n``: one persistent session in the shared subscription."""
+        ident = worker_id(n)
+        delay = self.config.backoff[0]
+        while not self._halt.is_set():
+            link: Link | None = None
+            try:
+                client = manual_acks(self.broker.client(ident, clean_session=False))
+                async with client:
+                    link = Link(client)
+                    await client.subscribe(topics.SHARED_TAPS, qos=1)
+                    self._connected.add(ident)
+                    delay = self.config.backoff[0]
+                    log.info("%s consuming %s", ident, topics.SHARED_TAPS)
+                    await self._read(client, link)
+                    await self._drained.wait()  # stopping: let the writer ack what it took
+                    return
+            except aiomqtt.MqttError as exc:
+                log.warning("%s: broker link down: %s", ident, exc)
+            finally:
+                if link is not None:
+                    link.up = False
+                self._connected.discard(ident)
+            if not self._halt.is_set():
+                delay = await self._backoff(delay)
+
+    async def _read(self, client: aiomqtt.Client, link: Link, idle: float | None = None) -> None:
+        """Messages into the queue until the workers are told to stop (or ``idle`` passes)."""
+        stopping = asyncio.create_task(self._halt.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(client.messages.__anext__())
+                done, _ = await asyncio.wait({nxt, stopping}, timeout=idle,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await nxt
+                    return
+                m = nxt.result()
+                payload = m.payload if isinstance(m.payload, bytes) else \
+                    bytes(m.payload) if isinstance(m.payload, bytearray) else \
+                    str(m.payload or "").encode()
+                self.stats.received += 1
+                self._queue.put_nowait(_Item(link, m.topic.value, payload, m.mid, m.qos,
+                                             time.monotonic()))
+        finally:
+            stopping.cancel()
+
+    async def _retire(self, n: int) -> None:
+        """A session of an earlier run with more workers: take what it holds, then end it."""
+        ident = worker_id(n)
+        delay = self.config.backoff[0]
+        while not self._halt.is_set():
+            link: Link | None = None
+            try:
+                client = manual_acks(self.broker.client(ident, clean_session=False))
+                async with client:
+                    link = Link(client)
+                    await client.unsubscribe(topics.SHARED_TAPS)  # nothing new comes to it
+                    await self._read(client, link, idle=self.config.retire_idle)
+                    await self._queue.join()
+                async with self.broker.client(ident, clean_session=True):
+                    pass  # a clean connect deletes the session at the broker
+                log.info("%s retired", ident)
+                return
+            except aiomqtt.MqttError as exc:
+                log.warning("%s: broker link down while retiring: %s", ident, exc)
+            finally:
+                if link is not None:
+                    link.up = False
+            if not self._halt.is_set():
+                delay = await self._backoff(delay)
+
+    async def _after_retiring(self, retiring: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*retiring, return_exceptions=True)
+        if not self._halt.is_set() and all(not t.cancelled() and t.exception() is None
+                                          for t in retiring):
+            with contextlib.suppress(StorageError):
+                await self._db(self._set_sessions, self.config.workers)
+
+    # -- the writer ---------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.config.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._process(batch)
+            except _Fatal:
+                raise
+            except Exception:  # a bug must not stop the service: the batch stays unacked
+                log.exception("batch of %d not processed (left unacknowledged)", len(batch))
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _process(self, batch: list[_Item]) -> None:
+        self.stats.batches += 1
+        refused: list[tuple[_Item, Refused]] = []
+        taps: list[TapRecord] = []
+        items_of: dict[str, list[_Item]] = {}
+        for item in batch:
+            inbound = read_tap(item.topic, item.payload, self.media, self.tz)
+            if isinstance(inbound, TapRecord):
+                taps.append(inbound)
+                items_of.setdefault(inbound.tap_id, []).append(item)
+            elif isinstance(inbound, Skipped):
+                self.stats.skipped[inbound.why] += 1
+            else:
+                refused.append((item, inbound))
+        arrived = {id(i): i.arrived for i in batch}
+        if taps:
+            # Shared-subscription workers and resends after a reconnect deliver taps out of
+            # order; the fare engine prices a card's taps in time order, so the batch goes in
+            # that order (a tap later than one already committed is the core's late tap).
+            taps.sort(key=lambda t: (t.time, t.tap_id))
+            done = await self._commit(taps)
+            now = time.monotonic()
+            for tap, outcome in done:
+                if outcome is not None:
+                    refused += [(i, outcome) for i in items_of.get(tap.tap_id, [])[:1]]
+                else:
+                    self.stats.inside_ms.extend(
+                        (now - arrived[id(i)]) * 1e3 for i in items_of.get(tap.tap_id, [])[:1])
+        failed: set[int] = set()
+        for item, why in refused:
+            if not await self._dead_letter(item, why):
+                failed.add(id(item))
+        for item in batch:  # in arrival order, as MQTT wants its acknowledgements
+            if id(item) in failed:
+                self.stats.not_acked += 1
+            elif item.link.ack(item.mid, item.qos):
+                self.stats.acked += 1
+            else:
+                self.stats.not_acked += 1
+
+    async def _commit(self, taps: list[TapRecord]) -> list[tuple[TapRecord, Refused | None]]:
+        """Ingest ``taps`` in one transaction (retrying storage failures); the taps the core
+        rejected or failed on, with why."""
+        delay = self.config.backoff[0]
+        while True:
+            try:
+                result = await self._db(self._ingest, taps, self.clock())
+                break
+            except _Fatal:
+                raise
+            except StorageError as exc:
+                self.stats.storage_retries += 1
+                log.error("database unavailable, batch of %d kept for a retry: %s",
+                          len(taps), exc)
+                delay = await self._backoff(delay)
+            except Exception as exc:
+                if len(taps) == 1:
+                    log.exception("the core failed on tap %s", taps[0].tap_id)
+                    return [(taps[0], Refused("core-error", f"{type(exc).__name__}: {exc}",
+                                              taps[0].tap_id))]
+                log.warning("the core failed on a batch of %d (%s): tap by tap", len(taps), exc)
+                out: list[tuple[TapRecord, Refused | None]] = []
+                for tap in taps:
+                    out += await self._commit([tap])
+                return out
+        committed = self.clock()
+        self.stats.ingested += result.accepted
+        self.stats.duplicates += result.duplicates
+        self.stats.rejected += result.rejected
+        rejected = {e.ref: e.detail for e in result.of_kind("rejected")}
+        for tap in taps:
+            if tap.tap_id not in rejected:
+                ms = (committed - tap.time).total_seconds() * 1e3
+                self.stats.latencies_ms.append(ms)
+        if any(e.kind in DENY_KINDS for e in result.events):
+            self._deny_changed.set()
+        return [(t, Refused("rejected", rejected[t.tap_id], t.tap_id)
+                 if t.tap_id in rejected else None) for t in taps]
+
+    async def _dead_letter(self, item: _Item, why: Refused) -> bool:
+        self.stats.dead_letters[why.reason] += 1
+        log.warning("dead letter (%s) from %s: %s", why.reason, item.topic, why.detail)
+        with contextlib.suppress(TimeoutError):  # at start the publisher may still connect
+            await asyncio.wait_for(self._pub_up.wait(), self.broker.timeout)
+        pub = self._pub
+        if pub is None:
+            log.warning("no publisher connection: the message stays unacknowledged")
+            return False
+        try:
+            await asyncio.wait_for(pub.publish(
+                topics.DEAD_LETTER, dead_letter(item.topic, item.payload, why, self.clock()),
+                qos=1), self.broker.timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.warning("dead letter not published (%s): the message stays unacknowledged", exc)
+            return False
+        return True
+
+    # -- downlink and timers --------------------------------------------------------------
+
+    async def _publisher(self) -> None:
+        delay = self.config.backoff[0]
+        while True:
+            try:
+                async with self.broker.client(publisher_id(), clean_session=True) as client:
+                    self._pub = client
+                    self._pub_up.set()
+                    self._connected.add(publisher_id())
+                    delay = self.config.backoff[0]
+                    await self._downlink(client)
+            except aiomqtt.MqttError as exc:
+                log.warning("publisher: broker link down: %s", exc)
+            except StorageError as exc:
+                log.error("publisher: database unavailable: %s", exc)
+            finally:
+                self._pub = None
+                self._pub_up.clear()
+                self._connected.discard(publisher_id())
+            delay = await self._backoff(delay)
+
+    async def _downlink(self, client: aiomqtt.Client) -> None:
+        if self.signer is None:
+            await asyncio.Event().wait()  # dead letters only
+        loop = asyncio.get_running_loop()
+        if self._fare_msg is not None:
+            await client.publish(topics.FARE_VERSION, self._fare_msg, qos=1, retain=True)
+        last_snapshot = -1e9
+        dirty = True  # every (re)connect publishes the snapshot
+        while True:
+            if dirty and loop.time() - last_snapshot >= self.config.snapshot_every:
+                snap = await self._db(self._snapshot)
+                if snap is not None:
+                    delta, version, payload = snap
+                    if delta is not None:
+                        await self._publish_delta(client, delta)
+                    await client.publish(topics.DENY_SNAPSHOT, payload, qos=1, retain=True)
+                    self.stats.snapshots += 1
+                    self.stats.deny_version = version
+                    log.info("deny list snapshot %d published", version)
+                last_snapshot, dirty = loop.time(), False
+            wait = None if not dirty else \
+                max(0.0, last_snapshot + self.config.snapshot_every - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._deny_changed.wait(), wait)
+            if self._deny_changed.is_set():
+                self._deny_changed.clear()
+                delta = await self._db(self._changes)
+                if delta is not None:
+                    await self._publish_delta(client, delta)
+                    dirty = True
+
+    async def _publish_delta(self, client: aiomqtt.Client, delta: DeltaMessage) -> None:
+        await client.publish(topics.DENY_DELTA, delta.payload, qos=1)
+        self.stats.deltas += 1
+        self.stats.deny_version = delta.to_version
+        log.info("deny list delta %d->%d published", delta.from_version, delta.to_version)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.tick)
+            t0 = time.perf_counter()
+            try:
+                results = await self._db(self._tick, self.clock())
+            except StorageError as exc:
+                log.error("day-end close / recovery postponed: %s", exc)
+                continue
+            self.stats.ticks += 1
+            if any(e.kind in DENY_KINDS for r in results for e in r.events):
+                self._deny_changed.set()
+            log.debug("tick in %.1f ms", (time.perf_counter() - t0) * 1e3)
+
+
+__all__ = ["Consumer", "ConsumerConfig", "ConsumerStats"]
