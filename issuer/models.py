@@ -6,38 +6,82 @@ does not persist a decision has changed nothing.  Money is integer minor units (
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from issuer.codes import ResponseCode
 
 T = TypeVar("T")
 
 
-_SLOTS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
+_Evolver = Callable[[Any, dict[str, object]], Any]
+_EVOLVERS: dict[tuple[type, tuple[str, ...]], _Evolver] = {}
 
 
 def evolve(record: T, **changes: object) -> T:
     """A copy of a frozen slotted record with some fields changed.
 
-    ``dataclasses.replace`` without its per-call field introspection (about twice as fast,
-    and authorization makes several per request).  Unknown field names raise TypeError.
+    ``dataclasses.replace`` without its per-call field introspection: the issuer makes
+    several copies per request, so each (record type, changed fields) pair gets a copier of
+    straight-line code, built once, as ``dataclasses`` builds ``__init__``.  Unknown field
+    names raise TypeError.
     """
     cls = type(record)
-    known = _SLOTS.get(cls)
-    if known is None:
-        slots: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
-        known = _SLOTS[cls] = (slots, frozenset(slots))
-    if not known[1].issuperset(changes):
-        unknown = ", ".join(sorted(set(changes) - known[1]))
-        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
-    new = object.__new__(cls)
-    put = object.__setattr__
-    for name in known[0]:
-        put(new, name, changes[name] if name in changes else getattr(record, name))
-    return new
+    key = (cls, tuple(changes))
+    copier = _EVOLVERS.get(key)
+    if copier is None:
+        copier = _EVOLVERS[key] = _copier(cls, key[1])
+    return cast(T, copier(record, changes))
+
+
+def _copier(cls: type, changed: tuple[str, ...]) -> _Evolver:
+    slots: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
+    unknown = set(changed) - set(slots)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(sorted(unknown))}")
+    # Field names are the class's own identifiers (never data), one slot setter each.
+    lines = ["def copy(record, changes):", "    new = new_record(cls)"]
+    for i, name in enumerate(slots):
+        value = f"changes[{name!r}]" if name in changed else f"record.{name}"
+        lines.append(f"    set_{i}(new, {value})")
+    lines.append("    return new")
+    namespace: dict[str, Any] = {"new_record": object.__new__, "cls": cls}
+    namespace.update({f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(slots)})
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from the class's field names
+    return cast(_Evolver, namespace["copy"])
+
+
+def _slot_init(cls: type[T]) -> type[T]:
+    """Give a frozen slotted dataclass an ``__init__`` that fills its slots directly.
+
+    The one ``dataclass`` writes goes through ``object.__setattr__`` for every field (the
+    class is frozen); the issuer builds several records per request, so this one calls
+    each slot's own setter instead: the same signature, defaults and result, in about
+    half the time.  Built once per class from its field names, as ``evolve``'s copiers.
+    """
+    params: list[str] = []
+    lines: list[str] = []
+    namespace: dict[str, Any] = {}
+    for i, f in enumerate(dataclasses.fields(cls)):  # type: ignore[arg-type]
+        if f.default_factory is not dataclasses.MISSING or not f.init:
+            raise TypeError(f"{cls.__name__}.{f.name}: only plain fields are supported")
+        if f.default is dataclasses.MISSING:
+            params.append(f.name)
+        else:
+            namespace[f"default_{i}"] = f.default
+            params.append(f"{f.name}=default_{i}")
+        namespace[f"set_{i}"] = getattr(cls, f.name).__set__
+        lines.append(f"    set_{i}(self, {f.name})")
+    source = f"def __init__(self, {', '.join(params)}):\n" + "\n".join(lines) + "\n"
+    exec(source, namespace)  # noqa: S102 - generated from the class's field names
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 class CardState(StrEnum):
@@ -87,6 +131,7 @@ class HoldStatus(StrEnum):
     RELEASED = "released"
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Account:
     """A financial account at one bank."""
@@ -105,6 +150,7 @@ class Account:
         return self.balance - self.held
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class WrappedKey:
     """A card key wrapped (RFC 3394) under the key store's KEK: safe to keep in a database."""
@@ -113,6 +159,7 @@ class WrappedKey:
     blob: bytes = field(repr=False)
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Replacement:
     """What replaced a card, and how far the move of its money has gone."""
@@ -124,6 +171,7 @@ class Replacement:
     balance_moved: bool = False
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Card:
     """A card as its bank knows it: by PAN token, never by PAN."""
@@ -144,6 +192,7 @@ class Card:
     recent_atcs: frozenset[int] = frozenset()  # seen ATCs above the floor
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class AuthorizationRequest:
     """An authorization from an acquirer (the transit back office).
@@ -165,6 +214,7 @@ class AuthorizationRequest:
     online: bool = False  # the card is waiting for an ARPC
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class AuthRecord:
     """What the issuer keeps of every authorization it answered."""
@@ -186,6 +236,7 @@ class AuthRecord:
     completed_by: str | None = None  # the DEFERRED request that used this verification
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Money reserved on an account by an approved authorization, until capture or release."""
@@ -201,6 +252,7 @@ class Hold:
     settled_at: datetime | None = None
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Capture:
     """Money taken from an account for a merchant; ``capture_id`` is the idempotency key."""
@@ -215,6 +267,7 @@ class Capture:
     at: datetime
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of :func:`issuer.authorization.authorize` with the records it changes."""
@@ -236,6 +289,7 @@ class Decision:
         return self.record.flags
 
 
+@_slot_init
 @dataclass(frozen=True, slots=True)
 class AuthResponse:
     """What goes back to the acquirer (no account data)."""

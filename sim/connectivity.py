@@ -59,22 +59,23 @@ class Links:
     def __init__(self, cfg: LinkConfig, buses: int) -> None:
         self.cfg = cfg
         self.down_until: NDArray[np.float64] = np.zeros(buses)  # 0 while up
+        self._until: list[float] = [0.0] * buses  # the same, for one bus at a time (faster)
         self._starts: list[array[float]] = [array("d") for _ in range(buses)]
         self._ends: list[array[float]] = [array("d") for _ in range(buses)]
         self.outages = 0
         self.down_seconds = 0.0
 
     def is_up(self, bus: int, now: float) -> bool:
-        return bool(self.down_until[bus] <= now)
+        return self._until[bus] <= now
 
     def go_down(self, bus: int, now: float, until: float) -> None:
-        self.down_until[bus] = until
+        self.down_until[bus] = self._until[bus] = until
         self._starts[bus].append(now)
         self._ends[bus].append(until)
         self.outages += 1
 
     def come_up(self, bus: int, now: float, since: float) -> None:
-        self.down_until[bus] = 0.0
+        self.down_until[bus] = self._until[bus] = 0.0
         self.down_seconds += now - since
 
     def delivered(self, bus: int, published: float) -> float:

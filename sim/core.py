@@ -3,8 +3,9 @@
 Each shard gets its own in-memory core: ``backoffice.engine.BackOffice`` (deferred
 authorization, aggregation, deny list, debt recovery, double-entry ledger), the in-process
 ``issuer.service.Issuer`` (accounts, card lifecycle, ARQC verification, holds, captures), and
-the fare engine (``fare.engine.price_tap`` over the city's GTFS-Fares v2 tables) as the
-back office's pricer.  Nothing here decides a fare or an authorization; it translates.
+the fare engine (``fare.engine.price_tap`` over the city's GTFS-Fares v2 tables) through
+the back office's own adapter, ``backoffice.fare_pricer.FarePricer``.  Nothing here decides
+a fare or an authorization; it translates.
 
 The back office's change rows are drained after every call and not kept: a simulated day
 needs the decisions, not a database (the durable stores are the core's own concern and
@@ -13,21 +14,22 @@ benchmark).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import pickle
 from collections.abc import Sequence
 from typing import Any, cast
 
 from backoffice.engine import BackOffice, BatchResult
+from backoffice.fare_pricer import FarePricer
 from backoffice.ledger import FIRST_RIDE_LOSS, ISSUER_SETTLEMENT, RECEIVABLE
 from backoffice.policy import BackOfficeConfig
-from backoffice.pricing import FareCharge, FlatFarePricer, Pricer, PricingError
+from backoffice.pricing import FlatFarePricer, Pricer
 from backoffice.taps import Action, TapRecord
 from emv.card.profile import CardProfile
-from fare.engine import close_card, price_tap
+from fare.engine import price_tap
 from fare.errors import FeedError, TapError
 from fare.gtfs import parse_feed
-from fare.model import Feed
+from fare.model import Feed, TapAction
 from fare.model import Tap as FareTap
 from issuer.codes import DESCRIPTIONS, ResponseCode
 from issuer.keys import KeyStore
@@ -50,38 +52,15 @@ DRAIN_AFTER = 2_000_000  # taps: build (and drop) the storage rows past this man
 NEAR_LIMIT = 1_000  # fen: an aggregate this close to its spend limit may close on the next tap
 
 
-class FeedPricer:
-    """The back office's :class:`~backoffice.pricing.Pricer` over the fare engine."""
-
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-        self.currency = feed.currency
-
-    def price(self, state: object | None, tap: TapRecord) -> tuple[object, list[FareCharge]]:
-        fare_tap = FareTap(tap.tap_id, tap.pan_token, tap.time, tap.stop_id, tap.route_id,
-                           "off" if tap.action is Action.TAP_OFF else "on",
-                           tap.rider_category or None, tap.fare_media or None)
-        try:
-            new, charges = price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
-        except TapError as exc:
-            raise PricingError(str(exc)) from None
-        return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
-
-    def close(self, state: object | None, now: dt.datetime) -> tuple[object, list[FareCharge]]:
-        """An unfinished journey's maximum fare, due when the aggregate closes."""
-        if state is None:
-            return state, []
-        try:
-            new, charges = close_card(self.feed, state, now)  # type: ignore[arg-type]
-        except TapError as exc:
-            raise PricingError(str(exc)) from None
-        return new, [FareCharge(c.tap_id, c.amount, c.currency, c.kind.value) for c in charges]
-
-    def encode_state(self, state: object) -> bytes:
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-
-    def decode_state(self, data: bytes) -> object:
-        return pickle.loads(data) if data else None  # noqa: S301 - our own rows only
+# A tap record is built for every accepted tap: filled slot by slot, as
+# ``backoffice.fare_pricer`` builds the engine's taps, since the frozen dataclass's generated
+# ``__init__`` costs twice as much (TapRecord has no checks of its own to skip).
+_new_record = object.__new__
+_RECORD_SETTERS = tuple(getattr(TapRecord, f.name).__set__ for f in dataclasses.fields(TapRecord))
+(_set_tap_id, _set_validator, _set_operator, _set_token, _set_masked, _set_time, _set_stop,
+ _set_route, _set_action, _set_atc, _set_arqc, _set_ac_data, _set_scheme, _set_category,
+ _set_media) = _RECORD_SETTERS
+_ON_OFF: dict[str, TapAction] = {"tap": "on", "tap_on": "on", "tap_off": "off"}
 
 
 def fare_feed(city: City) -> Feed | None:
@@ -113,7 +92,10 @@ class RealCore:
         feed = fare_feed(city)
         self.feed = feed
         if feed is not None:
-            self.pricer: Pricer = FeedPricer(feed)
+            # The back office's own adapter over the fare engine.  Riders' categories and
+            # media come from the population, not the feed: labels the feed does not list
+            # price as the engine's defaults.
+            self.pricer: Pricer = FarePricer(feed, strict_labels=False)
         else:  # a feed without fare tables: every route the same flat fare
             # (a frozen dataclass: its read-only ``currency`` is all the core reads)
             self.pricer = cast(Pricer, FlatFarePricer(default=200))
@@ -157,12 +139,25 @@ class RealCore:
     # --- taps ------------------------------------------------------------------------------
 
     def record(self, t: SimTap) -> TapRecord:
+        """The tap record the validator's message carries (see ``_RECORD_SETTERS``)."""
         c = t.card
-        return TapRecord(tap_id=t.tap_id, validator_id=t.validator_id, operator_id=self.operator,
-                         pan_token=c.token, masked_pan=c.masked, time=t.time, stop_id=t.stop_id,
-                         route_id=t.route_id, action=ACTIONS[t.action], atc=t.atc, arqc=t.arqc,
-                         ac_data=t.ac_data, scheme=c.scheme, rider_category=c.category,
-                         fare_media=t.fare_media)
+        r = _new_record(TapRecord)
+        _set_tap_id(r, t.tap_id)
+        _set_validator(r, t.validator_id)
+        _set_operator(r, self.operator)
+        _set_token(r, c.token)
+        _set_masked(r, c.masked)
+        _set_time(r, t.time)
+        _set_stop(r, t.stop_id)
+        _set_route(r, t.route_id)
+        _set_action(r, ACTIONS[t.action])
+        _set_atc(r, t.atc)
+        _set_arqc(r, t.arqc)
+        _set_ac_data(r, t.ac_data)
+        _set_scheme(r, c.scheme)
+        _set_category(r, c.category)
+        _set_media(r, t.fare_media)
+        return r
 
     def ingest(self, taps: Sequence[SimTap], now: dt.datetime) -> CoreReply:
         record = self.record
@@ -208,8 +203,7 @@ class RealCore:
     def epurse_quote(self, tap: SimTap) -> EpurseQuote:
         state = self._fares.get(tap.card.index)
         fare_tap = FareTap(tap.tap_id, tap.card.token, tap.time, tap.stop_id, tap.route_id,
-                           "off" if tap.action == "tap_off" else "on", tap.card.category,
-                           "tunion")
+                           _ON_OFF[tap.action], tap.card.category, "tunion")
         try:
             new, charges = (price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
                             if self.feed is not None else (state, []))
@@ -228,12 +222,23 @@ class RealCore:
                 "receivable": b[RECEIVABLE], "first_ride_loss": b[FIRST_RIDE_LOSS]}
 
 
-def _code(code: str) -> str:
+def _describe(code: str) -> str:
     try:
         rc = ResponseCode(code)
     except ValueError:
         return code
     return f"{code} {DESCRIPTIONS.get(rc, rc.name.lower())}"
+
+
+_CODES: dict[str, str] = {}
+
+
+def _code(code: str) -> str:
+    """``"51 insufficient funds"`` for ``"51"`` (the enum look-up by value is slow: memoised)."""
+    text = _CODES.get(code)
+    if text is None:
+        text = _CODES[code] = _describe(code)
+    return text
 
 
 def make_core(city: City, cfg: SimConfig, shard: int, token_key: bytes,
@@ -251,7 +256,8 @@ def wired(factory: Any) -> dict[str, str]:
                   "(calibration, or every tap with --fidelity full)",
         "card cryptograms": "emv.crypto schemes (tdes, sm4) of each rider's card",
         "validator verdict": "terminal.decisions.decide (the card's word, then the deny list)",
-        "fares": "fare.engine.price_tap over the city's GTFS-Fares v2 tables",
+        "fares": "fare.engine.price_tap over the city's GTFS-Fares v2 tables (through "
+                 "backoffice.fare_pricer.FarePricer; e-purse fares priced at the gate)",
         "transaction core": "backoffice.engine.BackOffice (deferred authorization, deny list, "
                             "debt recovery, ledger), one per shard, in memory",
         "issuer": "issuer.service.Issuer (accounts, lifecycle, ARQC verification, holds)",

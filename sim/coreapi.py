@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +30,9 @@ class SimCard:
     issuer_master_key: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class SimTap:
-    """One accepted card tap, as the validator sends it."""
+class SimTap(NamedTuple):
+    """One accepted card tap, as the validator sends it (a named tuple: one is made for
+    every tap, and a tuple is made at a fraction of a frozen dataclass's cost)."""
 
     tap_id: str
     validator_id: str

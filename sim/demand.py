@@ -70,19 +70,22 @@ class DemandProfile:
 class CumulativeDemand:
     """Expected riders arriving at one stop between two times, by table look-up."""
 
-    __slots__ = ("_cum", "mean_ride_stops", "ride_p")
+    __slots__ = ("_cum", "_last", "mean_ride_stops", "ride_p")
 
     def __init__(self, cum: NDArray[np.float64], mean_ride_stops: float) -> None:
-        self._cum = cum
+        # A list of Python floats: the same doubles, read several times faster than numpy
+        # scalars (two look-ups per bus stop).
+        self._cum: list[float] = cum.tolist()
+        self._last = len(self._cum) - 2
         self.mean_ride_stops = mean_ride_stops
         self.ride_p = 1.0 / mean_ride_stops
 
     def at(self, t: float) -> float:
         x = min(max(t, 0.0), _SPAN) / _STEP
-        i = min(int(x), len(self._cum) - 2)
+        i = min(int(x), self._last)
         frac = x - i
         c = self._cum
-        return float(c[i] + (c[i + 1] - c[i]) * frac)
+        return c[i] + (c[i + 1] - c[i]) * frac
 
     def expected(self, t0: float, t1: float) -> float:
         return self.at(t1) - self.at(t0) if t1 > t0 else 0.0

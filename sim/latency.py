@@ -143,7 +143,33 @@ def timed_tap(config: TerminalConfig, card: VirtualCard, txn: TransactionInput,
 
 def card_pan(prefix: str, shard: int, index: int) -> str:
     """A valid (Luhn) 19-digit PAN for simulated card ``index`` of ``shard``."""
-    return with_luhn_digit(f"{prefix[:8]}{shard % 100:02d}{index:08d}")
+    head = f"{prefix[:8]}{shard % 100:02d}"
+    if len(head) != 10 or not 0 <= index < 100_000_000:
+        return with_luhn_digit(f"{head}{index:08d}")
+    # The same check digit as emv.pan.with_luhn_digit, summed from a table of 4-digit
+    # groups: a PAN is made for every card on its first tap.
+    known = _HEADS.get(head)
+    if known is None:
+        known = _HEADS[head] = _luhn_doubled_first(head + "00000000")
+    low, high = index % 10_000, index // 10_000
+    total = known + _LUHN4[low] + _LUHN4[high]
+    return f"{head}{index:08d}{(10 - total % 10) % 10}"
+
+
+def _luhn_doubled_first(body: str) -> int:
+    """The Luhn sum of a PAN body (its check digit still to come: the last digit doubles)."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total
+
+
+# Luhn sums of every 4-digit group standing at an even distance from the check digit.
+_LUHN4 = [_luhn_doubled_first(f"{n:04d}") for n in range(10_000)]
+_HEADS: dict[str, int] = {}
 
 
 def card_profile(base: CardProfile, pan: str, *, expiry: dt.date | None = None,

@@ -25,6 +25,7 @@ import numpy as np
 import simpy
 
 from emv.card.profile import CardProfile
+from emv.kernel import TapResult
 from emv.pan import mask_pan, pan_token
 from sim.city import Bus, City
 from sim.config import SimConfig
@@ -54,12 +55,14 @@ from sim.results import (
     histogram,
 )
 from sim.taps import TapSource
-from terminal.decisions import TapPolicy, decide
+from terminal.decisions import TapPolicy, Verdict, decide
 from wire.messages import TapOutcome
 
 Progress = Callable[[float], None]
 
 MEDIA = ("cemv", "tunion")
+_ACCEPTED = TapOutcome.ACCEPTED  # read once (an enum member costs a look-up each time)
+_timedelta = dt.timedelta
 DRAIN = 6 * 3600.0  # after the horizon: time allowed for journals and queue to empty
 TOPUP_AMOUNT = 10_000  # fen a holder short of funds pays in
 
@@ -132,11 +135,13 @@ class ShardSim:
         # off, riders on, seconds paying on, seconds paying off, dwell).
         self.stops: list[StopVisit] | None = [] if trace else None
         self.policy = TapPolicy()
+        self._started: list[Generator[Any, Any, None]] = []  # the processes run() started
+        self._verdicts: dict[tuple[int, bool], tuple[TapResult, Verdict]] = {}
 
     # --- time ---------------------------------------------------------------------------
 
     def when(self, t: float) -> dt.datetime:
-        return self.t0 + dt.timedelta(seconds=t)
+        return self.t0 + _timedelta(0, t)  # (days, seconds): quicker than by keyword
 
     # --- cards --------------------------------------------------------------------------
 
@@ -168,11 +173,14 @@ class ShardSim:
     def run(self) -> ShardResult:
         t_start = time.perf_counter()
         env, cfg = self.env, self.cfg
+        started = self._started
         for b, bus in enumerate(self.buses):
-            env.process(self._bus(b, bus))
+            started.append(self._bus(b, bus))
             if cfg.link.law != "none":
-                env.process(self._link(b))
-        env.process(self._sampler())
+                started.append(self._link(b))
+        started.append(self._sampler())
+        for process in started:
+            env.process(process)
         env.run(until=cfg.horizon)
         t_day = time.perf_counter()
         # Whatever is still journaled or queued arrives once links are back (buses stopped).
@@ -190,7 +198,16 @@ class ShardSim:
         self.res.wall.update({"day": t_day - t_start, "drain": t_drain - t_day,
                               "settle": t_end - t_drain, "day_in_core": self.t_core,
                               "day_in_card_taps": self.t_card})
+        self.stop()
         return self.res
+
+    def stop(self) -> None:
+        """End the processes still waiting (the links cycle for ever).  Their suspended
+        frames hold this model; closed, they let it go as soon as nothing else refers to it,
+        without a scan by the cyclic garbage collector (see ``sim.runner.run_shard``)."""
+        for process in self._started:
+            process.close()
+        self._started.clear()
 
     def _sampler(self) -> Generator[Any, Any, None]:
         env, cfg = self.env, self.cfg
@@ -341,7 +358,7 @@ class ShardSim:
     def _tap(self, b: int, c: int, now: float, when: dt.datetime, stop_id: str, route: str,
              action: str, outbox: list[SimTap], off: bool) -> float:
         """One card tap; the seconds it adds to the dwell (negative: refused at the gate)."""
-        card = self.card(c, now)
+        card = self.cards.get(c) or self.card(c, now)
         res = self.res
         counts = res.counts
         atc = self._atc[c] = (self._atc[c] + 1) & 0xFFFF
@@ -374,8 +391,8 @@ class ShardSim:
         # The validator's verdict (terminal.decisions): the card's word, then the deny list
         # (as this bus knows it; never for a tap-off, nor for the closed-loop purse).
         listed = not off and not ct.epurse and self.deny.refuses(b, card.token, now)
-        verdict = decide(ct.result, deny_listed=listed, duplicate=False, policy=self.policy)
-        if verdict.outcome is not TapOutcome.ACCEPTED:
+        verdict = self._decide(ct.result, listed)
+        if verdict.outcome is not _ACCEPTED:
             if verdict.outcome is TapOutcome.DENY_LISTED:
                 reason = "deny-listed at the validator"
             else:
@@ -390,6 +407,19 @@ class ShardSim:
         outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
                              ct.ac_data, "cemv"))
         return secs
+
+    def _decide(self, result: TapResult, listed: bool) -> Verdict:
+        """``terminal.decisions.decide`` for this tap; a pure function of the kernel's result
+        and the deny-list answer, so kept per result object (calibrated taps share a few
+        results, one per card class; a full-fidelity tap's own result is used once)."""
+        key = (id(result), listed)
+        hit = self._verdicts.get(key)
+        if hit is not None and hit[0] is result:
+            return hit[1]
+        verdict = decide(result, deny_listed=listed, duplicate=False, policy=self.policy)
+        if len(self._verdicts) < 1024:
+            self._verdicts[key] = (result, verdict)  # the result kept alive: its id stays its
+        return verdict
 
     # --- uplink -------------------------------------------------------------------------
 
@@ -445,7 +475,8 @@ class ShardSim:
                                         float(delays.max())))
         for token in reply.deny_remove:
             self.deny.remove(token, t)
-        res.alerts.update(reply.alerts)
+        if reply.alerts:
+            res.alerts.update(reply.alerts)
 
     # --- after the day ------------------------------------------------------------------
 

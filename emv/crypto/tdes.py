@@ -19,9 +19,14 @@ from __future__ import annotations
 
 import warnings
 
+from cryptography.hazmat.backends import default_backend
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES as _TripleDES
+from cryptography.hazmat.primitives.ciphers import algorithms as _deprecated_location
 from cryptography.utils import CryptographyDeprecationWarning
 from pyemv import ac as _ac
 from pyemv import kd as _kd
+from pyemv import mac as _mac
+from pyemv import tools as _tools
 
 from emv.crypto.cryptogram import register
 from emv.pan import PanError, normalize_pan
@@ -30,6 +35,46 @@ from emv.pan import PanError, normalize_pan
 # two-key 3DES by definition: both draw a deprecation warning on every call that we cannot act
 # on here.  Silence exactly those, from pyemv only.
 warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning, module=r"pyemv\.")
+
+
+class _PyemvAlgorithms:
+    """The one name pyemv reads from ``cryptography``'s cipher algorithms, without the warnings.
+
+    pyemv asks for ``algorithms.TripleDES(key)`` with 8- or 16-byte keys.  Through the old
+    module path every such call raises two deprecation warnings (the moved class, the short
+    key) and runs them through the warning filters: about a third of a MAC's time, twice per
+    cryptogram.  This hands pyemv the same cipher, the relocated class with the key written
+    out to its 24-byte form (K1 K2 K1 for two keys, K K K for one: what ``cryptography``
+    does itself), so nothing is warned.  pyemv's own arithmetic is untouched.  Likewise
+    pyemv asks ``default_backend()`` (an import statement per call) for the one backend
+    object on each cipher: it is handed that object.
+    """
+
+    __slots__ = ()
+
+    @staticmethod
+    def TripleDES(key: bytes) -> _TripleDES:  # noqa: N802 - the name pyemv looks up
+        n = len(key)
+        if n == 16:
+            key = key + key[:8]
+        elif n == 8:
+            key = key * 3
+        return _TripleDES(key)
+
+
+_BACKEND = default_backend()
+
+
+def _the_backend() -> object:
+    """``default_backend()`` without its import statement on every call (one object)."""
+    return _BACKEND
+
+
+for _module in (_tools, _mac):  # only where pyemv reads ciphers the way we expect
+    if getattr(_module, "_algorithms", None) is _deprecated_location:
+        _module._algorithms = _PyemvAlgorithms()  # type: ignore[attr-defined]
+    if getattr(_module, "_default_backend", None) is default_backend:
+        _module._default_backend = _the_backend  # type: ignore[attr-defined]
 
 KEY_BYTES = 16
 AC_BYTES = 8
