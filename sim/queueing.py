@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import simpy
 
+from sim.draws import BlockDraws
 from sim.errors import ConfigError
 
 Law = Literal["exp", "det", "lognormal"]
@@ -73,32 +74,13 @@ class ServiceLaw:
         if self.law == "det" or mean == 0:
             return lambda n: mean + per_tap * n
         if self.law == "exp":
-            block = _Block(lambda k: rng.exponential(mean, size=k))
+            block = BlockDraws(lambda k: rng.exponential(mean, size=k))
         else:
             sigma2 = math.log1p(self.cv * self.cv)
             mu = math.log(mean) - sigma2 / 2
-            block = _Block(lambda k: rng.lognormal(mu, math.sqrt(sigma2), size=k))
+            block = BlockDraws(lambda k: rng.lognormal(mu, math.sqrt(sigma2), size=k))
         nxt = block.next
         return lambda n: nxt() + per_tap * n
-
-
-class _Block:
-    """Random numbers drawn 4096 at a time (numpy per call is slow for single values)."""
-
-    __slots__ = ("_buf", "_draw", "_i")
-
-    def __init__(self, draw: Callable[[int], np.ndarray[Any, np.dtype[np.float64]]]) -> None:
-        self._draw = draw
-        self._buf: list[float] = []
-        self._i = 0
-
-    def next(self) -> float:
-        if self._i >= len(self._buf):
-            self._buf = self._draw(4096).tolist()
-            self._i = 0
-        v = self._buf[self._i]
-        self._i += 1
-        return v
 
 
 class BackOfficeQueue:

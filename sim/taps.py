@@ -23,12 +23,11 @@ kernel fall back to QuickPass (``emv.kernel``).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from numpy.typing import NDArray
 
 from emv import tlv
 from emv.appdata import (
@@ -46,6 +45,7 @@ from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
 from emv.kernel import T_UNION_EPURSE, UNIONPAY_DEBIT, TapResult, TerminalConfig
 from emv.tlv import TlvError
 from sim.coreapi import SimCard
+from sim.draws import BlockDraws, Draw
 from sim.latency import (
     ACCEPTED,
     ClassCalibration,
@@ -57,7 +57,6 @@ from sim.latency import (
 )
 from sim.randoms import Uniforms
 
-Draw = Callable[[int], NDArray[np.float64]]
 UNVERIFIED = bytes(8)  # the cryptogram of a calibrated tap nobody verifies (see CalibratedTaps)
 
 
@@ -94,25 +93,6 @@ class TapSource(Protocol):
         """A tap on an e-purse-first validator, the purse holding ``balance``, the fare
         ``fare`` (a short purse falls back to QuickPass: ``epurse`` False in the answer)."""
         ...
-
-
-class _Sampler:
-    """Draws of one class's latency (or host time), made with numpy 4096 at a time."""
-
-    __slots__ = ("_buf", "_draw", "_i")
-
-    def __init__(self, draw: Draw) -> None:
-        self._draw = draw
-        self._buf: list[float] = []
-        self._i = 0
-
-    def next(self) -> float:
-        if self._i >= len(self._buf):
-            self._buf = self._draw(4096).tolist()
-            self._i = 0
-        v = self._buf[self._i]
-        self._i += 1
-        return v
 
 
 def _latency_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalModel) -> Draw:
@@ -164,7 +144,7 @@ class CalibratedTaps:
                  CardProfile], model: PhysicalModel, rng: np.random.Generator,
                  day: dt.date) -> None:
         self.classes = dict(classes)
-        self._samplers = {k: _Sampler(_latency_draw(c, rng, model)) for k, c in classes.items()}
+        self._samplers = {k: BlockDraws(_latency_draw(c, rng, model)) for k, c in classes.items()}
         self.day = day
         self._aip = {kind: personalise(p).apps[UNIONPAY_DEBIT].aip
                      for kind, p in profiles.items()}
@@ -241,8 +221,8 @@ class FullTaps:
         self.profiles = profiles
         self.model = model
         self.day = day
-        self._host = {k: _Sampler(_host_draw(c, rng, model)) for k, c in classes.items()}
-        self._lost = {k: _Sampler(_lost_draw(c, rng, model)) for k, c in classes.items()}
+        self._host = {k: BlockDraws(_host_draw(c, rng, model)) for k, c in classes.items()}
+        self._lost = {k: BlockDraws(_lost_draw(c, rng, model)) for k, c in classes.items()}
         self._psams: dict[int, Psam] = {}
 
     def personalised(self, card: int, key: bytes) -> None:
