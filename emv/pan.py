@@ -8,7 +8,6 @@ the key can test a guessed PAN) and a *mask* (first 6 and last 4 digits at most)
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 TOKEN_BYTES = 16
@@ -39,7 +38,8 @@ def pan_token(pan: str | bytes, key: bytes) -> str:
     if len(key) < 16:
         raise ValueError("token key must be at least 16 bytes")
     digits = normalize_pan(pan)
-    return hmac.new(key, digits.encode("ascii"), hashlib.sha256).digest()[:TOKEN_BYTES].hex()
+    # hmac.digest is the one-shot C path (about 3x faster than hmac.new per call).
+    return hmac.digest(key, digits.encode("ascii"), "sha256")[:TOKEN_BYTES].hex()
 
 
 def _luhn_sum(digits: str, double_first: bool) -> int:

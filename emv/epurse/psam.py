@@ -103,7 +103,7 @@ class Psam:
 
     def card_ref(self, card_number: str) -> str:
         """The keyed hash the PSAM files a card under (no card number is kept in clear)."""
-        return hmac.new(self._ref_key, card_number.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._ref_key, card_number.encode("ascii"), "sha256").hex()[:32]
 
     # --- MACs ---------------------------------------------------------------------------
 
