@@ -7,10 +7,11 @@ benchmark run, so its size is a parameter:
 
 * ``TAPSIM_SIM_BENCH_BUSES`` (default 480): buses, the Lanshan sample city replicated (each
   replica its own riders); 20000 with ``TAPSIM_SIM_BENCH_RATE=18`` is the full target day
-  (with ``TAPSIM_SIM_BENCH_SHARDS=64``: shards of about 160,000 taps, see sim/README.md);
+  (about 10.5 M taps; what ``tapsim sim --buses 20000 --peak-rate 18`` runs);
 * ``TAPSIM_SIM_BENCH_HOURS`` (default 18), ``TAPSIM_SIM_BENCH_RATE`` (riders per stop-hour at
   the peak, default 12), ``TAPSIM_SIM_BENCH_WORKERS`` (default 2),
-  ``TAPSIM_SIM_BENCH_SHARDS`` (default 8).
+  ``TAPSIM_SIM_BENCH_SHARDS`` (default ``auto``: what ``tapsim sim`` picks, one shard per
+  200,000 expected riders and at least 4; see sim/README.md).
 
 What runs per tap is printed with the figure: every tap takes its kernel outcome and latency
 from the start-up calibration of the real kernel and the validator's verdict from
@@ -53,11 +54,12 @@ def _env(name: str, default: float) -> float:
 
 def test_fleet_throughput_for_the_10m_day(benchmark: Any) -> None:
     buses = int(_env("TAPSIM_SIM_BENCH_BUSES", 480))
+    shards = os.environ.get("TAPSIM_SIM_BENCH_SHARDS", "auto")
     cfg = SimConfig(hours=_env("TAPSIM_SIM_BENCH_HOURS", 18.0), buses=buses,
-                    shards=int(_env("TAPSIM_SIM_BENCH_SHARDS", 8)),
+                    shards=None if shards == "auto" else int(shards),
                     demand=DemandProfile(peak_rate=_env("TAPSIM_SIM_BENCH_RATE", 12.0)))
     workers = int(_env("TAPSIM_SIM_BENCH_WORKERS", 2))
-    prepare("lanshan", cfg)  # calibrate (or load the calibration) outside the timing
+    shards_used = len(prepare("lanshan", cfg).jobs)  # calibrate outside the timing
     runs: list[Any] = []
 
     def day() -> None:
@@ -72,6 +74,7 @@ def test_fleet_throughput_for_the_10m_day(benchmark: Any) -> None:
     # How much of both cores the run had: well below 1 means something else was running,
     # and the wall-clock figure understates what the code does on a quiet machine.
     cpu_share = cpu / (wall * workers) if cpu else float("nan")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # Linux: KiB
     report = runs[0].report
     counts = report["taps"]
     taps = counts["total"]
@@ -79,21 +82,22 @@ def test_fleet_throughput_for_the_10m_day(benchmark: Any) -> None:
     quickpass, zero = counts["taps_quickpass"], counts.get("cryptograms_left_zero", 0)
     benchmark.extra_info.update({
         "buses": buses, "taps": taps, "wall_s": round(wall, 2), "workers": workers,
-        "shards": cfg.shards, "taps_per_s": round(rate), "needed_taps_per_s": round(NEEDED_RATE),
+        "shards": shards_used, "taps_per_s": round(rate), "needed_taps_per_s": round(NEEDED_RATE),
         "worker_cpu_s": round(cpu, 1), "cpu_share_of_workers": round(cpu_share, 3),
         "taps_per_worker_cpu_s": round(taps / cpu) if cpu else None,
         "load_average_before": round(load_before, 2),
+        "worker_peak_rss_mb": round(peak_mb),
         "projected_10m_minutes": round(TARGET_TAPS / rate / 60, 1),
         "phases_cpu_s": report["wall"]["phases_cpu_s"],
         "quickpass_taps_to_core": quickpass, "epurse_taps": counts["taps_epurse"],
         "cryptograms_left_zero": zero, "core_events": report["core"]["events"],
     })
     print(f"\nfleet model: {taps:,} taps on {buses:,} buses in {wall:.1f} s = {rate:,.0f} taps/s"
-          f" on {workers} workers, {cfg.shards} shards (10M taps would take "
+          f" on {workers} workers, {shards_used} shards (10M taps would take "
           f"{TARGET_TAPS / rate / 60:.1f} min; the target needs {NEEDED_RATE:,.0f} taps/s)\n"
           f"workers used {cpu:.1f} CPU-s = {cpu_share:.0%} of {workers} cores over the run "
           f"(load average before: {load_before:.2f}); {taps / cpu if cpu else 0:,.0f} taps per "
-          f"worker CPU-second\n"
+          f"worker CPU-second; largest worker {peak_mb:,.0f} MB\n"
           f"per tap: calibrated kernel outcome and latency, terminal verdict; "
           f"{quickpass:,} QuickPass taps priced, aggregated and authorized by the core "
           f"({quickpass - zero:,} with a real card cryptogram, {zero:,} left zero as the core "

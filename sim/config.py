@@ -43,7 +43,10 @@ class SimConfig:
     buses: int | None = None  # None: the city's own blocks
     fidelity: Fidelity = "calibrated"
     calibration_samples: int = 200  # real kernel taps per card class at start-up
-    shards: int = 4  # route groups, each with its own core and riders (see sim/README.md)
+    # Route groups, each with its own core and riders (see sim/README.md); None: sized from
+    # the expected riders by sim.simulate.auto_shards, so a big city never gets shards that
+    # hold millions of taps in one worker's memory.
+    shards: int | None = None
     capacity: int = 80  # riders per bus
     kernel_amount: int = 200  # fen: the amount the validator offers the card in the PDOL
     operator_id: str = "tapsim-bus"
@@ -65,7 +68,7 @@ class SimConfig:
             raise ConfigError(f"--fidelity must be calibrated or full, not {self.fidelity!r}")
         if self.calibration_samples < 10:
             raise ConfigError("calibration needs at least 10 kernel taps per class")
-        if not 1 <= self.shards <= 99:
+        if self.shards is not None and not 1 <= self.shards <= 99:
             raise ConfigError(f"shards must be 1..99, got {self.shards}")
         if self.capacity < 1:
             raise ConfigError("bus capacity must be at least 1")

@@ -40,8 +40,9 @@ class DemandProfile:
     mean_ride_stops: float = 6.0  # mean stops travelled (geometric, cut at the terminal)
 
     def __post_init__(self) -> None:
-        if self.peak_rate < 0:
-            raise ConfigError(f"demand.peak_rate must not be negative: {self.peak_rate}")
+        if not (math.isfinite(self.peak_rate) and self.peak_rate >= 0):
+            raise ConfigError("demand peak rate (--peak-rate) must be a finite number of "
+                              f"riders per hour, not negative: got {self.peak_rate}")
         for name in ("base", "am", "pm"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"demand.{name} must not be negative")

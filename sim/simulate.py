@@ -6,9 +6,10 @@ city -> fleet -> calibration (real kernel, cached) -> shards (by route) -> worke
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,23 @@ from sim.city import Bus, City, fleet, load_city
 from sim.config import SimConfig
 from sim.report import RunInfo, build
 from sim.results import ShardResult
-from sim.runner import CoreFactory, ShardJob, plan_shards, run_jobs
+from sim.runner import CoreFactory, ShardJob, expected_boardings, plan_shards, run_jobs
+
+MIN_AUTO_SHARDS = 4
+MAX_SHARDS = 99
+RIDERS_PER_SHARD = 200_000
+"""Automatic sharding: about this many expected riders a shard.  A shard's core keeps every
+tap of its day (about 2.4 KB each), so 200,000 riders (about 250,000 taps) keep a worker near
+half a gigabyte, and a 10 M-tap day makes about 40 shards: enough to keep two cores busy to
+the end, few enough that each shard's fixed costs stay small."""
+
+
+def auto_shards(city: City, buses: Sequence[Bus], cfg: SimConfig) -> int:
+    """The shard count ``cfg.shards=None`` stands for: one per ``RIDERS_PER_SHARD``
+    expected riders, at least 4 and at most 99.  A function of the city and the
+    configuration only (never of the machine), so a seed still gives one result."""
+    wanted = math.ceil(expected_boardings(city, buses, cfg) / RIDERS_PER_SHARD)
+    return max(MIN_AUTO_SHARDS, min(MAX_SHARDS, wanted))
 
 # TEST token key, the same as the demo validator's; a deployment sets TAPSIM_TOKEN_KEY.
 DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
@@ -57,8 +74,10 @@ def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY
     tap_off = real_core.tap_off_routes(city)
     cal = calibrate(cfg.date, cfg.calibration_samples, cfg.kernel_amount, token_key,
                     recalibrate=recalibrate, directory=calibration_dir)
-    plan = plan_shards(city, buses, cfg.shards)
-    seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.shards)
+    shards = cfg.shards if cfg.shards is not None else auto_shards(city, buses, cfg)
+    cfg = replace(cfg, shards=shards)  # the jobs carry the count they were cut into
+    plan = plan_shards(city, buses, shards)
+    seeds = np.random.SeedSequence(cfg.seed).spawn(shards)
     jobs = [ShardJob(city=city, buses=tuple(buses[i] for i in idx), shard=s, cfg=cfg,
                      calibration=cal, token_key=token_key, seed=seeds[s],
                      tap_off_routes=tap_off, core_factory=factory)
@@ -77,6 +96,7 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
     t0 = time.perf_counter()
     p = prepare(city_spec, cfg, token_key=token_key, recalibrate=recalibrate,
                 calibration_dir=calibration_dir, core_factory=core_factory)
+    workers = min(workers, len(p.jobs))
     result = run_jobs(p.jobs, workers, progress)
     wall = time.perf_counter() - t0
     city, buses = p.city, p.buses

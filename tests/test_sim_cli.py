@@ -45,6 +45,24 @@ def test_json_report_and_files(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert err == ""  # no progress bar when --json (and not a terminal)
 
 
+def test_peak_rate_and_shards_reach_the_run(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    six_routes = "synthetic:routes=6,stops=6,buses=6,start=6,end=9"
+    reports = []
+    for city, rate, shards in ((CITY, "6", ()), (CITY, "24", ()), (six_routes, "12", ()),
+                               (six_routes, "12", ("--shards", "3"))):
+        code, out, err = run_cli(capsys, "sim", "--city", city, "--hours", "2", "--start", "6",
+                                 "--json", "--out", str(tmp_path / rate), "--workers", "1",
+                                 "--peak-rate", rate, *shards)
+        assert code == 0, err
+        reports.append(json.loads(out))
+    quiet, busy, auto, three = reports
+    assert busy["taps"]["total"] > 2 * quiet["taps"]["total"]
+    assert auto["run"]["shards"] == 4  # the automatic count for a small city
+    assert three["run"]["shards"] == 3 and three["wall"]["workers"] == 1
+    assert quiet["run"]["shards"] == 2  # two routes: a route never straddles two shards
+
+
 def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run_cli(capsys, "sim", "--city", CITY, "--hours", "1", "--start", "7",
                            "--out", str(tmp_path), "--workers", "1")
@@ -60,6 +78,9 @@ def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     (["--city", CITY, "--buses", "0"], "--buses"),
     (["--city", "synthetic:routes=x"], "not an integer"),
     (["--city", CITY, "--workers", "0"], "--workers"),
+    (["--city", CITY, "--peak-rate", "-3"], "--peak-rate"),
+    (["--city", CITY, "--peak-rate", "nan"], "--peak-rate"),
+    (["--city", CITY, "--shards", "100"], "shards must be 1..99"),
 ])
 def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                           argv: list[str], message: str) -> None:

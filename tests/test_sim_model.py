@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
 
 from sim.city import fleet, load_city
+from sim.config import SimConfig
 from sim.connectivity import LinkConfig
+from sim.demand import DemandProfile
 from sim.population import PopulationConfig
 from sim.report import deterministic
-from sim.runner import plan_shards
-from sim.simulate import SimRun, simulate
+from sim.runner import expected_boardings, plan_shards
+from sim.simulate import (
+    MAX_SHARDS,
+    MIN_AUTO_SHARDS,
+    RIDERS_PER_SHARD,
+    SimRun,
+    auto_shards,
+    prepare,
+    simulate,
+)
 from tests.sim_support import CALIBRATION_DIR, SMALL_CITY, small_config
 
 _RUNS: dict[tuple[Any, ...], SimRun] = {}
@@ -117,6 +128,25 @@ def test_cash_only_riders_make_no_taps() -> None:
     r = run(seed=2, population=PopulationConfig(cash=1.0)).report
     assert r["taps"]["total"] == 0 and r["taps"]["cash"] > 0
     assert r["dwell_s"]["served_stops"] > 0
+
+
+def test_automatic_shards_follow_the_expected_riders() -> None:
+    city = load_city("lanshan")
+    small = SimConfig()
+    assert small.shards is None  # the default: sized from the city
+    assert auto_shards(city, fleet(city, None), small) == MIN_AUTO_SHARDS
+    # The 10 M-tap day: 20,000 buses at 18 riders per stop-hour at the peak.
+    day = SimConfig(buses=20_000, demand=DemandProfile(peak_rate=18.0))
+    buses = fleet(city, 20_000)
+    riders = expected_boardings(city, buses, day)
+    k = auto_shards(city, buses, day)
+    assert k == math.ceil(riders / RIDERS_PER_SHARD) and 30 <= k <= 60
+    huge = SimConfig(buses=20_000, demand=DemandProfile(peak_rate=1_000.0))
+    assert auto_shards(city, buses, huge) == MAX_SHARDS
+    # prepare() cuts the fleet into that many jobs, each carrying the resolved count.
+    p = prepare("lanshan", small_config(shards=None, hours=1.0), calibration_dir=CALIBRATION_DIR)
+    assert len(p.jobs) == MIN_AUTO_SHARDS
+    assert {job.cfg.shards for job in p.jobs} == {MIN_AUTO_SHARDS}
 
 
 def test_shards_split_by_route_and_cover_every_bus() -> None:

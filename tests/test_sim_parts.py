@@ -30,8 +30,9 @@ def test_demand_peaks_and_integrates_to_the_rate() -> None:
     assert table.expected(0, 30 * 3600) == pytest.approx(60.0 * np.sqrt(2 * np.pi), rel=1e-3)
     assert table.expected(7.5 * 3600, 8.5 * 3600) > table.expected(11 * 3600, 12 * 3600)
     assert table.expected(5.0, 5.0) == 0.0
-    with pytest.raises(ConfigError, match="peak_rate"):
-        DemandProfile(peak_rate=-1.0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="--peak-rate"):
+            DemandProfile(peak_rate=bad)
 
 
 def test_bulk_draws_have_their_laws() -> None:

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--buses", type=int, default=None, metavar="N",
                    help="buses in service (default: the city's timetable; more than it has "
                         "replicates the city)")
+    p.add_argument("--peak-rate", type=float, default=12.0, metavar="R",
+                   help="riders arriving per hour at a stop (one direction) at the busiest "
+                        "time of day (default 12)")
     p.add_argument("--seed", type=int, default=1, metavar="S", help="random seed (default 1)")
     p.add_argument("--out", type=Path, default=Path("sim-report"), metavar="DIR",
                    help="where report.json, the plots and index.html go (default ./sim-report)")
@@ -43,9 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(default); full: the real kernel runs for every tap")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: one per CPU, at most the shards)")
-    p.add_argument("--shards", type=int, default=4, metavar="K",
-                   help="route groups, each with its own core and riders (default 4); results "
-                        "depend on the seed and K, not on --workers")
+    p.add_argument("--shards", type=int, default=None, metavar="K",
+                   help="route groups, each with its own core and riders (default: one per "
+                        "200,000 expected riders, at least 4); results depend on the seed "
+                        "and K, not on --workers")
     p.add_argument("--servers", type=int, default=2, metavar="C",
                    help="back-office servers per shard (default 2)")
     p.add_argument("--recalibrate", action="store_true",
@@ -55,10 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _config(args: argparse.Namespace) -> Any:
     from sim.config import DEFAULT_DATE, BackOfficeModel, SimConfig  # noqa: PLC0415
+    from sim.demand import DemandProfile  # noqa: PLC0415
 
     return SimConfig(hours=args.hours, start_hour=args.start, date=args.date or DEFAULT_DATE,
                      seed=args.seed, buses=args.buses, fidelity=args.fidelity,
-                     shards=args.shards, backoffice=BackOfficeModel(servers=args.servers))
+                     shards=args.shards, backoffice=BackOfficeModel(servers=args.servers),
+                     demand=DemandProfile(peak_rate=args.peak_rate))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args)
         with _Progress(enabled=not args.json and sys.stderr.isatty()) as progress:
-            run = simulate(args.city, cfg, workers=min(workers, cfg.shards),
+            run = simulate(args.city, cfg, workers=workers,
                            token_key=token_key(), recalibrate=args.recalibrate,
                            progress=progress.update)
         paths = write(run.report, run.result, args.out)
