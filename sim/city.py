@@ -91,6 +91,16 @@ class Bus:
     bus_id: str
     replica: int
     block: int  # index into City.blocks
+    offset: float = 0.0  # s this bus's timetable runs behind the city's (see ``fleet``)
+
+
+REPLICA_SPREAD = 60.0
+"""Seconds over which the replicas of a city are spread.  Exact copies would put thousands
+of buses at the same stops at the same second and send their taps to the back office in
+one burst each minute, which no real fleet does; replica r runs its timetable
+``frac(r x golden ratio) x REPLICA_SPREAD`` seconds late (the city itself, replica 0, on
+time), a low-discrepancy spread that keeps each replica's headways as they are."""
+_GOLDEN = (5 ** 0.5 - 1) / 2
 
 
 def fleet(city: City, buses: int | None = None) -> tuple[Bus, ...]:
@@ -98,8 +108,8 @@ def fleet(city: City, buses: int | None = None) -> tuple[Bus, ...]:
 
     Fewer than the city has: the first ``buses`` blocks (in block order).  More: the blocks
     again as replicas of the city (same routes and stops, so fares apply; each replica has its
-    own waiting passengers and riders), which is how a small sample city stands in for a
-    fleet of thousands.
+    own waiting passengers and riders, and its timetable shifted by under a minute, see
+    ``REPLICA_SPREAD``), which is how a small sample city stands in for a fleet of thousands.
     """
     n_blocks = len(city.blocks)
     if n_blocks == 0:
@@ -112,7 +122,8 @@ def fleet(city: City, buses: int | None = None) -> tuple[Bus, ...]:
         replica, block = divmod(i, n_blocks)
         bid = city.blocks[block].block_id
         out.append(Bus(bus_id=bid if replica == 0 else f"{bid}.{replica}",
-                       replica=replica, block=block))
+                       replica=replica, block=block,
+                       offset=(replica * _GOLDEN) % 1.0 * REPLICA_SPREAD))
     return tuple(out)
 
 

@@ -34,6 +34,9 @@ class BackOfficeModel:
             raise ConfigError(f"backoffice.servers must be at least 1, got {self.servers}")
 
 
+MAX_SHARDS = 99
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     hours: float = 18.0  # simulated span, from ``start_hour``
@@ -68,8 +71,8 @@ class SimConfig:
             raise ConfigError(f"--fidelity must be calibrated or full, not {self.fidelity!r}")
         if self.calibration_samples < 10:
             raise ConfigError("calibration needs at least 10 kernel taps per class")
-        if self.shards is not None and not 1 <= self.shards <= 99:
-            raise ConfigError(f"shards must be 1..99, got {self.shards}")
+        if self.shards is not None and not 1 <= self.shards <= MAX_SHARDS:
+            raise ConfigError(f"shards must be 1..{MAX_SHARDS}, got {self.shards}")
         if self.capacity < 1:
             raise ConfigError("bus capacity must be at least 1")
         if self.kernel_amount < 0:

@@ -257,10 +257,11 @@ class ShardSim:
         counts = res.counts
         dwells = self._dwells
         for trip in block.trips:
-            if trip.start >= horizon:
+            start = trip.start + bus.offset
+            if start >= horizon:
                 break
-            if env.now < trip.start:
-                yield env.timeout(trip.start - env.now)
+            if env.now < start:
+                yield env.timeout(start - env.now)
             pat = city.patterns[trip.pattern]
             route = pat.route_id
             tap_off = route in self.tap_off_routes
@@ -342,7 +343,7 @@ class ShardSim:
                 if outbox:
                     self._send(b, outbox, now)
                 yield env.timeout(d + runs[i] if i < n - 1 else d)
-            res.lateness_sum += max(env.now - (trip.start + pat.duration), 0.0)
+            res.lateness_sum += max(env.now - (start + pat.duration), 0.0)
 
     def _stop_weights(self, replica: int, pattern: int, n: int) -> list[float]:
         key = (replica, pattern)

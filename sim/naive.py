@@ -104,10 +104,11 @@ class NaiveSim(ShardSim):
         state = _Bus(env, b, dcfg.validators, dcfg.alight_channels)
         ride_p = self.table.ride_p
         for trip in city.blocks[bus.block].trips:
-            if trip.start >= cfg.horizon:
+            start = trip.start + bus.offset
+            if start >= cfg.horizon:
                 return
-            if env.now < trip.start:
-                yield env.timeout(trip.start - env.now)
+            if env.now < start:
+                yield env.timeout(start - env.now)
             pat = city.patterns[trip.pattern]
             n = len(pat.stops)
             weights = self._stop_weights(bus.replica, trip.pattern, n)

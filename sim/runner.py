@@ -68,11 +68,12 @@ def expected_boardings(city: City, buses: Sequence[Bus], cfg: SimConfig) -> floa
     spans: dict[tuple[int, int], list[float]] = {}
     for bus in buses:
         for trip in city.blocks[bus.block].trips:
-            if trip.start >= cfg.horizon:
+            start = trip.start + bus.offset
+            if start >= cfg.horizon:
                 continue
-            end = trip.start + city.patterns[trip.pattern].duration
-            span = spans.setdefault((bus.replica, trip.pattern), [trip.start, end])
-            span[0] = min(span[0], trip.start)
+            end = start + city.patterns[trip.pattern].duration
+            span = spans.setdefault((bus.replica, trip.pattern), [start, end])
+            span[0] = min(span[0], start)
             span[1] = max(span[1], end)
     total = 0.0
     for (_, pattern), (first, last) in spans.items():

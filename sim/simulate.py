@@ -17,13 +17,12 @@ import numpy as np
 
 from sim.calibration import Calibration, calibrate
 from sim.city import Bus, City, fleet, load_city
-from sim.config import SimConfig
+from sim.config import MAX_SHARDS, SimConfig
 from sim.report import RunInfo, build
 from sim.results import ShardResult
 from sim.runner import CoreFactory, ShardJob, expected_boardings, plan_shards, run_jobs
 
 MIN_AUTO_SHARDS = 4
-MAX_SHARDS = 99
 RIDERS_PER_SHARD = 200_000
 """Automatic sharding: about this many expected riders a shard.  A shard's core keeps every
 tap of its day (about 2.4 KB each), so 200,000 riders (about 250,000 taps) keep a worker near

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from sim.city import REPLICA_SPREAD, fleet, load_city
 from sim.config import SimConfig
 from sim.dwell import DwellConfig, dwell
 from sim.errors import ConfigError
@@ -80,3 +81,28 @@ def test_card_payments_add_handling_and_kernel_latency() -> None:
         expected = (s.alighting * dcfg.t_alight + s.paying_off
                     + s.boarding * dcfg.t_walk + s.paying_on + dcfg.door_time)
         assert s.dwell == pytest.approx(expected)
+
+
+def test_replicas_run_the_timetable_spread_over_a_minute() -> None:
+    city = load_city(SMALL_CITY)
+    n = len(city.blocks)
+    buses = fleet(city, 40 * n)
+    offsets = [buses[r * n].offset for r in range(40)]
+    assert offsets[0] == 0.0 and all(b.offset == 0.0 for b in buses[:n])  # the city itself
+    assert all(0.0 <= o < REPLICA_SPREAD for o in offsets)
+    assert all(b.offset == offsets[b.replica] for b in buses)  # a replica moves as one
+    # Spread, not clustered: every 6-second slot of the minute holds some replica.
+    assert {int(o // 6) for o in offsets} == set(range(10))
+    # Each bus starts its trips its offset after the timetable (later only when its
+    # previous trip ran late).
+    cfg = replace(small_config(shards=1, buses=4 * n), hours=2.0)
+    trip_start = {t.trip_id: t.start for b in city.blocks for t in b.trips}
+    first_stops = [s for s in _traced(cfg) if s.stop == 0]
+    job_buses = prepare(SMALL_CITY, cfg, calibration_dir=CALIBRATION_DIR).jobs[0].buses
+    assert {job_buses[s.bus].replica for s in first_stops} == {0, 1, 2, 3}
+    on_time = 0
+    for s in first_stops:
+        scheduled = trip_start[s.trip] + job_buses[s.bus].offset
+        assert s.arrival >= scheduled - 1e-9
+        on_time += s.arrival == pytest.approx(scheduled)
+    assert on_time > len(first_stops) / 2

@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 
 from sim.city import fleet, load_city
-from sim.config import SimConfig
+from sim.config import MAX_SHARDS, SimConfig
 from sim.connectivity import LinkConfig
 from sim.demand import DemandProfile
 from sim.population import PopulationConfig
 from sim.report import deterministic
 from sim.runner import expected_boardings, plan_shards
 from sim.simulate import (
-    MAX_SHARDS,
     MIN_AUTO_SHARDS,
     RIDERS_PER_SHARD,
     SimRun,
