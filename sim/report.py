@@ -328,7 +328,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
                     f"{rev['at_risk_after_day_close'] / 100:,.2f}, lost "
                     f"{rev['lost_first_ride'] / 100:,.2f} CNY"),
         ("back office", f"{bo['servers']} servers per shard, utilisation "
-                        f"{100 * bo['utilisation']:.2f}%, "
+                        f"{100 * bo['utilisation']:.3g}%, "
                         f"mean wait {bo['wait_ms']['mean']:.2f} ms"),
         ("wall", f"{wall.get('seconds', 0):.1f} s, {wall.get('taps_per_second') or 0:,.0f} taps/s"
                  f" on {wall.get('workers', 1)} worker(s)"),
