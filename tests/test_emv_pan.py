@@ -1,3 +1,6 @@
+import hashlib
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +23,15 @@ def test_token_is_keyed_and_stable() -> None:
     assert a == pan_token(bytes.fromhex("6217000010001234567F"), KEY)
     assert a != pan_token("6217000010001234567", KEY[::-1])
     assert "1234567" not in a and len(a) == 32
+
+
+def test_token_is_the_documented_hmac_sha256() -> None:
+    # Tokens are stored in journals and databases: the definition (first 16 bytes of
+    # HMAC-SHA-256 over the PAN's ASCII digits, in hex) must never drift, whatever computes it.
+    # The value below is that definition worked out once with the standard library.
+    pan = "6217000010001234567"
+    expected = hmac.new(KEY, pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+    assert pan_token(pan, KEY) == expected == "ffb5baed22061a78a1d078bae9ec317b"
 
 
 def test_bad_pan_error_does_not_echo_it() -> None:
