@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-import time
 from typing import Any
 
+from benchmarks.conftest import split_tap
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import load_profile
-from emv.kernel import UNIONPAY_DEBIT, Kernel, Outcome, Send, TerminalConfig, TransactionInput, run
+from emv.kernel import UNIONPAY_DEBIT, Kernel, Outcome, TerminalConfig, TransactionInput, run
 from emv.oda import builtin_test_ca_keys
 
 CONFIG = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=b"bench-token-key-0123456789")
@@ -30,23 +30,10 @@ def _card(name: str) -> VirtualCard:
 def _split_tap(card: VirtualCard, un: int) -> tuple[float, float, str]:
     """(terminal seconds, card seconds, ODA method) of one approved tap."""
     card.state.app(UNIONPAY_DEBIT).offline_spent = 0
-    card.power_on()
-    clock = time.perf_counter
     txn = TransactionInput(amount=200, date=TODAY, unpredictable_number=un.to_bytes(4, "big"))
-    t0 = clock()
-    kernel = Kernel(CONFIG, txn)
-    step = kernel.start()
-    terminal = clock() - t0
-    chip = 0.0
-    while isinstance(step, Send):
-        t1 = clock()
-        response = card.process(step.apdu)
-        t2 = clock()
-        step = kernel.receive(response)
-        terminal += clock() - t2
-        chip += t2 - t1
-    assert step.result.outcome is Outcome.APPROVED_OFFLINE, step.result.reason
-    return terminal, chip, step.result.oda
+    terminal, chip, result = split_tap(CONFIG, card, txn)
+    assert result.outcome is Outcome.APPROVED_OFFLINE, result.reason
+    return terminal, chip, result.oda
 
 
 def test_full_sm_tap_kernel_and_card(benchmark: Any) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import statistics
-import time
 from typing import Any
 
+from benchmarks.conftest import split_tap
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import load_profile
-from emv.kernel import Kernel, Outcome, Send, TerminalConfig, TransactionInput, run
+from emv.kernel import Kernel, Outcome, TerminalConfig, TransactionInput, run
 from emv.oda import builtin_test_ca_keys
 
 CONFIG = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=b"bench-token-key-0123456789")
@@ -29,22 +29,9 @@ def _card() -> VirtualCard:
 
 def _split_tap(card: VirtualCard, un: int) -> tuple[float, float, Outcome]:
     """(terminal seconds, card seconds, outcome) of one tap."""
-    card.power_on()
-    clock = time.perf_counter
     txn = TransactionInput(amount=200, date=TODAY, unpredictable_number=un.to_bytes(4, "big"))
-    t0 = clock()
-    kernel = Kernel(CONFIG, txn)
-    step = kernel.start()
-    terminal = clock() - t0
-    chip = 0.0
-    while isinstance(step, Send):
-        t1 = clock()
-        response = card.process(step.apdu)
-        t2 = clock()
-        step = kernel.receive(response)
-        terminal += clock() - t2
-        chip += t2 - t1
-    return terminal, chip, step.result.outcome
+    terminal, chip, result = split_tap(CONFIG, card, txn)
+    return terminal, chip, result.outcome
 
 
 def test_full_tap_kernel_and_card(benchmark: Any) -> None:
