@@ -48,7 +48,7 @@ from fare.samples import sample_feed_path
 from issuer.errors import IssuerError
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
-from tapsim.commands.fare import open_feed
+from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 from wire.errors import WireError
@@ -192,11 +192,7 @@ def open_core(
 
 def replay_main(args: argparse.Namespace) -> int:
     feed = open_feed(args.feed)
-    source = "<stdin>" if args.taps == "-" else args.taps
-    try:
-        text = sys.stdin.read() if args.taps == "-" else Path(args.taps).read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read taps file {source}: {exc}") from None
+    text, source = read_taps_text(args.taps)
     until = parse_at(args.until, "--until") if args.until else None
     try:
         taps_file = read_taps(text, feed)

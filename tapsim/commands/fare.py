@@ -54,13 +54,18 @@ def open_feed(spec: str) -> Feed:
             from None
 
 
-def run_price(args: argparse.Namespace) -> int:
-    feed = open_feed(args.feed)
-    name = "<stdin>" if args.taps == "-" else args.taps
+def read_taps_text(spec: str) -> tuple[str, str]:
+    """(text, name for messages) of a taps file given as a path or ``-`` for stdin."""
+    name = "<stdin>" if spec == "-" else spec
     try:
-        text = sys.stdin.read() if args.taps == "-" else Path(args.taps).read_text("utf-8")
+        return (sys.stdin.read() if spec == "-" else Path(spec).read_text("utf-8")), name
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read taps file {name}: {exc}") from None
+
+
+def run_price(args: argparse.Namespace) -> int:
+    feed = open_feed(args.feed)
+    text, name = read_taps_text(args.taps)
     try:
         taps, problems = parse_taps(text, feed)
     except TapFileError as exc:
