@@ -77,10 +77,11 @@ def decode(payload: bytes, expect: type[M]) -> M:
         msg = _decoder.decode(payload)
     except msgspec.ValidationError as exc:
         raise _schema_error(payload, str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except msgspec.DecodeError as exc:  # msgspec >= 0.23 also says so for a str that is not UTF-8
         raise WireError(Reason.MALFORMED, f"not MessagePack: {exc}") from None
-    except UnicodeDecodeError as exc:  # msgspec's answer to a str that is not UTF-8
-        raise WireError(Reason.MALFORMED, f"text that is not UTF-8 at byte {exc.start}") from None
+    except UnicodeDecodeError as exc:  # msgspec < 0.23's answer to a str that is not UTF-8
+        raise WireError(Reason.MALFORMED,
+                        f"not MessagePack: text that is not UTF-8 at byte {exc.start}") from None
     if not isinstance(msg, expect):
         got = kind_of(type(msg))
         raise WireError(Reason.WRONG_KIND, f"expected {kind_of(expect)}, got {got}", kind=got)
