@@ -41,7 +41,8 @@ def compare(before: dict[str, float], now: dict[str, float],
         short = name.removeprefix("benchmarks/")
         lines.append(f"{short[:72]:<72} {_fmt(old):>11} {_fmt(new):>11} {ratio:>7.2f}{mark}")
     for name in sorted(now.keys() - before.keys()):
-        lines.append(f"{name.removeprefix('benchmarks/')[:72]:<72} {'(new)':>11} {_fmt(now[name]):>11}")
+        short = name.removeprefix("benchmarks/")
+        lines.append(f"{short[:72]:<72} {'(new)':>11} {_fmt(now[name]):>11}")
     return lines, slower
 
 

@@ -100,7 +100,7 @@ def test_fare_media_labels() -> None:
     (TOPIC, b"x" * 5000, "too-large", "5000 bytes, limit 4096"),
     (TOPIC, msgspec.msgpack.encode(["tap/9", "x"]), "unknown-kind", "tap/9"),
     (TOPIC, msgspec.msgpack.encode(["tap/1", "V1:1:1"]), "malformed", "at least length 21"),
-    # A str that is not UTF-8: msgspec's own words for it changed in 0.23, so only tapsim's are checked.
+    # A str that is not UTF-8: msgspec's words for it changed in 0.23; only tapsim's are checked.
     (TOPIC, b"\x91\xa6\x00\x00\x00\x00\x00\x80", "malformed", "not MessagePack"),
     ("tapsim/v1/taps/bad id", b"", "wrong-topic", "not a validator id"),
     ("tapsim/v1/elsewhere/V1", b"", "wrong-topic", "is not under"),

@@ -98,3 +98,40 @@ def test_bench_compare_flags_a_regression_beyond_25_percent(
     out = capsys.readouterr().out
     assert f"{now:.2f}" in out and "(new)" in out
     assert ("SLOWER" in out) == (code == 1)
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_packages_only_and_builds_without_warnings(tmp_path: Path) -> None:
+    """A demo run leaves sim-report/ in the checkout: it must not end up in the wheel, and the
+    build must not warn (pyproject's license and package list are what setuptools expects).
+    Built pure Python (TAPSIM_PURE_PYTHON=1): the same package list, without minutes of mypyc."""
+    import os
+    import zipfile
+
+    (ROOT / "sim-report").mkdir(exist_ok=True)
+    stray = ROOT / "sim-report" / "report.json"
+    made = not stray.exists()
+    if made:
+        stray.write_text("{}", encoding="utf-8")
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+             "--no-cache-dir", "-w", str(tmp_path), str(ROOT)],
+            capture_output=True, text=True, check=False, timeout=300,
+            env={**os.environ, "TAPSIM_PURE_PYTHON": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    finally:
+        if made:
+            stray.unlink()
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = out.stdout + out.stderr
+    warnings = [line for line in log.splitlines()
+                if "warning" in line.lower() and "Location 'file:" not in line]
+    assert warnings == [], "\n".join(warnings)
+    (wheel,) = tmp_path.glob("tapsim-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"backoffice", "emv", "fare", "issuer", "sim", "tapsim", "terminal", "wire",
+                    "tapsim-0.1.0.dist-info"}, tops
+    assert "fare/samples/city/fare_leg_rules.txt" in names  # the data the samples need
+    assert "sim/cities/lanshan/city.toml" in names
+    assert not [n for n in names if "/tests/" in n or n.endswith((".db", ".so"))]
