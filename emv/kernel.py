@@ -60,6 +60,14 @@ from emv.epurse.psam import Psam
 from emv.epurse.purchase import EpurseRecord, FlowEnd, FlowKind, PurchaseFlow
 from emv.oda import CaKeys, OdaFailure, verify_fdda
 from emv.pan import PanError, mask_pan, pan_token
+from emv.qualifiers import (
+    CTQ_ISSUER_UPDATE,
+    CTQ_ONLINE_PIN,
+    CTQ_SIGNATURE,
+    TTQ_ISSUER_UPDATE,
+    TTQ_OFFLINE_ONLY,
+    has_bit,
+)
 from emv.tlv import TlvError
 
 PPSE = b"2PAY.SYS.DDF01"
@@ -88,7 +96,11 @@ class TerminalConfig:
 
     ca_keys: CaKeys
     token_key: bytes
-    ttq: bytes = bytes.fromhex("26800000")  # qPBOC, online capable, ODA for online
+    # TTQ 27000000: byte 1 = qPBOC supported (0x20), online PIN (0x04) and signature (0x02)
+    # supported, ODA for online authorizations (0x01); online capable (0x08 clear); byte 2: no
+    # online cryptogram required, no CVM required; byte 3: no issuer update.  A transit
+    # validator wants the card's offline approval (TC) with fDDA, and fDDA on an ARQC too.
+    ttq: bytes = bytes.fromhex("27000000")
     country: bytes = bytes.fromhex("0156")
     currency: bytes = bytes.fromhex("0156")
     sm_supported: bool = True
@@ -164,6 +176,10 @@ class TapResult:
     psam_serial: int | None = None
     epurse_recovered: dict[str, Any] | None = None  # a torn purchase settled on this tap
     epurse_fallback: str | None = None  # why the e-purse was not used, when it was tried
+    # The CVM the card asked for in its CTQ (online-pin, signature) or None; and whether an
+    # online request may carry issuer update processing (card and reader both support it).
+    cvm: str | None = None
+    issuer_update: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,8 +217,11 @@ class _End(Exception):  # noqa: N818 - internal control flow, never escapes the 
         self.reason = reason
 
 
-# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).
-_GPO_MANDATORY = ((0x82, 2), (0x94, 0), (0x9F36, 2), (0x9F26, 8))
+# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).  The AFL
+# (94) is not among them: qPBOC (and Book C-3) let a card that asks to go online leave it out,
+# with track 2 in the GPO answer, since there is nothing the terminal must read for that.
+_GPO_MANDATORY = ((0x82, 2), (0x9F36, 2), (0x9F26, 8))
+
 
 # TVR bits used here (byte index, mask).
 TVR_ODA_NOT_PERFORMED = (0, 0x80)
@@ -340,7 +359,7 @@ class Kernel:
             raise _End(Outcome.END_APPLICATION, "gpo-not-a-response-template")
         if nodes[0].tag == 0x80:  # format 1: AIP || AFL
             raw = nodes[0].value
-            if len(raw) < 6 or (len(raw) - 2) % 4:
+            if len(raw) < 2 or (len(raw) - 2) % 4:
                 raise _End(Outcome.END_APPLICATION, "gpo-format-1-malformed")
             self._card = {0x82: raw[:2], 0x94: raw[2:]}
         else:
@@ -351,7 +370,8 @@ class Kernel:
                 raise _End(Outcome.END_APPLICATION, f"missing-{tlv.tag_hex(tag)}")
             if size and len(self._card[tag]) != size:
                 raise _End(Outcome.END_APPLICATION, f"bad-length-{tlv.tag_hex(tag)}")
-        self._reads = _parse_afl(self._card[0x94], self.config.max_records)
+        afl = self._card.get(0x94, b"")
+        self._reads = _parse_afl(afl, self.config.max_records) if afl else []
         return self._next_read()
 
     def _next_read(self) -> Step:
@@ -460,6 +480,10 @@ class Kernel:
 
         cid = _cid(card)
         res.cid = cid
+        ctq = card.get(0x9F6C, b"")
+        res.cvm = _cvm(ctq)
+        res.issuer_update = (has_bit(ctq, CTQ_ISSUER_UPDATE)
+                             and has_bit(self.config.ttq, TTQ_ISSUER_UPDATE))
         # Processing restrictions (Book 3 §10.4): dates.
         today = self.txn.date
         expiry = _bcd_date(card.get(0x5F24))
@@ -500,6 +524,8 @@ class Kernel:
         if cid == CID_TC:
             return self._finish(Outcome.APPROVED_OFFLINE, None)
         if cid == CID_ARQC:
+            if has_bit(self.config.ttq, TTQ_OFFLINE_ONLY):
+                raise _End(Outcome.DECLINED, "online-request-on-offline-only-reader")
             return self._finish(Outcome.ONLINE_REQUEST, None)
         raise _End(Outcome.END_APPLICATION, f"unknown-cid-{cid:02X}")
 
@@ -544,7 +570,7 @@ _HANDLERS: Mapping[_Stage, Callable[[Kernel, ResponseApdu], Step]] = {
 
 
 def _parse_afl(afl: bytes, limit: int) -> list[tuple[int, int, bool]]:
-    if not afl or len(afl) % 4:
+    if len(afl) % 4:
         raise _End(Outcome.END_APPLICATION, "afl-length-not-multiple-of-4")
     reads: list[tuple[int, int, bool]] = []
     for i in range(0, len(afl), 4):
@@ -565,6 +591,14 @@ def _cid(card: Mapping[int, bytes]) -> int:
         return raw[0] & 0xC0
     iad = card.get(0x9F10, b"")  # qPBOC may leave 9F27 out: the CVR in the IAD says it
     return iad[4] & 0xC0 if len(iad) > 4 else CID_ARQC
+
+
+def _cvm(ctq: bytes) -> str | None:
+    if has_bit(ctq, CTQ_ONLINE_PIN):
+        return "online-pin"
+    if has_bit(ctq, CTQ_SIGNATURE):
+        return "signature"
+    return None
 
 
 def _pan_from_track2(track2: bytes | None) -> str | None:

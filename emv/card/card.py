@@ -44,6 +44,21 @@ from emv.card.image import AFL, CDOL1, FDDA_RECORD, PDOL, PPSE_NAME, AppImage, C
 from emv.card.state import CardState
 from emv.dol import split_dol_data
 from emv.epurse.application import EpurseApplication
+from emv.qualifiers import (
+    CTQ_ISSUER_UPDATE,
+    CTQ_ONLINE_PIN,
+    CTQ_SIGNATURE,
+    TTQ_CVM_REQUIRED,
+    TTQ_ISSUER_UPDATE,
+    TTQ_ODA_FOR_ONLINE,
+    TTQ_OFFLINE_ONLY,
+    TTQ_ONLINE_CRYPTOGRAM_REQUIRED,
+    TTQ_ONLINE_PIN,
+    TTQ_QPBOC,
+    TTQ_SIGNATURE,
+    has_bit,
+    with_bits,
+)
 from emv.tlv import TlvError
 
 # Pseudo-ATR of a contactless ISO 14443-4 card as PC/SC shows it (T=1).
@@ -53,8 +68,6 @@ ATR = bytes.fromhex("3B8880010000000000718100F9")
 # GET BALANCE, READ RECORD (its transaction log).
 EPURSE_COMMANDS = frozenset({0x50, 0x54, 0x52, 0x5A, 0x5C, READ_RECORD})
 
-# CTQ (9F6C): byte 1 0x80 online PIN required... tapsim's cards ask for nothing (transit).
-CTQ = bytes.fromhex("0080")
 
 
 def _sw(sw: int) -> bytes:
@@ -140,7 +153,7 @@ class VirtualCard:
         values = split_dol_data(list(PDOL), nodes[0].value)
         ttq = values[0x9F66]
         amount = bcd_amount(values[0x9F02])
-        if not ttq[0] & 0x20:  # the reader does not support qPBOC/qVSDC
+        if not has_bit(ttq, TTQ_QPBOC):  # the reader does not support qPBOC/qVSDC
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
         wants_sm = values[0xDF69] == b"\x01"
         uses_sm = app.scheme.name == "sm4" or self.image.profile.crypto.suite == "sm2"
@@ -151,11 +164,8 @@ class VirtualCard:
         st = self.state.app(app.app.aid)
         st.atc = (st.atc + 1) & 0xFFFF
         available = max(app.app.offline_spending_amount - st.offline_spent, 0)
-        offline_only_reader = bool(ttq[0] & 0x08)
-        if app.app.online_only or amount > available:
-            cid = CID_AAC if offline_only_reader else CID_ARQC
-        else:
-            cid = CID_TC
+        cid, ctq = _decide(ttq, app.app.online_only or amount > available)
+        if cid == CID_TC:
             st.offline_spent += amount
             available -= amount
         cryptogram, iad = _cryptogram(app, st.atc, values, cid)
@@ -167,16 +177,17 @@ class VirtualCard:
             (0x9F26, cryptogram), (0x9F27, bytes((cid,))), (0x9F10, iad),
             (0x57, app.track2), (0x5F34, bytes.fromhex(self.image.profile.psn)),
         ]
-        if app.oda is not None and cid != CID_AAC:
+        signs = cid == CID_TC or (cid == CID_ARQC and has_bit(ttq, TTQ_ODA_FOR_ONLINE))
+        if app.oda is not None and signs:
             card_un = hashlib.sha256(app.card_key + st.atc.to_bytes(2, "big")).digest()[:4]
-            card_auth = b"\x01" + card_un + CTQ  # 9F69: fDDA version 01 || card UN || CTQ
+            card_auth = b"\x01" + card_un + ctq  # 9F69: fDDA version 01 || card UN || CTQ
             icc_dynamic = bytes((2,)) + st.atc.to_bytes(2, "big")
             ddol_data = values[0x9F37] + values[0x9F02] + values[0x5F2A] + card_auth
             objects.append((0x9F4B, app.oda.sign_dynamic_data(icc_dynamic, ddol_data)))
             self._fdda_record = tlv.encode([(0x70, [(0x9F69, card_auth)])])
         else:
-            self._fdda_record = tlv.encode([(0x70, [(0x9F69, b"\x01" + bytes(4) + CTQ)])])
-        objects += [(0x9F6C, CTQ), (0x9F5D, amount_bcd(available))]
+            self._fdda_record = tlv.encode([(0x70, [(0x9F69, b"\x01" + bytes(4) + ctq)])])
+        objects += [(0x9F6C, ctq), (0x9F5D, amount_bcd(available))]
         return _ok(tlv.encode([(0x77, objects)]))
 
     def _read_record(self, apdu: CommandApdu) -> bytes:
@@ -235,6 +246,34 @@ class VirtualCard:
     def _get_balance(self, apdu: CommandApdu) -> bytes:
         # The selected e-purse answers GET BALANCE itself (emv.epurse.application).
         return _sw(SW.CONDITIONS_NOT_SATISFIED)
+
+
+def _decide(ttq: bytes, card_wants_online: bool) -> tuple[int, bytes]:
+    """The card's cryptogram type and CTQ from the reader's TTQ (qPBOC card risk management).
+
+    Online when the card wants it (online-only application, over its offline limit) or the
+    reader requires an online cryptogram; an offline-only reader cannot go online, so there the
+    card declines instead.  CVM required: online PIN if the reader can go online and take it
+    (which makes the tap online), else signature if the reader takes one, else decline.  An
+    ARQC tells a reader that does issuer update processing that the card supports it.
+    """
+    offline_only = has_bit(ttq, TTQ_OFFLINE_ONLY)
+    online = card_wants_online or has_bit(ttq, TTQ_ONLINE_CRYPTOGRAM_REQUIRED)
+    ctq = bytes(2)
+    if has_bit(ttq, TTQ_CVM_REQUIRED):
+        if has_bit(ttq, TTQ_ONLINE_PIN) and not offline_only:
+            ctq, online = with_bits(ctq, CTQ_ONLINE_PIN), True
+        elif has_bit(ttq, TTQ_SIGNATURE):
+            ctq = with_bits(ctq, CTQ_SIGNATURE)
+        else:
+            return CID_AAC, ctq  # no CVM the reader can do
+    if not online:
+        return CID_TC, ctq
+    if offline_only:
+        return CID_AAC, ctq
+    if has_bit(ttq, TTQ_ISSUER_UPDATE):
+        ctq = with_bits(ctq, CTQ_ISSUER_UPDATE)
+    return CID_ARQC, ctq
 
 
 def _cryptogram(app: AppImage, atc: int, values: dict[int, bytes], cid: int) -> tuple[bytes, bytes]:
