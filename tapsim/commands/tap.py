@@ -27,7 +27,8 @@ from emv.kernel import (
     TransactionInput,
     run,
 )
-from emv.oda import builtin_test_ca_keys
+from emv.oda import CaKeys, builtin_test_ca_keys
+from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.errors import UserError
 from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
 
@@ -78,6 +79,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                    help="the validator's first choice; epurse: T-Union e-purse with a TEST PSAM "
                         "(its serial persists beside the card state), QuickPass if it is short")
+    add_ca_keys_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="show every APDU exchanged, decoded (PANs masked)")
@@ -86,7 +88,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
              state: CardState | None = None, trace: list[Exchange] | None = None,
-             psam: Psam | None = None) -> tuple[TapResult, CardState]:
+             psam: Psam | None = None, ca_keys: CaKeys | None = None,
+             ) -> tuple[TapResult, CardState]:
     """Personalise (cached), tap once, give the result and the card's new state."""
     try:
         profile = load_profile(card_name)
@@ -94,7 +97,8 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
         raise UserError(str(exc)) from None
     card = VirtualCard(personalise(profile), state)
     card.power_on()
-    config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(), sm_supported=sm,
+    keys = ca_keys if ca_keys is not None else builtin_test_ca_keys()
+    config = TerminalConfig(ca_keys=keys, token_key=token_key(), sm_supported=sm,
                             aid_priority=EPURSE_FIRST if psam is not None else QUICKPASS_FIRST)
     now = dt.datetime.now().astimezone()
     try:
@@ -129,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
     psam_path = state_path.with_name("psam.json") if state_path is not None else None
     psam = load_psam(psam_path) if args.prefer == "epurse" else None
     result, new_state = tap_once(args.card, args.amount, date, sm=not args.no_sm,
-                                 state=state, trace=trace, psam=psam)
+                                 state=state, trace=trace, psam=psam,
+                                 ca_keys=resolve_ca_keys(args.ca_keys))
     if psam is not None and psam_path is not None:
         save_psam(psam, psam_path)
     if state_path is not None:
