@@ -108,6 +108,19 @@ class TerminalConfig:
     # The e-purse is used only when listed here and the kernel is given a PSAM.
     aid_priority: tuple[bytes, ...] = QUICKPASS_FIRST
     max_records: int = 16
+    # Application Selection Indicator per AID (EMV Book B, Entry Point): an AID listed here
+    # also matches a card's ADF name that begins with it (partial match: issuers extend the
+    # scheme's AID with their own suffix), and the kernel then selects the card's full name;
+    # every other AID of ``aid_priority`` must match exactly.  The QuickPass AIDs match
+    # partially by default, as UnionPay's terminal parameters set them; the e-purse exactly.
+    partial_aids: frozenset[bytes] = frozenset(QUICKPASS_FIRST)
+
+    def match_aid(self, adf_name: bytes) -> int | None:
+        """The priority index of the terminal AID a card's ADF name matches, or None."""
+        for index, aid in enumerate(self.aid_priority):
+            if adf_name == aid or (aid in self.partial_aids and adf_name.startswith(aid)):
+                return index
+        return None
 
 
 @dataclass(frozen=True)
@@ -245,7 +258,8 @@ class Kernel:
         self.screen = screen
         self._flow: PurchaseFlow | None = None
         self._stage = _Stage.IDLE
-        self._candidates: list[tuple[bytes, str]] = []
+        self._candidates: list[tuple[bytes, str, bytes]] = []  # ADF name, label, terminal AID
+        self._configured_aid = b""
         self._tvr = bytearray(5)
         self._result = TapResult(outcome=Outcome.END_APPLICATION)
         self._terminal_values: dict[int, bytes] = {}
@@ -296,7 +310,7 @@ class Kernel:
         if not r.ok:
             raise _End(Outcome.END_APPLICATION, f"ppse-status-{r.sw:04X}")
         fci = tlv.decode(r.data)
-        listed: list[tuple[int, int, bytes, str]] = []
+        listed: list[tuple[int, int, bytes, str, bytes]] = []
         for entry in tlv.find_all(fci, 0x61):
             aid = entry.find(0x4F)
             if aid is None:
@@ -304,24 +318,25 @@ class Kernel:
             prio = entry.find(0x87)
             label = entry.find(0x50)
             card_prio = prio.value[0] & 0x0F if prio is not None and prio.value else 15
-            try:
-                term_prio = self.config.aid_priority.index(aid.value)
-            except ValueError:
+            term_prio = self.config.match_aid(aid.value)
+            if term_prio is None:
                 continue
-            if aid.value in EPURSE_AIDS and self.psam is None:
+            configured = self.config.aid_priority[term_prio]
+            if configured in EPURSE_AIDS and self.psam is None:
                 continue  # no PSAM, no e-purse purchase
             name = label.value.decode("ascii", "replace") if label is not None else ""
-            listed.append((term_prio, card_prio, aid.value, name))
+            listed.append((term_prio, card_prio, aid.value, name, configured))
         if not listed:
             raise _End(Outcome.END_APPLICATION, "no-supported-application")
         listed.sort()
-        self._candidates = [(aid, name) for _, _, aid, name in listed]
+        self._candidates = [(aid, name, configured) for _, _, aid, name, configured in listed]
         return self._select_next()
 
     def _select_next(self) -> Step:
         if not self._candidates:
             raise _End(Outcome.TRY_ANOTHER_INTERFACE, "no-application-accepted")
-        aid, label = self._candidates.pop(0)
+        aid, label, configured = self._candidates.pop(0)
+        self._configured_aid = configured
         self._result.aid = aid.hex().upper()
         self._result.label = label
         self._stage = _Stage.SELECT_AID
@@ -330,7 +345,7 @@ class Kernel:
     def _on_select_aid(self, r: ResponseApdu) -> Step:
         if not r.ok:
             return self._select_next()
-        if bytes.fromhex(self._result.aid or "") in EPURSE_AIDS and self.psam is not None:
+        if self._configured_aid in EPURSE_AIDS and self.psam is not None:
             self._flow = PurchaseFlow(self.psam, self.txn.amount,
                                       datetime_bcd(self.txn.wall_clock), self.txn.date)
             self._stage = _Stage.EPURSE

@@ -61,8 +61,26 @@ from emv.qualifiers import (
 )
 from emv.tlv import TlvError
 
-# Pseudo-ATR of a contactless ISO 14443-4 card as PC/SC shows it (T=1).
-ATR = bytes.fromhex("3B8880010000000000718100F9")
+PDOL_DATA_SIZE = sum(entry.length for entry in PDOL)
+
+# The historical bytes of tapsim's virtual card: ASCII, naming no real product.
+HISTORICAL_BYTES = b"TAPSIM-VC01"
+
+
+def contactless_atr(historical: bytes) -> bytes:
+    """The ATR a PC/SC reader builds for an ISO 14443-4 card (PC/SC Part 3 §3.1.3.2.3):
+    3B 8n 80 01, the n historical bytes (ATS historical bytes, type A), and TCK, the XOR of
+    every byte from T0 on."""
+    if not 0 < len(historical) <= 15:
+        raise ValueError("1 to 15 historical bytes")
+    body = bytes((0x80 | len(historical), 0x80, 0x01)) + historical
+    tck = 0
+    for byte in body:
+        tck ^= byte
+    return b"\x3b" + body + bytes((tck,))
+
+
+ATR = contactless_atr(HISTORICAL_BYTES)
 
 # What the selected e-purse answers itself: INITIALIZE, DEBIT, CREDIT, GET TRANSACTION PROOF,
 # GET BALANCE, READ RECORD (its transaction log).
@@ -125,17 +143,26 @@ class VirtualCard:
     # --- commands -------------------------------------------------------------
 
     def _select(self, apdu: CommandApdu) -> bytes:
-        if apdu.cla != 0x00 or apdu.p1 != 0x04:
+        """SELECT by DF name (ISO 7816-4): P2 00 the first application whose AID begins with
+        the name given (a partial name selects an extended AID), P2 02 the next one after the
+        current; 6A82 when there is none (left)."""
+        if apdu.cla != 0x00 or apdu.p1 != 0x04 or apdu.p2 not in (0x00, 0x02):
             return _sw(SW.WRONG_P1P2)
+        if not apdu.data:
+            return _sw(SW.WRONG_LENGTH)
+        current = self._selected
         self._fdda_record = None
         self._epurse = None
+        self._selected = None
         if apdu.data == PPSE_NAME:
-            self._selected = None
-            return _ok(self.image.ppse_fci)
-        app = self.image.apps.get(apdu.data)
-        if app is None:
-            self._selected = None
+            return _ok(self.image.ppse_fci) if apdu.p2 == 0x00 else _sw(SW.FILE_NOT_FOUND)
+        matches = [a for aid, a in self.image.apps.items() if aid.startswith(apdu.data)]
+        if apdu.p2 == 0x02:  # next occurrence: after the current one, if it was among them
+            after = matches.index(current) + 1 if current in matches else len(matches)
+            matches = matches[after:]
+        if not matches:
             return _sw(SW.FILE_NOT_FOUND)
+        app = matches[0]
         self._selected = app
         if app.epurse is not None:
             self._epurse = EpurseApplication(app.epurse, self.state.app(app.app.aid))
@@ -150,6 +177,8 @@ class VirtualCard:
         nodes = tlv.decode(apdu.data)
         if len(nodes) != 1 or nodes[0].tag != 0x83:
             return _sw(SW.WRONG_DATA)
+        if len(nodes[0].value) != PDOL_DATA_SIZE:  # GPO without (all) its PDOL data
+            return _sw(SW.WRONG_LENGTH)
         values = split_dol_data(list(PDOL), nodes[0].value)
         ttq = values[0x9F66]
         amount = bcd_amount(values[0x9F02])
@@ -200,11 +229,11 @@ class VirtualCard:
         if key == FDDA_RECORD:
             if self._fdda_record is None:
                 return _sw(SW.CONDITIONS_NOT_SATISFIED)
-            return _ok(self._fdda_record)
+            return _with_le(self._fdda_record, apdu.le)
         record = app.records.get(key)
         if record is None:
             return _sw(SW.RECORD_NOT_FOUND)
-        return _ok(record)
+        return _with_le(record, apdu.le)
 
     def _get_data(self, apdu: CommandApdu) -> bytes:
         app = self._selected
@@ -246,6 +275,17 @@ class VirtualCard:
     def _get_balance(self, apdu: CommandApdu) -> bytes:
         # The selected e-purse answers GET BALANCE itself (emv.epurse.application).
         return _sw(SW.CONDITIONS_NOT_SATISFIED)
+
+
+def _with_le(data: bytes, le: int | None) -> bytes:
+    """A READ RECORD answer as Le asks (ISO 7816-4): no Le field is a wrong length (6700); an
+    Le short of the record gets 6Cxx with the exact length, to send again; Le 00 means up to
+    256 bytes; a longer Le gets the record as it is."""
+    if le is None:
+        return _sw(SW.WRONG_LENGTH)
+    if le != 0 and le < len(data):
+        return bytes((0x6C, len(data) & 0xFF))
+    return _ok(data)
 
 
 def _decide(ttq: bytes, card_wants_online: bool) -> tuple[int, bytes]:
