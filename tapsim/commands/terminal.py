@@ -47,9 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Tap cards on a reader, decide locally (deny list, duplicates, concession), "
                     "journal every tap durably before showing its outcome, and publish the "
                     "journal to the back office over MQTT (QoS 1). One line per tap on stdout.")
-    run.add_argument("--reader", default="virtual", metavar="virtual|pcsc[:NAME]",
-                     help="the in-process virtual card, or a PC/SC reader whose name contains "
-                          "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd)")
+    run.add_argument("--reader", default="virtual", metavar="virtual|pcsc[:NAME]|transcript:FILE",
+                     help="the in-process virtual card, a PC/SC reader whose name contains "
+                          "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd), or "
+                          "a recorded card replayed from FILE (JSON, as `tapsim tap --transcript`)")
     run.add_argument("--card", default="sscard3", metavar="NAME|PATH",
                      help="the virtual card in the field (virtual reader; default sscard3); "
                           "its counters persist like `tapsim tap`'s")
