@@ -156,8 +156,8 @@ class Transcript:
                 return self.exchanges[i].response
         head = command[:4].hex().upper()
         raise TranscriptMiss(
-            f"{self.source}: no recorded answer for {head} (Lc {len(sent.data)}) after "
-            f"exchange {self._next - 1}: the recording lacks this command")
+            f"{self.source}: no recorded answer for {head} (Lc {len(sent.data)}) from exchange "
+            f"{self._next} on: the recording lacks this command")
 
     def terminal_data(self) -> dict[int, bytes]:
         """The terminal data the card was sent in the recorded GPO, by tag (empty if the
