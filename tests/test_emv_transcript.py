@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from emv import tlv
 from emv.card.card import ATR, VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import load_profile
@@ -159,3 +160,29 @@ def test_reader_adapter(tmp_path: Path) -> None:
     with pytest.raises(ReaderError, match="cannot read"):
         open_reader(f"transcript:{tmp_path / 'missing.json'}")
     assert load_transcript(rec).exchanges[0].raw_command == bytes.fromhex(recording[0]["c"])
+
+
+def test_the_validator_taps_a_transcript_reader(tmp_path: Path) -> None:
+    """A recorded tap replayed under the validator, with the validator's unpredictable number
+    and date the recording's, is accepted and journaled like the card's own tap."""
+    from terminal.denylist import DenyList
+    from terminal.journal import Journal
+    from terminal.validator import Validator, ValidatorConfig
+    from tests.fixtures.terminal import T0, TERMINAL, StepClock
+
+    vc = VirtualCard(personalise(load_profile("sscard3")))
+    vc.power_on()
+    trace: list[Exchange] = []
+    run(Kernel(TERMINAL, TransactionInput(amount=200, date=T0.date(),
+                                          unpredictable_number=bytes.fromhex("00000001"))),
+        vc.process, trace)
+    reader = TranscriptReader(Transcript(parse_transcript(
+        [{"c": e.command.hex(), "r": e.response.hex()} for e in trace])))
+    validator = Validator(ValidatorConfig(validator_id="V1"), TERMINAL, Journal(tmp_path / "j"),
+                          DenyList(), clock=StepClock(),
+                          unpredictable=lambda: bytes.fromhex("00000001"))
+    event = validator.tap(reader)
+    assert event.result is not None and event.result.oda_ok is True
+    recorded_ac = tlv.flatten(tlv.decode(trace[2].response[:-2]))[0x9F26]
+    assert event.record is not None and event.record.cryptogram == recorded_ac
+    assert event.verdict is not None and event.verdict.outcome.value == "accepted"
