@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 CA_KEYS_ENV = "TAPSIM_CA_KEYS"
 CA_KEYS_HELP = ("CA public keys file (RID index expiry algo exponent key sha1 checksum per line, "
-                "the capk.txt of emv-tools/Proxmark3; see emv/README.md) instead of the shipped "
-                f"TEST CA; default: ${CA_KEYS_ENV} if set")
+                "the capk.txt of emv-tools/Proxmark3; README.md, CA public keys) instead of the "
+                f"shipped TEST CA; default: ${CA_KEYS_ENV} if set")
 
 
 def add_ca_keys_option(parser: argparse.ArgumentParser) -> None:
