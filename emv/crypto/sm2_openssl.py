@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -25,6 +26,9 @@ _KEEP = 256
 
 _lib: Any = None
 _keys: OrderedDict[bytes, int] = OrderedDict()
+# One verification at a time: a key pushed out of the cache is freed, and must not be in use by
+# another thread (ctypes lets go of the GIL during each call).
+_lock = threading.Lock()
 
 
 def _load() -> Any:
@@ -97,9 +101,15 @@ def available() -> bool:
 def verify(key: bytes, message: bytes, signature: bytes, user_id: bytes) -> bool | None:
     """OpenSSL's verdict on a checked 64-byte key (X || Y) and a 64-byte r || s, or None when
     OpenSSL cannot be used (no libcrypto, a key it refuses): the caller then verifies itself."""
-    lib = _load()
-    if lib is None:
-        return None
+    with _lock:
+        lib = _load()
+        if lib is None:
+            return None
+        return _verify_locked(lib, key, message, signature, user_id)
+
+
+def _verify_locked(lib: Any, key: bytes, message: bytes, signature: bytes,
+                   user_id: bytes) -> bool | None:
     pkey = _pkey(lib, key)
     if pkey is None:
         return None
