@@ -38,7 +38,7 @@ from emv.card.card import VirtualCard
 from emv.card.image import CardImage, personalise
 from emv.card.state import CardState
 from emv.kernel import Kernel, TerminalConfig, TransactionInput, run
-from emv.oda import builtin_test_ca_keys
+from emv.oda import CaKeys, builtin_test_ca_keys
 from fare.model import Feed, Tap
 from fare.tapfile import RowProblem, TapFileError, parse_taps
 from issuer.codes import DESCRIPTIONS, ResponseCode
@@ -180,6 +180,7 @@ class Replay:
         token_key: bytes,
         batch: int = DEFAULT_BATCH,
         progress: Callable[[int, int], None] | None = None,
+        ca_keys: CaKeys | None = None,
     ) -> None:
         if batch < 1:
             raise ReplayError("batch size must be at least 1")
@@ -188,7 +189,8 @@ class Replay:
         self.cards = cards
         self.batch = batch
         self.progress = progress
-        self._config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key)
+        self._config = TerminalConfig(
+            ca_keys=ca_keys if ca_keys is not None else builtin_test_ca_keys(), token_key=token_key)
         self._images: dict[tuple[str, str], CardImage] = {}
         self._rigs: dict[str, _Rig] = {}
         self._names: dict[str, str] = {}  # pan token -> card id

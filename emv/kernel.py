@@ -60,6 +60,14 @@ from emv.epurse.psam import Psam
 from emv.epurse.purchase import EpurseRecord, FlowEnd, FlowKind, PurchaseFlow
 from emv.oda import CaKeys, OdaFailure, verify_fdda
 from emv.pan import PanError, mask_pan, pan_token
+from emv.qualifiers import (
+    CTQ_ISSUER_UPDATE,
+    CTQ_ONLINE_PIN,
+    CTQ_SIGNATURE,
+    TTQ_ISSUER_UPDATE,
+    TTQ_OFFLINE_ONLY,
+    has_bit,
+)
 from emv.tlv import TlvError
 
 PPSE = b"2PAY.SYS.DDF01"
@@ -88,7 +96,11 @@ class TerminalConfig:
 
     ca_keys: CaKeys
     token_key: bytes
-    ttq: bytes = bytes.fromhex("26800000")  # qPBOC, online capable, ODA for online
+    # TTQ 27000000: byte 1 = qPBOC supported (0x20), online PIN (0x04) and signature (0x02)
+    # supported, ODA for online authorizations (0x01); online capable (0x08 clear); byte 2: no
+    # online cryptogram required, no CVM required; byte 3: no issuer update.  A transit
+    # validator wants the card's offline approval (TC) with fDDA, and fDDA on an ARQC too.
+    ttq: bytes = bytes.fromhex("27000000")
     country: bytes = bytes.fromhex("0156")
     currency: bytes = bytes.fromhex("0156")
     sm_supported: bool = True
@@ -96,6 +108,19 @@ class TerminalConfig:
     # The e-purse is used only when listed here and the kernel is given a PSAM.
     aid_priority: tuple[bytes, ...] = QUICKPASS_FIRST
     max_records: int = 16
+    # Application Selection Indicator per AID (EMV Book B, Entry Point): an AID listed here
+    # also matches a card's ADF name that begins with it (partial match: issuers extend the
+    # scheme's AID with their own suffix), and the kernel then selects the card's full name;
+    # every other AID of ``aid_priority`` must match exactly.  The QuickPass AIDs match
+    # partially by default, as UnionPay's terminal parameters set them; the e-purse exactly.
+    partial_aids: frozenset[bytes] = frozenset(QUICKPASS_FIRST)
+
+    def match_aid(self, adf_name: bytes) -> int | None:
+        """The priority index of the terminal AID a card's ADF name matches, or None."""
+        for index, aid in enumerate(self.aid_priority):
+            if adf_name == aid or (aid in self.partial_aids and adf_name.startswith(aid)):
+                return index
+        return None
 
 
 @dataclass(frozen=True)
@@ -164,6 +189,10 @@ class TapResult:
     psam_serial: int | None = None
     epurse_recovered: dict[str, Any] | None = None  # a torn purchase settled on this tap
     epurse_fallback: str | None = None  # why the e-purse was not used, when it was tried
+    # The CVM the card asked for in its CTQ (online-pin, signature) or None; and whether an
+    # online request may carry issuer update processing (card and reader both support it).
+    cvm: str | None = None
+    issuer_update: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,8 +230,11 @@ class _End(Exception):  # noqa: N818 - internal control flow, never escapes the 
         self.reason = reason
 
 
-# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).
-_GPO_MANDATORY = ((0x82, 2), (0x94, 0), (0x9F36, 2), (0x9F26, 8))
+# What a GPO answer must carry, with the exact length where EMV fixes one (0: any).  The AFL
+# (94) is not among them: qPBOC (and Book C-3) let a card that asks to go online leave it out,
+# with track 2 in the GPO answer, since there is nothing the terminal must read for that.
+_GPO_MANDATORY = ((0x82, 2), (0x9F36, 2), (0x9F26, 8))
+
 
 # TVR bits used here (byte index, mask).
 TVR_ODA_NOT_PERFORMED = (0, 0x80)
@@ -226,7 +258,8 @@ class Kernel:
         self.screen = screen
         self._flow: PurchaseFlow | None = None
         self._stage = _Stage.IDLE
-        self._candidates: list[tuple[bytes, str]] = []
+        self._candidates: list[tuple[bytes, str, bytes]] = []  # ADF name, label, terminal AID
+        self._configured_aid = b""
         self._tvr = bytearray(5)
         self._result = TapResult(outcome=Outcome.END_APPLICATION)
         self._terminal_values: dict[int, bytes] = {}
@@ -277,7 +310,7 @@ class Kernel:
         if not r.ok:
             raise _End(Outcome.END_APPLICATION, f"ppse-status-{r.sw:04X}")
         fci = tlv.decode(r.data)
-        listed: list[tuple[int, int, bytes, str]] = []
+        listed: list[tuple[int, int, bytes, str, bytes]] = []
         for entry in tlv.find_all(fci, 0x61):
             aid = entry.find(0x4F)
             if aid is None:
@@ -285,24 +318,25 @@ class Kernel:
             prio = entry.find(0x87)
             label = entry.find(0x50)
             card_prio = prio.value[0] & 0x0F if prio is not None and prio.value else 15
-            try:
-                term_prio = self.config.aid_priority.index(aid.value)
-            except ValueError:
+            term_prio = self.config.match_aid(aid.value)
+            if term_prio is None:
                 continue
-            if aid.value in EPURSE_AIDS and self.psam is None:
+            configured = self.config.aid_priority[term_prio]
+            if configured in EPURSE_AIDS and self.psam is None:
                 continue  # no PSAM, no e-purse purchase
             name = label.value.decode("ascii", "replace") if label is not None else ""
-            listed.append((term_prio, card_prio, aid.value, name))
+            listed.append((term_prio, card_prio, aid.value, name, configured))
         if not listed:
             raise _End(Outcome.END_APPLICATION, "no-supported-application")
         listed.sort()
-        self._candidates = [(aid, name) for _, _, aid, name in listed]
+        self._candidates = [(aid, name, configured) for _, _, aid, name, configured in listed]
         return self._select_next()
 
     def _select_next(self) -> Step:
         if not self._candidates:
             raise _End(Outcome.TRY_ANOTHER_INTERFACE, "no-application-accepted")
-        aid, label = self._candidates.pop(0)
+        aid, label, configured = self._candidates.pop(0)
+        self._configured_aid = configured
         self._result.aid = aid.hex().upper()
         self._result.label = label
         self._stage = _Stage.SELECT_AID
@@ -311,7 +345,7 @@ class Kernel:
     def _on_select_aid(self, r: ResponseApdu) -> Step:
         if not r.ok:
             return self._select_next()
-        if bytes.fromhex(self._result.aid or "") in EPURSE_AIDS and self.psam is not None:
+        if self._configured_aid in EPURSE_AIDS and self.psam is not None:
             self._flow = PurchaseFlow(self.psam, self.txn.amount,
                                       datetime_bcd(self.txn.wall_clock), self.txn.date)
             self._stage = _Stage.EPURSE
@@ -340,7 +374,7 @@ class Kernel:
             raise _End(Outcome.END_APPLICATION, "gpo-not-a-response-template")
         if nodes[0].tag == 0x80:  # format 1: AIP || AFL
             raw = nodes[0].value
-            if len(raw) < 6 or (len(raw) - 2) % 4:
+            if len(raw) < 2 or (len(raw) - 2) % 4:
                 raise _End(Outcome.END_APPLICATION, "gpo-format-1-malformed")
             self._card = {0x82: raw[:2], 0x94: raw[2:]}
         else:
@@ -351,7 +385,8 @@ class Kernel:
                 raise _End(Outcome.END_APPLICATION, f"missing-{tlv.tag_hex(tag)}")
             if size and len(self._card[tag]) != size:
                 raise _End(Outcome.END_APPLICATION, f"bad-length-{tlv.tag_hex(tag)}")
-        self._reads = _parse_afl(self._card[0x94], self.config.max_records)
+        afl = self._card.get(0x94, b"")
+        self._reads = _parse_afl(afl, self.config.max_records) if afl else []
         return self._next_read()
 
     def _next_read(self) -> Step:
@@ -460,6 +495,10 @@ class Kernel:
 
         cid = _cid(card)
         res.cid = cid
+        ctq = card.get(0x9F6C, b"")
+        res.cvm = _cvm(ctq)
+        res.issuer_update = (has_bit(ctq, CTQ_ISSUER_UPDATE)
+                             and has_bit(self.config.ttq, TTQ_ISSUER_UPDATE))
         # Processing restrictions (Book 3 §10.4): dates.
         today = self.txn.date
         expiry = _bcd_date(card.get(0x5F24))
@@ -500,6 +539,8 @@ class Kernel:
         if cid == CID_TC:
             return self._finish(Outcome.APPROVED_OFFLINE, None)
         if cid == CID_ARQC:
+            if has_bit(self.config.ttq, TTQ_OFFLINE_ONLY):
+                raise _End(Outcome.DECLINED, "online-request-on-offline-only-reader")
             return self._finish(Outcome.ONLINE_REQUEST, None)
         raise _End(Outcome.END_APPLICATION, f"unknown-cid-{cid:02X}")
 
@@ -544,7 +585,7 @@ _HANDLERS: Mapping[_Stage, Callable[[Kernel, ResponseApdu], Step]] = {
 
 
 def _parse_afl(afl: bytes, limit: int) -> list[tuple[int, int, bool]]:
-    if not afl or len(afl) % 4:
+    if len(afl) % 4:
         raise _End(Outcome.END_APPLICATION, "afl-length-not-multiple-of-4")
     reads: list[tuple[int, int, bool]] = []
     for i in range(0, len(afl), 4):
@@ -565,6 +606,14 @@ def _cid(card: Mapping[int, bytes]) -> int:
         return raw[0] & 0xC0
     iad = card.get(0x9F10, b"")  # qPBOC may leave 9F27 out: the CVR in the IAD says it
     return iad[4] & 0xC0 if len(iad) > 4 else CID_ARQC
+
+
+def _cvm(ctq: bytes) -> str | None:
+    if has_bit(ctq, CTQ_ONLINE_PIN):
+        return "online-pin"
+    if has_bit(ctq, CTQ_SIGNATURE):
+        return "signature"
+    return None
 
 
 def _pan_from_track2(track2: bytes | None) -> str | None:

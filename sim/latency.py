@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from emv.capk import load_ca_keys_cached
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import CardProfile, Holder
@@ -230,11 +232,13 @@ class ClassCalibration:
 
 
 def terminal_config(token_key: bytes, epurse: bool = False) -> TerminalConfig:
-    """The validator's kernel configuration; ``epurse``: T-Union first, then QuickPass."""
+    """The validator's kernel configuration; ``epurse``: T-Union first, then QuickPass.  The CA
+    keys are the file $TAPSIM_CA_KEYS names (``tapsim sim --ca-keys``), else the test CA."""
+    path = os.environ.get("TAPSIM_CA_KEYS")
+    keys = load_ca_keys_cached(path) if path else builtin_test_ca_keys()
     if epurse:
-        return TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key,
-                              aid_priority=EPURSE_FIRST)
-    return TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key)
+        return TerminalConfig(ca_keys=keys, token_key=token_key, aid_priority=EPURSE_FIRST)
+    return TerminalConfig(ca_keys=keys, token_key=token_key)
 
 
 def has_epurse(profile: CardProfile) -> bool:

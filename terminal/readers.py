@@ -13,6 +13,7 @@ import contextlib
 from typing import Any, Protocol, runtime_checkable
 
 from emv.card.card import VirtualCard
+from emv.card.transcript import Transcript, TranscriptError, TranscriptMiss, load_transcript
 from emv.kernel import CardRemoved
 
 
@@ -73,6 +74,34 @@ class VirtualReader:
         if self.card is None or not self._powered:
             raise CardGoneError(self.name, "no powered card in the field")
         return self.card.process(apdu)
+
+    def power_off(self) -> None:
+        self._powered = False
+
+    def close(self) -> None:
+        self.power_off()
+
+
+class TranscriptReader:
+    """A reader whose field holds a recorded card (``emv.card.transcript``): every power-on
+    replays the recording from its start; a command it lacks is a ReaderError saying so."""
+
+    def __init__(self, transcript: Transcript, name: str = "transcript") -> None:
+        self.name = name
+        self.transcript = transcript
+        self._powered = False
+
+    def power_on(self) -> bytes:
+        self._powered = True
+        return self.transcript.power_on()
+
+    def transceive(self, apdu: bytes) -> bytes:
+        if not self._powered:
+            raise CardGoneError(self.name, "no powered card in the field")
+        try:
+            return self.transcript.process(apdu)
+        except TranscriptMiss as exc:
+            raise ReaderError(self.name, str(exc)) from None
 
     def power_off(self) -> None:
         self._powered = False
@@ -171,10 +200,16 @@ class PcscReader:
 
 
 def open_reader(spec: str, card: VirtualCard | None = None) -> Reader:
-    """``virtual`` or ``pcsc[:NAME]`` (NAME: part of the reader's name) -> a reader."""
+    """``virtual``, ``pcsc[:NAME]`` (NAME: part of the reader's name) or ``transcript:FILE``
+    (a recorded card, JSON as ``emv.card.transcript`` reads it) -> a reader."""
     kind, _, name = spec.partition(":")
     if kind == "virtual":
         return VirtualReader(card, name=name or "virtual")
     if kind == "pcsc":
         return PcscReader(name)
-    raise ReaderError(spec, "reader must be 'virtual' or 'pcsc[:NAME]'")
+    if kind == "transcript" and name:
+        try:
+            return TranscriptReader(load_transcript(name), name=f"transcript:{name}")
+        except TranscriptError as exc:
+            raise ReaderError(spec, str(exc)) from None
+    raise ReaderError(spec, "reader must be 'virtual', 'pcsc[:NAME]' or 'transcript:FILE'")

@@ -33,7 +33,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--reader", "usb"], "reader must be 'virtual' or 'pcsc[:NAME]'"),
+    (["--reader", "usb"], "reader must be 'virtual', 'pcsc[:NAME]' or 'transcript:FILE'"),
     (["--broker", "http://x"], "scheme must be mqtt:// or mqtts://"),
     (["--broker", "mqtt://h:99999"], "bad port"),
     (["--broker", "mqtt://h", "--ca", "ca.pem"], "use mqtts://"),

@@ -44,17 +44,48 @@ from emv.card.image import AFL, CDOL1, FDDA_RECORD, PDOL, PPSE_NAME, AppImage, C
 from emv.card.state import CardState
 from emv.dol import split_dol_data
 from emv.epurse.application import EpurseApplication
+from emv.qualifiers import (
+    CTQ_ISSUER_UPDATE,
+    CTQ_ONLINE_PIN,
+    CTQ_SIGNATURE,
+    TTQ_CVM_REQUIRED,
+    TTQ_ISSUER_UPDATE,
+    TTQ_ODA_FOR_ONLINE,
+    TTQ_OFFLINE_ONLY,
+    TTQ_ONLINE_CRYPTOGRAM_REQUIRED,
+    TTQ_ONLINE_PIN,
+    TTQ_QPBOC,
+    TTQ_SIGNATURE,
+    has_bit,
+    with_bits,
+)
 from emv.tlv import TlvError
 
-# Pseudo-ATR of a contactless ISO 14443-4 card as PC/SC shows it (T=1).
-ATR = bytes.fromhex("3B8880010000000000718100F9")
+PDOL_DATA_SIZE = sum(entry.length for entry in PDOL)
+
+# The historical bytes of tapsim's virtual card: ASCII, naming no real product.
+HISTORICAL_BYTES = b"TAPSIM-VC01"
+
+
+def contactless_atr(historical: bytes) -> bytes:
+    """The ATR a PC/SC reader builds for an ISO 14443-4 card (PC/SC Part 3 §3.1.3.2.3):
+    3B 8n 80 01, the n historical bytes (ATS historical bytes, type A), and TCK, the XOR of
+    every byte from T0 on."""
+    if not 0 < len(historical) <= 15:
+        raise ValueError("1 to 15 historical bytes")
+    body = bytes((0x80 | len(historical), 0x80, 0x01)) + historical
+    tck = 0
+    for byte in body:
+        tck ^= byte
+    return b"\x3b" + body + bytes((tck,))
+
+
+ATR = contactless_atr(HISTORICAL_BYTES)
 
 # What the selected e-purse answers itself: INITIALIZE, DEBIT, CREDIT, GET TRANSACTION PROOF,
 # GET BALANCE, READ RECORD (its transaction log).
 EPURSE_COMMANDS = frozenset({0x50, 0x54, 0x52, 0x5A, 0x5C, READ_RECORD})
 
-# CTQ (9F6C): byte 1 0x80 online PIN required... tapsim's cards ask for nothing (transit).
-CTQ = bytes.fromhex("0080")
 
 
 def _sw(sw: int) -> bytes:
@@ -112,17 +143,26 @@ class VirtualCard:
     # --- commands -------------------------------------------------------------
 
     def _select(self, apdu: CommandApdu) -> bytes:
-        if apdu.cla != 0x00 or apdu.p1 != 0x04:
+        """SELECT by DF name (ISO 7816-4): P2 00 the first application whose AID begins with
+        the name given (a partial name selects an extended AID), P2 02 the next one after the
+        current; 6A82 when there is none (left)."""
+        if apdu.cla != 0x00 or apdu.p1 != 0x04 or apdu.p2 not in (0x00, 0x02):
             return _sw(SW.WRONG_P1P2)
+        if not apdu.data:
+            return _sw(SW.WRONG_LENGTH)
+        current = self._selected
         self._fdda_record = None
         self._epurse = None
+        self._selected = None
         if apdu.data == PPSE_NAME:
-            self._selected = None
-            return _ok(self.image.ppse_fci)
-        app = self.image.apps.get(apdu.data)
-        if app is None:
-            self._selected = None
+            return _ok(self.image.ppse_fci) if apdu.p2 == 0x00 else _sw(SW.FILE_NOT_FOUND)
+        matches = [a for aid, a in self.image.apps.items() if aid.startswith(apdu.data)]
+        if apdu.p2 == 0x02:  # next occurrence: after the current one, if it was among them
+            after = matches.index(current) + 1 if current in matches else len(matches)
+            matches = matches[after:]
+        if not matches:
             return _sw(SW.FILE_NOT_FOUND)
+        app = matches[0]
         self._selected = app
         if app.epurse is not None:
             self._epurse = EpurseApplication(app.epurse, self.state.app(app.app.aid))
@@ -137,10 +177,12 @@ class VirtualCard:
         nodes = tlv.decode(apdu.data)
         if len(nodes) != 1 or nodes[0].tag != 0x83:
             return _sw(SW.WRONG_DATA)
+        if len(nodes[0].value) != PDOL_DATA_SIZE:  # GPO without (all) its PDOL data
+            return _sw(SW.WRONG_LENGTH)
         values = split_dol_data(list(PDOL), nodes[0].value)
         ttq = values[0x9F66]
         amount = bcd_amount(values[0x9F02])
-        if not ttq[0] & 0x20:  # the reader does not support qPBOC/qVSDC
+        if not has_bit(ttq, TTQ_QPBOC):  # the reader does not support qPBOC/qVSDC
             return _sw(SW.CONDITIONS_NOT_SATISFIED)
         wants_sm = values[0xDF69] == b"\x01"
         uses_sm = app.scheme.name == "sm4" or self.image.profile.crypto.suite == "sm2"
@@ -151,11 +193,8 @@ class VirtualCard:
         st = self.state.app(app.app.aid)
         st.atc = (st.atc + 1) & 0xFFFF
         available = max(app.app.offline_spending_amount - st.offline_spent, 0)
-        offline_only_reader = bool(ttq[0] & 0x08)
-        if app.app.online_only or amount > available:
-            cid = CID_AAC if offline_only_reader else CID_ARQC
-        else:
-            cid = CID_TC
+        cid, ctq = _decide(ttq, app.app.online_only or amount > available)
+        if cid == CID_TC:
             st.offline_spent += amount
             available -= amount
         cryptogram, iad = _cryptogram(app, st.atc, values, cid)
@@ -167,16 +206,17 @@ class VirtualCard:
             (0x9F26, cryptogram), (0x9F27, bytes((cid,))), (0x9F10, iad),
             (0x57, app.track2), (0x5F34, bytes.fromhex(self.image.profile.psn)),
         ]
-        if app.oda is not None and cid != CID_AAC:
+        signs = cid == CID_TC or (cid == CID_ARQC and has_bit(ttq, TTQ_ODA_FOR_ONLINE))
+        if app.oda is not None and signs:
             card_un = hashlib.sha256(app.card_key + st.atc.to_bytes(2, "big")).digest()[:4]
-            card_auth = b"\x01" + card_un + CTQ  # 9F69: fDDA version 01 || card UN || CTQ
+            card_auth = b"\x01" + card_un + ctq  # 9F69: fDDA version 01 || card UN || CTQ
             icc_dynamic = bytes((2,)) + st.atc.to_bytes(2, "big")
             ddol_data = values[0x9F37] + values[0x9F02] + values[0x5F2A] + card_auth
             objects.append((0x9F4B, app.oda.sign_dynamic_data(icc_dynamic, ddol_data)))
             self._fdda_record = tlv.encode([(0x70, [(0x9F69, card_auth)])])
         else:
-            self._fdda_record = tlv.encode([(0x70, [(0x9F69, b"\x01" + bytes(4) + CTQ)])])
-        objects += [(0x9F6C, CTQ), (0x9F5D, amount_bcd(available))]
+            self._fdda_record = tlv.encode([(0x70, [(0x9F69, b"\x01" + bytes(4) + ctq)])])
+        objects += [(0x9F6C, ctq), (0x9F5D, amount_bcd(available))]
         return _ok(tlv.encode([(0x77, objects)]))
 
     def _read_record(self, apdu: CommandApdu) -> bytes:
@@ -189,11 +229,11 @@ class VirtualCard:
         if key == FDDA_RECORD:
             if self._fdda_record is None:
                 return _sw(SW.CONDITIONS_NOT_SATISFIED)
-            return _ok(self._fdda_record)
+            return _with_le(self._fdda_record, apdu.le)
         record = app.records.get(key)
         if record is None:
             return _sw(SW.RECORD_NOT_FOUND)
-        return _ok(record)
+        return _with_le(record, apdu.le)
 
     def _get_data(self, apdu: CommandApdu) -> bytes:
         app = self._selected
@@ -235,6 +275,45 @@ class VirtualCard:
     def _get_balance(self, apdu: CommandApdu) -> bytes:
         # The selected e-purse answers GET BALANCE itself (emv.epurse.application).
         return _sw(SW.CONDITIONS_NOT_SATISFIED)
+
+
+def _with_le(data: bytes, le: int | None) -> bytes:
+    """A READ RECORD answer as Le asks (ISO 7816-4): no Le field is a wrong length (6700); an
+    Le short of the record gets 6Cxx with the exact length, to send again; Le 00 means up to
+    256 bytes; a longer Le gets the record as it is."""
+    if le is None:
+        return _sw(SW.WRONG_LENGTH)
+    if le != 0 and le < len(data):
+        return bytes((0x6C, len(data) & 0xFF))
+    return _ok(data)
+
+
+def _decide(ttq: bytes, card_wants_online: bool) -> tuple[int, bytes]:
+    """The card's cryptogram type and CTQ from the reader's TTQ (qPBOC card risk management).
+
+    Online when the card wants it (online-only application, over its offline limit) or the
+    reader requires an online cryptogram; an offline-only reader cannot go online, so there the
+    card declines instead.  CVM required: online PIN if the reader can go online and take it
+    (which makes the tap online), else signature if the reader takes one, else decline.  An
+    ARQC tells a reader that does issuer update processing that the card supports it.
+    """
+    offline_only = has_bit(ttq, TTQ_OFFLINE_ONLY)
+    online = card_wants_online or has_bit(ttq, TTQ_ONLINE_CRYPTOGRAM_REQUIRED)
+    ctq = bytes(2)
+    if has_bit(ttq, TTQ_CVM_REQUIRED):
+        if has_bit(ttq, TTQ_ONLINE_PIN) and not offline_only:
+            ctq, online = with_bits(ctq, CTQ_ONLINE_PIN), True
+        elif has_bit(ttq, TTQ_SIGNATURE):
+            ctq = with_bits(ctq, CTQ_SIGNATURE)
+        else:
+            return CID_AAC, ctq  # no CVM the reader can do
+    if not online:
+        return CID_TC, ctq
+    if offline_only:
+        return CID_AAC, ctq
+    if has_bit(ttq, TTQ_ISSUER_UPDATE):
+        ctq = with_bits(ctq, CTQ_ISSUER_UPDATE)
+    return CID_ARQC, ctq
 
 
 def _cryptogram(app: AppImage, atc: int, values: dict[int, bytes], cid: int) -> tuple[bytes, bytes]:

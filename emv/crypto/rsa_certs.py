@@ -22,7 +22,9 @@ Layouts (N = length in bytes of the signing key's modulus):
   ``6A 04 | PAN 10 (F padded) | expiry 2 | serial 3 | 01 | 01 | N_IC 1 | exp len 1 |
   ICC modulus or its leftmost N_I-42 bytes | SHA-1 20 | BC``;
 * SDAD (format 05), N = N_IC:
-  ``6A 05 | hash algo 01 | L_DD 1 | ICC dynamic data L_DD | BB x (N_IC-L_DD-25) | SHA-1 20 | BC``.
+  ``6A 05 | hash algo 01 | L_DD 1 | ICC dynamic data L_DD | BB x (N_IC-L_DD-25) | SHA-1 20 | BC``;
+  Visa's fDDA signs the same layout with format byte 95 (kernels of the schemes in a
+  terminal's priority list accept both; qPBOC cards sign 05).
 
 The hash covers everything between header and hash, then the remainder and the exponent
 (certificates), the static data (ICC certificate) or the DDOL data (SDAD).
@@ -56,6 +58,8 @@ PAD = 0xBB
 FORMAT_ISSUER = 0x02
 FORMAT_ICC = 0x04
 FORMAT_SDAD = 0x05
+FORMAT_SDAD_VISA_FDDA = 0x95  # Visa fDDA (VCPS): the 05 layout under its own format byte
+SDAD_FORMATS = (FORMAT_SDAD, FORMAT_SDAD_VISA_FDDA)
 HASH_SHA1 = 0x01
 PK_RSA = 0x01
 HASH_BYTES = 20
@@ -262,7 +266,7 @@ def _check_rid_index(rid: bytes, index: int) -> None:
 # --- shared helpers ----------------------------------------------------------------------------
 
 
-def _recover(key: RsaPublicKey, block: bytes, what: str, fmt: int) -> bytes:
+def _recover(key: RsaPublicKey, block: bytes, what: str, fmt: int | tuple[int, ...]) -> bytes:
     """Book 2 steps common to every block: length, recovery, trailer, header, format."""
     if len(block) != key.size:
         raise CertificateError(
@@ -276,9 +280,11 @@ def _recover(key: RsaPublicKey, block: bytes, what: str, fmt: int) -> bytes:
         raise CertificateError("bad-trailer", what, f"ends {recovered[-1]:02X}, expected BC")
     if recovered[0] != HEADER:
         raise CertificateError("bad-header", what, f"starts {recovered[0]:02X}, expected 6A")
-    if recovered[1] != fmt:
+    allowed = fmt if isinstance(fmt, tuple) else (fmt,)
+    if recovered[1] not in allowed:
+        expected = " or ".join(f"{f:02X}" for f in allowed)
         raise CertificateError(
-            "bad-format", what, f"format {recovered[1]:02X}, expected {fmt:02X}"
+            "bad-format", what, f"format {recovered[1]:02X}, expected {expected}"
         )
     return recovered
 
@@ -533,8 +539,11 @@ def recover_icc_key(
 # --- signed dynamic application data (tag 9F4B) ------------------------------------------------
 
 
-def sign_dynamic_data(icc_key: RsaPrivateKey, icc_dynamic_data: bytes, ddol_data: bytes) -> bytes:
-    """The SDAD (format 05) over the ICC dynamic data and the terminal's DDOL data."""
+def sign_dynamic_data(icc_key: RsaPrivateKey, icc_dynamic_data: bytes, ddol_data: bytes,
+                      *, fmt: int = FORMAT_SDAD) -> bytes:
+    """The SDAD (format 05, or Visa fDDA's 95) over the ICC dynamic data and the DDOL data."""
+    if fmt not in SDAD_FORMATS:
+        raise RsaInputError(f"SDAD format must be 05 or 95, got {fmt:02X}")
     n_ic = icc_key.public.size
     room = n_ic - SDAD_OVERHEAD
     if len(icc_dynamic_data) > room:
@@ -542,7 +551,7 @@ def sign_dynamic_data(icc_key: RsaPrivateKey, icc_dynamic_data: bytes, ddol_data
             f"ICC dynamic data of {len(icc_dynamic_data)} bytes exceeds {room} for this key"
         )
     body = (
-        bytes([FORMAT_SDAD, HASH_SHA1, len(icc_dynamic_data)])
+        bytes([fmt, HASH_SHA1, len(icc_dynamic_data)])
         + icc_dynamic_data
         + bytes([PAD]) * (room - len(icc_dynamic_data))
     )
@@ -550,12 +559,13 @@ def sign_dynamic_data(icc_key: RsaPrivateKey, icc_dynamic_data: bytes, ddol_data
 
 
 def verify_dynamic_data(icc_public: RsaPublicKey, sdad: bytes, ddol_data: bytes) -> bytes:
-    """Check an SDAD (Book 2 §6.5.2) and give the ICC dynamic data it carries."""
+    """Check an SDAD (Book 2 §6.5.2; format 05 or Visa fDDA's 95) and give the ICC dynamic
+    data it carries."""
     what = SDAD
     n_ic = icc_public.size
     if n_ic <= SDAD_OVERHEAD:
         raise CertificateError("wrong-length", what, f"ICC modulus of {n_ic} bytes is too short")
-    recovered = _recover(icc_public, sdad, what, FORMAT_SDAD)
+    recovered = _recover(icc_public, sdad, what, SDAD_FORMATS)
     if recovered[2] != HASH_SHA1:
         raise CertificateError("bad-algorithm", what, f"hash algorithm {recovered[2]:02X}, want 01")
     l_dd = recovered[3]

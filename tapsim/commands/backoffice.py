@@ -48,6 +48,7 @@ from fare.samples import sample_feed_path
 from issuer.errors import IssuerError
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
+from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
@@ -160,6 +161,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
+    add_ca_keys_option(p)
     p.set_defaults(func=replay_main)
     register_run(bs)
 
@@ -236,6 +238,7 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
             bar.update(task, completed=done, total=total)
 
         replay = Replay(core, feed, cards, token_key=token_key(), batch=args.batch,
+                        ca_keys=resolve_ca_keys(args.ca_keys),
                         progress=progress)  # fmt: skip
         return replay.run(taps_file, source=source, until=until)
 

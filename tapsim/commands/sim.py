@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tapsim.cakeys import CA_KEYS_ENV, add_ca_keys_option, resolve_ca_keys
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "and K, not on --workers")
     p.add_argument("--servers", type=int, default=2, metavar="C",
                    help="back-office servers per shard (default 2)")
+    add_ca_keys_option(p)
     p.add_argument("--recalibrate", action="store_true",
                    help="measure the kernel again instead of reusing the stored calibration")
     p.set_defaults(func=main)
@@ -74,6 +76,9 @@ def main(args: argparse.Namespace) -> int:
     from sim.report import summary_rows, write  # noqa: PLC0415
     from sim.simulate import simulate  # noqa: PLC0415
 
+    if args.ca_keys is not None:  # checked here; the shards' kernels read it from the environment
+        resolve_ca_keys(args.ca_keys)
+        os.environ[CA_KEYS_ENV] = str(args.ca_keys.resolve())
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise UserError("--workers must be at least 1")

@@ -27,7 +27,8 @@ from emv.kernel import (
     TransactionInput,
     run,
 )
-from emv.oda import builtin_test_ca_keys
+from emv.oda import CaKeys, builtin_test_ca_keys
+from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.errors import UserError
 from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
 
@@ -63,8 +64,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Run the contactless kernel against a virtual card. The card's counters "
                     "persist between taps (see --state).",
     )
-    p.add_argument("--card", required=True, metavar="NAME|PATH",
-                   help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--card", metavar="NAME|PATH",
+                        help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
+    source.add_argument("--transcript", type=Path, metavar="FILE",
+                        help="replay a recorded card: JSON [{\"c\": hex, \"r\": hex}, ...] (the "
+                             "shape --json --trace prints); the amount, date, unpredictable "
+                             "number, TTQ, country and currency are the recording's")
     p.add_argument("--amount", type=int, default=200, metavar="FEN",
                    help="amount in minor units (default 200 = 2.00 CNY)")
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
@@ -78,15 +84,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                    help="the validator's first choice; epurse: T-Union e-purse with a TEST PSAM "
                         "(its serial persists beside the card state), QuickPass if it is short")
+    add_ca_keys_option(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="show every APDU exchanged, decoded (PANs masked)")
+    p.add_argument("--record", type=Path, default=None, metavar="FILE",
+                   help="write the exchange, unmasked, to FILE as a transcript --transcript "
+                        "replays (it holds the card's PAN: keep it like the card)")
     p.set_defaults(func=main)
 
 
 def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
              state: CardState | None = None, trace: list[Exchange] | None = None,
-             psam: Psam | None = None) -> tuple[TapResult, CardState]:
+             psam: Psam | None = None, ca_keys: CaKeys | None = None,
+             ) -> tuple[TapResult, CardState]:
     """Personalise (cached), tap once, give the result and the card's new state."""
     try:
         profile = load_profile(card_name)
@@ -94,7 +105,8 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
         raise UserError(str(exc)) from None
     card = VirtualCard(personalise(profile), state)
     card.power_on()
-    config = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(), sm_supported=sm,
+    keys = ca_keys if ca_keys is not None else builtin_test_ca_keys()
+    config = TerminalConfig(ca_keys=keys, token_key=token_key(), sm_supported=sm,
                             aid_priority=EPURSE_FIRST if psam is not None else QUICKPASS_FIRST)
     now = dt.datetime.now().astimezone()
     try:
@@ -107,6 +119,35 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
     return result, card.state
 
 
+REPLAY_PRIORITY = (*QUICKPASS_FIRST, bytes.fromhex("A0000000031010"))
+"""What a replayed card may be: UnionPay QuickPass, then Visa (qVSDC answers GPO as qPBOC)."""
+
+
+def transcript_tap(path: Path, date: dt.date, amount: int, *, sm: bool = True,
+                   trace: list[Exchange] | None = None, ca_keys: CaKeys | None = None,
+                   ) -> TapResult:
+    """Run the kernel once on a recorded card (``emv.card.transcript``)."""
+    from emv.card.transcript import TranscriptError, TranscriptMiss, load_transcript  # noqa: PLC0415
+
+    try:
+        transcript = load_transcript(path)
+    except TranscriptError as exc:
+        raise UserError(str(exc)) from None
+    base = TerminalConfig(ca_keys=ca_keys if ca_keys is not None else builtin_test_ca_keys(),
+                          token_key=token_key(), sm_supported=sm, aid_priority=REPLAY_PRIORITY,
+                          partial_aids=frozenset(REPLAY_PRIORITY))
+    txn = TransactionInput(amount=amount, date=date, unpredictable_number=bytes(4))
+    try:
+        config, txn = transcript.replay_inputs(base, txn)
+    except ValueError as exc:
+        raise UserError(f"{path}: the recorded GPO data: {exc}") from None
+    transcript.power_on()
+    try:
+        return run(Kernel(config, txn), transcript.process, trace)
+    except TranscriptMiss as exc:
+        raise UserError(str(exc)) from None
+
+
 def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, Any]:
     out: dict[str, Any] = {k: (v.value if isinstance(v, Outcome) else v)
                            for k, v in vars(result).items()}
@@ -116,24 +157,41 @@ def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, An
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
-
     if args.amount < 0:
         raise UserError("--amount must not be negative")
     date = args.date or dt.date.today()
+    trace: list[Exchange] | None = [] if args.trace or args.record else None
+    if args.transcript is not None:
+        result = transcript_tap(args.transcript, date, args.amount, sm=not args.no_sm,
+                                trace=trace, ca_keys=resolve_ca_keys(args.ca_keys))
+        return _show(args, result, trace)
     state_path: Path | None = None
     if not args.fresh:
         state_path = args.state or card_state_path(args.card)
     state = load_card_state(state_path)
-    trace: list[Exchange] | None = [] if args.trace else None
     psam_path = state_path.with_name("psam.json") if state_path is not None else None
     psam = load_psam(psam_path) if args.prefer == "epurse" else None
     result, new_state = tap_once(args.card, args.amount, date, sm=not args.no_sm,
-                                 state=state, trace=trace, psam=psam)
+                                 state=state, trace=trace, psam=psam,
+                                 ca_keys=resolve_ca_keys(args.ca_keys))
     if psam is not None and psam_path is not None:
         save_psam(psam, psam_path)
     if state_path is not None:
         save_card_state(new_state, state_path)
+    return _show(args, result, trace)
+
+
+def _show(args: argparse.Namespace, result: TapResult, trace: list[Exchange] | None) -> int:
+    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+
+    if args.record is not None and trace is not None:
+        recording = [{"c": e.command.hex().upper(), "r": e.response.hex().upper()} for e in trace]
+        try:
+            args.record.write_text(json.dumps(recording, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"{args.record}: cannot write the recording ({exc.strerror})") from None
+    if not args.trace:
+        trace = None
     if args.json:
         print(json.dumps(result_dict(result, trace)))
         return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1

@@ -19,8 +19,8 @@ from emv.card.image import personalise
 from emv.card.profile import ProfileError, load_profile
 from emv.card.state import CardState
 from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
-from emv.oda import builtin_test_ca_keys
 from fare.concessions import AgeRule
+from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
@@ -47,9 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Tap cards on a reader, decide locally (deny list, duplicates, concession), "
                     "journal every tap durably before showing its outcome, and publish the "
                     "journal to the back office over MQTT (QoS 1). One line per tap on stdout.")
-    run.add_argument("--reader", default="virtual", metavar="virtual|pcsc[:NAME]",
-                     help="the in-process virtual card, or a PC/SC reader whose name contains "
-                          "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd)")
+    run.add_argument("--reader", default="virtual", metavar="virtual|pcsc[:NAME]|transcript:FILE",
+                     help="the in-process virtual card, a PC/SC reader whose name contains "
+                          "NAME (e.g. pcsc:'Virtual PCD 00 00' for a card served over vpcd), or "
+                          "a recorded card replayed from FILE (JSON, as `tapsim tap --transcript`)")
     run.add_argument("--card", default="sscard3", metavar="NAME|PATH",
                      help="the virtual card in the field (virtual reader; default sscard3); "
                           "its counters persist like `tapsim tap`'s")
@@ -87,6 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="at start, drop taps sent more than DAYS ago from the journal "
                           "(default 7)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
+    add_ca_keys_option(run)
     run.add_argument("--json", action="store_true", help="one JSON object per tap")
     run.add_argument("-v", "--verbose", action="store_true", help="log the link to stderr")
     run.set_defaults(func=main)
@@ -200,7 +202,7 @@ async def _run(args: argparse.Namespace) -> int:
         psam_file = path.with_name(path.name + ".psam.json")
         psam = load_psam(psam_file) if args.prefer == "epurse" else None
         validator = Validator(
-            config, TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=token_key(),
+            config, TerminalConfig(ca_keys=resolve_ca_keys(args.ca_keys), token_key=token_key(),
                                    sm_supported=not args.no_sm,
                                    aid_priority=EPURSE_FIRST if psam else QUICKPASS_FIRST),
             journal, deny_list,
