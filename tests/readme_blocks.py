@@ -48,14 +48,6 @@ class Command:
     line: int
     background: bool
 
-    def program(self) -> str:
-        """The command's first word after any ``NAME=value`` assignments."""
-        words = re.findall(r"(?:\$\([^)]*\)|\"[^\"]*\"|'[^']*'|\S)+", self.code)
-        for word in words:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", word):
-                return word
-        return ""
-
 
 def readme_paths() -> list[Path]:
     """README.md and every package's README.md that git tracks (relative paths)."""

@@ -76,7 +76,6 @@ class Ctx:
     port: int
     where: str
     seen: dict[str, Ran] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 Check = Callable[[Ran, Ctx], None]
@@ -292,7 +291,6 @@ def issued(ran: Ran, ctx: Ctx) -> None:
     assert re.match(r"issued \d{6}\*{9}\d{4} at ICBC", ran.stdout), ran.describe()
     m = re.search(r"--db (?:sqlite:///)?(\S+)", ran.code)
     _db(ctx, m.group(1) if m else "tapsim.db")
-    ctx.seen["issued"] = ran
 
 
 def account_show(ran: Ran, ctx: Ctx) -> None:
@@ -638,3 +636,12 @@ def test_readme_report(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print("\nREADME lines not run as written (tests/test_readme.py):\n  "
               + "\n  ".join(rows))
+
+
+def test_commands_are_split_as_a_reader_pastes_them() -> None:
+    body = ["# a comment line", "", "a --x 1 \\", "  --y '#not a comment' # {\"k\"}",
+            "b & # in the background", "c && d", "e#f"]
+    fence = Fence(Path("X.md"), 1, "sh", tuple((i + 2, t) for i, t in enumerate(body)))
+    got = [(c.code, c.line, c.background) for c in commands(fence)]
+    assert got == [("a --x 1 --y '#not a comment'", 4, False), ("b", 6, True),
+                   ("c && d", 7, False), ("e#f", 8, False)]
