@@ -1,4 +1,12 @@
-"""`tapsim terminal run`: a validator on a reader, with its journal and MQTT link."""
+"""`tapsim terminal run`: a validator on a reader, with its journal and MQTT link.
+
+The virtual reader keeps its one card in the field, so its taps are the same card a moment
+apart, which the duplicate rule (``--duplicate-window``, 30 s) rightly refuses as "Already
+tapped".  A demonstration of N rides says ``--duplicate-window 0`` (README.md does); the
+default stays the same for every reader, since a validator must decide the same way whatever
+reads the card.  The stop and route default to the sample feed ``city``'s (S01, route 1), the
+back office's default feed, so a default validator's taps are priced.
+"""
 
 from __future__ import annotations
 
