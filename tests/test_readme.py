@@ -369,6 +369,11 @@ def vpcd_card_ready(service: Service, ctx: Ctx) -> bool:
     return True
 
 
+def card_served(ran: Ran, ctx: Ctx) -> None:
+    m = re.search(r"served (\d+) APDUs over (\d+) connection", ran.stderr)
+    assert m and int(m.group(1)) > 0, ran.describe()
+
+
 def backoffice_stopped(ran: Ran, ctx: Ctx) -> None:
     assert ran.returncode == 0, ran.describe()
     assert "taps ingested" in ran.stdout, ran.describe()
@@ -420,7 +425,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^mosquitto -c ", ready=mosquitto_ready, needs="mosquitto"),
     Rule(r"tapsim backoffice run ", backoffice_stopped, ready=backoffice_ready),
     Rule(r"tapsim terminal run --broker .* --taps 10", terminal_taps),
-    Rule(r"^tapsim card serve \S+ --vpcd", ready=vpcd_card_ready, needs="pcscd"),
+    Rule(r"^tapsim card serve \S+ --vpcd", card_served, ready=vpcd_card_ready, needs="pcscd"),
     Rule(r"^tapsim terminal run --reader \"pcsc:", terminal_pcsc, needs="pcscd"),
 )
 
