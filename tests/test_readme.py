@@ -444,8 +444,10 @@ def validator_block(ctx: Ctx) -> None:
     db = _db(ctx, "bo.db")
     rows = db.execute("SELECT validator_id, stop_id, route_id FROM taps").fetchall()
     assert rows == [("bus-001", "S01", "1")] * 10
-    assert db.execute("SELECT count(*) FROM rejects").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM deny_list").fetchone()[0] == 0
+    rejects = db.execute("SELECT field, reason FROM rejects").fetchall()
+    assert not rejects, f"taps the back office rejected: {rejects}"
+    denied = db.execute("SELECT reason FROM deny_list").fetchall()
+    assert not denied, f"the card was deny-listed (codes {denied}): not issued into bo.db?"
     codes = {c for (c,) in db.execute("SELECT code FROM iss_auths")}
     assert codes == {"00"}, codes  # the card's bank approved its account verification
 
