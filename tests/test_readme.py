@@ -29,7 +29,9 @@ that CI containers often lack; the test prints the port it used.
 ``./dev demo`` and ``./dev test`` (they set up the machine; ``./dev test`` runs this file),
 the 10 M-tap day and the simulation benchmarks (minutes; benchmarks/ measures them), and the
 other ``tapsim sim`` lines with ``--hours 1`` appended (every flag still taken; the full
-default day runs once, as ``tapsim sim``).  Lines that need a service missing here (pcscd
+default day runs once, as ``tapsim sim``).  A simulation line whose arguments tapsim's own
+parser reads the same as one already run and checked (sim/README.md repeats README.md's,
+spelling out defaults or redirecting the output) is not run twice (``memo``, ``_invocation``).  Lines that need a service missing here (pcscd
 with vpcd) are skipped with the reason, after the rest of their block has run and been
 checked.  ``test_readme_report`` prints this list with the README lines it covers.
 """
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import socket
 import sqlite3
 import time
@@ -93,7 +96,7 @@ class Rule:
     smaller: str = ""  # arguments appended: the same command, a shorter run
     ready: Ready | None = None  # a service: started, waited for, stopped at the block's end
     needs: str = ""  # a fixture of a service (pcscd)
-    memo: bool = False  # the same command line in another block: its result is reused
+    memo: bool = False  # the same invocation in another block was run and checked there
 
 
 # -- placeholders: the files a README's reader brings ----------------------------------------
@@ -173,6 +176,10 @@ def tap_json_trace(ran: Ran, ctx: Ctx) -> None:
     out = json.loads(ran.stdout)
     assert out["outcome"] == "approved-offline" and out["oda"] == "fdda-rsa"
     assert out["apdus"] and {"c", "r"} <= set(out["apdus"][0])
+    # the fields README.md lists for `tapsim tap --json`
+    assert {"outcome", "reason", "aid", "label", "oda", "oda_ok", "atc", "cid", "cryptogram",
+            "iad", "pan_masked", "pan_token", "tvr", "available_offline", "ac_data",
+            "apdus"} <= set(out)
     assert _pan("sscard3") not in ran.stdout  # masked in the APDUs too
     tap_approved_json_atc(ran, ctx)
 
@@ -401,8 +408,8 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim sim --buses 20000", not_run="the 10 M-tap day: about 8 minutes on 2 cores "
          "(benchmarks/test_bench_sim.py with TAPSIM_SIM_BENCH_BUSES=20000 measures it); a "
          "shorter day of 20,000 buses from 05:00 has next to no riders"),
-    Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER),
-    Rule(r"^tapsim sim --city synthetic:", sim_synthetic_json, smaller=SIM_SMALLER),
+    Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER, memo=True),
+    Rule(r"^tapsim sim --city synthetic:", sim_synthetic_json, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city \S+\.zip --fidelity full", sim_full, smaller=SIM_SMALLER),
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
@@ -580,7 +587,20 @@ def _need(service: str, request: pytest.FixtureRequest, unavailable: dict[str, s
     return ""
 
 
-_MEMO: dict[str, str] = {}  # command -> where it ran and passed its check
+_MEMO: dict[str, str] = {}  # invocation -> where it ran and passed its check
+
+
+def _invocation(code: str) -> str:
+    """What tapsim's own parser makes of ``code``'s arguments, the shell's ``> FILE`` aside:
+    `tapsim sim --buses 480 ...` and `tapsim sim --city lanshan --hours 18 --buses 480 ...`
+    are one invocation (lanshan and 18 h are the defaults)."""
+    from tapsim.cli import build_parser
+
+    argv = shlex.split(re.sub(r"\s>\s*\S+", " ", code))
+    assert argv[0] == "tapsim", code
+    args = vars(build_parser().parse_args(argv[1:]))
+    args.pop("func", None)
+    return repr(sorted(args.items()))
 
 
 def _run_one(command: Command, rule: Rule | None, ctx: Ctx) -> None:
@@ -596,9 +616,10 @@ def _run_one(command: Command, rule: Rule | None, ctx: Ctx) -> None:
             ready = rule.ready
             clone.wait_until(service, lambda s: ready(s, ctx))
         return
-    if rule is not None and rule.memo and code in _MEMO:
-        # a pure command (the simulation of one seed): run and checked there, same result
-        print(f"  {code}: run and checked at {_MEMO[code]}")
+    key = _invocation(code) if rule is not None and rule.memo else ""
+    if key in _MEMO:
+        # the simulation of one seed is a pure function of its arguments: same result
+        print(f"  {code}: the same invocation ran and was checked at {_MEMO[key]}")
         return
     started = time.monotonic()
     ran = clone.run(command, code, TIMEOUT_S)
@@ -608,8 +629,8 @@ def _run_one(command: Command, rule: Rule | None, ctx: Ctx) -> None:
     assert TRACEBACK not in ran.stderr, ran.describe()
     if rule is not None and rule.check is not None:
         rule.check(ran, ctx)
-    if rule is not None and rule.memo:
-        _MEMO[code] = f"{ctx.where} line {command.line}"
+    if key:
+        _MEMO[key] = f"{ctx.where} line {command.line}"
 
 
 # -- the list itself ---------------------------------------------------------------------------
