@@ -26,14 +26,15 @@ broker URLs read ``:N``.  A private network namespace would keep 1883 but needs 
 that CI containers often lack; the test prints the port it used.
 
 **Not run, or run smaller** (``RULES``, ``not_run`` / ``smaller``, each with its reason):
-``./dev demo`` and ``./dev test`` (they set up the machine; ``./dev test`` runs this file),
-the 10 M-tap day and the simulation benchmarks (minutes; benchmarks/ measures them), and the
-other ``tapsim sim`` lines with ``--hours 1`` appended (every flag still taken; the full
-default day runs once, as ``tapsim sim``).  A simulation line whose arguments tapsim's own
-parser reads the same as one already run and checked (sim/README.md repeats README.md's,
-spelling out defaults or redirecting the output) is not run twice (``memo``, ``_invocation``).  Lines that need a service missing here (pcscd
-with vpcd) are skipped with the reason, after the rest of their block has run and been
-checked.  ``test_readme_report`` prints this list with the README lines it covers.
+``./dev demo`` and ``./dev test`` (they set up the machine; ``./dev test`` runs this file), the
+10 M-tap day and the simulation benchmarks (minutes; benchmarks/ measures them), and the other
+``tapsim sim`` lines with ``--hours 1`` appended (every flag still taken; the full default day
+runs once, as ``tapsim sim``). A simulation line whose arguments tapsim's own parser reads the
+same as one already run and checked (sim/README.md repeats README.md's, spelling out defaults
+or redirecting the output) is not run twice (``memo``, ``_invocation``). Lines that need a
+service missing here (pcscd with vpcd) are skipped with the reason, after the rest of their
+block has run and been checked. ``test_readme_report`` prints this list with the README lines
+it covers.
 """
 
 from __future__ import annotations
