@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from backoffice.storage.base import StorageError, StorageUnavailableError, redact
+from backoffice.storage.urls import is_sqlite, parse_sqlite_url
 
 
 class WriterLockError(StorageError):
@@ -37,17 +38,17 @@ class WriterLock:
         self._conn: Any = None
 
     def acquire(self) -> WriterLock:
-        if self.url.startswith("sqlite://"):
+        if is_sqlite(self.url):
             self._sqlite()
         else:
             self._postgres()
         return self
 
     def _sqlite(self) -> None:
-        path = self.url[len("sqlite://"):].partition("?")[0]
-        if path in (":memory:", "/:memory:"):
+        parsed = parse_sqlite_url(self.url)
+        if parsed.in_memory:
             return  # a private in-memory database has no other writer
-        lock = Path(path + ".writer.lock")
+        lock = Path(parsed.path + ".writer.lock")
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:

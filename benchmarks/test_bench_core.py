@@ -48,7 +48,7 @@ from backoffice.fare_pricer import FarePricer
 from backoffice.policy import AggregationPolicy, BackOfficeConfig
 from backoffice.pricing import FlatFarePricer, Pricer
 from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageUnavailableError, open_store
+from backoffice.storage import SqlStore, StorageUnavailableError, open_store, sqlite_url
 from backoffice.taps import Action, TapRecord
 from fare.gtfs import load_feed
 from fare.model import Feed
@@ -289,7 +289,7 @@ def _durable(
 
 def test_bench_core_durable_sqlite(benchmark: Any, tmp_path: Path) -> None:
     def make() -> tuple[SqlStore, Callable[[], None]]:
-        store = open_store(f"sqlite://{tmp_path / uuid.uuid4().hex}.db")
+        store = open_store(sqlite_url(f"{tmp_path / uuid.uuid4().hex}.db"))
         return store, store.close
 
     rate, p99 = _durable(benchmark, make)

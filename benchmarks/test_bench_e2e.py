@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from backoffice.storage.urls import sqlite_url
 from tests.fixtures.backoffice import bench_pans, issue_pans, journal_accepted
 from tests.fixtures.mosquitto import Broker, broker_factory, mosquitto  # noqa: F401
 from tests.fixtures.terminal import TOKEN_KEY
@@ -212,7 +213,7 @@ def _committed(url: str, want: set[str], timeout: float = 60.0) -> float:
 @pytest.mark.service
 def test_tap_to_ledger_latency_at_500_taps_per_second(benchmark: Any, mosquitto: Broker,  # noqa: F811
                                                       tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / 'bo.db')
     for i in range(VALIDATORS):
         issue_pans(url, TOKEN_KEY, PROFILE, bench_pans(pan_prefix(i + 1), CARDS_PER_VALIDATOR))
     bo = BackOffice(mosquitto, url, tmp_path / "stats.json")
@@ -248,7 +249,7 @@ def test_tap_to_ledger_latency_at_500_taps_per_second(benchmark: Any, mosquitto:
 @pytest.mark.service
 def test_taps_per_second_from_one_validator_process(benchmark: Any, mosquitto: Broker,  # noqa: F811
                                                     tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / 'bo.db')
     issue_pans(url, TOKEN_KEY, PROFILE, bench_pans(pan_prefix(1), CARDS_PER_VALIDATOR))
     bo = BackOffice(mosquitto, url, tmp_path / "stats.json")
     n = 3000

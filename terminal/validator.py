@@ -67,6 +67,12 @@ DEFAULT_FARE_MEDIA: Mapping[str, str] = MappingProxyType({
     "A000000632010105": "tunion-epurse",
 })
 
+# A stop and route of the shipped sample fare feed `city` (fare/samples/city: stop S01 on
+# route 1), the back office's default feed, so a validator left on its defaults sends taps
+# the back office can price.
+SAMPLE_STOP = "S01"
+SAMPLE_ROUTE = "1"
+
 
 @dataclass(frozen=True)
 class ValidatorConfig:
@@ -74,8 +80,8 @@ class ValidatorConfig:
 
     validator_id: str
     operator_id: str = "OP1"
-    stop_id: str = "STOP1"
-    route_id: str = "ROUTE1"
+    stop_id: str = SAMPLE_STOP
+    route_id: str = SAMPLE_ROUTE
     action: Action = Action.TAP
     amount: int = 200  # the nominal fare the kernel offers the card (fen)
     currency: str = "CNY"

@@ -20,7 +20,7 @@ import pytest
 from backoffice.engine import BackOffice
 from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
 from backoffice.pricing import FlatFarePricer
-from backoffice.storage import SqlStore, StorageUnavailableError, open_store
+from backoffice.storage import SqlStore, StorageUnavailableError, open_store, sqlite_url
 from backoffice.taps import Action, TapRecord
 from emv.appdata import ac_input
 from emv.crypto.cryptogram import scheme
@@ -189,7 +189,7 @@ def pg_unavailable(reason: str) -> None:
 def backend_url(backend: str, tmp_path: Path) -> tuple[str, str | None]:
     """A URL for a fresh database of ``backend`` (and the PG schema to drop afterwards)."""
     if backend == "sqlite":
-        return f"sqlite://{tmp_path / 'core.db'}", None
+        return sqlite_url(tmp_path / 'core.db'), None
     schema = "t_" + uuid.uuid4().hex[:16]
     base = pg_base_url()
     sep = "&" if "?" in base else "?"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from backoffice.storage import StorageUnavailableError, open_store
+from backoffice.storage import StorageUnavailableError, open_store, sqlite_url
 from tapsim.cli import main
 from tests.core_fixtures import backend_url, drop_schema, pg_unavailable
 
@@ -149,7 +149,7 @@ def test_the_sample_story_in_json(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 0
     check_sample_story(r)
     assert "taps.csv:17: stop_id: unknown stop 'S99' (kept as a reject)" in err
-    store = open_store(f"sqlite://{tmp_path / 'core.db'}")
+    store = open_store(sqlite_url(tmp_path / 'core.db'))
     try:
         rejects = store.rejects()
         assert {r.field for r in rejects} == {"time", "stop_id"}
@@ -445,7 +445,7 @@ def test_the_replay_reports_progress_batch_by_batch(tmp_path: Path) -> None:
 
     feed = load_feed(sample_feed_path("city"))
     cards = load_cards(str(SAMPLES / "cards.toml"))
-    store = open_store(f"sqlite://{tmp_path / 'p.db'}")
+    store = open_store(sqlite_url(tmp_path / 'p.db'))
     try:
         keys = key_store(TEST_KEK, cards.profiles())
         core = TransactionCore(store, FarePricer(feed), keys, cards.banks, DEMO_TOKEN_KEY,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from tapsim.cli import main
 
 AT = "2025-03-01T10:00:00+08:00"
@@ -17,7 +17,7 @@ AT = "2025-03-01T10:00:00+08:00"
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    return f"sqlite://{tmp_path / 'bank.db'}"
+    return sqlite_url(tmp_path / 'bank.db')
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
@@ -188,7 +188,7 @@ def test_bad_branch_requests(capsys: pytest.CaptureFixture[str], db: str,
                 "--at", "2025-03-01 10:00")  # fmt: skip
     assert "--at '2025-03-01 10:00' has no UTC offset" in err
     err = fails(capsys, "account", "show", "--db", "sqlite://relative.db", "--card", "x")
-    assert "sqlite URL must be sqlite:///absolute/path" in err
+    assert "names a host 'relative.db': write sqlite:///relative/path.db" in err
     monkeypatch.setenv("TAPSIM_KEK", "not hex")
     err = fails(capsys, "card", "issue", "--db", db, "--profile", "sscard3")
     assert "TAPSIM_KEK must be hex" in err

@@ -27,7 +27,7 @@ from backoffice.consumer_map import (
     scrub_text,
 )
 from backoffice.records import DenyEventRow
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from backoffice.taps import Action, TapRecord
 from fare.samples import sample_feed_path
 from tests.fixtures.terminal import rig
@@ -182,7 +182,7 @@ def test_a_netted_delta_always_applies_to_the_list_it_came_from(ops: list[tuple[
 
 
 def test_book_versions_follow_the_cores_deny_events(tmp_path: Path) -> None:
-    store = open_store(f"sqlite://{tmp_path / 'bo.db'}")
+    store = open_store(sqlite_url(tmp_path / 'bo.db'))
     key = generate_signing_key()
     verifier = Verifier(key.public_key())
     clock = lambda: dt.datetime(2026, 3, 2, tzinfo=dt.UTC)  # noqa: E731
@@ -209,7 +209,7 @@ def test_book_versions_follow_the_cores_deny_events(tmp_path: Path) -> None:
 
 
 def test_fare_version_moves_only_when_the_feed_changes(tmp_path: Path) -> None:
-    store = open_store(f"sqlite://{tmp_path / 'bo.db'}")
+    store = open_store(sqlite_url(tmp_path / 'bo.db'))
     t1 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     city = feed_digest(sample_feed_path("city"))
     first = fare_version(store, "city", city, t1)

@@ -17,9 +17,12 @@ from backoffice.storage import (
     SqlStore,
     StorageError,
     StorageUnavailableError,
+    database_url,
     open_store,
     redact,
+    sqlite_url,
 )
+from backoffice.storage.urls import parse_sqlite_url
 from backoffice.taps import tap_to_mapping
 from issuer.models import HoldStatus
 from tests.core_fixtures import (
@@ -237,15 +240,40 @@ def test_database_keys_refuse_a_double_charge(store_url: tuple[SqlStore, str]) -
 def test_urls_and_unreachable_databases() -> None:
     with pytest.raises(StorageError, match="unsupported"):
         open_store("mysql://x")
-    with pytest.raises(StorageError, match="three slashes"):
+    with pytest.raises(StorageError, match=r"names a host 'relative\.db'"):
         open_store("sqlite://relative.db")
     with pytest.raises(StorageError, match="unknown option"):
-        open_store("sqlite:///tmp/x.db?fast=1")
+        open_store("sqlite:////tmp/x.db?fast=1")
     with pytest.raises(StorageUnavailableError, match="does not exist"):
-        open_store("sqlite:///no/such/dir/x.db")
+        open_store("sqlite:////no/such/dir/x.db")
     with pytest.raises(StorageUnavailableError) as info:
         open_store("postgresql://bob:s3cret@127.0.0.1:1/test?connect_timeout=1")
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
     assert redact("postgresql://u:p@h/db") == "postgresql://u:***@h/db"
     with pytest.raises(StorageError, match="identifier"):
         open_store("postgresql://127.0.0.1:1/test?schema=Bad-Name")
+
+
+def test_sqlite_urls_read_as_sqlalchemy_does(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three slashes: relative to the current directory; four: absolute (SQLAlchemy)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    open_store("sqlite:///rel.db").close()
+    open_store(f"sqlite:///{tmp_path}/sub/abs.db?synchronous=normal").close()
+    assert (tmp_path / "rel.db").is_file() and (tmp_path / "sub" / "abs.db").is_file()
+    assert not Path("/rel.db").exists()
+    assert sqlite_url(tmp_path / "x.db") == f"sqlite:////{str(tmp_path).lstrip('/')}/x.db"
+    assert database_url("bare.db") == sqlite_url(tmp_path / "bare.db")
+    assert database_url("sqlite:///rel.db") == "sqlite:///rel.db"
+    for memory in ("sqlite://", "sqlite:///:memory:"):
+        assert parse_sqlite_url(memory).in_memory
+    for bad, why in (("sqlite:/x.db", "write sqlite:///relative"),
+                     ("sqlite:x.db", "write sqlite:///relative"),
+                     ("sqlite://host/x.db", "names a host 'host'"),
+                     ("sqlite:///", "names no file"),
+                     ("sqlite:///x.db?synchronous", "not name=value")):
+        with pytest.raises(StorageError, match=why):
+            open_store(bad)
+    with pytest.raises(StorageError, match="write sqlite:///relative"):
+        database_url("sqlite:x.db")

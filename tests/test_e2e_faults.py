@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from backoffice.consumer_map import read_dead_letter
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from tapsim.cli import main
 from tests.fixtures.backoffice import (
     Proc,
@@ -103,7 +103,7 @@ class Fleet:
 @pytest.fixture
 def fleet_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """A core database: two cards active, two whose bank accounts were never activated."""
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / 'bo.db')
     assert main(["card", "issue", "--profile", "unionpay-debit", "--activate", "--db", url]) == 0
     assert main(["card", "issue", "--profile", "sscard3-sm", "--activate", "--db", url]) == 0
     assert main(["card", "issue", "--profile", "unionpay-dual", "--db", url]) == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from tapsim.cli import main
 from tests.fixtures.backoffice import Proc, exactly_once, journal_accepted, ledger_fares
 from tests.fixtures.mosquitto import BrokerFactory
@@ -32,7 +32,7 @@ def test_a_card_tapped_over_pcsc_is_charged_in_the_ledger(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = broker_factory(validators=["bus-001"])
     assert b.auth is not None
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / 'bo.db')
     assert main(["card", "issue", "--profile", "unionpay-debit", "--balance", "5000",
                  "--activate", "--db", url]) == 0
     capsys.readouterr()

@@ -20,7 +20,7 @@ from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay
 from backoffice.records import AggStatus
 from backoffice.reports import memory_figures, reconcile
 from backoffice.service import TransactionCore
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from backoffice.taps import Action, TapRecord
 from fare.engine import CardFareState, price
 from fare.gtfs import load_feed
@@ -182,7 +182,7 @@ def test_taps_the_fare_engine_refuses_are_rejected_with_their_reason() -> None:
 @pytest.mark.parametrize("restart_after", [1, 2])
 def test_a_restart_mid_journey_keeps_the_fare_state(tmp_path: Path, restart_after: int) -> None:
     """Tap on the distance route, then transfer; the core restarts between the taps."""
-    url = f"sqlite://{tmp_path / 'core.db'}"
+    url = sqlite_url(tmp_path / 'core.db')
     tc = TestCard(pan_for(506))
     taps = [
         city_tap(tc, "on", T0, "801", "D01"),

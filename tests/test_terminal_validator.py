@@ -177,3 +177,14 @@ def test_second_validator_on_the_same_journal_is_refused(tmp_path: Path) -> None
         Journal(tmp_path / "j.db")
     r.journal.close()
     Journal(tmp_path / "j.db").close()
+
+
+def test_default_stop_and_route_are_the_sample_feeds() -> None:
+    """A validator on its defaults taps where the back office's default feed can price."""
+    from fare.gtfs import load_feed
+    from fare.samples import sample_feed_path
+    from terminal.validator import ValidatorConfig
+
+    feed = load_feed(sample_feed_path("city"))
+    config = ValidatorConfig("V1")
+    assert config.stop_id in feed.stops and config.route_id in feed.routes

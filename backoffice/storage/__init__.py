@@ -1,12 +1,13 @@
 """Storage of the transaction core behind one interface, chosen by URL.
 
-* ``sqlite:///absolute/path.db`` (``?synchronous=full|normal``), ``sqlite:///:memory:``
+* ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` (SQLAlchemy's reading:
+  :mod:`backoffice.storage.urls`), ``?synchronous=full|normal``; ``sqlite:///:memory:``
 * ``postgresql://user@host:port/dbname`` (``?schema=NAME`` for a schema of its own)
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from backoffice.storage.base import (
     BalanceRow,
@@ -19,27 +20,19 @@ from backoffice.storage.base import (
 from backoffice.storage.postgres import PostgresStore
 from backoffice.storage.sql import SqlStore
 from backoffice.storage.sqlite import SqliteStore
+from backoffice.storage.urls import database_url, is_sqlite, parse_sqlite_url, sqlite_url
 
 
 def open_store(url: str) -> SqlStore:
     """A store for ``url`` (schema created if missing)."""
-    if url.startswith("sqlite://"):
-        rest = url[len("sqlite://") :]
-        path, _, query = rest.partition("?")
-        options = dict(parse_qsl(query))
-        unknown = set(options) - {"synchronous"}
-        if unknown:
-            raise StorageError(f"sqlite URL: unknown option(s) {', '.join(sorted(unknown))}")
-        if path in ("/:memory:", ":memory:"):
-            path = ":memory:"
-        elif not path.startswith("/") or len(path) < 2:
-            raise StorageError("sqlite URL must be sqlite:///absolute/path (three slashes)")
-        return SqliteStore(url, path, options.get("synchronous", "full"))
+    if is_sqlite(url):
+        parsed = parse_sqlite_url(url)
+        return SqliteStore(url, parsed.path, parsed.options.get("synchronous", "full"))
     scheme = urlsplit(url).scheme
     if scheme in ("postgresql", "postgres"):
         return PostgresStore(url)
     raise StorageError(
-        f"unsupported database URL {redact(url)!r}: use sqlite:///path or postgresql://..."
+        f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or postgresql://..."
     )
 
 
@@ -52,6 +45,8 @@ __all__ = [
     "StorageError",
     "StorageUnavailableError",
     "Store",
+    "database_url",
     "open_store",
     "redact",
+    "sqlite_url",
 ]

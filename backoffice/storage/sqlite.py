@@ -3,7 +3,7 @@
 One connection, explicit ``BEGIN IMMEDIATE`` / ``COMMIT`` per batch.  WAL lets readers
 (reports) run beside the writer; ``synchronous=FULL`` (the default here) makes a committed
 batch survive power loss, ``normal`` only a process crash (choose with
-``sqlite:///path?synchronous=normal``).
+``sqlite:///path.db?synchronous=normal``).
 """
 
 from __future__ import annotations

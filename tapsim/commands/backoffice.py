@@ -40,7 +40,7 @@ from backoffice.replay import (
     read_taps,
 )
 from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageError, open_store, redact
+from backoffice.storage import SqlStore, StorageError, database_url, open_store, redact
 from backoffice.writer_lock import WriterLock
 from fare.currency import format_minor
 from fare.model import Feed
@@ -56,7 +56,7 @@ from wire.errors import WireError
 from wire.messages import FareTableVersion
 from wire.signing import Signer, load_private_key
 
-DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///$PWD/tapsim.db
+DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
 PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
 
@@ -67,16 +67,18 @@ PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
 def add_db_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db", metavar="URL", default=None,
-        help="sqlite:///abs/path.db, postgresql://..., or a file path (SQLite); default "
+        help="sqlite:///relative.db, sqlite:////absolute/path.db, postgresql://..., or a "
+             "file path (SQLite); default "
              f"$TAPSIM_DB, else {DEFAULT_DB} in the current directory",
     )  # fmt: skip
 
 
 def db_url(arg: str | None) -> str:
-    url = arg or os.environ.get("TAPSIM_DB") or DEFAULT_DB
-    if "://" not in url:  # a plain path: an SQLite file
-        url = f"sqlite://{Path(url).resolve()}"
-    return url
+    """``--db``, else $TAPSIM_DB, else tapsim.db here, as a URL (a plain path: SQLite)."""
+    try:
+        return database_url(arg or os.environ.get("TAPSIM_DB") or DEFAULT_DB)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
 
 
 def open_db(arg: str | None) -> SqlStore:

@@ -1,4 +1,12 @@
-"""`tapsim terminal run`: a validator on a reader, with its journal and MQTT link."""
+"""`tapsim terminal run`: a validator on a reader, with its journal and MQTT link.
+
+The virtual reader keeps its one card in the field, so its taps are the same card a moment
+apart, which the duplicate rule (``--duplicate-window``, 30 s) rightly refuses as "Already
+tapped".  A demonstration of N rides says ``--duplicate-window 0`` (README.md does); the
+default stays the same for every reader, since a validator must decide the same way whatever
+reads the card.  The stop and route default to the sample feed ``city``'s (S01, route 1), the
+back office's default feed, so a default validator's taps are priced.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +38,7 @@ from terminal.denystore import DenyStore, deny_store_path
 from terminal.journal import Journal, JournalError
 from terminal.readers import Reader, ReaderError, open_reader
 from terminal.uplink import BrokerSettings, BrokerUrlError, Uplink, validator_client_id
-from terminal.validator import TapEvent, Validator, ValidatorConfig
+from terminal.validator import SAMPLE_ROUTE, SAMPLE_STOP, TapEvent, Validator, ValidatorConfig
 from wire.errors import WireError
 from wire.messages import Action
 from wire.signing import Verifier, key_id_of, load_public_key
@@ -65,8 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           f"default ${DENY_KEY_ENV}); without one no downlink is applied")
     run.add_argument("--validator-id", default="V0001")
     run.add_argument("--operator-id", default="OP1")
-    run.add_argument("--stop-id", default="STOP1")
-    run.add_argument("--route-id", default="ROUTE1")
+    # Defaults from the shipped sample feed `city`, the back office's default: a validator
+    # started with no --stop-id/--route-id then has its taps priced, not dead-lettered.
+    run.add_argument("--stop-id", default=SAMPLE_STOP,
+                     help=f"the stop the bus is at (default {SAMPLE_STOP}, of the sample feed "
+                          "city)")
+    run.add_argument("--route-id", default=SAMPLE_ROUTE,
+                     help=f"the bus's route (default {SAMPLE_ROUTE}, of the sample feed city)")
     run.add_argument("--action", choices=[a.value for a in Action], default=Action.TAP.value)
     run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                      help="first choice of application; epurse: the T-Union e-purse with a TEST "
