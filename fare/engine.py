@@ -314,7 +314,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
     network = b.network
     info = b.info
     from_sig = b.from_sig
-    from_tf = ix.tf_sig(ts) if info.from_tf else NO_SIG
+    from_tf = ix.tf_sig(ts, stop_id) if info.from_tf else NO_SIG
     needs_off = b.needs_off
     price = b.price
     if not b.fixed and not needs_off:  # the price depends on the time of day
@@ -339,7 +339,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
         if not linked and ix.join_pairs and (prev.network, network) in ix.join_pairs:
             linked = True
     if needs_off:
-        to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+        to_tf = ix.tf_sig(ts, stop_id) if info.to_tf else NO_SIG
         mx = ix.max_fare(network, from_sig, from_tf, to_tf, category, media)
         if j is None or not linked:
             journeys += 1
@@ -402,10 +402,11 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
     leg = j.legs[-1] if j is not None else None
     if j is None or leg is None or leg.off_ts is not None or leg.network != network or \
             ts - leg.on_ts > ix.tap_off_window(network, leg.category, leg.media):
-        return _missing_tap_on(ix, st, tap_id, card, time, ts, network, category, media)
+        return _missing_tap_on(ix, st, tap_id, card, time, ts, network, category, media,
+                               stop_id)
     info = b.info
     to_sig = b.stop_sig if info.to_area else NO_SIG
-    to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+    to_tf = ix.tf_sig(ts, stop_id) if info.to_tf else NO_SIG
     price = leg.price
     if leg.needs_tap_off:
         price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
@@ -432,11 +433,11 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
 
 def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
                     ts: float, network: str | None, category: str | None,
-                    media: str | None) -> tuple[CardFareState, Charge]:
+                    media: str | None, stop_id: str) -> tuple[CardFareState, Charge]:
     info = ix.net(network)
     amount, source = 0, ""
     if info.needs_tap_off:
-        tf = ix.tf_sig(ts) if (info.from_tf or info.to_tf) else NO_SIG
+        tf = ix.tf_sig(ts, stop_id) if (info.from_tf or info.to_tf) else NO_SIG
         mx = ix.missing_tap_on_fare(network, category, media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
@@ -463,7 +464,8 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
         tiers = _tier_add(tiers, terms.tier, terms.tier_key, -paid)
     leg = j.legs[-1]
     mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
-                     ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
+                     ix.tf_sig(leg.on_ts, leg.from_stop) if ix.net(leg.network).to_tf
+                     else NO_SIG,
                      leg.category, leg.media)
     charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, _INCOMPLETE,
                     terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,

@@ -350,7 +350,15 @@ def _stops(ld: _Loader) -> dict[str, Stop]:
     stops: dict[str, Stop] = {}
     for sid, row in by_id.items():
         loc = ld.integer(f, row, "location_type", lo=0, hi=4)
-        stops[sid] = Stop(sid, row.get("stop_name"), ld.optional(row, "parent_station"), loc or 0)
+        zone = ld.optional(row, "stop_timezone")
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                ld.problem(f, row.line, "stop_timezone", f"unknown IANA time zone {zone!r}")
+                zone = None
+        stops[sid] = Stop(sid, row.get("stop_name"), ld.optional(row, "parent_station"), loc or 0,
+                          zone)
     for row in by_id.values():
         ld.reference(f, row, "parent_station", stops, "stop")
     return stops

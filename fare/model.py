@@ -27,6 +27,7 @@ class Stop:
     name: str
     parent_station: str | None = None
     location_type: int = 0
+    timezone: str | None = None  # stops.stop_timezone (IANA key), when given
 
 
 @dataclass(frozen=True, slots=True)

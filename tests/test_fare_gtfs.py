@@ -175,7 +175,7 @@ def test_default_category_must_be_unique_per_product() -> None:
     ps = problems(
         rider_categories="rider_category_id,rider_category_name,is_default_fare_category\n"
                          "a,Adult,0\nb,Senior,0\n",
-        fare_products="fare_product_id,amount,currency,rider_category_id\np,2,CNY,a\np,0,CNY,b\n",
+        fare_products="fare_product_id,amount,currency,rider_category_id\np,2.00,CNY,a\np,0.00,CNY,b\n",
     )
     assert ("fare_products.txt", 0, "rider_category_id") in where(ps)
 
