@@ -96,3 +96,12 @@ def test_feed_errors_listed(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 def test_unknown_feed(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--feed", "atlantis", "--taps", "x.csv")
     assert code == 2 and "city" in err
+
+
+def test_taps_header_errors_have_the_row_shape(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    taps = tmp_path / "taps.csv"
+    taps.write_text("tap_id,card,time\n", "utf-8")
+    assert main(["fare", "price", "--feed", "city", "--taps", str(taps)]) == 2
+    err = capsys.readouterr().err
+    assert "taps.csv:1: missing column(s) stop_id, route_id, action" in err

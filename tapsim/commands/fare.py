@@ -69,7 +69,7 @@ def run_price(args: argparse.Namespace) -> int:
     try:
         taps, problems = parse_taps(text, feed)
     except TapFileError as exc:
-        raise UserError(f"{name}: {exc}") from None
+        raise UserError(f"{name}:{exc}") from None
     for problem in problems:
         print(f"{name}:{problem}", file=sys.stderr)
     if problems:
