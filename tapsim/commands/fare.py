@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--taps", required=True,
                    help="CSV with tap_id,card,time,stop_id,route_id,action[,rider_category,"
                         "fare_media]; '-' reads standard input")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table (default, for people), json (schema in fare/README.md) or csv "
+                        "(one row per charge)")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help="same as --format json")
     p.add_argument("--on-bad-row", choices=("skip", "reject"), default="skip",
                    help="a bad row is reported on stderr and skipped (default) or rejects the "
                         "whole file (exit 2, nothing priced)")
@@ -79,14 +83,19 @@ def run_price(args: argparse.Namespace) -> int:
         print(f"tapsim: skipped {len(problems)} bad row(s) of {name} "
               "(--on-bad-row reject to refuse the file)", file=sys.stderr)
     charges = price(feed, taps)
+    if args.format != "table":
+        from fare.report import document, to_csv  # noqa: PLC0415 - lazy, as every command
+
+        if args.format == "json":
+            json.dump(document(charges, feed.timezone, feed.name), sys.stdout,
+                      ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(to_csv(charges, feed.timezone))
+        return 0
     totals: dict[str, int] = {}
     for c in charges:
         totals[c.card] = totals.get(c.card, 0) + c.amount
-    if args.json:
-        json.dump({"charges": [c.as_dict() for c in charges], "totals": totals}, sys.stdout,
-                  ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
-        return 0
     _table(feed, charges, totals)
     return 0
 
