@@ -40,6 +40,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="a bad row is reported on stderr and skipped (default) or rejects the "
                         "whole file (exit 2, nothing priced)")
     p.set_defaults(func=run_price)
+    c = fare_sub.add_parser(
+        "check", help="check a fare feed: every error and warning at once",
+        description="Validate a GTFS-Fares v2 feed (and tapsim's fare_caps.txt) on its own. "
+                    "Exit 0: clean; 1: warnings only; 2: errors (the feed does not load).")
+    c.add_argument("feed", metavar="FEED",
+                   help=f"GTFS folder or zip, or a sample name ({', '.join(sample_names())})")
+    c.add_argument("--json", action="store_true",
+                   help="print a JSON document (schema tapsim.fare.check, version 1)")
+    c.set_defaults(func=run_check)
 
 
 def open_feed(spec: str) -> Feed:
@@ -56,6 +65,33 @@ def open_feed(spec: str) -> Feed:
         lines = "\n".join(str(p) for p in exc.problems)
         raise UserError(f"the fare feed {spec} has {len(exc.problems)} problem(s):\n{lines}") \
             from None
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from fare.check import as_json, check_files  # noqa: PLC0415 - lazy, as every command
+    from fare.gtfs import read_files  # noqa: PLC0415
+
+    path = Path(args.feed)
+    if not path.exists() and args.feed in sample_names():
+        path = sample_feed_path(args.feed)
+    try:
+        files = read_files(path)
+    except FeedError as exc:  # not a feed at all: no folder, not a zip, not UTF-8
+        from fare.check import CheckReport  # noqa: PLC0415
+
+        report = CheckReport(list(exc.problems), [])
+    else:
+        report = check_files(files, name=path.name)
+    if args.json:
+        json.dump(as_json(report, args.feed), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for p in report.errors:
+            print(f"error: {p}")
+        for p in report.warnings:
+            print(f"warning: {p}")
+        print(f"{args.feed}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    return report.exit_code
 
 
 def read_taps_text(spec: str) -> tuple[str, str]:
