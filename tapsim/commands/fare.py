@@ -12,7 +12,7 @@ from fare.engine import price
 from fare.errors import FeedError
 from fare.explain import Charge
 from fare.gtfs import load_feed
-from fare.model import Feed
+from fare.model import Feed, Tap
 from fare.samples import sample_feed_path, sample_names
 from fare.tapfile import TapFileError, parse_taps
 from tapsim.errors import UserError
@@ -49,6 +49,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     c.add_argument("--json", action="store_true",
                    help="print a JSON document (schema tapsim.fare.check, version 1)")
     c.set_defaults(func=run_check)
+    m = fare_sub.add_parser(
+        "compare", help="price the same taps under two feeds: what a fare change does",
+        description="Price a taps CSV under feed A (the fares in force) and feed B (the "
+                    "change) and report revenue by rider category, fare media, route, hour and "
+                    "day, riders paying more/less/the same, and the journeys whose price "
+                    "changes most.")
+    m.add_argument("--feed", action="append", default=[], metavar="FEED",
+                   help="give twice: A then B (GTFS folder or zip, or a sample name: "
+                        f"{', '.join(sample_names())})")
+    m.add_argument("--taps", required=True,
+                   help="taps CSV (the `fare price` format); '-' reads standard input")
+    m.add_argument("--format", choices=("table", "json"), default="table",
+                   help="what to print: text tables (default) or the JSON document "
+                        "(schema tapsim.fare.compare, version 1)")
+    m.add_argument("--out", metavar="DIR",
+                   help="also write DIR/compare.json and DIR/compare.html with its plots")
+    m.add_argument("--top", type=int, default=10,
+                   help="how many of the most changed journeys to list (default 10)")
+    m.add_argument("--on-bad-row", choices=("skip", "reject"), default="skip",
+                   help="a bad row (in either feed) is reported and skipped, or rejects the "
+                        "file (exit 2)")
+    m.set_defaults(func=run_compare)
 
 
 def open_feed(spec: str) -> Feed:
@@ -92,6 +114,66 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"warning: {p}")
         print(f"{args.feed}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     return report.exit_code
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from fare.compare import CompareError, compare  # noqa: PLC0415 - lazy, as every command
+    from fare.compare_html import pages, text_report  # noqa: PLC0415
+
+    if len(args.feed) != 2:
+        raise UserError("fare compare needs two --feed options: the fares in force (A), then "
+                        "the change (B)")
+    feed_a, feed_b = open_feed(args.feed[0]), open_feed(args.feed[1])
+    text, name = read_taps_text(args.taps)
+    try:
+        taps, problems = parse_taps(text, feed_a)
+        _, problems_b = parse_taps(text, feed_b)
+    except TapFileError as exc:
+        raise UserError(f"{name}:{exc}") from None
+    bad = {p.line: p for p in problems} | {p.line: p for p in problems_b}
+    for line in sorted(bad):
+        print(f"{name}:{bad[line]}", file=sys.stderr)
+    if bad:
+        if args.on_bad_row == "reject":
+            raise UserError(f"{len(bad)} bad row(s) in {name}: nothing compared "
+                            "(--on-bad-row reject)")
+        skip = {p.line for p in problems_b} - {p.line for p in problems}
+        if skip:  # rows good in A only: drop them so both feeds price the same taps
+            taps = _without_lines(text, taps, skip)
+    try:
+        doc = compare(feed_a, feed_b, taps, top=args.top)
+    except CompareError as exc:
+        raise UserError(str(exc)) from None
+    doc["feeds"] = {"a": args.feed[0], "b": args.feed[1]}
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "compare.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2),
+                                              "utf-8")
+            for fname, data in pages(doc).items():
+                (out / fname).write_bytes(data)
+        except OSError as exc:
+            raise UserError(f"cannot write the report to {out}: {exc}") from None
+    if args.format == "json":
+        json.dump(doc, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text_report(doc))
+    return 0
+
+
+def _without_lines(text: str, taps: list[Tap], lines: set[int]) -> list[Tap]:
+    """``taps`` less those read from the given lines of the CSV ``text``."""
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    header = next(reader)
+    col = header.index("tap_id")
+    drop = {values[col] for values in reader
+            if reader.line_num in lines and len(values) > col}
+    return [t for t in taps if t.tap_id not in drop]
 
 
 def read_taps_text(spec: str) -> tuple[str, str]:
