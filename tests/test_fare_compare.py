@@ -120,3 +120,29 @@ def test_cli_table_and_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert "two --feed" in capsys.readouterr().err
     assert main(["fare", "compare", "--feed", "city", "--feed", "harbour", "--taps",
                  str(sample_taps_path("city"))]) == 2
+
+
+def test_one_pass_agrees_with_pricing_each_feed() -> None:
+    """The one-pass comparison is a speed twin of pricing each feed with fare.engine.price."""
+    from benchmarks.test_bench_fare import city_taps
+    from fare.engine import price
+
+    a = load_feed(sample_feed_path("city"))
+    b = load_feed(sample_feed_path("city2026"))
+    taps = city_taps(20_000, seed=14)
+    got = compare(a, b, taps, top=5)
+    per_card: dict[str, list[int]] = {}
+    for side, feed in enumerate((a, b)):
+        for c in price(feed, taps):
+            per_card.setdefault(c.card, [0, 0])[side] += c.amount
+    total_a = sum(v[0] for v in per_card.values())
+    total_b = sum(v[1] for v in per_card.values())
+    assert got["total"] == {"a": total_a, "b": total_b, "change": total_b - total_a}
+    counts: dict[int, int] = {}
+    for va, vb in per_card.values():
+        counts[vb - va] = counts.get(vb - va, 0) + 1
+    assert got["riders"]["change_distribution"] == [  # type: ignore[index]
+        {"change": ch, "riders": n} for ch, n in sorted(counts.items())]
+    for dim in ("rider_category", "fare_media", "route", "hour", "day"):
+        rows = got["by"][dim]  # type: ignore[index]
+        assert sum(r["a"] for r in rows) == total_a and sum(r["b"] for r in rows) == total_b
