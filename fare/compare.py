@@ -64,7 +64,7 @@ def _compare(feed_a: Feed, feed_b: Feed, taps: list[Tap], top: int) -> dict[str,
     # is where a late charge lands: an incomplete journey is settled at the card's next tap,
     # or at the end, and its leg was the card's last tap (whose cell key the record keeps).
     pa, pb = BatchPricer(feed_a), BatchPricer(feed_b)
-    ix_a, ix_b = feed_a.index, feed_b.index
+    ix_a, ix_b = pa.ix, pb.ix
     states_a, states_b = pa.states, pb.states
     get_a, get_b = states_a.get, states_b.get
     span = _span(feed_a, taps)

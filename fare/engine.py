@@ -152,8 +152,9 @@ def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFa
                                                                            list[Charge]]:
     """Price one tap of a card; returns the card's new state and the charges it causes."""
     charges: list[Charge] = []
-    st = _price_into(feed.index, state, tap.tap_id, tap.card, tap.time, tap.stop_id, tap.route_id,
-                     tap.action == "on", tap.rider_category, tap.fare_media, charges)
+    st = _price_into(feed_index(feed), state, tap.tap_id, tap.card, tap.time, tap.stop_id,
+                     tap.route_id, tap.action == "on", tap.rider_category, tap.fare_media,
+                     charges)
     return st, charges
 
 
@@ -165,7 +166,7 @@ def price_event(feed: Feed, state: CardFareState | None, tap_id: str, card: str,
     caller answers for what ``Tap`` checks (``time`` has a UTC offset) and, when it gives
     ``ts``, for it being ``time.timestamp()``."""
     charges: list[Charge] = []
-    st = _price_into(feed.index, state, tap_id, card, time, stop_id, route_id, on, category,
+    st = _price_into(feed_index(feed), state, tap_id, card, time, stop_id, route_id, on, category,
                      media, charges, ts)
     return st, charges
 
@@ -175,7 +176,7 @@ def open_journey(feed: Feed, terms: JourneyTerms, legs: tuple[Leg, ...], fare: i
                  pending_charged: int = 0) -> OpenJourney:
     """An :class:`OpenJourney` from what defines it (a stored state read back): its transfer
     walks are priced again from the legs."""
-    base, walk = feed.index.walks(legs, pending >= 0)
+    base, walk = feed_index(feed).walks(legs, pending >= 0)
     return OpenJourney(terms, legs, fare, discounted, charged, base, walk, pending,
                        pending_charged)
 
@@ -185,7 +186,7 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: s
                 media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
     """The body of the pricers: appends the charges to ``out`` (one list for a whole batch)."""
     if state is None:
-        st = ix.initial_state
+        st = CardFareState(caps=ix.initial_caps, tiers=ix.initial_tiers)
     else:
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
@@ -227,8 +228,7 @@ def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
                              t.tier_id)
         j = OpenJourney(terms, j.legs, j.fare, j.discounted, j.charged, j.base, j.walk, j.pending,
                         j.pending_charged)
-    init = ix.initial_state
-    return CardFareState(st.last_ts, st.journeys, j, init.caps, init.tiers)
+    return CardFareState(st.last_ts, st.journeys, j, ix.initial_caps, ix.initial_tiers)
 
 
 _FARE: Final = ChargeKind.FARE
@@ -243,7 +243,7 @@ def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) ->
         CardFareState, list[Charge]]:
     """Settle a leg still waiting for its tap off: at ``now`` if the window has passed, or
     unconditionally when ``now`` is None (end of the data)."""
-    ix = feed.index
+    ix = feed_index(feed)
     j = state.journey
     if j is None or j.pending < 0:
         return state, []
@@ -263,7 +263,7 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
     states: dict[str, CardFareState] = {}
     out: list[Charge] = []
     get = states.get
-    ix = feed.index
+    ix = feed_index(feed)
     with _cycles_not_collected():
         for tap in ordered:
             card = tap.card
@@ -284,13 +284,27 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
 price_into: Final = _price_into
 
 
+def feed_index(feed: Feed) -> FareIndex:
+    """The feed's pricing index (fare.index), built on first use and kept with the feed.
+
+    The engine owns this cache; the Feed only lends it a slot, so fare.model imports nothing of
+    the engine (no import cycle).  Pure memoisation: the index is a function of the feed.
+    """
+    ix = feed._index
+    if isinstance(ix, FareIndex):
+        return ix
+    built = FareIndex(feed)
+    object.__setattr__(feed, "_index", built)
+    return built
+
+
 class BatchPricer:
     """:func:`price` one tap at a time, for callers that price several feeds in one pass over
     the same taps (``fare.compare``): feed the taps in time order, then call ``finish``."""
 
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
-        self.ix = feed.index
+        self.ix = feed_index(feed)
         self.states: dict[str, CardFareState] = {}
 
     def tap(self, tap: Tap, posix: float, out: list[Charge]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final, NamedTuple
 from zoneinfo import ZoneInfo
 
-from fare.caps import TierTable, applies, tier_tables
+from fare.caps import Tally, TierTable, applies, tier_tables
 from fare.clock import DAY, LocalClock, TimeframeIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
 from fare.match import LegMatcher, LegPrice, resolve_product
@@ -100,10 +100,9 @@ class FareIndex:
         self.tiers: tuple[TierTable, ...] = tier_tables(feed.spend_tiers)
         self.n_caps = len(feed.caps)
         self.n_tiers = len(self.tiers)
-        from fare.engine import CardFareState  # noqa: PLC0415 - the engine builds on this index
-
-        self.initial_state = CardFareState(caps=((),) * self.n_caps,
-                                           tiers=((-1, 0),) * self.n_tiers)
+        # A new card's tallies (fare.engine.CardFareState.caps / .tiers): nothing counted yet.
+        self.initial_caps: tuple[Tally, ...] = ((),) * self.n_caps
+        self.initial_tiers: tuple[tuple[int, int], ...] = ((-1, 0),) * self.n_tiers
         self.leg_cache: dict[_LegKey, LegPrice | None] = {}
         self.solo_walks: dict[int, Walk] = {}  # id(LegPrice) -> the walk of a one-leg journey
         self.boardings: dict[tuple[str, str, str | None, str | None], Boarding] = {}
