@@ -23,7 +23,14 @@ import msgspec
 
 from backoffice.pricing import FareCharge, PricingError
 from backoffice.taps import Action, TapRecord
-from fare.engine import CardFareState, JourneyTerms, close_card, open_journey, price_event
+from fare.engine import (
+    CardFareState,
+    JourneyTerms,
+    close_card,
+    feed_index,
+    open_journey,
+    price_event,
+)
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind, render
 from fare.legs import NO_SIG, Leg
@@ -266,16 +273,16 @@ class FarePricer:
                                    feed.stops), ("stop", to_stop, feed.stops)):  # fmt: skip
             if value is not None and value not in known:
                 raise KeyError(f"{kind} {value!r} is not in the feed")
-        ix = feed.index
+        ix = feed_index(feed)
         info = ix.net(network)
         from_sig = ix.stop_sig[from_stop] if info.from_area else NO_SIG
-        from_tf = ix.tf_sig(on_ts) if info.from_tf else NO_SIG
+        from_tf = ix.tf_sig(on_ts, from_stop) if info.from_tf else NO_SIG
         to_sig = to_tf = NO_SIG
         if off_tap is not None:
             if info.to_area and to_stop is not None:
                 to_sig = ix.stop_sig[to_stop]
             if info.to_tf and off_ts is not None:
-                to_tf = ix.tf_sig(off_ts)
+                to_tf = ix.tf_sig(off_ts, to_stop)
         price = None
         if off_tap is not None or not needs_tap_off:
             price = ix.leg_price(network, from_sig, to_sig, from_tf, to_tf, category, media)

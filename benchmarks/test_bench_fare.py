@@ -9,6 +9,7 @@ T-Union, cEMV or cash, so transfers, tiers, max fares and incomplete journeys al
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -20,6 +21,7 @@ from fare.samples import sample_feed_path
 
 N_TAPS = 1_000_000
 TARGET_TAPS_PER_SECOND = 100_000
+COMPARE_MAX_RATIO = 2.2  # issue 14: compare (two feeds) <= 2.2 x pricing once
 
 
 def city_taps(n: int, seed: int = 4) -> list[Tap]:
@@ -62,10 +64,59 @@ def taps() -> list[Tap]:
 
 def test_price_a_million_city_taps(benchmark, taps: list[Tap]) -> None:  # type: ignore[no-untyped-def]
     feed = load_feed(sample_feed_path("city"))
-    charges = benchmark.pedantic(price, args=(feed, taps), rounds=3, iterations=1)
+    cpu: list[float] = []
+
+    def timed() -> object:
+        start = time.process_time()
+        out = price(feed, taps)
+        cpu.append(time.process_time() - start)
+        return out
+
+    charges = benchmark.pedantic(timed, rounds=3, iterations=1)
     assert len(charges) >= len(taps)
-    best = benchmark.stats.stats.min
-    rate = len(taps) / best
-    benchmark.extra_info["taps_per_second"] = round(rate)
-    print(f"\nfare engine: {rate:,.0f} taps/s (best of 3 rounds, {len(taps):,} taps)")
+    rate = len(taps) / min(cpu)  # CPU time: the machine is shared, wall clock is beside it
+    wall_rate = len(taps) / benchmark.stats.stats.min
+    benchmark.extra_info["taps_per_cpu_second"] = round(rate)
+    benchmark.extra_info["taps_per_wall_second"] = round(wall_rate)
+    print(f"\nfare engine: {rate:,.0f} taps/CPU-s, {wall_rate:,.0f} taps/wall-s "
+          f"(best of 3 rounds, {len(taps):,} taps)")
     assert rate >= TARGET_TAPS_PER_SECOND, f"{rate:,.0f} taps/s < {TARGET_TAPS_PER_SECOND:,}"
+
+
+def test_compare_a_million_taps_against_pricing_once(benchmark, taps: list[Tap]) -> None:  # type: ignore[no-untyped-def]
+    """`fare compare` city -> city2026 of the same million taps, with pricing them once under
+    city as the baseline in the same run: two rounds of each, interleaved, best of each (CPU
+    time, asserted; wall clock beside it).  The machine is shared: CPU time still moves with
+    the load, so the rounds alternate to meet the same load."""
+    from fare.compare import compare
+
+    city = load_feed(sample_feed_path("city"))
+    change = load_feed(sample_feed_path("city2026"))
+    price(city, taps)  # build both feeds' indexes and caches outside the timing
+    price(change, taps)
+    once_cpu: list[float] = []
+    once_wall: list[float] = []
+    cpu: list[float] = []
+
+    def timed() -> object:
+        c0, w0 = time.process_time(), time.perf_counter()
+        price(city, taps)
+        once_cpu.append(time.process_time() - c0)
+        once_wall.append(time.perf_counter() - w0)
+        start = time.process_time()
+        out = compare(city, change, taps)
+        cpu.append(time.process_time() - start)
+        return out
+
+    doc = benchmark.pedantic(timed, rounds=2, iterations=1)
+    assert doc["taps"] == len(taps)
+    ratio = min(cpu) / min(once_cpu)
+    wall = benchmark.stats.stats.min - min(once_wall)
+    benchmark.extra_info.update(price_once_cpu_s=round(min(once_cpu), 2),
+                                compare_cpu_s=round(min(cpu), 2), ratio_cpu=round(ratio, 3),
+                                price_once_wall_s=round(min(once_wall), 2),
+                                compare_wall_s=round(wall, 2))
+    print(f"\nfare compare: {min(cpu):.2f} CPU-s (about {wall:.2f} wall-s) against pricing once "
+          f"{min(once_cpu):.2f} CPU-s ({min(once_wall):.2f} wall-s): {ratio:.2f}x "
+          f"(limit {COMPARE_MAX_RATIO}x, {len(taps):,} taps, best of 2 interleaved rounds)")
+    assert ratio <= COMPARE_MAX_RATIO, f"compare took {ratio:.2f}x pricing once"

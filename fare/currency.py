@@ -58,24 +58,32 @@ def is_currency(code: str) -> bool:
 
 
 def to_minor(text: str, code: str) -> int:
-    """Decimal text ("2.00", "-0.5", "150") in ``code`` as integer minor units.
+    """Decimal text ("2.00", "-0.50", "150" JPY) in ``code`` as integer minor units.
 
-    Trailing zeros beyond the currency's decimals are accepted ("2.000" CNY = 200 fen); any
-    non-zero digit beyond them is an error, never rounded away.
+    The text must carry exactly the currency's decimals: "The currency amount must contain the
+    number of decimal places specified by the norm ISO 4217 for the accompanying Currency code
+    ... If the fare is 2 US Dollars, the amount is 2.00 instead of 2" (GTFS reference,
+    fare_products.amount).  "2" or "2.000" for CNY is an error, as it is for MobilityData's
+    validator.
     """
     places = exponent(code)
     if not _AMOUNT_RE.fullmatch(text):
         raise CurrencyError(f"amount {text!r} is not a plain decimal number")
+    point = text.find(".")
+    given = 0 if point < 0 else len(text) - point - 1
+    if given != places:
+        raise CurrencyError(
+            f"amount {text!r} has {given} decimal{'s' if given != 1 else ''}; "
+            f"{code} has {places} (write {_example(places)})")
     try:
         value = Decimal(text)
     except InvalidOperation as exc:  # pragma: no cover - the regex already guards this
         raise CurrencyError(f"amount {text!r} is not a decimal number") from exc
-    scaled = value.scaleb(places)
-    if scaled != scaled.to_integral_value():
-        raise CurrencyError(
-            f"amount {text!r} has more decimals than {code} allows ({places})"
-        )
-    return int(scaled)
+    return int(value.scaleb(places))
+
+
+def _example(places: int) -> str:
+    return "2" if places == 0 else "2." + "0" * places
 
 
 def format_minor(amount: int, code: str) -> str:

@@ -152,8 +152,9 @@ def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFa
                                                                            list[Charge]]:
     """Price one tap of a card; returns the card's new state and the charges it causes."""
     charges: list[Charge] = []
-    st = _price_into(feed.index, state, tap.tap_id, tap.card, tap.time, tap.stop_id, tap.route_id,
-                     tap.action == "on", tap.rider_category, tap.fare_media, charges)
+    st = _price_into(feed_index(feed), state, tap.tap_id, tap.card, tap.time, tap.stop_id,
+                     tap.route_id, tap.action == "on", tap.rider_category, tap.fare_media,
+                     charges)
     return st, charges
 
 
@@ -165,7 +166,7 @@ def price_event(feed: Feed, state: CardFareState | None, tap_id: str, card: str,
     caller answers for what ``Tap`` checks (``time`` has a UTC offset) and, when it gives
     ``ts``, for it being ``time.timestamp()``."""
     charges: list[Charge] = []
-    st = _price_into(feed.index, state, tap_id, card, time, stop_id, route_id, on, category,
+    st = _price_into(feed_index(feed), state, tap_id, card, time, stop_id, route_id, on, category,
                      media, charges, ts)
     return st, charges
 
@@ -175,7 +176,7 @@ def open_journey(feed: Feed, terms: JourneyTerms, legs: tuple[Leg, ...], fare: i
                  pending_charged: int = 0) -> OpenJourney:
     """An :class:`OpenJourney` from what defines it (a stored state read back): its transfer
     walks are priced again from the legs."""
-    base, walk = feed.index.walks(legs, pending >= 0)
+    base, walk = feed_index(feed).walks(legs, pending >= 0)
     return OpenJourney(terms, legs, fare, discounted, charged, base, walk, pending,
                        pending_charged)
 
@@ -185,7 +186,7 @@ def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: s
                 media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
     """The body of the pricers: appends the charges to ``out`` (one list for a whole batch)."""
     if state is None:
-        st = ix.initial_state
+        st = CardFareState(caps=ix.initial_caps, tiers=ix.initial_tiers)
     else:
         st = state
         if len(st.caps) != ix.n_caps or len(st.tiers) != ix.n_tiers:
@@ -227,8 +228,7 @@ def _rebase(ix: FareIndex, st: CardFareState) -> CardFareState:
                              t.tier_id)
         j = OpenJourney(terms, j.legs, j.fare, j.discounted, j.charged, j.base, j.walk, j.pending,
                         j.pending_charged)
-    init = ix.initial_state
-    return CardFareState(st.last_ts, st.journeys, j, init.caps, init.tiers)
+    return CardFareState(st.last_ts, st.journeys, j, ix.initial_caps, ix.initial_tiers)
 
 
 _FARE: Final = ChargeKind.FARE
@@ -243,7 +243,7 @@ def close_card(feed: Feed, state: CardFareState, now: datetime | None = None) ->
         CardFareState, list[Charge]]:
     """Settle a leg still waiting for its tap off: at ``now`` if the window has passed, or
     unconditionally when ``now`` is None (end of the data)."""
-    ix = feed.index
+    ix = feed_index(feed)
     j = state.journey
     if j is None or j.pending < 0:
         return state, []
@@ -263,7 +263,7 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
     states: dict[str, CardFareState] = {}
     out: list[Charge] = []
     get = states.get
-    ix = feed.index
+    ix = feed_index(feed)
     with _cycles_not_collected():
         for tap in ordered:
             card = tap.card
@@ -274,6 +274,60 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
             if st.journey is not None and st.journey.pending >= 0:
                 out.extend(close_card(feed, st)[1])
     return out
+
+
+# One tap of a card in state ``state`` (None: a new card): appends the charges to ``out`` (first
+# any incomplete journey the tap settles, last the tap's own charge) and returns the card's new
+# state.  The loop body of ``price``, for batch loops elsewhere in the package (``fare.compare``
+# prices two feeds in one pass); taps of a card in time order.  The same function object, so a
+# caller's hot loop pays no extra frame.
+price_into: Final = _price_into
+
+
+def feed_index(feed: Feed) -> FareIndex:
+    """The feed's pricing index (fare.index), built on first use and kept with the feed.
+
+    The engine owns this cache; the Feed only lends it a slot, so fare.model imports nothing of
+    the engine (no import cycle).  Pure memoisation: the index is a function of the feed.
+    """
+    ix = feed._index
+    if isinstance(ix, FareIndex):
+        return ix
+    built = FareIndex(feed)
+    object.__setattr__(feed, "_index", built)
+    return built
+
+
+class BatchPricer:
+    """:func:`price` one tap at a time, for callers that price several feeds in one pass over
+    the same taps (``fare.compare``): feed the taps in time order, then call ``finish``."""
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+        self.ix = feed_index(feed)
+        self.states: dict[str, CardFareState] = {}
+
+    def tap(self, tap: Tap, posix: float, out: list[Charge]) -> None:
+        """Append to ``out`` the charges ``tap`` makes (at POSIX time ``posix``): its own, and
+        any incomplete journey of the card it settles first."""
+        card = tap.card
+        self.states[card] = _price_into(self.ix, self.states.get(card), tap.tap_id, card,
+                                        tap.time, tap.stop_id, tap.route_id, tap.action == "on",
+                                        tap.rider_category, tap.fare_media, out, posix)
+
+    def finish(self, out: list[Charge]) -> None:
+        """Append the charges of legs left open (incomplete), as :func:`price` does."""
+        for st in self.states.values():
+            if st.journey is not None and st.journey.pending >= 0:
+                out.extend(close_card(self.feed, st)[1])
+        self.states = {}
+
+
+@contextmanager
+def cycles_not_collected() -> Iterator[None]:
+    """:func:`_cycles_not_collected`, for other batch loops of the package."""
+    with _cycles_not_collected():
+        yield
 
 
 @contextmanager
@@ -314,7 +368,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
     network = b.network
     info = b.info
     from_sig = b.from_sig
-    from_tf = ix.tf_sig(ts) if info.from_tf else NO_SIG
+    from_tf = ix.tf_sig(ts, stop_id) if info.from_tf else NO_SIG
     needs_off = b.needs_off
     price = b.price
     if not b.fixed and not needs_off:  # the price depends on the time of day
@@ -339,7 +393,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
         if not linked and ix.join_pairs and (prev.network, network) in ix.join_pairs:
             linked = True
     if needs_off:
-        to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+        to_tf = ix.tf_sig(ts, stop_id) if info.to_tf else NO_SIG
         mx = ix.max_fare(network, from_sig, from_tf, to_tf, category, media)
         if j is None or not linked:
             journeys += 1
@@ -402,10 +456,11 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
     leg = j.legs[-1] if j is not None else None
     if j is None or leg is None or leg.off_ts is not None or leg.network != network or \
             ts - leg.on_ts > ix.tap_off_window(network, leg.category, leg.media):
-        return _missing_tap_on(ix, st, tap_id, card, time, ts, network, category, media)
+        return _missing_tap_on(ix, st, tap_id, card, time, ts, network, category, media,
+                               stop_id)
     info = b.info
     to_sig = b.stop_sig if info.to_area else NO_SIG
-    to_tf = ix.tf_sig(ts) if info.to_tf else NO_SIG
+    to_tf = ix.tf_sig(ts, stop_id) if info.to_tf else NO_SIG
     price = leg.price
     if leg.needs_tap_off:
         price = ix.leg_price(network, leg.from_sig, to_sig, leg.from_tf, to_tf, leg.category,
@@ -432,11 +487,11 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
 
 def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: datetime,
                     ts: float, network: str | None, category: str | None,
-                    media: str | None) -> tuple[CardFareState, Charge]:
+                    media: str | None, stop_id: str) -> tuple[CardFareState, Charge]:
     info = ix.net(network)
     amount, source = 0, ""
     if info.needs_tap_off:
-        tf = ix.tf_sig(ts) if (info.from_tf or info.to_tf) else NO_SIG
+        tf = ix.tf_sig(ts, stop_id) if (info.from_tf or info.to_tf) else NO_SIG
         mx = ix.missing_tap_on_fare(network, category, media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
@@ -463,7 +518,8 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
         tiers = _tier_add(tiers, terms.tier, terms.tier_key, -paid)
     leg = j.legs[-1]
     mx = ix.max_fare(leg.network, leg.from_sig, leg.from_tf,
-                     ix.tf_sig(leg.on_ts) if ix.net(leg.network).to_tf else NO_SIG,
+                     ix.tf_sig(leg.on_ts, leg.from_stop) if ix.net(leg.network).to_tf
+                     else NO_SIG,
                      leg.category, leg.media)
     charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, _INCOMPLETE,
                     terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,

@@ -172,8 +172,6 @@ def _steps(d: Charge, fmt: Callable[[int], str]) -> str:
             desc += f", media {price.product.fare_media_id}"
         if price.product.rider_category_id:
             desc += f", category {price.product.rider_category_id}"
-        if price.category_fallback:
-            desc += ", rider's category has no price: default category"
         desc += ")"
         tr = step.transfer
         if tr is not None:

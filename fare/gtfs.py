@@ -87,6 +87,7 @@ class _Loader:
         if text is None:
             if must_exist:
                 self.problem(name, 0, "", "required file is missing")
+                self.broken.add(name)  # its own problem says it all: no "unknown" elsewhere
             return []
         reader = csv.reader(io.StringIO(text))
         try:
@@ -197,6 +198,9 @@ class _Loader:
         return value if value != "" else None
 
     def unique(self, file: str, rows: list[_Row], col: str) -> dict[str, _Row]:
+        # Every id a row names counts as declared, even when the row is rejected: the row's
+        # own problem is reported once, not again as "unknown" wherever the id is used.
+        self.declared.setdefault(file, set()).update(row.get(col) for row in rows)
         seen: dict[str, _Row] = {}
         for row in rows:
             key = row.get(col)
@@ -242,9 +246,13 @@ def read_files(path: str | Path) -> dict[str, str]:
     elif p.is_file() and zipfile.is_zipfile(p):
         with zipfile.ZipFile(p) as zf:
             names = [n for n in zf.namelist() if n.endswith(".txt") and not n.endswith("/")]
-            tops = {n.rsplit("/", 1)[-1]: n for n in names if "/" not in n}
-            if not tops:  # a zip holding one folder
-                tops = {n.rsplit("/", 1)[-1]: n for n in names if n.count("/") == 1}
+            tops = {n: n for n in names if "/" not in n}
+            if not tops and names:
+                # "The files must reside at the root level directly, not in a subfolder."
+                folder = names[0].split("/", 1)[0]
+                raise FeedError([FeedProblem(
+                    p.name, 0, "", f"the feed's files are in the subfolder {folder + '/'!r}: "
+                    "GTFS wants them at the root of the zip")])
             for short, full in tops.items():
                 raw[short] = zf.read(full)
     elif p.exists():
@@ -350,9 +358,17 @@ def _stops(ld: _Loader) -> dict[str, Stop]:
     stops: dict[str, Stop] = {}
     for sid, row in by_id.items():
         loc = ld.integer(f, row, "location_type", lo=0, hi=4)
-        stops[sid] = Stop(sid, row.get("stop_name"), ld.optional(row, "parent_station"), loc or 0)
+        zone = ld.optional(row, "stop_timezone")
+        if zone is not None:
+            try:
+                ZoneInfo(zone)
+            except (ZoneInfoNotFoundError, ValueError):
+                ld.problem(f, row.line, "stop_timezone", f"unknown IANA time zone {zone!r}")
+                zone = None
+        stops[sid] = Stop(sid, row.get("stop_name"), ld.optional(row, "parent_station"), loc or 0,
+                          zone)
     for row in by_id.values():
-        ld.reference(f, row, "parent_station", stops, "stop")
+        ld.reference(f, row, "parent_station", stops, "stop", "stops.txt")
     return stops
 
 
@@ -382,7 +398,7 @@ def _routes(ld: _Loader) -> tuple[dict[str, Route], set[str]]:
             if net is not None:
                 net = ld.reference(rf, row, "network_id", networks, "network")
             if rid is not None:
-                rid = ld.reference(rf, row, "route_id", by_id, "route")
+                rid = ld.reference(rf, row, "route_id", by_id, "route", "routes.txt")
             if net is None or rid is None:
                 continue
             if rid in route_net:
@@ -407,9 +423,9 @@ def _areas(ld: _Loader, stops: dict[str, Stop]) -> tuple[set[str], dict[str, fro
         area: str | None = ld.required(sf, row, "area_id")
         sid: str | None = ld.required(sf, row, "stop_id")
         if area is not None:
-            area = ld.reference(sf, row, "area_id", areas, "area")
+            area = ld.reference(sf, row, "area_id", areas, "area", "areas.txt")
         if sid is not None:
-            sid = ld.reference(sf, row, "stop_id", stops, "stop")
+            sid = ld.reference(sf, row, "stop_id", stops, "stop", "stops.txt")
         if area is not None and sid is not None:
             own[sid].add(area)
     result: dict[str, frozenset[str]] = {}
@@ -459,11 +475,14 @@ def _timeframes(ld: _Loader, services: dict[str, Service]) -> list[Timeframe]:
     f = "timeframes.txt"
     out: list[Timeframe] = []
     spans: dict[tuple[str, str], list[tuple[int, int, int]]] = defaultdict(list)
-    for row in ld.table(f, ("timeframe_group_id", "service_id")):
+    rows = ld.table(f, ("timeframe_group_id", "service_id"))
+    ld.declared[f] = {row.get("timeframe_group_id") for row in rows}
+    for row in rows:
         group = ld.required(f, row, "timeframe_group_id")
         sid = ld.required(f, row, "service_id")
         if sid is not None:
-            sid = ld.reference(f, row, "service_id", services, "service_id (calendar)")
+            sid = ld.reference(f, row, "service_id", services, "service_id (calendar)",
+                               "calendar.txt")
         start = ld.time_of_day(f, row, "start_time")
         end = ld.time_of_day(f, row, "end_time")
         has_start, has_end = row.get("start_time") != "", row.get("end_time") != ""
@@ -522,8 +541,10 @@ def _fare_products(
     keys: dict[tuple[str, str | None, str | None], int] = {}
     for row in rows:
         pid = ld.required(f, row, "fare_product_id")
-        cat = ld.reference(f, row, "rider_category_id", cats, "rider category")
-        med = ld.reference(f, row, "fare_media_id", media, "fare media")
+        cat = ld.reference(f, row, "rider_category_id", cats, "rider category",
+                               "rider_categories.txt")
+        med = ld.reference(f, row, "fare_media_id", media, "fare media",
+                               "fare_media.txt")
         code = ld.required(f, row, "currency")
         text = ld.required(f, row, "amount")
         if code is not None and not is_currency(code):
@@ -579,10 +600,12 @@ def _leg_rules(
             if pid is None and "fare_products.txt" in ld.broken:
                 continue
         net = ld.reference(f, row, "network_id", networks, "network")
-        fa = ld.reference(f, row, "from_area_id", areas, "area")
-        ta = ld.reference(f, row, "to_area_id", areas, "area")
-        ftf = ld.reference(f, row, "from_timeframe_group_id", tf_groups, "timeframe group")
-        ttf = ld.reference(f, row, "to_timeframe_group_id", tf_groups, "timeframe group")
+        fa = ld.reference(f, row, "from_area_id", areas, "area", "areas.txt")
+        ta = ld.reference(f, row, "to_area_id", areas, "area", "areas.txt")
+        ftf = ld.reference(f, row, "from_timeframe_group_id", tf_groups, "timeframe group",
+                           "timeframes.txt")
+        ttf = ld.reference(f, row, "to_timeframe_group_id", tf_groups, "timeframe group",
+                           "timeframes.txt")
         prio = ld.integer(f, row, "rule_priority", lo=0)
         bad = any(row.get(c) != "" and v is None for c, v in (
             ("network_id", net), ("from_area_id", fa), ("to_area_id", ta),
@@ -611,8 +634,8 @@ def _join_rules(ld: _Loader, networks: set[str], stops: dict[str, Stop]) -> list
         tn = ld.required(f, row, "to_network_id")
         fn = ld.reference(f, row, "from_network_id", networks, "network") if fn else None
         tn = ld.reference(f, row, "to_network_id", networks, "network") if tn else None
-        fs = ld.reference(f, row, "from_stop_id", stops, "stop")
-        ts = ld.reference(f, row, "to_stop_id", stops, "stop")
+        fs = ld.reference(f, row, "from_stop_id", stops, "stop", "stops.txt")
+        ts = ld.reference(f, row, "to_stop_id", stops, "stop", "stops.txt")
         if (row.get("from_stop_id") == "") != (row.get("to_stop_id") == ""):
             ld.problem(f, row.line, "to_stop_id" if row.get("from_stop_id") else "from_stop_id",
                        "from_stop_id and to_stop_id must be given together")
@@ -633,8 +656,10 @@ def _transfer_rules(
     out: list[FareTransferRule] = []
     seen: dict[tuple[object, ...], int] = {}
     for row in ld.table(f, ("fare_transfer_type",)):
-        fg = ld.reference(f, row, "from_leg_group_id", groups, "leg group")
-        tg = ld.reference(f, row, "to_leg_group_id", groups, "leg group")
+        fg = ld.reference(f, row, "from_leg_group_id", groups, "leg group",
+                          "fare_leg_rules.txt")
+        tg = ld.reference(f, row, "to_leg_group_id", groups, "leg group",
+                          "fare_leg_rules.txt")
         pid = ld.reference(f, row, "fare_product_id", products, "fare product",
                            "fare_products.txt")
         kind = ld.integer(f, row, "fare_transfer_type", lo=0, hi=2)
@@ -721,8 +746,10 @@ def _caps(
         for col in sorted(optional_cols - used_by[kind]):
             if row.get(col) != "":
                 ld.problem(f, row.line, col, f"not used by cap_type {kind}: leave it empty")
-        cat = ld.reference(f, row, "rider_category_id", cats, "rider category")
-        med = ld.reference(f, row, "fare_media_id", media, "fare media")
+        cat = ld.reference(f, row, "rider_category_id", cats, "rider category",
+                               "rider_categories.txt")
+        med = ld.reference(f, row, "fare_media_id", media, "fare media",
+                               "fare_media.txt")
         code = ld.required(f, row, "currency")
         if code is not None and currency is not None and code != currency:
             ld.problem(f, row.line, "currency",

@@ -9,8 +9,9 @@ media), and each of those that no rule of the network looks at is left out of th
 from __future__ import annotations
 
 from typing import Final, NamedTuple
+from zoneinfo import ZoneInfo
 
-from fare.caps import TierTable, applies, tier_tables
+from fare.caps import Tally, TierTable, applies, tier_tables
 from fare.clock import DAY, LocalClock, TimeframeIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
 from fare.match import LegMatcher, LegPrice, resolve_product
@@ -70,6 +71,8 @@ class FareIndex:
         self.feed = feed
         self.currency = feed.currency
         self.clock = LocalClock(feed.timezone)
+        # Stops whose timeframes are read in another zone than the agency's (stop_timezone).
+        self.stop_clocks: dict[str, LocalClock] = stop_clocks(feed)
         self.tf = TimeframeIndex(feed.timeframes, feed.services) if feed.timeframes else None
         self.matcher = LegMatcher(feed.leg_rules, feed.leg_rules_have_priority)
         self.transfers = TransferIndex(feed.transfer_rules)
@@ -97,10 +100,9 @@ class FareIndex:
         self.tiers: tuple[TierTable, ...] = tier_tables(feed.spend_tiers)
         self.n_caps = len(feed.caps)
         self.n_tiers = len(self.tiers)
-        from fare.engine import CardFareState  # noqa: PLC0415 - the engine builds on this index
-
-        self.initial_state = CardFareState(caps=((),) * self.n_caps,
-                                           tiers=((-1, 0),) * self.n_tiers)
+        # A new card's tallies (fare.engine.CardFareState.caps / .tiers): nothing counted yet.
+        self.initial_caps: tuple[Tally, ...] = ((),) * self.n_caps
+        self.initial_tiers: tuple[tuple[int, int], ...] = ((-1, 0),) * self.n_tiers
         self.leg_cache: dict[_LegKey, LegPrice | None] = {}
         self.solo_walks: dict[int, Walk] = {}  # id(LegPrice) -> the walk of a one-leg journey
         self.boardings: dict[tuple[str, str, str | None, str | None], Boarding] = {}
@@ -127,11 +129,16 @@ class FareIndex:
             self.nets[network] = info
         return info
 
-    def tf_sig(self, ts: float) -> int:
-        """Interned set of timeframe groups in effect at POSIX time ``ts``."""
+    def tf_sig(self, ts: float, stop_id: str | None = None) -> int:
+        """Interned set of timeframe groups in effect at POSIX time ``ts`` at a stop: "the event
+        time is computed in local time ... as determined by the stop_timezone, if specified, of
+        the stop or parent station for the fare event" (reference, timeframes.txt)."""
         if self.tf is None:
             return 0
-        local = self.clock.local(ts)
+        clock = self.clock
+        if self.stop_clocks and stop_id is not None:
+            clock = self.stop_clocks.get(stop_id, clock)
+        local = clock.local(ts)
         day = int(local // DAY)
         return self.tf.signature(day, int(local - day * DAY))
 
@@ -185,13 +192,12 @@ class FareIndex:
         )
         best: LegPrice | None = None
         for rule in rules:
-            found = resolve_product(self.feed.fare_products[rule.fare_product_id], category,
-                                    media, self.default_category)
-            if found is None:
+            product = resolve_product(self.feed.fare_products[rule.fare_product_id], category,
+                                      media, self.default_category)
+            if product is None:
                 continue
-            product, fallback = found
             if best is None or product.amount < best.amount:
-                best = LegPrice(product.amount, rule, product, rule.leg_group_id, fallback)
+                best = LegPrice(product.amount, rule, product, rule.leg_group_id)
         return best
 
     def price_stops(
@@ -204,8 +210,9 @@ class FareIndex:
             network,
             self.stop_sig[from_stop] if info.from_area else NO_SIG,
             self.stop_sig[to_stop] if info.to_area and to_stop is not None else NO_SIG,
-            self.tf_sig(on_ts) if info.from_tf else NO_SIG,
-            self.tf_sig(off_ts if off_ts is not None else on_ts) if info.to_tf else NO_SIG,
+            self.tf_sig(on_ts, from_stop) if info.from_tf else NO_SIG,
+            self.tf_sig(off_ts if off_ts is not None else on_ts,
+                        to_stop if off_ts is not None else from_stop) if info.to_tf else NO_SIG,
             category, media)
 
     # ---- journeys ----
@@ -280,7 +287,7 @@ class FareIndex:
             return self._costs[key]
         found = resolve_product(self.feed.fare_products[rule.fare_product_id], leg.category,
                                 leg.media, self.default_category)
-        cost = found[0].amount if found is not None else None
+        cost = found.amount if found is not None else None
         self._costs[key] = cost
         return cost
 
@@ -369,6 +376,27 @@ class FareIndex:
             plan = CapPlan(caps, tier, not caps and tier < 0)
             self.plans[key] = plan
         return plan
+
+
+def stop_clocks(feed: Feed) -> dict[str, LocalClock]:
+    """A clock for each stop whose time zone is not the agency's.  A stop with a parent station
+    takes the station's zone ("it inherits the parent station's timezone instead of applying
+    its own"); a station or parentless stop without one takes the agency's (stops.txt)."""
+    agency = feed.timezone.key
+    clocks: dict[str, LocalClock] = {}
+    out: dict[str, LocalClock] = {}
+    for sid, stop in feed.stops.items():
+        zone = stop.timezone
+        parent = feed.stops.get(stop.parent_station) if stop.parent_station else None
+        if parent is not None:
+            zone = parent.timezone
+        if zone is None or zone == agency:
+            continue
+        clock = clocks.get(zone)
+        if clock is None:
+            clock = clocks[zone] = LocalClock(ZoneInfo(zone))
+        out[sid] = clock
+    return out
 
 
 def _no_index() -> None:

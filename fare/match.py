@@ -3,11 +3,13 @@
 The spec gives an empty field two meanings, chosen by the presence of the ``rule_priority``
 column in fare_leg_rules.txt:
 
-* without it, an empty network_id / from_area_id / to_area_id means "every value not listed
-  elsewhere".  Read as the spec's own procedure: among the rules still in play, if any names the
-  leg's value exactly, only those stay; otherwise the ones left empty do.  Fields are narrowed in
-  the order network, from area, to area.  Timeframe fields never compete this way: empty there
-  means the time does not matter.
+* without it, an empty network_id / from_area_id / to_area_id "corresponds to all networks
+  [areas] ... excluding the ones listed under" that column -- anywhere in the file, not only
+  among the rules of the leg's network.  Each field is matched on its own: a rule naming a value
+  matches a leg with that value; an empty one matches a leg whose value (or, for areas, none of
+  whose stop's areas) is named by no rule in that column.  So exact and empty never both match
+  one field, and the reference's "exact match first, else the empty entries" falls out.
+  Timeframe fields never compete this way: empty there means the time does not matter.
 * with it, an empty field simply does not take part in matching, every rule whose given fields
   all match is a match, and the matches with the highest ``rule_priority`` win.
 
@@ -30,27 +32,19 @@ class LegPrice(NamedTuple):
     rule: FareLegRule
     product: FareProduct
     leg_group_id: str | None
-    category_fallback: bool  # the rider's category had no row: the default category's was used
 
 
 def resolve_product(
     rows: Sequence[FareProduct], category: str | None, media: str | None, default: str | None
-) -> tuple[FareProduct, bool] | None:
+) -> FareProduct | None:
     """The row of a fare product for a rider category and fare media, most specific first.
 
     A row with no category is for everyone; a row with no media is for an unknown medium
-    (cash, or a tap that did not say).  A rider whose category has no row pays the default
-    category's price (the second value says so).
+    (cash, or a tap that did not say).  A tap with no category rides as the default category.
+    A rider whose category has no row is not eligible for the product (the reference's
+    ``rider_category_id``: "Identifies a rider category eligible for the fare product"): None.
     """
-    cat = category if category is not None else default
-    found = _pick(rows, cat, media)
-    if found is not None:
-        return found, False
-    if cat != default and default is not None:
-        found = _pick(rows, default, media)
-        if found is not None:
-            return found, True
-    return None
+    return _pick(rows, category if category is not None else default, media)
 
 
 def _pick(rows: Sequence[FareProduct], cat: str | None, media: str | None) -> FareProduct | None:
@@ -73,6 +67,10 @@ class LegMatcher:
     def __init__(self, rules: Sequence[FareLegRule], priority: bool) -> None:
         self.rules = tuple(rules)
         self.priority = priority
+        # The values named anywhere in each column: what an empty entry excludes.
+        self.networks = frozenset(r.network_id for r in rules if r.network_id is not None)
+        self.from_areas = frozenset(r.from_area_id for r in rules if r.from_area_id is not None)
+        self.to_areas = frozenset(r.to_area_id for r in rules if r.to_area_id is not None)
 
     def candidates(
         self,
@@ -99,19 +97,40 @@ class LegMatcher:
                 return []
             top = max(r.rule_priority for r in rules)
             return [r for r in rules if r.rule_priority == top]
-        exact = [r for r in rules if r.network_id is not None and r.network_id == network]
-        rules = exact or [r for r in rules if r.network_id is None]
-        exact = [r for r in rules if r.from_area_id is not None and r.from_area_id in from_areas]
-        rules = exact or [r for r in rules if r.from_area_id is None]
-        exact = [r for r in rules if r.to_area_id is not None and r.to_area_id in to_areas]
-        return exact or [r for r in rules if r.to_area_id is None]
+        other_net = network is None or network not in self.networks
+        other_from = from_areas.isdisjoint(self.from_areas)
+        other_to = to_areas.isdisjoint(self.to_areas)
+        return [
+            r for r in rules
+            if (r.network_id == network if r.network_id is not None else other_net)
+            and (r.from_area_id in from_areas if r.from_area_id is not None else other_from)
+            and (r.to_area_id in to_areas if r.to_area_id is not None else other_to)
+        ]
+
+    def network_rules(self, network: str | None) -> list[FareLegRule]:
+        """The rules that can match some leg on ``network``."""
+        if self.priority:
+            return [r for r in self.rules if r.network_id is None or r.network_id == network]
+        if network is not None and network in self.networks:
+            return [r for r in self.rules if r.network_id == network]
+        return [r for r in self.rules if r.network_id is None]
 
     def uses(self, network: str | None) -> tuple[bool, bool, bool, bool]:
         """Whether rules that could match a leg on ``network`` look at (from area, to area,
-        from timeframe, to timeframe): what a price can depend on, hence what to cache by."""
-        rules = [r for r in self.rules if r.network_id is None or r.network_id == network]
+        from timeframe, to timeframe): what a price can depend on, hence what to cache by.
+
+        Without rule_priority an empty from_area_id still looks at the boarding stop (is it in
+        an area named elsewhere?), so any named from area makes the boarding area count.  The
+        destination counts only when a rule of the network names a to area itself: a network
+        priced without its destination (no tap off) takes the unknown destination as an area
+        named by no rule, so its empty to_area_id entries match.
+        """
+        rules = self.network_rules(network)
+        from_area = any(r.from_area_id is not None for r in rules)
+        if not self.priority and rules and self.from_areas:
+            from_area = True
         return (
-            any(r.from_area_id is not None for r in rules),
+            from_area,
             any(r.to_area_id is not None for r in rules),
             any(r.from_timeframe_group_id is not None for r in rules),
             any(r.to_timeframe_group_id is not None for r in rules),

@@ -2,7 +2,8 @@
 
 Everything the loader reads ends up here, already checked and converted: money as integer minor
 units of the feed's single currency, times of day as seconds, dates as ``datetime.date``.  The
-engine adds its lookup indexes on first use (see ``fare.index``); the values never change.
+engine keeps its lookup index in a feed's one private slot (``fare.engine.feed_index``); the
+values never change.
 """
 
 from __future__ import annotations
@@ -10,13 +11,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from fare.errors import TapError
-
-if TYPE_CHECKING:
-    from fare.index import FareIndex
 
 TapAction = Literal["on", "off"]
 
@@ -27,6 +25,7 @@ class Stop:
     name: str
     parent_station: str | None = None
     location_type: int = 0
+    timezone: str | None = None  # stops.stop_timezone (IANA key), when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +217,9 @@ class Feed:
     spend_tiers: tuple[SpendTier, ...] = ()
     max_fares: tuple[MaxFare, ...] = ()
     name: str = ""
-    _index: FareIndex | None = field(default=None, init=False, repr=False, compare=False)
+    # Where fare.engine.feed_index keeps the feed's pricing index (opaque here: the model
+    # knows nothing of the engine; see fare.engine.feed_index).
+    _index: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def default_rider_category(self) -> str | None:
@@ -227,17 +228,6 @@ class Feed:
             if cat.is_default:
                 return cat.rider_category_id
         return None
-
-    @property
-    def index(self) -> FareIndex:
-        """Lookup tables for pricing, built once per feed (pure memoisation)."""
-        ix = self._index
-        if ix is None:
-            from fare.index import FareIndex  # noqa: PLC0415 - index depends on this module
-
-            ix = FareIndex(self)
-            object.__setattr__(self, "_index", ix)
-        return ix
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,9 @@ SAMPLES: dict[str, str] = {
     "city": "Chinese city bus network (CNY): flat 2-yuan routes, a distance-fare route priced by "
             "tap-on/tap-off zones, 90-minute bus-to-bus transfer discount, monthly spend tiers, "
             "seniors free on the social security card (T-Union e-purse or UnionPay QuickPass)",
+    "city2026": "The city sample after a fare change (for `tapsim fare compare`): adult T-Union "
+                "flat fare 1.80 -> 2.00 yuan, route 801 adult fares +0.50 yuan a zone band, its "
+                "maximum fare 5.00 -> 5.50",
     "harbour": "Small multi-network feed (EUR, Europe/Berlin): metro zones with peak/off-peak "
                "timeframes and rule priorities, bus, tram, ferry; all three transfer types; "
                "daily, weekly and rolling caps",

@@ -30,7 +30,19 @@ class RowProblem:
 
 
 class TapFileError(ValueError):
-    """The file as a whole cannot be read (no header, missing columns)."""
+    """The file as a whole cannot be read (no header, missing columns).
+
+    ``str()`` reads like a :class:`RowProblem` ("1: missing column(s) ...", no line number
+    when the file as a whole is wrong), so ``f"{name}:{error}"`` gives the same
+    ``file:line: field: message`` shape as the rows and the feed's problems.
+    """
+
+    def __init__(self, line: int, field: str, message: str) -> None:
+        self.line = line
+        self.field = field
+        self.message = message
+        where = f"{line}: " if line else " "
+        super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
 
 
 def parse_taps(text: str, feed: Feed | None = None) -> tuple[list[Tap], list[RowProblem]]:
@@ -39,14 +51,14 @@ def parse_taps(text: str, feed: Feed | None = None) -> tuple[list[Tap], list[Row
     try:
         header = next(reader)
     except StopIteration:
-        raise TapFileError("empty file: expected a header line "
+        raise TapFileError(0, "", "empty file: expected a header line "
                            f"{','.join(REQUIRED)}") from None
     for col in header:
         if col != col.strip():
-            raise TapFileError(f"line 1: header field {col!r} has stray spaces")
+            raise TapFileError(1, col.strip(), f"header field {col!r} has stray spaces")
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise TapFileError(f"line 1: missing column(s) {', '.join(missing)}")
+        raise TapFileError(1, "", f"missing column(s) {', '.join(missing)}")
     taps: list[Tap] = []
     problems: list[RowProblem] = []
     seen: dict[str, int] = {}

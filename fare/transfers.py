@@ -2,8 +2,10 @@
 
 Walking the effective legs in order, each transfer from leg P to leg L looks up the rules from
 P's leg group to L's leg group.  Rules are directional: a rule from A to B says nothing about B
-to A.  An empty from/to group means "any group not named elsewhere", read like the leg rules:
-among the rules, the ones naming the group exactly win; if none does, the empty ones apply.
+to A.  An empty from_leg_group_id "corresponds to all leg groups defined under
+fare_leg_rules.leg_group_id excluding the ones listed under fare_transfer_rules.from_leg_group_id"
+(anywhere in the file), and the same for to_leg_group_id: each side is matched on its own, so
+with rules (ferry, -) and (-, metro) a ferry -> metro transfer matches neither.
 
 * transfer_count counts consecutive transfers between the same pair of groups (it may only be
   given when from = to); -1 is no limit.  The rule with the smallest count that still covers the
@@ -142,6 +144,10 @@ class TransferIndex:
 
     def __init__(self, rules: Sequence[FareTransferRule]) -> None:
         self.rules = tuple(rules)
+        # The groups named anywhere in each column: what an empty entry excludes.
+        self.from_named = frozenset(
+            r.from_leg_group_id for r in rules if r.from_leg_group_id is not None)
+        self.to_named = frozenset(r.to_leg_group_id for r in rules if r.to_leg_group_id is not None)
         self._cache: dict[tuple[str, str], tuple[FareTransferRule, ...]] = {}
         self._options: dict[str, dict[str, tuple[TransferOption, ...]]] = {}
         self._from: dict[str, tuple[FareTransferRule, ...]] = {}
@@ -151,13 +157,10 @@ class TransferIndex:
         key = (from_group, to_group)
         found = self._cache.get(key)
         if found is None:
-            rules = [r for r in self.rules if r.from_leg_group_id == from_group] or [
-                r for r in self.rules if r.from_leg_group_id is None
-            ]
-            rules = [r for r in rules if r.to_leg_group_id == to_group] or [
-                r for r in rules if r.to_leg_group_id is None
-            ]
-            found = tuple(rules)
+            other_to = to_group not in self.to_named
+            found = tuple(
+                r for r in self.leaving(from_group)
+                if (r.to_leg_group_id == to_group if r.to_leg_group_id is not None else other_to))
             self._cache[key] = found
         return found
 
@@ -187,9 +190,10 @@ class TransferIndex:
         """Every rule that could apply to a transfer out of ``from_group`` (any to group)."""
         found = self._from.get(from_group)
         if found is None:
-            found = tuple(r for r in self.rules if r.from_leg_group_id == from_group) or tuple(
-                r for r in self.rules if r.from_leg_group_id is None
-            )
+            named = from_group in self.from_named
+            found = tuple(r for r in self.rules
+                          if (r.from_leg_group_id == from_group if named
+                              else r.from_leg_group_id is None))
             self._from[from_group] = found
         return found
 

@@ -403,7 +403,7 @@ def test_bad_taps_files_feeds_and_options(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     err = _bad(capsys, tmp_path, None, "tap_id,card,time\n")
-    assert "line 1: missing column(s) stop_id, route_id, action" in err
+    assert "1: missing column(s) stop_id, route_id, action" in err
     err = _bad(capsys, tmp_path, None, "")
     assert "empty file" in err
     err = _bad(capsys, tmp_path, None, None, "--until", "tomorrow")

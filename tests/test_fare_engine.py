@@ -178,9 +178,12 @@ def zonal_feed(caps: str = "") -> Feed:
         routes="route_id,route_short_name,route_type,network_id\nr,R,2,rail\nb,B,3,bus\n",
         fare_products="fare_product_id,amount,currency\nin,2.00,USD\nacross,5.00,USD\n"
                       "bus,1.00,USD\n",
-        fare_leg_rules="leg_group_id,network_id,from_area_id,to_area_id,fare_product_id\n"
-                       "rail,rail,A,A,in\nrail,rail,B,B,in\nrail,rail,A,B,across\n"
-                       "rail,rail,B,A,across\nbus,bus,,,bus\n",
+        # rule_priority: the bus rule's empty areas then mean "any area".  Without it they would
+        # mean "areas not named under from_area_id / to_area_id", and s1..s4 all are.
+        fare_leg_rules="leg_group_id,network_id,from_area_id,to_area_id,fare_product_id,"
+                       "rule_priority\n"
+                       "rail,rail,A,A,in,0\nrail,rail,B,B,in,0\nrail,rail,A,B,across,0\n"
+                       "rail,rail,B,A,across,0\nbus,bus,,,bus,0\n",
     )
     if caps:
         files["fare_caps"] = f"{CAPS_HEADER}\n{caps}\n"
@@ -254,8 +257,12 @@ def test_empty_means_every_value_not_listed_without_rule_priority() -> None:
     f = feed(**RULE_FILES, fare_leg_rules=(
         "network_id,from_area_id,fare_product_id\nn1,,net\n,A,fromA\n"))
     t = Taps(at(2024, 3, 4, 8))
-    # The leg's network n1 is listed, so the rule with an empty network cannot match it.
-    assert amounts(price(f, [t(0, "s1", "r")])) == [200]
+    # The leg's network n1 is listed, so the rule with an empty network cannot match it; its
+    # area A is listed under from_area_id, so n1's rule with an empty from area cannot either:
+    # "An empty entry in fare_leg_rules.from_area_id corresponds to all areas defined in
+    # areas.area_id excluding the ones listed under fare_leg_rules.from_area_id" (reference).
+    charges = price(f, [t(0, "s1", "r")])
+    assert [(c.kind, c.amount) for c in charges] == [(ChargeKind.UNPRICED, 0)]
     f = feed(**RULE_FILES, fare_leg_rules=(
         "network_id,from_area_id,fare_product_id\nn1,A,fromA\nn1,,net\n"))
     t = Taps(at(2024, 3, 4, 8), card="c2")
@@ -294,11 +301,12 @@ def test_city_transfer_and_distance(city: Feed) -> None:
     assert "transfer type 1" in charges[-1].explain and "line" in charges[-1].explain
 
 
-def test_category_without_a_price_pays_the_default(city: Feed) -> None:
+def test_category_without_a_row_is_not_eligible(city: Feed) -> None:
+    # fare_products.rider_category_id "Identifies a rider category eligible for the fare
+    # product" (reference): students have a T-Union row only, so on cEMV no product is theirs.
     t = Taps(at(2025, 3, 3, 9, tz="Asia/Shanghai"), category="student", media="cemv")
     charges = price(city, [t(0, "S01", "1")])
-    assert amounts(charges) == [200]
-    assert "default category" in charges[0].explain
+    assert [(c.kind, c.amount) for c in charges] == [(ChargeKind.UNPRICED, 0)]
 
 
 def test_incremental_equals_batch(city: Feed) -> None:

@@ -175,7 +175,7 @@ def test_default_category_must_be_unique_per_product() -> None:
     ps = problems(
         rider_categories="rider_category_id,rider_category_name,is_default_fare_category\n"
                          "a,Adult,0\nb,Senior,0\n",
-        fare_products="fare_product_id,amount,currency,rider_category_id\np,2,CNY,a\np,0,CNY,b\n",
+        fare_products="fare_product_id,amount,currency,rider_category_id\np,2.00,CNY,a\np,0.00,CNY,b\n",
     )
     assert ("fare_products.txt", 0, "rider_category_id") in where(ps)
 
@@ -200,3 +200,46 @@ def test_caps_file_problems(row: str, field: str) -> None:
 
 def test_problem_text_is_file_line_field_message() -> None:
     assert str(FeedProblem("a.txt", 3, "amount", "bad")) == "a.txt:3: amount: bad"
+
+
+# --- errors that do not cascade (issue 14) ------------------------------------------------------
+
+def test_a_rejected_timeframes_row_is_reported_once() -> None:
+    ps = problems(
+        calendar="service_id,monday,tuesday,wednesday,thursday,friday,saturday,sunday,"
+                 "start_date,end_date\nwk,1,1,1,1,1,0,0,20240101,20241231\n",
+        timeframes="timeframe_group_id,start_time,end_time,service_id\n"
+                   "peak,09:00:00,07:00:00,wk\n",
+        fare_leg_rules="leg_group_id,network_id,from_timeframe_group_id,fare_product_id\n"
+                       "g,n1,peak,p\ng,n1,,p\n",
+    )
+    assert where(ps) == {("timeframes.txt", 2, "end_time")}
+
+
+def test_a_missing_stops_file_does_not_fail_every_stop_areas_row() -> None:
+    files = {**GOOD, "areas": "area_id\nA\n", "stop_areas": "area_id,stop_id\nA,s1\nA,s2\n"}
+    merged = {f"{k}.txt": csv(v) for k, v in files.items()}
+    merged["agency.txt"] = ("agency_id,agency_name,agency_url,agency_timezone\n"
+                            "a,A,https://a.example,Asia/Shanghai\n")
+    with pytest.raises(FeedError) as info:
+        parse_feed(merged)
+    assert where(info.value.problems) == {("stops.txt", 0, "")}
+
+
+def test_a_rejected_area_row_is_not_unknown_in_stop_areas() -> None:
+    ps = problems(areas="area_id,area_name\nA,One\nA,Again\n",
+                  stop_areas="area_id,stop_id\nA,s1\n")
+    assert where(ps) == {("areas.txt", 3, "area_id")}
+
+
+def test_zip_with_files_in_a_subfolder_is_refused(tmp_path: Path) -> None:
+    # GTFS reference, dataset publishing: "The files must reside at the root level directly,
+    # not in a subfolder."
+    archive = tmp_path / "feed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(sample_feed_path("city").glob("*.txt")):
+            zf.write(path, f"city/{path.name}")
+    with pytest.raises(FeedError) as info:
+        load_feed(archive)
+    [problem] = info.value.problems
+    assert str(problem).startswith("feed.zip: the feed's files are in the subfolder 'city/'")

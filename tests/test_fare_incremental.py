@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fare.clock import epoch_us, posix_seconds
-from fare.engine import CardFareState, close_card, open_journey, price, price_tap
+from fare.engine import CardFareState, close_card, feed_index, open_journey, price, price_tap
 from fare.gtfs import load_feed
 from fare.model import Feed, Tap
 from fare.samples import sample_feed_path
@@ -70,12 +70,12 @@ def check_walks(f: Feed, state: CardFareState) -> None:
     j = state.journey
     if j is None:
         return
-    assert (j.base, j.walk) == f.index.walks(j.legs, j.pending >= 0)
+    assert (j.base, j.walk) == feed_index(f).walks(j.legs, j.pending >= 0)
     fresh = open_journey(f, j.terms, j.legs, j.fare, j.discounted, j.charged, j.pending,
                          j.pending_charged)
     assert fresh == j
     if j.pending < 0:
-        assert j.walk.total == j.fare == f.index.price_legs(j.legs).total
+        assert j.walk.total == j.fare == feed_index(f).price_legs(j.legs).total
 
 
 @settings(max_examples=120, deadline=None)

@@ -84,12 +84,14 @@ WMATA = dict(
         route_id,route_short_name,route_type,network_id
         red,Red,1,1
     """,
+    # gtfs.org writes these amounts as "5", "3", "2"; the reference requires the currency's
+    # decimals ("the amount is 2.00 instead of 2"), so they are written 5.00, 3.00, 2.00 here.
     fare_products="""
         fare_product_id,fare_product_name,amount,currency
-        peak_fare,Peak fare,5,USD
-        regular_fare,Off-peak fare,3,USD
-        weekend_fare,Weekend Metrorail one-way fare,2,USD
-        late_night_fare,Late Night flat fare,2,USD
+        peak_fare,Peak fare,5.00,USD
+        regular_fare,Off-peak fare,3.00,USD
+        weekend_fare,Weekend Metrorail one-way fare,2.00,USD
+        late_night_fare,Late Night flat fare,2.00,USD
     """,
     fare_leg_rules="""
         network_id,fare_product_id,from_timeframe_group_id,to_timeframe_group_id
@@ -224,12 +226,13 @@ MUNI = dict(
         cash,Cash,0
         tap_to_ride,Tap to Ride,3
     """,
+    # Amounts given the currency's decimals (gtfs.org writes "3", "2.5"): see WMATA above.
     fare_products="""
         fare_product_id,fare_product_name,amount,currency,fare_media_id
-        SF:local:single,Muni single local fare,3,USD,cash
-        SF:local:single,Muni single local fare,2.5,USD,clipper
-        single-ride,Single Ride,6,USD,tap_to_ride
-        single-ride,Single Ride,7,USD,
+        SF:local:single,Muni single local fare,3.00,USD,cash
+        SF:local:single,Muni single local fare,2.50,USD,clipper
+        single-ride,Single Ride,6.00,USD,tap_to_ride
+        single-ride,Single Ride,7.00,USD,
     """,
 )
 

@@ -12,7 +12,7 @@ from fare.engine import price
 from fare.errors import FeedError
 from fare.explain import Charge
 from fare.gtfs import load_feed
-from fare.model import Feed
+from fare.model import Feed, Tap
 from fare.samples import sample_feed_path, sample_names
 from fare.tapfile import TapFileError, parse_taps
 from tapsim.errors import UserError
@@ -31,11 +31,46 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--taps", required=True,
                    help="CSV with tap_id,card,time,stop_id,route_id,action[,rider_category,"
                         "fare_media]; '-' reads standard input")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="table (default, for people), json (schema in fare/README.md) or csv "
+                        "(one row per charge)")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help="same as --format json")
     p.add_argument("--on-bad-row", choices=("skip", "reject"), default="skip",
                    help="a bad row is reported on stderr and skipped (default) or rejects the "
                         "whole file (exit 2, nothing priced)")
     p.set_defaults(func=run_price)
+    c = fare_sub.add_parser(
+        "check", help="check a fare feed: every error and warning at once",
+        description="Validate a GTFS-Fares v2 feed (and tapsim's fare_caps.txt) on its own. "
+                    "Exit 0: clean; 1: warnings only; 2: errors (the feed does not load).")
+    c.add_argument("feed", metavar="FEED",
+                   help=f"GTFS folder or zip, or a sample name ({', '.join(sample_names())})")
+    c.add_argument("--json", action="store_true",
+                   help="print a JSON document (schema tapsim.fare.check, version 1)")
+    c.set_defaults(func=run_check)
+    m = fare_sub.add_parser(
+        "compare", help="price the same taps under two feeds: what a fare change does",
+        description="Price a taps CSV under feed A (the fares in force) and feed B (the "
+                    "change) and report revenue by rider category, fare media, route, hour and "
+                    "day, riders paying more/less/the same, and the journeys whose price "
+                    "changes most.")
+    m.add_argument("--feed", action="append", default=[], metavar="FEED",
+                   help="give twice: A then B (GTFS folder or zip, or a sample name: "
+                        f"{', '.join(sample_names())})")
+    m.add_argument("--taps", required=True,
+                   help="taps CSV (the `fare price` format); '-' reads standard input")
+    m.add_argument("--format", choices=("table", "json"), default="table",
+                   help="what to print: text tables (default) or the JSON document "
+                        "(schema tapsim.fare.compare, version 1)")
+    m.add_argument("--out", metavar="DIR",
+                   help="also write DIR/compare.json and DIR/compare.html with its plots")
+    m.add_argument("--top", type=int, default=10,
+                   help="how many of the most changed journeys to list (default 10)")
+    m.add_argument("--on-bad-row", choices=("skip", "reject"), default="skip",
+                   help="a bad row (in either feed) is reported and skipped, or rejects the "
+                        "file (exit 2)")
+    m.set_defaults(func=run_compare)
 
 
 def open_feed(spec: str) -> Feed:
@@ -54,6 +89,93 @@ def open_feed(spec: str) -> Feed:
             from None
 
 
+def run_check(args: argparse.Namespace) -> int:
+    from fare.check import as_json, check_files  # noqa: PLC0415 - lazy, as every command
+    from fare.gtfs import read_files  # noqa: PLC0415
+
+    path = Path(args.feed)
+    if not path.exists() and args.feed in sample_names():
+        path = sample_feed_path(args.feed)
+    try:
+        files = read_files(path)
+    except FeedError as exc:  # not a feed at all: no folder, not a zip, not UTF-8
+        from fare.check import CheckReport  # noqa: PLC0415
+
+        report = CheckReport(list(exc.problems), [])
+    else:
+        report = check_files(files, name=path.name)
+    if args.json:
+        json.dump(as_json(report, args.feed), sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for p in report.errors:
+            print(f"error: {p}")
+        for p in report.warnings:
+            print(f"warning: {p}")
+        print(f"{args.feed}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    return report.exit_code
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from fare.compare import CompareError, compare  # noqa: PLC0415 - lazy, as every command
+    from fare.compare_html import pages, text_report  # noqa: PLC0415
+
+    if len(args.feed) != 2:
+        raise UserError("fare compare needs two --feed options: the fares in force (A), then "
+                        "the change (B)")
+    feed_a, feed_b = open_feed(args.feed[0]), open_feed(args.feed[1])
+    text, name = read_taps_text(args.taps)
+    try:
+        taps, problems = parse_taps(text, feed_a)
+        _, problems_b = parse_taps(text, feed_b)
+    except TapFileError as exc:
+        raise UserError(f"{name}:{exc}") from None
+    bad = {p.line: p for p in problems} | {p.line: p for p in problems_b}
+    for line in sorted(bad):
+        print(f"{name}:{bad[line]}", file=sys.stderr)
+    if bad:
+        if args.on_bad_row == "reject":
+            raise UserError(f"{len(bad)} bad row(s) in {name}: nothing compared "
+                            "(--on-bad-row reject)")
+        skip = {p.line for p in problems_b} - {p.line for p in problems}
+        if skip:  # rows good in A only: drop them so both feeds price the same taps
+            taps = _without_lines(text, taps, skip)
+    try:
+        doc = compare(feed_a, feed_b, taps, top=args.top)
+    except CompareError as exc:
+        raise UserError(str(exc)) from None
+    doc["feeds"] = {"a": args.feed[0], "b": args.feed[1]}
+    if args.out:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "compare.json").write_text(json.dumps(doc, ensure_ascii=False, indent=2),
+                                              "utf-8")
+            for fname, data in pages(doc).items():
+                (out / fname).write_bytes(data)
+        except OSError as exc:
+            raise UserError(f"cannot write the report to {out}: {exc}") from None
+    if args.format == "json":
+        json.dump(doc, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text_report(doc))
+    return 0
+
+
+def _without_lines(text: str, taps: list[Tap], lines: set[int]) -> list[Tap]:
+    """``taps`` less those read from the given lines of the CSV ``text``."""
+    import csv  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    header = next(reader)
+    col = header.index("tap_id")
+    drop = {values[col] for values in reader
+            if reader.line_num in lines and len(values) > col}
+    return [t for t in taps if t.tap_id not in drop]
+
+
 def read_taps_text(spec: str) -> tuple[str, str]:
     """(text, name for messages) of a taps file given as a path or ``-`` for stdin."""
     name = "<stdin>" if spec == "-" else spec
@@ -69,7 +191,7 @@ def run_price(args: argparse.Namespace) -> int:
     try:
         taps, problems = parse_taps(text, feed)
     except TapFileError as exc:
-        raise UserError(f"{name}: {exc}") from None
+        raise UserError(f"{name}:{exc}") from None
     for problem in problems:
         print(f"{name}:{problem}", file=sys.stderr)
     if problems:
@@ -79,14 +201,19 @@ def run_price(args: argparse.Namespace) -> int:
         print(f"tapsim: skipped {len(problems)} bad row(s) of {name} "
               "(--on-bad-row reject to refuse the file)", file=sys.stderr)
     charges = price(feed, taps)
+    if args.format != "table":
+        from fare.report import document, to_csv  # noqa: PLC0415 - lazy, as every command
+
+        if args.format == "json":
+            json.dump(document(charges, feed.timezone, feed.name), sys.stdout,
+                      ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        else:
+            sys.stdout.write(to_csv(charges, feed.timezone))
+        return 0
     totals: dict[str, int] = {}
     for c in charges:
         totals[c.card] = totals.get(c.card, 0) + c.amount
-    if args.json:
-        json.dump({"charges": [c.as_dict() for c in charges], "totals": totals}, sys.stdout,
-                  ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
-        return 0
     _table(feed, charges, totals)
     return 0
 
