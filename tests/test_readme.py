@@ -39,6 +39,7 @@ it covers.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shlex
@@ -262,7 +263,30 @@ def fare_city(ran: Ran, ctx: Ctx) -> None:
 
 def fare_json(ran: Ran, ctx: Ctx) -> None:
     out = json.loads(ran.stdout)
-    assert set(out) == {"charges", "totals"} and out["charges"]
+    assert out["schema"] == "tapsim.fare.price" and out["schema_version"] == 1
+    assert out["charges"] and out["totals"]
+    assert all({"kind", "amount", "currency", "journey"} <= set(c) for c in out["charges"])
+
+
+def fare_csv(ran: Ran, ctx: Ctx) -> None:
+    rows = list(csv.DictReader((ran.cwd / "charges.csv").open(encoding="utf-8")))
+    assert rows and {r["kind"] for r in rows} <= {"fare", "transfer", "cap", "unpriced"}
+    assert {r["currency"] for r in rows} == {"CNY"}
+
+
+def fare_check(ran: Ran, ctx: Ctx) -> None:
+    assert "city: 0 error(s), 0 warning(s)" in ran.stdout, ran.describe()
+
+
+def fare_compare(ran: Ran, ctx: Ctx) -> None:
+    # the sample fare change, priced by hand in tests/test_fare_compare.py: 26.80 -> 29.10 CNY
+    assert re.search(r"revenue\s+26\.80\s+29\.10\s+\+2\.30", ran.stdout), ran.describe()
+    assert "pay more 4, less 0, the same 3" in ran.stdout
+    m = re.search(r"--out (\S+)", ran.command.text)
+    assert m, ran.command.text
+    out = ran.cwd / m.group(1)
+    assert {"compare.html", "compare.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "compare.json").read_text())["schema"] == "tapsim.fare.compare"
 
 
 def fare_reject(ran: Ran, ctx: Ctx) -> None:
@@ -415,10 +439,13 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
     Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, about 8 minutes"),
+    Rule(r"^tapsim fare price .*--format csv > charges\.csv", fare_csv),
     Rule(r"^tapsim fare price --feed city --taps fare/samples/city/taps\.csv", fare_city),
     Rule(r"^tapsim fare price --feed path/to/gtfs\.zip --taps taps\.csv --on-bad-row reject",
          fare_city),
     Rule(r"^tapsim fare price .*--json", fare_json),
+    Rule(r"^tapsim fare check city", fare_check),
+    Rule(r"^tapsim fare compare --feed city --feed city2026", fare_compare),
     Rule(r"^tapsim fare price --feed harbour --taps t\.csv --on-bad-row reject", fare_reject,
          exit=2),
     Rule(r"^tapsim backoffice replay", replay),
