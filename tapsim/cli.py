@@ -4,6 +4,17 @@ Each sub-command lives in its own module under ``tapsim/commands`` and exposes
 ``register(subparsers)``; this module only collects them.  Domain errors that
 carry a message for the user end the program with exit code 2 and that message,
 never with a traceback.
+
+Fast start, one rule: every run builds the whole parser, so a command module's top
+level imports only the standard library's light modules, ``tapsim.errors`` and other
+command modules (themselves light); the domain packages (emv, fare, issuer,
+backoffice, terminal, wire, sim) and rich are imported inside the function that runs
+the command or uses them, and types for annotations under ``TYPE_CHECKING``.  A
+constant a parser needs from the domain (a default, a list of choices) is written
+out in the command module and tested equal to the domain's own
+(tests/test_cli_imports.py), which also checks, per command, which heavy packages a
+run imports.  So `tapsim --version` costs Python, argparse and the parser, and each
+command pays only for what it uses.
 """
 
 from __future__ import annotations

@@ -8,28 +8,24 @@ the branch's clock (default now), so a simulation can age an account into dorman
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backoffice.branch import (
-    DEFAULT_BANK,
-    BranchError,
-    act,
-    issue,
-    key_store,
-    replace,
-)
-from backoffice.storage import SqlStore
-from emv.card.profile import CardProfile, ProfileError, load_profile
-from emv.pan import PanError, luhn_ok, normalize_pan
-from issuer.codes import DESCRIPTIONS
-from issuer.models import Account, Card, ReplaceReason
-from issuer.service import Issuer
 from tapsim.commands.backoffice import add_db_argument, db_banks, kek, money, open_db, parse_at
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from backoffice.storage import SqlStore
+    from emv.card.profile import CardProfile
+    from issuer.models import Account, Card
+    from issuer.service import Issuer
+
+# Written out for the parser (tested equal to the domain's): backoffice.branch.DEFAULT_BANK
+# and issuer.models.ReplaceReason's values.
+DEFAULT_BANK = "ICBC"
+REPLACE_REASONS = ("renewal", "loss", "damage")
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
@@ -79,7 +75,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the new card's profile")
     rep.add_argument("--new-pan", default=None, metavar="PAN",
                      help="another TEST PAN for the new card (default: the profile's)")
-    rep.add_argument("--reason", choices=[r.value for r in ReplaceReason], default="loss",
+    rep.add_argument("--reason", choices=REPLACE_REASONS, default="loss",
                      help="renewal (from 60 days before expiry), loss or damage")
     rep.add_argument("--bank", default=None, metavar="ID",
                      help="the new card's bank (default: the old card's; another bank closes "
@@ -118,6 +114,11 @@ def register_card_issue(cs: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _profile(name: str, pan: str | None = None) -> CardProfile:
+    import dataclasses  # noqa: PLC0415
+
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.pan import PanError, luhn_ok, normalize_pan  # noqa: PLC0415
+
     try:
         profile = load_profile(name)
     except ProfileError as exc:
@@ -137,6 +138,9 @@ class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
     def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None):
+        from backoffice.branch import key_store  # noqa: PLC0415
+        from issuer.service import Issuer  # noqa: PLC0415
+
         self.store: SqlStore = open_db(args.db)
         try:
             banks = db_banks(self.store)
@@ -205,6 +209,9 @@ def _print_card(d: dict[str, Any]) -> None:
 
 
 def issue_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, act, issue  # noqa: PLC0415
+    from issuer.models import Card  # noqa: PLC0415
+
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
     if args.balance < 0:
@@ -234,6 +241,8 @@ def issue_main(args: argparse.Namespace) -> int:
 
 
 def show_main(args: argparse.Namespace) -> int:
+    from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
+
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
@@ -273,6 +282,8 @@ def show_main(args: argparse.Namespace) -> int:
 
 
 def action_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, act  # noqa: PLC0415
+
     now = parse_at(args.at)
     if args.action == "deposit" and args.amount <= 0:
         raise UserError("--amount must be a positive number of minor units")
@@ -298,6 +309,9 @@ def action_main(args: argparse.Namespace) -> int:
 
 
 def replace_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, replace  # noqa: PLC0415
+    from issuer.models import ReplaceReason  # noqa: PLC0415
+
     now = parse_at(args.at)
     new = _profile(args.new_profile, args.new_pan)
     if args.balance < 0:

@@ -12,52 +12,30 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backoffice.branch import (
-    BANKS_META_KEY,
-    BUILTIN_BANKS,
-    TEST_KEK,
-    BranchError,
-    banks_from_json,
-    banks_to_json,
-    key_store,
-    merge_banks,
-)
-from backoffice.cardsfile import CardsFile, CardsFileError, load_cards
-from backoffice.consumer import Consumer, ConsumerConfig, ConsumerStats
-from backoffice.consumer_deny import fare_version, feed_digest
-from backoffice.consumer_link import BrokerAddress, BrokerUrlError
-from backoffice.consumer_map import FareMediaLabels
-from backoffice.fare_pricer import FarePricer
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay
-from backoffice.pricing import PricingError
-from backoffice.replay import (
-    DEFAULT_BATCH,
-    Replay,
-    ReplayError,
-    ReplayReport,
-    TapsFile,
-    read_taps,
-)
-from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageError, open_store, redact
-from backoffice.writer_lock import WriterLock
-from fare.currency import format_minor
-from fare.model import Feed
-from fare.samples import sample_feed_path
-from issuer.errors import IssuerError
-from issuer.keys import KeyStore
-from issuer.policy import BankPolicy
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
-from wire.errors import WireError
-from wire.messages import FareTableVersion
-from wire.signing import Signer, load_private_key
+
+if TYPE_CHECKING:
+    from backoffice.cardsfile import CardsFile
+    from backoffice.consumer import ConsumerStats
+    from backoffice.fare_pricer import FarePricer
+    from backoffice.policy import BackOfficeConfig
+    from backoffice.replay import ReplayReport, TapsFile
+    from backoffice.service import TransactionCore
+    from backoffice.storage import SqlStore
+    from fare.model import Feed
+    from issuer.keys import KeyStore
+    from issuer.policy import BankPolicy
+    from wire.messages import FareTableVersion
+    from wire.signing import Signer
 
 DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///$PWD/tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
 PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
+DEFAULT_BATCH = 500  # backoffice.replay.DEFAULT_BATCH, written out for the parser
 
 
 # -- shared with `card issue` and `account` -----------------------------------------------
@@ -79,6 +57,8 @@ def db_url(arg: str | None) -> str:
 
 
 def open_db(arg: str | None) -> SqlStore:
+    from backoffice.storage import StorageError, open_store  # noqa: PLC0415
+
     try:
         return open_store(db_url(arg))
     except StorageError as exc:
@@ -88,6 +68,8 @@ def open_db(arg: str | None) -> SqlStore:
 def kek() -> bytes:
     """The key-encryption key card keys are wrapped under: TAPSIM_KEK (hex, 16/24/32 bytes),
     else the labelled TEST KEK (a simulator's database only)."""
+    from backoffice.branch import TEST_KEK  # noqa: PLC0415
+
     raw = os.environ.get("TAPSIM_KEK")
     if not raw:
         return TEST_KEK
@@ -102,6 +84,15 @@ def kek() -> bytes:
 
 def db_banks(store: SqlStore, *extra: BankPolicy) -> list[BankPolicy]:
     """The built-in banks, those the database knows, and ``extra`` (stored if new)."""
+    from backoffice.branch import (  # noqa: PLC0415
+        BANKS_META_KEY,
+        BUILTIN_BANKS,
+        BranchError,
+        banks_from_json,
+        banks_to_json,
+        merge_banks,
+    )
+
     try:
         stored = banks_from_json(store.meta(BANKS_META_KEY))
     except BranchError as exc:
@@ -128,6 +119,8 @@ def parse_at(text: str | None, option: str = "--at") -> dt.datetime:
 
 
 def money(amount: int, currency: str) -> str:
+    from fare.currency import format_minor  # noqa: PLC0415
+
     return f"{format_minor(amount, currency)}"
 
 
@@ -166,6 +159,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
     """The core's rules for a feed: its currency, service days in its time zone."""
+    from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay  # noqa: PLC0415
+
     return BackOfficeConfig(
         currency=currency, aggregation=AggregationPolicy(service_day=ServiceDay(tz=feed_tz))
     )
@@ -176,6 +171,9 @@ def open_core(
     config: BackOfficeConfig,
 ) -> TransactionCore:  # fmt: skip
     """The transaction core of a database, with the real fare engine as its pricer."""
+    from backoffice.pricing import PricingError  # noqa: PLC0415
+    from backoffice.service import TransactionCore  # noqa: PLC0415
+
     stored = store.meta(CURRENCY_META_KEY)
     if stored is not None and stored != config.currency:
         raise UserError(f"the database {store.url} settles in {stored}; this feed charges in "
@@ -191,6 +189,13 @@ def open_core(
 
 
 def replay_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, key_store  # noqa: PLC0415
+    from backoffice.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
+    from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
+    from backoffice.replay import ReplayError, read_taps  # noqa: PLC0415
+    from backoffice.storage import StorageError  # noqa: PLC0415
+    from issuer.errors import IssuerError  # noqa: PLC0415
+
     feed = open_feed(args.feed)
     text, source = read_taps_text(args.taps)
     until = parse_at(args.until, "--until") if args.until else None
@@ -225,6 +230,8 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
          until: dt.datetime | None, args: argparse.Namespace) -> ReplayReport:  # fmt: skip
     from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
     from rich.progress import Progress  # noqa: PLC0415
+
+    from backoffice.replay import Replay  # noqa: PLC0415
 
     console = Console(stderr=True)
     total = len(taps_file.taps)
@@ -387,6 +394,9 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _signer(path: Path | None) -> Signer | None:
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.signing import Signer, load_private_key  # noqa: PLC0415
+
     if path is None and os.environ.get(SIGNING_KEY_ENV):
         path = Path(os.environ[SIGNING_KEY_ENV])
     if path is None:
@@ -400,14 +410,25 @@ def _signer(path: Path | None) -> Signer | None:
 
 
 def _feed_path(spec: str) -> Path:
+    from fare.samples import sample_feed_path  # noqa: PLC0415
+
     path = Path(spec)
     return path if path.exists() else sample_feed_path(spec)
 
 
 def run_main(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415 - only the long-running command needs these
+    import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
     import signal  # noqa: PLC0415
+
+    from backoffice.branch import key_store  # noqa: PLC0415
+    from backoffice.consumer import Consumer, ConsumerConfig  # noqa: PLC0415
+    from backoffice.consumer_deny import fare_version, feed_digest  # noqa: PLC0415
+    from backoffice.consumer_link import BrokerAddress, BrokerUrlError  # noqa: PLC0415
+    from backoffice.consumer_map import FareMediaLabels  # noqa: PLC0415
+    from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
+    from backoffice.storage import StorageError, open_store, redact  # noqa: PLC0415
+    from backoffice.writer_lock import WriterLock  # noqa: PLC0415
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
-from emv.pan import mask_pan
+from tapsim.commands.account import register_card_issue
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from emv.card.profile import CardProfile
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,12 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "(default: a fresh card)")
     serve.set_defaults(func=serve_card)
     # `card issue`: the account and the card at a database's issuer (tapsim/commands/account.py)
-    from tapsim.commands.account import register_card_issue  # noqa: PLC0415 - keeps this hunk
-
     register_card_issue(cs)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:
+    from emv.pan import mask_pan  # noqa: PLC0415
+
     return {
         "name": p.name, "description": p.description, "pan_masked": mask_pan(p.pan),
         "psn": p.psn, "expiry": p.expiry.isoformat(), "effective": p.effective.isoformat(),
@@ -63,6 +63,9 @@ def _summary(p: CardProfile) -> dict[str, Any]:
 
 
 def serve_card(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     from emv.card.card import VirtualCard  # noqa: PLC0415
     from emv.card.image import personalise  # noqa: PLC0415
     from tapsim.state import load_card_state, save_card_state  # noqa: PLC0415
@@ -88,6 +91,8 @@ def serve_card(args: argparse.Namespace) -> int:
 
 
 def _load(name: str) -> CardProfile:
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+
     try:
         return load_profile(name)
     except ProfileError as exc:
@@ -95,6 +100,8 @@ def _load(name: str) -> CardProfile:
 
 
 def list_cards(args: argparse.Namespace) -> int:
+    from emv.card.profile import builtin_names  # noqa: PLC0415
+
     cards = [_load(n) for n in builtin_names()]
     if args.json:
         print(json.dumps([_summary(c) for c in cards], indent=1))

@@ -6,16 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fare.currency import format_minor
-from fare.engine import price
-from fare.errors import FeedError
-from fare.explain import Charge
-from fare.gtfs import load_feed
-from fare.model import Feed
-from fare.samples import sample_feed_path, sample_names
-from fare.tapfile import TapFileError, parse_taps
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from fare.explain import Charge
+    from fare.model import Feed
+
+# fare.samples.sample_names(), written out so that the parser needs no fare module
+SAMPLE_FEEDS = ("city", "harbour")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Price the taps of a CSV file and explain every charge. Amounts are in "
                     "minor units of the feed's currency (fen for CNY).")
     p.add_argument("--feed", required=True,
-                   help=f"GTFS folder or zip, or a sample name ({', '.join(sample_names())})")
+                   help=f"GTFS folder or zip, or a sample name ({', '.join(SAMPLE_FEEDS)})")
     p.add_argument("--taps", required=True,
                    help="CSV with tap_id,card,time,stop_id,route_id,action[,rider_category,"
                         "fare_media]; '-' reads standard input")
@@ -40,6 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def open_feed(spec: str) -> Feed:
     """A feed from a path, or from a sample name when no such path exists."""
+    from fare.errors import FeedError  # noqa: PLC0415
+    from fare.gtfs import load_feed  # noqa: PLC0415
+    from fare.samples import sample_feed_path, sample_names  # noqa: PLC0415
+
     path = Path(spec)
     if not path.exists() and spec in sample_names():
         path = sample_feed_path(spec)
@@ -64,6 +68,9 @@ def read_taps_text(spec: str) -> tuple[str, str]:
 
 
 def run_price(args: argparse.Namespace) -> int:
+    from fare.engine import price  # noqa: PLC0415
+    from fare.tapfile import TapFileError, parse_taps  # noqa: PLC0415
+
     feed = open_feed(args.feed)
     text, name = read_taps_text(args.taps)
     try:
@@ -98,6 +105,8 @@ def _table(feed: Feed, charges: list[Charge], totals: dict[str, int]) -> None:
     from rich.console import Console  # noqa: PLC0415 - only the table output needs rich
     from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+
+    from fare.currency import format_minor  # noqa: PLC0415
 
     cur = feed.currency
     console = Console(highlight=False)

@@ -6,41 +6,27 @@ import argparse
 import datetime as dt
 import json
 import os
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emv.card.card import VirtualCard
-from emv.card.image import personalise
-from emv.card.profile import ProfileError, load_profile
-from emv.card.state import CardState
-from emv.describe import command_name, response_lines, safe_hex
-from emv.epurse.psam import Psam
-from emv.kernel import (
-    EPURSE_FIRST,
-    QUICKPASS_FIRST,
-    Exchange,
-    Kernel,
-    Outcome,
-    TapResult,
-    TerminalConfig,
-    TransactionInput,
-    run,
-)
-from emv.oda import builtin_test_ca_keys
 from tapsim.errors import UserError
-from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
+
+if TYPE_CHECKING:
+    from emv.card.state import CardState
+    from emv.epurse.psam import Psam
+    from emv.kernel import Exchange, TapResult
 
 # TEST token key for demos; a deployment sets TAPSIM_TOKEN_KEY (hex, >= 16 bytes).
 DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
 
+# emv.kernel.Outcome's values -> how the human output shows them
 OUTCOME_STYLE = {
-    Outcome.APPROVED_OFFLINE: "bold green",
-    Outcome.ONLINE_REQUEST: "bold yellow",
-    Outcome.DECLINED: "bold red",
-    Outcome.TRY_ANOTHER_INTERFACE: "bold magenta",
-    Outcome.END_APPLICATION: "bold red",
-    Outcome.TRY_AGAIN: "bold magenta",
+    "approved-offline": "bold green",
+    "online-request": "bold yellow",
+    "declined": "bold red",
+    "try-another-interface": "bold magenta",
+    "end-application": "bold red",
+    "try-again": "bold magenta",
 }
 
 
@@ -88,6 +74,21 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
              state: CardState | None = None, trace: list[Exchange] | None = None,
              psam: Psam | None = None) -> tuple[TapResult, CardState]:
     """Personalise (cached), tap once, give the result and the card's new state."""
+    import secrets  # noqa: PLC0415
+
+    from emv.card.card import VirtualCard  # noqa: PLC0415
+    from emv.card.image import personalise  # noqa: PLC0415
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.kernel import (  # noqa: PLC0415
+        EPURSE_FIRST,
+        QUICKPASS_FIRST,
+        Kernel,
+        TerminalConfig,
+        TransactionInput,
+        run,
+    )
+    from emv.oda import builtin_test_ca_keys  # noqa: PLC0415
+
     try:
         profile = load_profile(card_name)
     except ProfileError as exc:
@@ -108,6 +109,9 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
 
 
 def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, Any]:
+    from emv.describe import safe_hex  # noqa: PLC0415
+    from emv.kernel import Outcome  # noqa: PLC0415
+
     out: dict[str, Any] = {k: (v.value if isinstance(v, Outcome) else v)
                            for k, v in vars(result).items()}
     if trace is not None:
@@ -116,7 +120,14 @@ def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, An
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+    from emv.kernel import Outcome  # noqa: PLC0415
+    from tapsim.state import (  # noqa: PLC0415
+        card_state_path,
+        load_card_state,
+        load_psam,
+        save_card_state,
+        save_psam,
+    )
 
     if args.amount < 0:
         raise UserError("--amount must not be negative")
@@ -137,6 +148,10 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result_dict(result, trace)))
         return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1
+    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+
+    from emv.describe import command_name, response_lines  # noqa: PLC0415
+
     console = Console(highlight=False, soft_wrap=True)
     if trace is not None:
         for ex in trace:

@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import datetime as dt
 import json
-import logging
 import os
-import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from emv.card.card import VirtualCard
-from emv.card.image import personalise
-from emv.card.profile import ProfileError, load_profile
-from emv.card.state import CardState
-from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
-from emv.oda import builtin_test_ca_keys
-from fare.concessions import AgeRule
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
-from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
-from terminal.decisions import RiderRules, TapPolicy
-from terminal.denylist import DenyList, Downlink
-from terminal.denystore import DenyStore, deny_store_path
-from terminal.journal import Journal, JournalError
-from terminal.readers import Reader, ReaderError, open_reader
-from terminal.uplink import BrokerSettings, BrokerUrlError, Uplink, validator_client_id
-from terminal.validator import TapEvent, Validator, ValidatorConfig
-from wire.errors import WireError
-from wire.messages import Action
-from wire.signing import Verifier, key_id_of, load_public_key
 
+if TYPE_CHECKING:
+    from emv.card.state import CardState
+    from terminal.readers import Reader
+    from terminal.uplink import Uplink
+    from terminal.validator import TapEvent, Validator
+    from wire.signing import Verifier
+
+# wire.messages.Action's values, written out for the parser (tested equal)
+ACTIONS = ("tap", "tap_on", "tap_off")
 DENY_KEY_ENV = "TAPSIM_DENYLIST_KEY"
 
 
@@ -66,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--operator-id", default="OP1")
     run.add_argument("--stop-id", default="STOP1")
     run.add_argument("--route-id", default="ROUTE1")
-    run.add_argument("--action", choices=[a.value for a in Action], default=Action.TAP.value)
+    run.add_argument("--action", choices=ACTIONS, default="tap")
     run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                      help="first choice of application; epurse: the T-Union e-purse with a TEST "
                           "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
@@ -98,6 +85,9 @@ def default_journal(validator_id: str) -> Path:
 
 
 def _verifier(paths: list[Path] | None) -> Verifier | None:
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.signing import Verifier, key_id_of, load_public_key  # noqa: PLC0415
+
     if not paths and os.environ.get(DENY_KEY_ENV):
         paths = [Path(os.environ[DENY_KEY_ENV])]
     if not paths:
@@ -136,6 +126,25 @@ def _line(event: TapEvent, as_json: bool) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    import contextlib  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from emv.card.card import VirtualCard  # noqa: PLC0415
+    from emv.card.image import personalise  # noqa: PLC0415
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig  # noqa: PLC0415
+    from emv.oda import builtin_test_ca_keys  # noqa: PLC0415
+    from fare.concessions import AgeRule  # noqa: PLC0415
+    from tapsim.state import card_state_path, load_card_state, load_psam, save_psam  # noqa: PLC0415
+    from terminal.decisions import RiderRules, TapPolicy  # noqa: PLC0415
+    from terminal.denylist import DenyList, Downlink  # noqa: PLC0415
+    from terminal.denystore import DenyStore, deny_store_path  # noqa: PLC0415
+    from terminal.journal import Journal, JournalError  # noqa: PLC0415
+    from terminal.readers import ReaderError, open_reader  # noqa: PLC0415
+    from terminal.validator import Validator, ValidatorConfig  # noqa: PLC0415
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.messages import Action  # noqa: PLC0415
+
     if args.taps is not None and args.taps < 0:
         raise UserError("--taps must not be negative")
     try:
@@ -164,7 +173,13 @@ async def _run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     verifier = _verifier(args.deny_list_key)
     settings = None
-    if args.broker:
+    if args.broker:  # MQTT (aiomqtt, paho) only for a validator that has a link
+        from terminal.uplink import (  # noqa: PLC0415
+            BrokerSettings,
+            BrokerUrlError,
+            validator_client_id,
+        )
+
         try:
             settings = BrokerSettings.from_url(args.broker, validator_client_id(args.validator_id),
                                                tls_ca=args.ca)
@@ -194,6 +209,8 @@ async def _run(args: argparse.Namespace) -> int:
             deny_list = DenyList(*deny_store.load_deny_list())
         uplink = None
         if settings is not None:
+            from terminal.uplink import Uplink  # noqa: PLC0415
+
             up_store = Journal(path, lock=False, durable=False)
             stack.callback(up_store.close)
             uplink = Uplink(settings, up_store, args.validator_id, downlink)
@@ -213,6 +230,13 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
+    import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from tapsim.state import save_card_state, save_psam  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -253,6 +277,9 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
 
 
 def main(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(message)s")
