@@ -20,18 +20,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cs = p.add_subparsers(dest="card_command", metavar="SUBCOMMAND")
     cs.required = True
     ls = cs.add_parser("list", help="list the built-in card profiles")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the profiles as JSON")
     ls.set_defaults(func=list_cards)
     show = cs.add_parser("show", help="show one card profile (PAN masked, no keys)")
-    show.add_argument("name", metavar="NAME|PATH")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("name", metavar="NAME|PATH",
+                      help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
+    show.add_argument("--json", action="store_true", help="print the profile as JSON")
     show.set_defaults(func=show_card)
     serve = cs.add_parser(
         "serve", help="serve a virtual card to pcscd's vpcd driver (a PC/SC virtual reader)",
         description="Connect to the vpcd driver of pcscd (package vsmartcard-vpcd) and answer "
                     "as the card in that virtual reader, until interrupted. PC/SC clients "
                     "(pyscard, `tapsim terminal run --reader pcsc:...`) then tap it.")
-    serve.add_argument("name", metavar="NAME|PATH")
+    serve.add_argument("name", metavar="NAME|PATH",
+                       help="the card to serve: a built-in card or a profile .toml/.json")
     serve.add_argument("--vpcd", nargs="?", const="", default="", metavar="HOST:PORT",
                        help="where vpcd listens (default 127.0.0.1:35963, the first reader)")
     serve.add_argument("--no-quickack", action="store_true",

@@ -49,11 +49,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--deny-list-key", type=Path, action="append", metavar="PEM",
                      help=f"back-office public key that signs the deny list (repeatable; "
                           f"default ${DENY_KEY_ENV}); without one no downlink is applied")
-    run.add_argument("--validator-id", default="V0001")
-    run.add_argument("--operator-id", default="OP1")
-    run.add_argument("--stop-id", default="STOP1")
-    run.add_argument("--route-id", default="ROUTE1")
-    run.add_argument("--action", choices=ACTIONS, default="tap")
+    run.add_argument("--validator-id", default="V0001", metavar="ID",
+                     help="this validator's id: its journal's name, its tap ids' prefix and "
+                          "its broker user (default %(default)s)")
+    run.add_argument("--operator-id", default="OP1", metavar="ID",
+                     help="the transit operator written into each tap (default %(default)s)")
+    run.add_argument("--stop-id", default="STOP1", metavar="ID",
+                     help="the stop the validator stands at: a stop_id of the back office's "
+                          "feed (default %(default)s)")
+    run.add_argument("--route-id", default="ROUTE1", metavar="ID",
+                     help="the route of the bus it rides: a route_id of the back office's "
+                          "feed (default %(default)s)")
+    run.add_argument("--action", choices=ACTIONS, default="tap",
+                     help="what a tap means: tap (one tap, flat fare), tap_on (boarding) or "
+                          "tap_off (alighting, distance fares) (default %(default)s)")
     run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                      help="first choice of application; epurse: the T-Union e-purse with a TEST "
                           "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
