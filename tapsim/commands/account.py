@@ -12,6 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from tapsim.checks import MAX_AMOUNT, amount, positive_amount
 from tapsim.commands.backoffice import add_db_argument, db_banks, kek, money, open_db, parse_at
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
@@ -62,8 +63,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.set_defaults(func=show_main)
     dep = cs.add_parser("deposit", help="deposit money at the branch (counter business)")
     _common(dep)
-    dep.add_argument("--amount", type=int, required=True, metavar="MINOR",
-                     help="amount in minor units (fen)")
+    dep.add_argument("--amount", type=positive_amount, required=True, metavar="MINOR",
+                     help=f"amount in minor units (fen), 1 to {MAX_AMOUNT:,}")
     dep.set_defaults(func=action_main, action="deposit")
     for name, text in LIFECYCLE.items():
         p = cs.add_parser(name, help=text)
@@ -80,8 +81,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument("--bank", default=None, metavar="ID",
                      help="the new card's bank (default: the old card's; another bank closes "
                           "the old account after a grace period)")
-    rep.add_argument("--balance", type=int, default=0, metavar="MINOR",
-                     help="opening balance of the new card's account")
+    rep.add_argument("--balance", type=amount, default=0, metavar="MINOR",
+                     help=f"opening balance of the new card's account, 0 to {MAX_AMOUNT:,} "
+                          "minor units")
     rep.set_defaults(func=replace_main)
     conf = cs.add_parser("confirm-transfer",
                          help="the holder confirms: the old card's balance moves to the new "
@@ -99,18 +101,28 @@ def register_card_issue(cs: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="built-in card profile or a .toml/.json path")
     p.add_argument("--pan", default=None, metavar="PAN",
                    help="another TEST PAN on the same profile (default: the profile's)")
-    p.add_argument("--balance", type=int, default=0, metavar="MINOR",
-                   help="opening balance in minor units (default 0)")
+    p.add_argument("--balance", type=amount, default=0, metavar="MINOR",
+                   help=f"opening balance in minor units, 0 to {MAX_AMOUNT:,} (default 0)")
     p.add_argument("--bank", default=DEFAULT_BANK, metavar="ID",
                    help=f"the card's bank (default {DEFAULT_BANK}; built-in ICBC, BOC, CCB)")
     p.add_argument("--currency", default="CNY", metavar="ISO4217",
-                   help="the account's currency (default CNY)")
+                   help="the account's currency, an ISO 4217 code (default CNY)")
     p.add_argument("--activate", action="store_true", help="activate it at once")
     _common(p, card=False)
     p.set_defaults(func=issue_main)
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def check_currency(code: str) -> None:
+    """An ISO 4217 code that tapsim knows (its minor units), else a UserError."""
+    from fare.currency import is_currency  # noqa: PLC0415
+
+    if not is_currency(code):
+        hint = f" (codes are upper case: {code.upper()})" if is_currency(code.upper()) else ""
+        raise UserError(f"--currency {code!r} is not an ISO 4217 currency code{hint}; "
+                        "e.g. CNY, EUR, JPY")
 
 
 def _profile(name: str, pan: str | None = None) -> CardProfile:
@@ -151,9 +163,18 @@ class _Branch:
             raise
 
     def token(self, spec: str) -> str:
+        """The card's token; a UserError for an unknown card, or one whose stored account
+        no command can show (a currency stored before tapsim checked it)."""
+        from fare.currency import is_currency  # noqa: PLC0415
+
         token = spec if _TOKEN.fullmatch(spec) else self.issuer.token_of(_profile(spec).pan)
         if token not in self.issuer.cards:
             raise UserError(f"no card {spec!r} in {self.store.url}")
+        account = self.issuer.account(self.issuer.cards[token].account_id)
+        if not is_currency(account.currency):
+            raise UserError(f"card {spec!r} in {self.store.url}: its account "
+                            f"{account.account_id} is in {account.currency!r}, not an ISO 4217 "
+                            "currency code (stored by an older tapsim that did not check it)")
         return token
 
     def save(self) -> None:
@@ -214,8 +235,7 @@ def issue_main(args: argparse.Namespace) -> int:
 
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
-    if args.balance < 0:
-        raise UserError("--balance must not be negative")
+    check_currency(args.currency)
     branch = _Branch(args, [profile])
     try:
         try:
@@ -243,6 +263,7 @@ def issue_main(args: argparse.Namespace) -> int:
 def show_main(args: argparse.Namespace) -> int:
     from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
 
+    parse_at(args.at)  # not used by show, but a bad one is still an error
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
@@ -285,8 +306,6 @@ def action_main(args: argparse.Namespace) -> int:
     from backoffice.branch import BranchError, act  # noqa: PLC0415
 
     now = parse_at(args.at)
-    if args.action == "deposit" and args.amount <= 0:
-        raise UserError("--amount must be a positive number of minor units")
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
@@ -314,8 +333,6 @@ def replace_main(args: argparse.Namespace) -> int:
 
     now = parse_at(args.at)
     new = _profile(args.new_profile, args.new_pan)
-    if args.balance < 0:
-        raise UserError("--balance must not be negative")
     branch = _Branch(args, [new])
     try:
         token = branch.token(args.card)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tapsim.checks import DAY_S, check_input_file, check_output_file, integer, number
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
@@ -36,6 +37,8 @@ DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///$PWD/tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
 PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
 DEFAULT_BATCH = 500  # backoffice.replay.DEFAULT_BATCH, written out for the parser
+MAX_BATCH = 1_000_000  # taps in one database transaction
+MAX_WORKERS = 64  # backoffice.consumer.ConsumerConfig's limit, written out for the parser
 
 
 # -- shared with `card issue` and `account` -----------------------------------------------
@@ -56,11 +59,26 @@ def db_url(arg: str | None) -> str:
     return url
 
 
+def check_db_url(url: str) -> None:
+    """A URL whose host and port can be read, or a UserError naming it (urllib's
+    ValueError for ``postgresql://[::1`` would otherwise end in a traceback)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from backoffice.storage import redact  # noqa: PLC0415
+
+    try:
+        urlsplit(url).port  # noqa: B018 - parsed for its ValueError
+    except ValueError as exc:
+        raise UserError(f"database URL {redact(url)!r}: {exc}") from None
+
+
 def open_db(arg: str | None) -> SqlStore:
     from backoffice.storage import StorageError, open_store  # noqa: PLC0415
 
+    url = db_url(arg)
+    check_db_url(url)
     try:
-        return open_store(db_url(arg))
+        return open_store(url)
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
@@ -150,7 +168,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--until", default=None, metavar="ISO-TIME",
                    help="keep the clock running to this time (day-end closes, scheduled debt "
                         "recovery); default: the end of the last tap's service day")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+    p.add_argument("--batch", type=integer(1, MAX_BATCH, "taps"), default=DEFAULT_BATCH,
+                   metavar="N",
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
     p.set_defaults(func=replay_main)
@@ -373,17 +392,18 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_db_argument(p)
     p.add_argument("--feed", default="city", metavar="PATH|NAME",
                    help="GTFS-Fares v2 folder or zip, or a sample feed (default city)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
                    help="MQTT connections sharing the tap subscription (default 2)")
     p.add_argument("--signing-key", type=Path, metavar="PEM",
                    help=f"Ed25519 key the deny list is signed with (backoffice-signing.pem of "
                         f"tapsim broker config; default ${SIGNING_KEY_ENV}); without one "
                         "nothing is published to validators")
-    p.add_argument("--batch", type=int, default=500, metavar="N",
+    p.add_argument("--batch", type=integer(1, MAX_BATCH, "taps"), default=500, metavar="N",
                    help="at most N taps per transaction (default 500)")
-    p.add_argument("--tick", type=float, default=60.0, metavar="S",
+    p.add_argument("--tick", type=number(0.01, DAY_S, "seconds"), default=60.0, metavar="S",
                    help="day-end closes and scheduled debt recovery every S seconds (default 60)")
-    p.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+    p.add_argument("--snapshot-every", type=number(0, DAY_S, "seconds"), default=5.0,
+                   metavar="S",
                    help="after deny-list changes, a new retained snapshot at most every S "
                         "seconds (deltas go out at once; default 5)")
     p.add_argument("--stats", type=Path, metavar="FILE",
@@ -433,16 +453,21 @@ def run_main(args: argparse.Namespace) -> int:
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.stats is not None:  # written at the end of the run: checked at its start
+        check_output_file(args.stats, "--stats")
     try:
         config = ConsumerConfig(workers=args.workers, max_batch=args.batch, tick=args.tick,
                                 snapshot_every=args.snapshot_every)
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
+    if args.ca is not None:
+        check_input_file(args.ca, "--ca")
     feed = open_feed(args.feed)
     digest = feed_digest(_feed_path(args.feed))
     signer = _signer(args.signing_key)
     url = db_url(args.db)
+    check_db_url(url)
     keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
     token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
     cfg = core_config(feed.currency, feed.timezone)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tapsim.checks import check_output_file
 from tapsim.commands.account import register_card_issue
 from tapsim.errors import UserError
 
@@ -77,6 +78,8 @@ def serve_card(args: argparse.Namespace) -> int:
         host, port = vpcd.parse_address(args.vpcd)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.state is not None:  # saved when the serving ends: checked before it starts
+        check_output_file(args.state, "--state")
     card = VirtualCard(personalise(_load(args.name)), load_card_state(args.state))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tapsim.checks import MAX_AMOUNT, amount, check_output_file
 from tapsim.errors import UserError
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--card", required=True, metavar="NAME|PATH",
                    help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
-    p.add_argument("--amount", type=int, default=200, metavar="FEN",
-                   help="amount in minor units (default 200 = 2.00 CNY)")
+    p.add_argument("--amount", type=amount, default=200, metavar="FEN",
+                   help=f"amount in minor units, 0 to {MAX_AMOUNT:,} (default 200 = 2.00 CNY)")
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                    help="transaction date (default: today)")
     p.add_argument("--no-sm", action="store_true",
@@ -129,12 +130,12 @@ def main(args: argparse.Namespace) -> int:
         save_psam,
     )
 
-    if args.amount < 0:
-        raise UserError("--amount must not be negative")
     date = args.date or dt.date.today()
     state_path: Path | None = None
     if not args.fresh:
         state_path = args.state or card_state_path(args.card)
+        # written after the tap (with the PSAM's file beside it): checked before it
+        check_output_file(state_path, "--state" if args.state else "card state file")
     state = load_card_state(state_path)
     trace: list[Exchange] | None = [] if args.trace else None
     psam_path = state_path.with_name("psam.json") if state_path is not None else None

@@ -10,6 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tapsim.checks import (
+    DAY_S,
+    amount,
+    check_input_file,
+    check_output_file,
+    integer,
+    number,
+)
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
@@ -22,6 +30,7 @@ if TYPE_CHECKING:
 
 # wire.messages.Action's values, written out for the parser (tested equal)
 ACTIONS = ("tap", "tap_on", "tap_off")
+MAX_TAPS = 1_000_000_000
 DENY_KEY_ENV = "TAPSIM_DENYLIST_KEY"
 
 
@@ -66,20 +75,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                      help="first choice of application; epurse: the T-Union e-purse with a TEST "
                           "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
-    run.add_argument("--amount", type=int, default=200, metavar="FEN",
+    run.add_argument("--amount", type=amount, default=200, metavar="FEN",
                      help="nominal fare offered to the card (default 200)")
     run.add_argument("--journal", type=Path, metavar="FILE",
                      help="journal file (default $XDG_STATE_HOME/tapsim/validators/ID.journal)")
-    run.add_argument("--taps", type=int, metavar="N", help="stop after N taps (default: run on)")
-    run.add_argument("--interval", type=float, default=0.0, metavar="S",
+    run.add_argument("--taps", type=integer(0, MAX_TAPS), metavar="N",
+                     help="stop after N taps (default: run on)")
+    run.add_argument("--interval", type=number(0, DAY_S, "seconds"), default=0.0, metavar="S",
                      help="seconds between taps (default 0)")
-    run.add_argument("--duplicate-window", type=float, default=30.0, metavar="S",
+    run.add_argument("--duplicate-window", type=number(0, DAY_S, "seconds"), default=30.0,
+                     metavar="S",
                      help="same card again within S seconds is a duplicate (0: off; default 30)")
-    run.add_argument("--senior-age", type=int, default=60, metavar="YEARS",
+    run.add_argument("--senior-age", type=integer(0, 150, "years"), default=60, metavar="YEARS",
                      help="age from which the holder rides as senior (default 60)")
-    run.add_argument("--drain", type=float, default=10.0, metavar="S",
+    run.add_argument("--drain", type=number(0, DAY_S, "seconds"), default=10.0, metavar="S",
                      help="before exiting, wait up to S seconds for unsent taps (default 10)")
-    run.add_argument("--keep-days", type=float, default=7.0, metavar="DAYS",
+    run.add_argument("--keep-days", type=number(0, 36_500, "days"), default=7.0, metavar="DAYS",
                      help="at start, drop taps sent more than DAYS ago from the journal "
                           "(default 7)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
@@ -154,8 +165,8 @@ async def _run(args: argparse.Namespace) -> int:
     from wire.errors import WireError  # noqa: PLC0415
     from wire.messages import Action  # noqa: PLC0415
 
-    if args.taps is not None and args.taps < 0:
-        raise UserError("--taps must not be negative")
+    path = args.journal or default_journal(args.validator_id)
+    check_output_file(path, "--journal")  # and the files beside it: same folder
     try:
         config = ValidatorConfig(
             validator_id=args.validator_id, operator_id=args.operator_id, stop_id=args.stop_id,
@@ -194,7 +205,8 @@ async def _run(args: argparse.Namespace) -> int:
                                                tls_ca=args.ca)
         except BrokerUrlError as exc:
             raise UserError(str(exc)) from None
-    path = args.journal or default_journal(args.validator_id)
+        if args.ca is not None:
+            check_input_file(args.ca, "--ca")
     try:
         journal = Journal(path)
     except JournalError as exc:
