@@ -89,7 +89,8 @@ def _issue(capsys: pytest.CaptureFixture[str], db_path: Path, currency: str = "C
     from emv.card.profile import load_profile
     from tapsim.commands.account import _Branch
 
-    branch = _Branch(argparse.Namespace(db=str(db_path)), [load_profile("sscard3")])
+    branch = _Branch(argparse.Namespace(db=str(db_path)), [load_profile("sscard3")],
+                     create=True)
     try:
         issue(branch.issuer, load_profile("sscard3"), bank="ICBC", balance=1000,
               currency=currency, now=dt.datetime.fromisoformat(AT))
@@ -138,6 +139,23 @@ def test_a_replacement_balance_out_of_range_is_refused(capsys: pytest.CaptureFix
     assert not db_path.exists()
 
 
+@pytest.mark.parametrize("command", [
+    ["account", "show", "--card", "sscard3"],
+    ["account", "deposit", "--card", "sscard3", "--amount", "100"],
+    ["account", "lost", "--card", "sscard3"],
+])
+def test_account_commands_do_not_create_a_database(capsys: pytest.CaptureFixture[str],
+                                                   tmp_path: Path, command: list[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    err = refused(capsys, *command, "--db", str(tmp_path / "typo.db"))
+    assert f"no database {tmp_path / 'typo.db'} (tapsim card issue creates one)" in err
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAPSIM_DB", raising=False)
+    err = refused(capsys, *command)  # the default: tapsim.db here
+    assert "no database tapsim.db" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_account_show_checks_its_clock(capsys: pytest.CaptureFixture[str],
                                       db_path: Path) -> None:
     err = refused(capsys, "account", "show", "--db", str(db_path), "--card", "sscard3",
@@ -154,6 +172,10 @@ def test_a_malformed_database_url_is_an_error(capsys: pytest.CaptureFixture[str]
                                               command: list[str]) -> None:
     err = refused(capsys, *command, "--db", "postgresql://tapsim:secret@[::1/test")
     assert "database URL 'postgresql://tapsim:***@[::1/test': Invalid IPv6 URL" in err
+
+
+def test_tlv_of_nothing_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no hex given" in refused(capsys, "tlv", "  ")
 
 
 # -- backoffice replay and run ------------------------------------------------------------

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapsim.checks import MAX_AMOUNT, amount, positive_amount
-from tapsim.commands.backoffice import add_db_argument, db_banks, kek, money, open_db, parse_at
+from tapsim.commands.backoffice import (
+    DEFAULT_DB,
+    add_db_argument,
+    db_banks,
+    kek,
+    money,
+    open_db,
+    parse_at,
+)
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
@@ -149,10 +159,16 @@ def _profile(name: str, pan: str | None = None) -> CardProfile:
 class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
-    def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None):
+    def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None,
+                 *, create: bool = False):
         from backoffice.branch import key_store  # noqa: PLC0415
         from issuer.service import Issuer  # noqa: PLC0415
 
+        # Only `card issue` may create a database; the others need a card in one, and
+        # opening a mistyped SQLite path would leave an empty database behind.
+        spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
+        if not create and "://" not in spec and not Path(spec).exists():
+            raise UserError(f"no database {spec} (tapsim card issue creates one)")
         self.store: SqlStore = open_db(args.db)
         try:
             banks = db_banks(self.store)
@@ -236,7 +252,7 @@ def issue_main(args: argparse.Namespace) -> int:
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
     check_currency(args.currency)
-    branch = _Branch(args, [profile])
+    branch = _Branch(args, [profile], create=True)
     try:
         try:
             done = issue(branch.issuer, profile, bank=args.bank, balance=args.balance,

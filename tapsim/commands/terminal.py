@@ -166,7 +166,7 @@ async def _run(args: argparse.Namespace) -> int:
     from wire.messages import Action  # noqa: PLC0415
 
     path = args.journal or default_journal(args.validator_id)
-    check_output_file(path, "--journal")  # and the files beside it: same folder
+    check_output_file(path, "--journal" if args.journal else "journal")  # and those beside it
     try:
         config = ValidatorConfig(
             validator_id=args.validator_id, operator_id=args.operator_id, stop_id=args.stop_id,

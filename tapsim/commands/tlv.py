@@ -37,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
     from emv.describe import tree_lines  # noqa: PLC0415
 
     text = "".join(args.hex.split())
+    if not text:
+        raise UserError("no hex given: nothing to decode")
     try:
         blob = bytes.fromhex(text)
     except ValueError:
