@@ -88,7 +88,7 @@ def test_card_profiles_need_emv_only(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_branch_commands_need_no_mqtt_nor_simulation(tmp_path: Path) -> None:
-    db = f"sqlite://{tmp_path / 'bank.db'}"
+    db = str(tmp_path / "bank.db")  # a plain path: SQLite
     issue = imported(tmp_path, "card", "issue", "--profile", "sscard3", "--db", db, "--json")
     show = imported(tmp_path, "account", "show", "--card", "sscard3", "--db", db, "--json")
     for mods in (issue, show):

@@ -101,8 +101,9 @@ def _issue(capsys: pytest.CaptureFixture[str], db_path: Path, currency: str = "C
 
 def _balance(db_path: Path) -> int:
     from backoffice.storage import open_store
+    from tapsim.commands.backoffice import db_url
 
-    store = open_store(f"sqlite://{db_path}")
+    store = open_store(db_url(str(db_path)))
     try:
         (account,) = store.load_issuer().accounts
         return int(account.balance)
