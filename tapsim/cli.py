@@ -4,20 +4,35 @@ Each sub-command lives in its own module under ``tapsim/commands`` and exposes
 ``register(subparsers)``; this module only collects them.  Domain errors that
 carry a message for the user end the program with exit code 2 and that message,
 never with a traceback.
+
+Fast start, one rule: a run imports what its command uses and nothing else.  So a
+command module's top level imports only light standard-library modules,
+``tapsim.errors`` and other command modules (themselves light); the domain packages
+(emv, fare, issuer, backoffice, terminal, wire, sim) and rich are imported inside the
+function that runs the command or uses them, and types for annotations under
+``TYPE_CHECKING``.  A constant a parser needs from the domain (a default, a list of
+choices) is written out in the command module and tested equal to the domain's own.
+And `main` builds the parser of the command it runs only (``COMMANDS`` names each
+command's module without importing it): the others' modules are imported when a
+parser must list every command (`tapsim --help`, an unknown command).
+tests/test_cli_imports.py checks, per command, which packages a run imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from tapsim import __version__
 from tapsim.commands import COMMANDS
 from tapsim.errors import UserError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `tapsim` parser with every sub-command, or with those named in ``only``
+    (the other commands' modules are then not imported)."""
     parser = argparse.ArgumentParser(
         prog="tapsim",
         description="Contactless transit and payment terminal simulator.",
@@ -25,14 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tapsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for register in COMMANDS:
-        register(sub)
+    for name, module in COMMANDS.items():
+        if only is None or name in only:
+            importlib.import_module(module).register(sub)
     return parser
 
 
+def commands_needed(argv: Sequence[str]) -> list[str] | None:
+    """The sub-commands the parser needs for ``argv``: the one it runs; none for
+    ``--version`` (it ends the parse); all (None) for `tapsim --help` and for an unknown
+    command (the parser lists them).  The top level has no option taking a value, so the
+    first word that is not an option is the command."""
+    for arg in argv:
+        if arg == "--version":
+            return []
+        if not arg.startswith("-"):
+            return [arg] if arg in COMMANDS else None
+        if arg in ("-h", "--help"):
+            return None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(commands_needed(words))
+    args = parser.parse_args(words)
     try:
         code: int = args.func(args)
     except UserError as exc:

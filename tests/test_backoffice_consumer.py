@@ -346,7 +346,6 @@ def test_postgresql_backend(mosquitto: Broker, tmp_path: Path) -> None:
     (["--broker", "http://x"], "scheme must be mqtt:// or mqtts://"),
     (["--broker", "mqtt://h:99999"], "bad port"),
     (["--broker", "mqtt://h", "--ca", "ca.pem"], "use mqtts://"),
-    (["--broker", "mqtt://h", "--workers", "0"], "workers must be 1-64"),
     (["--broker", "mqtt://h", "--signing-key", "/nonexistent.pem"], "/nonexistent.pem"),
     (["--broker", "mqtt://h", "--feed", "nowhere"], "no feed at 'nowhere'"),
 ])

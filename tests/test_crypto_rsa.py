@@ -583,6 +583,32 @@ def test_from_pem_rejects_other_things() -> None:
         RsaPrivateKey.from_pem(ec_pem)
 
 
+@pytest.mark.parametrize("role", sorted(testkeys.KEY_FILES))
+def test_shipped_test_keys_pass_the_key_check_they_skip_at_load(role: str) -> None:
+    """The test keys are loaded unchecked at run time (start-up cost); here, checked."""
+    from importlib import resources
+
+    data = resources.files(testkeys).joinpath(testkeys.KEY_FILES[role]).read_bytes()
+    checked = RsaPrivateKey.from_pem(data)  # OpenSSL's consistency check
+    assert checked == testkeys._load(role)
+    assert checked.public.n.bit_length() == testkeys.KEY_SIZES[role]
+
+
+def test_from_pem_checks_the_key_unless_told_not_to() -> None:
+    """An inconsistent key (d of another key) is refused by the check, loaded without it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    good = ICC.to_cryptography().private_numbers()
+    bad = rsa.RSAPrivateNumbers(good.p, good.q, good.d + 2, good.dmp1, good.dmq1, good.iqmp,
+                                good.public_numbers)
+    pem = bad.private_key(unsafe_skip_rsa_key_validation=True).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    with pytest.raises(RsaInputError, match="PEM"):
+        RsaPrivateKey.from_pem(pem)
+    assert RsaPrivateKey.from_pem(pem, check=False).public == ICC.public
+
+
 @pytest.mark.parametrize(
     ("call", "needle"),
     [

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emv.crypto.errors import CertificateError, CryptoInputError
-from emv.crypto.sm2 import sm2_sign
+from emv.crypto.sm2 import sm2_public_key, sm2_sign
 from emv.crypto.sm2_certs import (
     ICC_CERTIFICATE_SIZE,
     ISSUER_CERTIFICATE_SIZE,
@@ -29,6 +29,7 @@ from emv.crypto.sm2_certs import (
 from emv.crypto.testkeys_sm2 import (
     SM2_TEST_CA_INDEX,
     SM2_TEST_CA_RID,
+    Sm2TestKey,
     sm2_test_ca,
     sm2_test_icc,
     sm2_test_issuer,
@@ -83,6 +84,15 @@ def _resign(signer: bytes, body: bytes, *extra: bytes) -> bytes:
 def test_test_ca_identity() -> None:
     assert SM2_TEST_CA_RID.hex().upper() == "A000000333" and SM2_TEST_CA_INDEX == 0xF2
     assert "private_key" not in repr(CA) and CA.private_key.hex() not in repr(CA)
+
+
+@pytest.mark.parametrize("key", [CA, ISSUER, ICC], ids=lambda k: k.role)
+def test_shipped_key_pairs_belong_together(key: Sm2TestKey) -> None:
+    """Checked here, not at every load: the public half is the private key times G."""
+    assert sm2_public_key(key.private_key) == key.public_key
+    ours = gmssl_sm2.CryptSM2(private_key=key.private_key.hex(), public_key="")
+    assert ours._kg(int(key.private_key.hex(), 16), gmssl_sm2.default_ecc_table["g"]) \
+        == key.public_key.hex()
 
 
 def test_full_chain_round_trip() -> None:

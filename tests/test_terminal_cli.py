@@ -39,7 +39,6 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     (["--broker", "mqtt://h", "--ca", "ca.pem"], "use mqtts://"),
     (["--validator-id", "bus/7"], "validator id 'bus/7'"),
     (["--card", "no-such-card"], "no-such-card"),
-    (["--taps", "-1"], "--taps must not be negative"),
     (["--deny-list-key", "/nonexistent.pem"], "/nonexistent.pem"),
 ])
 def test_bad_arguments_exit_2_with_a_message(capsys: pytest.CaptureFixture[str],

@@ -1,22 +1,19 @@
-"""Sub-commands of `tapsim`; each module exposes ``register(subparsers)``."""
+"""Sub-commands of `tapsim`: each name and the module whose ``register(subparsers)`` adds it.
+
+Modules are named, not imported, so that a run imports only its own command's module
+(tapsim/cli.py); the order is the order of `tapsim --help`.
+"""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
-
-from tapsim.commands import account, backoffice, broker, card, fare, sim, tap, terminal, tlv
-
-Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-
-COMMANDS: list[Register] = [
-    sim.register,
-    tap.register,
-    card.register,
-    tlv.register,
-    fare.register,
-    terminal.register,
-    broker.register,
-    backoffice.register,
-    account.register,
-]
+COMMANDS: dict[str, str] = {
+    "sim": "tapsim.commands.sim",
+    "tap": "tapsim.commands.tap",
+    "card": "tapsim.commands.card",
+    "tlv": "tapsim.commands.tlv",
+    "fare": "tapsim.commands.fare",
+    "terminal": "tapsim.commands.terminal",
+    "broker": "tapsim.commands.broker",
+    "backoffice": "tapsim.commands.backoffice",
+    "account": "tapsim.commands.account",
+}

@@ -8,28 +8,35 @@ the branch's clock (default now), so a simulation can age an account into dorman
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import re
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from backoffice.branch import (
-    DEFAULT_BANK,
-    BranchError,
-    act,
-    issue,
-    key_store,
-    replace,
+from tapsim.checks import MAX_AMOUNT, amount, positive_amount
+from tapsim.commands.backoffice import (
+    DEFAULT_DB,
+    add_db_argument,
+    db_banks,
+    kek,
+    money,
+    open_db,
+    parse_at,
 )
-from backoffice.storage import SqlStore
-from emv.card.profile import CardProfile, ProfileError, load_profile
-from emv.pan import PanError, luhn_ok, normalize_pan
-from issuer.codes import DESCRIPTIONS
-from issuer.models import Account, Card, ReplaceReason
-from issuer.service import Issuer
-from tapsim.commands.backoffice import add_db_argument, db_banks, kek, money, open_db, parse_at
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from backoffice.storage import SqlStore
+    from emv.card.profile import CardProfile
+    from issuer.models import Account, Card
+    from issuer.service import Issuer
+
+# Written out for the parser (tested equal to the domain's): backoffice.branch.DEFAULT_BANK
+# and issuer.models.ReplaceReason's values.
+DEFAULT_BANK = "ICBC"
+REPLACE_REASONS = ("renewal", "loss", "damage")
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
@@ -66,8 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     show.set_defaults(func=show_main)
     dep = cs.add_parser("deposit", help="deposit money at the branch (counter business)")
     _common(dep)
-    dep.add_argument("--amount", type=int, required=True, metavar="MINOR",
-                     help="amount in minor units (fen)")
+    dep.add_argument("--amount", type=positive_amount, required=True, metavar="MINOR",
+                     help=f"amount in minor units (fen), 1 to {MAX_AMOUNT:,}")
     dep.set_defaults(func=action_main, action="deposit")
     for name, text in LIFECYCLE.items():
         p = cs.add_parser(name, help=text)
@@ -79,13 +86,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the new card's profile")
     rep.add_argument("--new-pan", default=None, metavar="PAN",
                      help="another TEST PAN for the new card (default: the profile's)")
-    rep.add_argument("--reason", choices=[r.value for r in ReplaceReason], default="loss",
+    rep.add_argument("--reason", choices=REPLACE_REASONS, default="loss",
                      help="renewal (from 60 days before expiry), loss or damage")
     rep.add_argument("--bank", default=None, metavar="ID",
                      help="the new card's bank (default: the old card's; another bank closes "
                           "the old account after a grace period)")
-    rep.add_argument("--balance", type=int, default=0, metavar="MINOR",
-                     help="opening balance of the new card's account")
+    rep.add_argument("--balance", type=amount, default=0, metavar="MINOR",
+                     help=f"opening balance of the new card's account, 0 to {MAX_AMOUNT:,} "
+                          "minor units")
     rep.set_defaults(func=replace_main)
     conf = cs.add_parser("confirm-transfer",
                          help="the holder confirms: the old card's balance moves to the new "
@@ -103,12 +111,12 @@ def register_card_issue(cs: argparse._SubParsersAction[argparse.ArgumentParser])
                    help="built-in card profile or a .toml/.json path")
     p.add_argument("--pan", default=None, metavar="PAN",
                    help="another TEST PAN on the same profile (default: the profile's)")
-    p.add_argument("--balance", type=int, default=0, metavar="MINOR",
-                   help="opening balance in minor units (default 0)")
+    p.add_argument("--balance", type=amount, default=0, metavar="MINOR",
+                   help=f"opening balance in minor units, 0 to {MAX_AMOUNT:,} (default 0)")
     p.add_argument("--bank", default=DEFAULT_BANK, metavar="ID",
                    help=f"the card's bank (default {DEFAULT_BANK}; built-in ICBC, BOC, CCB)")
     p.add_argument("--currency", default="CNY", metavar="ISO4217",
-                   help="the account's currency (default CNY)")
+                   help="the account's currency, an ISO 4217 code (default CNY)")
     p.add_argument("--activate", action="store_true", help="activate it at once")
     _common(p, card=False)
     p.set_defaults(func=issue_main)
@@ -117,7 +125,22 @@ def register_card_issue(cs: argparse._SubParsersAction[argparse.ArgumentParser])
 # -- helpers ------------------------------------------------------------------------------
 
 
+def check_currency(code: str) -> None:
+    """An ISO 4217 code that tapsim knows (its minor units), else a UserError."""
+    from fare.currency import is_currency  # noqa: PLC0415
+
+    if not is_currency(code):
+        hint = f" (codes are upper case: {code.upper()})" if is_currency(code.upper()) else ""
+        raise UserError(f"--currency {code!r} is not an ISO 4217 currency code{hint}; "
+                        "e.g. CNY, EUR, JPY")
+
+
 def _profile(name: str, pan: str | None = None) -> CardProfile:
+    import dataclasses  # noqa: PLC0415
+
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.pan import PanError, luhn_ok, normalize_pan  # noqa: PLC0415
+
     try:
         profile = load_profile(name)
     except ProfileError as exc:
@@ -136,7 +159,16 @@ def _profile(name: str, pan: str | None = None) -> CardProfile:
 class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
-    def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None):
+    def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None,
+                 *, create: bool = False):
+        from backoffice.branch import key_store  # noqa: PLC0415
+        from issuer.service import Issuer  # noqa: PLC0415
+
+        # Only `card issue` may create a database; the others need a card in one, and
+        # opening a mistyped SQLite path would leave an empty database behind.
+        spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
+        if not create and "://" not in spec and not Path(spec).exists():
+            raise UserError(f"no database {spec} (tapsim card issue creates one)")
         self.store: SqlStore = open_db(args.db)
         try:
             banks = db_banks(self.store)
@@ -147,9 +179,18 @@ class _Branch:
             raise
 
     def token(self, spec: str) -> str:
+        """The card's token; a UserError for an unknown card, or one whose stored account
+        no command can show (a currency stored before tapsim checked it)."""
+        from fare.currency import is_currency  # noqa: PLC0415
+
         token = spec if _TOKEN.fullmatch(spec) else self.issuer.token_of(_profile(spec).pan)
         if token not in self.issuer.cards:
             raise UserError(f"no card {spec!r} in {self.store.url}")
+        account = self.issuer.account(self.issuer.cards[token].account_id)
+        if not is_currency(account.currency):
+            raise UserError(f"card {spec!r} in {self.store.url}: its account "
+                            f"{account.account_id} is in {account.currency!r}, not an ISO 4217 "
+                            "currency code (stored by an older tapsim that did not check it)")
         return token
 
     def save(self) -> None:
@@ -205,11 +246,13 @@ def _print_card(d: dict[str, Any]) -> None:
 
 
 def issue_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, act, issue  # noqa: PLC0415
+    from issuer.models import Card  # noqa: PLC0415
+
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
-    if args.balance < 0:
-        raise UserError("--balance must not be negative")
-    branch = _Branch(args, [profile])
+    check_currency(args.currency)
+    branch = _Branch(args, [profile], create=True)
     try:
         try:
             done = issue(branch.issuer, profile, bank=args.bank, balance=args.balance,
@@ -234,6 +277,9 @@ def issue_main(args: argparse.Namespace) -> int:
 
 
 def show_main(args: argparse.Namespace) -> int:
+    from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
+
+    parse_at(args.at)  # not used by show, but a bad one is still an error
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
@@ -273,9 +319,9 @@ def show_main(args: argparse.Namespace) -> int:
 
 
 def action_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, act  # noqa: PLC0415
+
     now = parse_at(args.at)
-    if args.action == "deposit" and args.amount <= 0:
-        raise UserError("--amount must be a positive number of minor units")
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
@@ -298,10 +344,11 @@ def action_main(args: argparse.Namespace) -> int:
 
 
 def replace_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, replace  # noqa: PLC0415
+    from issuer.models import ReplaceReason  # noqa: PLC0415
+
     now = parse_at(args.at)
     new = _profile(args.new_profile, args.new_pan)
-    if args.balance < 0:
-        raise UserError("--balance must not be negative")
     branch = _Branch(args, [new])
     try:
         token = branch.token(args.card)

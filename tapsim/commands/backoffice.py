@@ -12,53 +12,34 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from backoffice.branch import (
-    BANKS_META_KEY,
-    BUILTIN_BANKS,
-    TEST_KEK,
-    BranchError,
-    banks_from_json,
-    banks_to_json,
-    key_store,
-    merge_banks,
-)
-from backoffice.cardsfile import CardsFile, CardsFileError, load_cards
-from backoffice.consumer import Consumer, ConsumerConfig, ConsumerStats
-from backoffice.consumer_deny import fare_version, feed_digest
-from backoffice.consumer_link import BrokerAddress, BrokerUrlError
-from backoffice.consumer_map import FareMediaLabels
-from backoffice.fare_pricer import FarePricer
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay
-from backoffice.pricing import PricingError
-from backoffice.replay import (
-    DEFAULT_BATCH,
-    Replay,
-    ReplayError,
-    ReplayReport,
-    TapsFile,
-    read_taps,
-)
-from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageError, database_url, open_store, redact
-from backoffice.writer_lock import WriterLock
-from fare.currency import format_minor
-from fare.model import Feed
-from fare.samples import sample_feed_path
-from issuer.errors import IssuerError
-from issuer.keys import KeyStore
-from issuer.policy import BankPolicy
 from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
+from tapsim.checks import DAY_S, check_input_file, check_output_file, integer, number
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
-from wire.errors import WireError
-from wire.messages import FareTableVersion
-from wire.signing import Signer, load_private_key
+
+if TYPE_CHECKING:
+    from backoffice.cardsfile import CardsFile
+    from backoffice.consumer import ConsumerStats
+    from backoffice.fare_pricer import FarePricer
+    from backoffice.policy import BackOfficeConfig
+    from backoffice.replay import ReplayReport, TapsFile
+    from backoffice.service import TransactionCore
+    from backoffice.storage import SqlStore
+    from fare.model import Feed
+    from issuer.keys import KeyStore
+    from issuer.policy import BankPolicy
+    from wire.messages import FareTableVersion
+    from wire.signing import Signer
 
 DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
 PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
+DEFAULT_BATCH = 500  # backoffice.replay.DEFAULT_BATCH, written out for the parser
+MAX_BATCH = 1_000_000  # taps in one database transaction
+MAX_WORKERS = 64  # backoffice.consumer.ConsumerConfig's limit, written out for the parser
 
 
 # -- shared with `card issue` and `account` -----------------------------------------------
@@ -75,15 +56,34 @@ def add_db_argument(p: argparse.ArgumentParser) -> None:
 
 def db_url(arg: str | None) -> str:
     """``--db``, else $TAPSIM_DB, else tapsim.db here, as a URL (a plain path: SQLite)."""
+    from backoffice.storage import StorageError, database_url  # noqa: PLC0415
+
     try:
         return database_url(arg or os.environ.get("TAPSIM_DB") or DEFAULT_DB)
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
 
-def open_db(arg: str | None) -> SqlStore:
+def check_db_url(url: str) -> None:
+    """A URL whose host and port can be read, or a UserError naming it (urllib's
+    ValueError for ``postgresql://[::1`` would otherwise end in a traceback)."""
+    from urllib.parse import urlsplit  # noqa: PLC0415
+
+    from backoffice.storage import redact  # noqa: PLC0415
+
     try:
-        return open_store(db_url(arg))
+        urlsplit(url).port  # noqa: B018 - parsed for its ValueError
+    except ValueError as exc:
+        raise UserError(f"database URL {redact(url)!r}: {exc}") from None
+
+
+def open_db(arg: str | None) -> SqlStore:
+    from backoffice.storage import StorageError, open_store  # noqa: PLC0415
+
+    url = db_url(arg)
+    check_db_url(url)
+    try:
+        return open_store(url)
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
@@ -91,6 +91,8 @@ def open_db(arg: str | None) -> SqlStore:
 def kek() -> bytes:
     """The key-encryption key card keys are wrapped under: TAPSIM_KEK (hex, 16/24/32 bytes),
     else the labelled TEST KEK (a simulator's database only)."""
+    from backoffice.branch import TEST_KEK  # noqa: PLC0415
+
     raw = os.environ.get("TAPSIM_KEK")
     if not raw:
         return TEST_KEK
@@ -105,6 +107,15 @@ def kek() -> bytes:
 
 def db_banks(store: SqlStore, *extra: BankPolicy) -> list[BankPolicy]:
     """The built-in banks, those the database knows, and ``extra`` (stored if new)."""
+    from backoffice.branch import (  # noqa: PLC0415
+        BANKS_META_KEY,
+        BUILTIN_BANKS,
+        BranchError,
+        banks_from_json,
+        banks_to_json,
+        merge_banks,
+    )
+
     try:
         stored = banks_from_json(store.meta(BANKS_META_KEY))
     except BranchError as exc:
@@ -131,6 +142,8 @@ def parse_at(text: str | None, option: str = "--at") -> dt.datetime:
 
 
 def money(amount: int, currency: str) -> str:
+    from fare.currency import format_minor  # noqa: PLC0415
+
     return f"{format_minor(amount, currency)}"
 
 
@@ -160,7 +173,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--until", default=None, metavar="ISO-TIME",
                    help="keep the clock running to this time (day-end closes, scheduled debt "
                         "recovery); default: the end of the last tap's service day")
-    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+    p.add_argument("--batch", type=integer(1, MAX_BATCH, "taps"), default=DEFAULT_BATCH,
+                   metavar="N",
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
     add_ca_keys_option(p)
@@ -170,6 +184,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
     """The core's rules for a feed: its currency, service days in its time zone."""
+    from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay  # noqa: PLC0415
+
     return BackOfficeConfig(
         currency=currency, aggregation=AggregationPolicy(service_day=ServiceDay(tz=feed_tz))
     )
@@ -180,6 +196,9 @@ def open_core(
     config: BackOfficeConfig,
 ) -> TransactionCore:  # fmt: skip
     """The transaction core of a database, with the real fare engine as its pricer."""
+    from backoffice.pricing import PricingError  # noqa: PLC0415
+    from backoffice.service import TransactionCore  # noqa: PLC0415
+
     stored = store.meta(CURRENCY_META_KEY)
     if stored is not None and stored != config.currency:
         raise UserError(f"the database {store.url} settles in {stored}; this feed charges in "
@@ -195,6 +214,13 @@ def open_core(
 
 
 def replay_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, key_store  # noqa: PLC0415
+    from backoffice.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
+    from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
+    from backoffice.replay import ReplayError, read_taps  # noqa: PLC0415
+    from backoffice.storage import StorageError  # noqa: PLC0415
+    from issuer.errors import IssuerError  # noqa: PLC0415
+
     feed = open_feed(args.feed)
     text, source = read_taps_text(args.taps)
     until = parse_at(args.until, "--until") if args.until else None
@@ -229,6 +255,8 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
          until: dt.datetime | None, args: argparse.Namespace) -> ReplayReport:  # fmt: skip
     from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
     from rich.progress import Progress  # noqa: PLC0415
+
+    from backoffice.replay import Replay  # noqa: PLC0415
 
     console = Console(stderr=True)
     total = len(taps_file.taps)
@@ -371,17 +399,18 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     add_db_argument(p)
     p.add_argument("--feed", default="city", metavar="PATH|NAME",
                    help="GTFS-Fares v2 folder or zip, or a sample feed (default city)")
-    p.add_argument("--workers", type=int, default=2, metavar="N",
+    p.add_argument("--workers", type=integer(1, MAX_WORKERS), default=2, metavar="N",
                    help="MQTT connections sharing the tap subscription (default 2)")
     p.add_argument("--signing-key", type=Path, metavar="PEM",
                    help=f"Ed25519 key the deny list is signed with (backoffice-signing.pem of "
                         f"tapsim broker config; default ${SIGNING_KEY_ENV}); without one "
                         "nothing is published to validators")
-    p.add_argument("--batch", type=int, default=500, metavar="N",
+    p.add_argument("--batch", type=integer(1, MAX_BATCH, "taps"), default=500, metavar="N",
                    help="at most N taps per transaction (default 500)")
-    p.add_argument("--tick", type=float, default=60.0, metavar="S",
+    p.add_argument("--tick", type=number(0.01, DAY_S, "seconds"), default=60.0, metavar="S",
                    help="day-end closes and scheduled debt recovery every S seconds (default 60)")
-    p.add_argument("--snapshot-every", type=float, default=5.0, metavar="S",
+    p.add_argument("--snapshot-every", type=number(0, DAY_S, "seconds"), default=5.0,
+                   metavar="S",
                    help="after deny-list changes, a new retained snapshot at most every S "
                         "seconds (deltas go out at once; default 5)")
     p.add_argument("--stats", type=Path, metavar="FILE",
@@ -392,6 +421,9 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _signer(path: Path | None) -> Signer | None:
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.signing import Signer, load_private_key  # noqa: PLC0415
+
     if path is None and os.environ.get(SIGNING_KEY_ENV):
         path = Path(os.environ[SIGNING_KEY_ENV])
     if path is None:
@@ -405,28 +437,44 @@ def _signer(path: Path | None) -> Signer | None:
 
 
 def _feed_path(spec: str) -> Path:
+    from fare.samples import sample_feed_path  # noqa: PLC0415
+
     path = Path(spec)
     return path if path.exists() else sample_feed_path(spec)
 
 
 def run_main(args: argparse.Namespace) -> int:
-    import asyncio  # noqa: PLC0415 - only the long-running command needs these
+    import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
     import signal  # noqa: PLC0415
+
+    from backoffice.branch import key_store  # noqa: PLC0415
+    from backoffice.consumer import Consumer, ConsumerConfig  # noqa: PLC0415
+    from backoffice.consumer_deny import fare_version, feed_digest  # noqa: PLC0415
+    from backoffice.consumer_link import BrokerAddress, BrokerUrlError  # noqa: PLC0415
+    from backoffice.consumer_map import FareMediaLabels  # noqa: PLC0415
+    from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
+    from backoffice.storage import StorageError, open_store, redact  # noqa: PLC0415
+    from backoffice.writer_lock import WriterLock  # noqa: PLC0415
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.stats is not None:  # written at the end of the run: checked at its start
+        check_output_file(args.stats, "--stats")
     try:
         config = ConsumerConfig(workers=args.workers, max_batch=args.batch, tick=args.tick,
                                 snapshot_every=args.snapshot_every)
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
+    if args.ca is not None:
+        check_input_file(args.ca, "--ca")
     feed = open_feed(args.feed)
     digest = feed_digest(_feed_path(args.feed))
     signer = _signer(args.signing_key)
     url = db_url(args.db)
+    check_db_url(url)
     keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
     token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
     cfg = core_config(feed.currency, feed.timezone)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
-from emv.pan import mask_pan
+from tapsim.checks import check_output_file
+from tapsim.commands.account import register_card_issue
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from emv.card.profile import CardProfile
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,18 +21,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cs = p.add_subparsers(dest="card_command", metavar="SUBCOMMAND")
     cs.required = True
     ls = cs.add_parser("list", help="list the built-in card profiles")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="print the profiles as JSON")
     ls.set_defaults(func=list_cards)
     show = cs.add_parser("show", help="show one card profile (PAN masked, no keys)")
-    show.add_argument("name", metavar="NAME|PATH")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("name", metavar="NAME|PATH",
+                      help="a built-in card (see `tapsim card list`) or a profile .toml/.json")
+    show.add_argument("--json", action="store_true", help="print the profile as JSON")
     show.set_defaults(func=show_card)
     serve = cs.add_parser(
         "serve", help="serve a virtual card to pcscd's vpcd driver (a PC/SC virtual reader)",
         description="Connect to the vpcd driver of pcscd (package vsmartcard-vpcd) and answer "
                     "as the card in that virtual reader, until interrupted. PC/SC clients "
                     "(pyscard, `tapsim terminal run --reader pcsc:...`) then tap it.")
-    serve.add_argument("name", metavar="NAME|PATH")
+    serve.add_argument("name", metavar="NAME|PATH",
+                       help="the card to serve: a built-in card or a profile .toml/.json")
     serve.add_argument("--vpcd", nargs="?", const="", default="", metavar="HOST:PORT",
                        help="where vpcd listens (default 127.0.0.1:35963, the first reader)")
     serve.add_argument("--no-quickack", action="store_true",
@@ -41,12 +44,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "(default: a fresh card)")
     serve.set_defaults(func=serve_card)
     # `card issue`: the account and the card at a database's issuer (tapsim/commands/account.py)
-    from tapsim.commands.account import register_card_issue  # noqa: PLC0415 - keeps this hunk
-
     register_card_issue(cs)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:
+    from emv.pan import mask_pan  # noqa: PLC0415
+
     return {
         "name": p.name, "description": p.description, "pan_masked": mask_pan(p.pan),
         "psn": p.psn, "expiry": p.expiry.isoformat(), "effective": p.effective.isoformat(),
@@ -63,6 +66,9 @@ def _summary(p: CardProfile) -> dict[str, Any]:
 
 
 def serve_card(args: argparse.Namespace) -> int:
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     from emv.card.card import VirtualCard  # noqa: PLC0415
     from emv.card.image import personalise  # noqa: PLC0415
     from tapsim.state import load_card_state, save_card_state  # noqa: PLC0415
@@ -72,6 +78,8 @@ def serve_card(args: argparse.Namespace) -> int:
         host, port = vpcd.parse_address(args.vpcd)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    if args.state is not None:  # saved when the serving ends: checked before it starts
+        check_output_file(args.state, "--state")
     card = VirtualCard(personalise(_load(args.name)), load_card_state(args.state))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +96,8 @@ def serve_card(args: argparse.Namespace) -> int:
 
 
 def _load(name: str) -> CardProfile:
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+
     try:
         return load_profile(name)
     except ProfileError as exc:
@@ -95,6 +105,8 @@ def _load(name: str) -> CardProfile:
 
 
 def list_cards(args: argparse.Namespace) -> int:
+    from emv.card.profile import builtin_names  # noqa: PLC0415
+
     cards = [_load(n) for n in builtin_names()]
     if args.json:
         print(json.dumps([_summary(c) for c in cards], indent=1))

@@ -6,16 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fare.currency import format_minor
-from fare.engine import price
-from fare.errors import FeedError
-from fare.explain import Charge
-from fare.gtfs import load_feed
-from fare.model import Feed, Tap
-from fare.samples import sample_feed_path, sample_names
-from fare.tapfile import TapFileError, parse_taps
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from fare.explain import Charge
+    from fare.model import Feed, Tap
+
+# fare.samples.sample_names(), written out so that the parser needs no fare module
+SAMPLE_FEEDS = ("city", "city2026", "harbour")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Price the taps of a CSV file and explain every charge. Amounts are in "
                     "minor units of the feed's currency (fen for CNY).")
     p.add_argument("--feed", required=True,
-                   help=f"GTFS folder or zip, or a sample name ({', '.join(sample_names())})")
+                   help=f"GTFS folder or zip, or a sample name ({', '.join(SAMPLE_FEEDS)})")
     p.add_argument("--taps", required=True,
                    help="CSV with tap_id,card,time,stop_id,route_id,action[,rider_category,"
                         "fare_media]; '-' reads standard input")
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Validate a GTFS-Fares v2 feed (and tapsim's fare_caps.txt) on its own. "
                     "Exit 0: clean; 1: warnings only; 2: errors (the feed does not load).")
     c.add_argument("feed", metavar="FEED",
-                   help=f"GTFS folder or zip, or a sample name ({', '.join(sample_names())})")
+                   help=f"GTFS folder or zip, or a sample name ({', '.join(SAMPLE_FEEDS)})")
     c.add_argument("--json", action="store_true",
                    help="print a JSON document (schema tapsim.fare.check, version 1)")
     c.set_defaults(func=run_check)
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     "changes most.")
     m.add_argument("--feed", action="append", default=[], metavar="FEED",
                    help="give twice: A then B (GTFS folder or zip, or a sample name: "
-                        f"{', '.join(sample_names())})")
+                        f"{', '.join(SAMPLE_FEEDS)})")
     m.add_argument("--taps", required=True,
                    help="taps CSV (the `fare price` format); '-' reads standard input")
     m.add_argument("--format", choices=("table", "json"), default="table",
@@ -75,12 +75,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def open_feed(spec: str) -> Feed:
     """A feed from a path, or from a sample name when no such path exists."""
+    from fare.errors import FeedError  # noqa: PLC0415
+    from fare.gtfs import load_feed  # noqa: PLC0415
+    from fare.samples import sample_feed_path, sample_names  # noqa: PLC0415
+
     path = Path(spec)
     if not path.exists() and spec in sample_names():
         path = sample_feed_path(spec)
     elif not path.exists():
         raise UserError(f"no feed at {spec!r} (a GTFS folder or zip, or a sample: "
-                        f"{', '.join(sample_names())})")
+                        f"{', '.join(SAMPLE_FEEDS)})")
     try:
         return load_feed(path)
     except FeedError as exc:
@@ -91,7 +95,9 @@ def open_feed(spec: str) -> Feed:
 
 def run_check(args: argparse.Namespace) -> int:
     from fare.check import as_json, check_files  # noqa: PLC0415 - lazy, as every command
+    from fare.errors import FeedError  # noqa: PLC0415
     from fare.gtfs import read_files  # noqa: PLC0415
+    from fare.samples import sample_feed_path, sample_names  # noqa: PLC0415
 
     path = Path(args.feed)
     if not path.exists() and args.feed in sample_names():
@@ -119,6 +125,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from fare.compare import CompareError, compare  # noqa: PLC0415 - lazy, as every command
     from fare.compare_html import pages, text_report  # noqa: PLC0415
+    from fare.tapfile import TapFileError, parse_taps  # noqa: PLC0415
 
     if len(args.feed) != 2:
         raise UserError("fare compare needs two --feed options: the fares in force (A), then "
@@ -186,6 +193,9 @@ def read_taps_text(spec: str) -> tuple[str, str]:
 
 
 def run_price(args: argparse.Namespace) -> int:
+    from fare.engine import price  # noqa: PLC0415
+    from fare.tapfile import TapFileError, parse_taps  # noqa: PLC0415
+
     feed = open_feed(args.feed)
     text, name = read_taps_text(args.taps)
     try:
@@ -225,6 +235,8 @@ def _table(feed: Feed, charges: list[Charge], totals: dict[str, int]) -> None:
     from rich.console import Console  # noqa: PLC0415 - only the table output needs rich
     from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+
+    from fare.currency import format_minor  # noqa: PLC0415
 
     cur = feed.currency
     console = Console(highlight=False)

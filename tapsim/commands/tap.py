@@ -6,42 +6,30 @@ import argparse
 import datetime as dt
 import json
 import os
-import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emv.card.card import VirtualCard
-from emv.card.image import personalise
-from emv.card.profile import ProfileError, load_profile
-from emv.card.state import CardState
-from emv.describe import command_name, response_lines, safe_hex
-from emv.epurse.psam import Psam
-from emv.kernel import (
-    EPURSE_FIRST,
-    QUICKPASS_FIRST,
-    Exchange,
-    Kernel,
-    Outcome,
-    TapResult,
-    TerminalConfig,
-    TransactionInput,
-    run,
-)
-from emv.oda import CaKeys, builtin_test_ca_keys
 from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
+from tapsim.checks import MAX_AMOUNT, amount, check_output_file
 from tapsim.errors import UserError
-from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
+
+if TYPE_CHECKING:
+    from emv.card.state import CardState
+    from emv.epurse.psam import Psam
+    from emv.kernel import Exchange, TapResult
+    from emv.oda import CaKeys
 
 # TEST token key for demos; a deployment sets TAPSIM_TOKEN_KEY (hex, >= 16 bytes).
 DEMO_TOKEN_KEY = b"tapsim-demo-token-key (TEST ONLY)"
 
+# emv.kernel.Outcome's values -> how the human output shows them
 OUTCOME_STYLE = {
-    Outcome.APPROVED_OFFLINE: "bold green",
-    Outcome.ONLINE_REQUEST: "bold yellow",
-    Outcome.DECLINED: "bold red",
-    Outcome.TRY_ANOTHER_INTERFACE: "bold magenta",
-    Outcome.END_APPLICATION: "bold red",
-    Outcome.TRY_AGAIN: "bold magenta",
+    "approved-offline": "bold green",
+    "online-request": "bold yellow",
+    "declined": "bold red",
+    "try-another-interface": "bold magenta",
+    "end-application": "bold red",
+    "try-again": "bold magenta",
 }
 
 
@@ -71,8 +59,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="replay a recorded card: JSON [{\"c\": hex, \"r\": hex}, ...] (the "
                              "shape --json --trace prints); the amount, date, unpredictable "
                              "number, TTQ, country and currency are the recording's")
-    p.add_argument("--amount", type=int, default=200, metavar="FEN",
-                   help="amount in minor units (default 200 = 2.00 CNY)")
+    p.add_argument("--amount", type=amount, default=200, metavar="FEN",
+                   help=f"amount in minor units, 0 to {MAX_AMOUNT:,} (default 200 = 2.00 CNY)")
     p.add_argument("--date", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                    help="transaction date (default: today)")
     p.add_argument("--no-sm", action="store_true",
@@ -99,6 +87,21 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
              psam: Psam | None = None, ca_keys: CaKeys | None = None,
              ) -> tuple[TapResult, CardState]:
     """Personalise (cached), tap once, give the result and the card's new state."""
+    import secrets  # noqa: PLC0415
+
+    from emv.card.card import VirtualCard  # noqa: PLC0415
+    from emv.card.image import personalise  # noqa: PLC0415
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.kernel import (  # noqa: PLC0415
+        EPURSE_FIRST,
+        QUICKPASS_FIRST,
+        Kernel,
+        TerminalConfig,
+        TransactionInput,
+        run,
+    )
+    from emv.oda import builtin_test_ca_keys  # noqa: PLC0415
+
     try:
         profile = load_profile(card_name)
     except ProfileError as exc:
@@ -119,8 +122,8 @@ def tap_once(card_name: str, amount: int, date: dt.date, *, sm: bool = True,
     return result, card.state
 
 
-REPLAY_PRIORITY = (*QUICKPASS_FIRST, bytes.fromhex("A0000000031010"))
-"""What a replayed card may be: UnionPay QuickPass, then Visa (qVSDC answers GPO as qPBOC)."""
+VISA_AID = bytes.fromhex("A0000000031010")
+"""After UnionPay QuickPass, what a replayed card may be: Visa (qVSDC answers GPO as qPBOC)."""
 
 
 def transcript_tap(path: Path, date: dt.date, amount: int, *, sm: bool = True,
@@ -128,14 +131,17 @@ def transcript_tap(path: Path, date: dt.date, amount: int, *, sm: bool = True,
                    ) -> TapResult:
     """Run the kernel once on a recorded card (``emv.card.transcript``)."""
     from emv.card.transcript import TranscriptError, TranscriptMiss, load_transcript  # noqa: PLC0415
+    from emv.kernel import QUICKPASS_FIRST, Kernel, TerminalConfig, TransactionInput, run  # noqa: PLC0415
+    from emv.oda import builtin_test_ca_keys  # noqa: PLC0415
 
+    replay_priority = (*QUICKPASS_FIRST, VISA_AID)
     try:
         transcript = load_transcript(path)
     except TranscriptError as exc:
         raise UserError(str(exc)) from None
     base = TerminalConfig(ca_keys=ca_keys if ca_keys is not None else builtin_test_ca_keys(),
-                          token_key=token_key(), sm_supported=sm, aid_priority=REPLAY_PRIORITY,
-                          partial_aids=frozenset(REPLAY_PRIORITY))
+                          token_key=token_key(), sm_supported=sm, aid_priority=replay_priority,
+                          partial_aids=frozenset(replay_priority))
     txn = TransactionInput(amount=amount, date=date, unpredictable_number=bytes(4))
     try:
         config, txn = transcript.replay_inputs(base, txn)
@@ -149,6 +155,9 @@ def transcript_tap(path: Path, date: dt.date, amount: int, *, sm: bool = True,
 
 
 def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, Any]:
+    from emv.describe import safe_hex  # noqa: PLC0415
+    from emv.kernel import Outcome  # noqa: PLC0415
+
     out: dict[str, Any] = {k: (v.value if isinstance(v, Outcome) else v)
                            for k, v in vars(result).items()}
     if trace is not None:
@@ -157,8 +166,16 @@ def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, An
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.amount < 0:
-        raise UserError("--amount must not be negative")
+    from tapsim.state import (  # noqa: PLC0415
+        card_state_path,
+        load_card_state,
+        load_psam,
+        save_card_state,
+        save_psam,
+    )
+
+    if args.record is not None:  # written after the tap: checked before it
+        check_output_file(args.record, "--record")
     date = args.date or dt.date.today()
     trace: list[Exchange] | None = [] if args.trace or args.record else None
     if args.transcript is not None:
@@ -168,6 +185,8 @@ def main(args: argparse.Namespace) -> int:
     state_path: Path | None = None
     if not args.fresh:
         state_path = args.state or card_state_path(args.card)
+        # written after the tap (with the PSAM's file beside it): checked before it
+        check_output_file(state_path, "--state" if args.state else "card state file")
     state = load_card_state(state_path)
     psam_path = state_path.with_name("psam.json") if state_path is not None else None
     psam = load_psam(psam_path) if args.prefer == "epurse" else None
@@ -182,7 +201,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace, result: TapResult, trace: list[Exchange] | None) -> int:
-    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+    from emv.kernel import Outcome  # noqa: PLC0415
 
     if args.record is not None and trace is not None:
         recording = [{"c": e.command.hex().upper(), "r": e.response.hex().upper()} for e in trace]
@@ -195,6 +214,10 @@ def _show(args: argparse.Namespace, result: TapResult, trace: list[Exchange] | N
     if args.json:
         print(json.dumps(result_dict(result, trace)))
         return 0 if result.outcome in (Outcome.APPROVED_OFFLINE, Outcome.ONLINE_REQUEST) else 1
+    from rich.console import Console  # noqa: PLC0415 - only the human output needs it
+
+    from emv.describe import command_name, response_lines  # noqa: PLC0415
+
     console = Console(highlight=False, soft_wrap=True)
     if trace is not None:
         for ex in trace:

@@ -11,38 +11,38 @@ back office's default feed, so a default validator's taps are priced.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import datetime as dt
 import json
-import logging
 import os
-import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from emv.card.card import VirtualCard
-from emv.card.image import personalise
-from emv.card.profile import ProfileError, load_profile
-from emv.card.state import CardState
-from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig
-from fare.concessions import AgeRule
 from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
+from tapsim.checks import (
+    DAY_S,
+    amount,
+    check_input_file,
+    check_output_file,
+    integer,
+    number,
+)
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
-from tapsim.state import card_state_path, load_card_state, load_psam, save_card_state, save_psam
-from terminal.decisions import RiderRules, TapPolicy
-from terminal.denylist import DenyList, Downlink
-from terminal.denystore import DenyStore, deny_store_path
-from terminal.journal import Journal, JournalError
-from terminal.readers import Reader, ReaderError, open_reader
-from terminal.uplink import BrokerSettings, BrokerUrlError, Uplink, validator_client_id
-from terminal.validator import SAMPLE_ROUTE, SAMPLE_STOP, TapEvent, Validator, ValidatorConfig
-from wire.errors import WireError
-from wire.messages import Action
-from wire.signing import Verifier, key_id_of, load_public_key
 
+if TYPE_CHECKING:
+    from emv.card.state import CardState
+    from terminal.readers import Reader
+    from terminal.uplink import Uplink
+    from terminal.validator import TapEvent, Validator
+    from wire.signing import Verifier
+
+# wire.messages.Action's values, written out for the parser (tested equal)
+ACTIONS = ("tap", "tap_on", "tap_off")
+# terminal.validator's SAMPLE_STOP and SAMPLE_ROUTE (the sample feed city's), likewise
+SAMPLE_STOP = "S01"
+SAMPLE_ROUTE = "1"
+MAX_TAPS = 1_000_000_000
 DENY_KEY_ENV = "TAPSIM_DENYLIST_KEY"
 
 
@@ -71,33 +71,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--deny-list-key", type=Path, action="append", metavar="PEM",
                      help=f"back-office public key that signs the deny list (repeatable; "
                           f"default ${DENY_KEY_ENV}); without one no downlink is applied")
-    run.add_argument("--validator-id", default="V0001")
-    run.add_argument("--operator-id", default="OP1")
+    run.add_argument("--validator-id", default="V0001", metavar="ID",
+                     help="this validator's id: its journal's name, its tap ids' prefix and "
+                          "its broker user (default %(default)s)")
+    run.add_argument("--operator-id", default="OP1", metavar="ID",
+                     help="the transit operator written into each tap (default %(default)s)")
     # Defaults from the shipped sample feed `city`, the back office's default: a validator
     # started with no --stop-id/--route-id then has its taps priced, not dead-lettered.
-    run.add_argument("--stop-id", default=SAMPLE_STOP,
-                     help=f"the stop the bus is at (default {SAMPLE_STOP}, of the sample feed "
-                          "city)")
-    run.add_argument("--route-id", default=SAMPLE_ROUTE,
-                     help=f"the bus's route (default {SAMPLE_ROUTE}, of the sample feed city)")
-    run.add_argument("--action", choices=[a.value for a in Action], default=Action.TAP.value)
+    run.add_argument("--stop-id", default=SAMPLE_STOP, metavar="ID",
+                     help="the stop the validator stands at: a stop_id of the back office's "
+                          "feed (default %(default)s, of the sample feed city)")
+    run.add_argument("--route-id", default=SAMPLE_ROUTE, metavar="ID",
+                     help="the route of the bus it rides: a route_id of the back office's "
+                          "feed (default %(default)s, of the sample feed city)")
+    run.add_argument("--action", choices=ACTIONS, default="tap",
+                     help="what a tap means: tap (one tap, flat fare), tap_on (boarding) or "
+                          "tap_off (alighting, distance fares) (default %(default)s)")
     run.add_argument("--prefer", choices=("quickpass", "epurse"), default="quickpass",
                      help="first choice of application; epurse: the T-Union e-purse with a TEST "
                           "PSAM kept beside the journal (FILE.psam.json), QuickPass as fallback")
-    run.add_argument("--amount", type=int, default=200, metavar="FEN",
+    run.add_argument("--amount", type=amount, default=200, metavar="FEN",
                      help="nominal fare offered to the card (default 200)")
     run.add_argument("--journal", type=Path, metavar="FILE",
                      help="journal file (default $XDG_STATE_HOME/tapsim/validators/ID.journal)")
-    run.add_argument("--taps", type=int, metavar="N", help="stop after N taps (default: run on)")
-    run.add_argument("--interval", type=float, default=0.0, metavar="S",
+    run.add_argument("--taps", type=integer(0, MAX_TAPS), metavar="N",
+                     help="stop after N taps (default: run on)")
+    run.add_argument("--interval", type=number(0, DAY_S, "seconds"), default=0.0, metavar="S",
                      help="seconds between taps (default 0)")
-    run.add_argument("--duplicate-window", type=float, default=30.0, metavar="S",
+    run.add_argument("--duplicate-window", type=number(0, DAY_S, "seconds"), default=30.0,
+                     metavar="S",
                      help="same card again within S seconds is a duplicate (0: off; default 30)")
-    run.add_argument("--senior-age", type=int, default=60, metavar="YEARS",
+    run.add_argument("--senior-age", type=integer(0, 150, "years"), default=60, metavar="YEARS",
                      help="age from which the holder rides as senior (default 60)")
-    run.add_argument("--drain", type=float, default=10.0, metavar="S",
+    run.add_argument("--drain", type=number(0, DAY_S, "seconds"), default=10.0, metavar="S",
                      help="before exiting, wait up to S seconds for unsent taps (default 10)")
-    run.add_argument("--keep-days", type=float, default=7.0, metavar="DAYS",
+    run.add_argument("--keep-days", type=number(0, 36_500, "days"), default=7.0, metavar="DAYS",
                      help="at start, drop taps sent more than DAYS ago from the journal "
                           "(default 7)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
@@ -113,6 +121,9 @@ def default_journal(validator_id: str) -> Path:
 
 
 def _verifier(paths: list[Path] | None) -> Verifier | None:
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.signing import Verifier, key_id_of, load_public_key  # noqa: PLC0415
+
     if not paths and os.environ.get(DENY_KEY_ENV):
         paths = [Path(os.environ[DENY_KEY_ENV])]
     if not paths:
@@ -151,8 +162,26 @@ def _line(event: TapEvent, as_json: bool) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    if args.taps is not None and args.taps < 0:
-        raise UserError("--taps must not be negative")
+    import contextlib  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from emv.card.card import VirtualCard  # noqa: PLC0415
+    from emv.card.image import personalise  # noqa: PLC0415
+    from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
+    from emv.kernel import EPURSE_FIRST, QUICKPASS_FIRST, TerminalConfig  # noqa: PLC0415
+    from fare.concessions import AgeRule  # noqa: PLC0415
+    from tapsim.state import card_state_path, load_card_state, load_psam, save_psam  # noqa: PLC0415
+    from terminal.decisions import RiderRules, TapPolicy  # noqa: PLC0415
+    from terminal.denylist import DenyList, Downlink  # noqa: PLC0415
+    from terminal.denystore import DenyStore, deny_store_path  # noqa: PLC0415
+    from terminal.journal import Journal, JournalError  # noqa: PLC0415
+    from terminal.readers import ReaderError, open_reader  # noqa: PLC0415
+    from terminal.validator import Validator, ValidatorConfig  # noqa: PLC0415
+    from wire.errors import WireError  # noqa: PLC0415
+    from wire.messages import Action  # noqa: PLC0415
+
+    path = args.journal or default_journal(args.validator_id)
+    check_output_file(path, "--journal" if args.journal else "journal")  # and those beside it
     try:
         config = ValidatorConfig(
             validator_id=args.validator_id, operator_id=args.operator_id, stop_id=args.stop_id,
@@ -179,13 +208,20 @@ async def _run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     verifier = _verifier(args.deny_list_key)
     settings = None
-    if args.broker:
+    if args.broker:  # MQTT (aiomqtt, paho) only for a validator that has a link
+        from terminal.uplink import (  # noqa: PLC0415
+            BrokerSettings,
+            BrokerUrlError,
+            validator_client_id,
+        )
+
         try:
             settings = BrokerSettings.from_url(args.broker, validator_client_id(args.validator_id),
                                                tls_ca=args.ca)
         except BrokerUrlError as exc:
             raise UserError(str(exc)) from None
-    path = args.journal or default_journal(args.validator_id)
+        if args.ca is not None:
+            check_input_file(args.ca, "--ca")
     try:
         journal = Journal(path)
     except JournalError as exc:
@@ -209,6 +245,8 @@ async def _run(args: argparse.Namespace) -> int:
             deny_list = DenyList(*deny_store.load_deny_list())
         uplink = None
         if settings is not None:
+            from terminal.uplink import Uplink  # noqa: PLC0415
+
             up_store = Journal(path, lock=False, durable=False)
             stack.callback(up_store.close)
             uplink = Uplink(settings, up_store, args.validator_id, downlink)
@@ -228,6 +266,13 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
+    import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from tapsim.state import save_card_state, save_psam  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -268,6 +313,9 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
 
 
 def main(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(name)s %(message)s")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from emv import tlv
-from emv.describe import tree_lines
-from emv.tags import tag_name
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from emv.tlv import Tlv
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=main)
 
 
-def _node(node: tlv.Tlv) -> dict[str, Any]:
+def _node(node: Tlv) -> dict[str, Any]:
+    from emv import tlv  # noqa: PLC0415
+    from emv.tags import tag_name  # noqa: PLC0415
+
     out: dict[str, Any] = {"tag": tlv.tag_hex(node.tag), "name": tag_name(node.tag),
                            "length": len(node.value)}
     if node.children is not None:
@@ -30,7 +33,12 @@ def _node(node: tlv.Tlv) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from emv import tlv  # noqa: PLC0415
+    from emv.describe import tree_lines  # noqa: PLC0415
+
     text = "".join(args.hex.split())
+    if not text:
+        raise UserError("no hex given: nothing to decode")
     try:
         blob = bytes.fromhex(text)
     except ValueError:

@@ -24,8 +24,10 @@ KEY_FILES = {"ca": "test_ca_a000000333_f1.pem", "issuer": "test_issuer.pem", "ic
 
 @cache
 def _load(role: str) -> RsaPrivateKey:
+    # Unchecked: OpenSSL's key check would cost every process ~15 ms a key; the test suite
+    # loads these files checked (tests/test_crypto_rsa.py).
     data = resources.files(__name__).joinpath(KEY_FILES[role]).read_bytes()
-    return RsaPrivateKey.from_pem(data)
+    return RsaPrivateKey.from_pem(data, check=False)
 
 
 def ca_key() -> RsaPrivateKey:
