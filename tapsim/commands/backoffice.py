@@ -50,7 +50,7 @@ from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
-from tapsim.errors import UserError
+from tapsim.errors import Interrupted, UserError
 from wire.errors import WireError
 from wire.messages import FareTableVersion
 from wire.signing import Signer, load_private_key
@@ -203,11 +203,17 @@ def replay_main(args: argparse.Namespace) -> int:
     for problem in taps_file.problems:
         print(f"{source}:{problem} (kept as a reject)", file=sys.stderr)
     store = open_db(args.db)
+    committed = [0]  # taps in committed batches, for an interrupted run's line
     try:
         banks = db_banks(store, *cards.banks)
         core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
                          core_config(feed.currency, feed.timezone))  # fmt: skip
-        report = _run(core, feed, cards, taps_file, source, until, args)
+        report = _run(core, feed, cards, taps_file, source, until, args, committed)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: each batch commits or rolls back
+        raise Interrupted.of(exc, f"{committed[0]:,} of {len(taps_file.taps):,} taps committed "
+                                  f"to {store.url} in whole batches (the database is "
+                                  "consistent); the same command again adds the rest, the "
+                                  "taps already in counting as duplicates") from None
     except (ReplayError, BranchError, IssuerError) as exc:
         raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
     except StorageError as exc:
@@ -222,7 +228,8 @@ def replay_main(args: argparse.Namespace) -> int:
 
 
 def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFile, source: str,
-         until: dt.datetime | None, args: argparse.Namespace) -> ReplayReport:  # fmt: skip
+         until: dt.datetime | None, args: argparse.Namespace,
+         committed: list[int]) -> ReplayReport:  # fmt: skip
     from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
     from rich.progress import Progress  # noqa: PLC0415
 
@@ -232,7 +239,8 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
     with Progress(console=console, transient=True, disable=not show) as bar:
         task = bar.add_task("replaying taps", total=total)
 
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, total: int) -> None:  # after each committed batch
+            committed[0] = done
             bar.update(task, completed=done, total=total)
 
         replay = Replay(core, feed, cards, token_key=token_key(), batch=args.batch,

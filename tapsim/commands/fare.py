@@ -15,7 +15,7 @@ from fare.gtfs import load_feed
 from fare.model import Feed
 from fare.samples import sample_feed_path, sample_names
 from fare.tapfile import TapFileError, parse_taps
-from tapsim.errors import UserError
+from tapsim.errors import Interrupted, UserError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +78,11 @@ def run_price(args: argparse.Namespace) -> int:
                             "(--on-bad-row reject)")
         print(f"tapsim: skipped {len(problems)} bad row(s) of {name} "
               "(--on-bad-row reject to refuse the file)", file=sys.stderr)
-    charges = price(feed, taps)
+    try:
+        charges = price(feed, taps)
+    except KeyboardInterrupt as exc:
+        raise Interrupted.of(exc, f"while pricing {len(taps):,} taps, nothing printed") \
+            from None
     totals: dict[str, int] = {}
     for c in charges:
         totals[c.card] = totals.get(c.card, 0) + c.amount
