@@ -203,17 +203,21 @@ def replay_main(args: argparse.Namespace) -> int:
     for problem in taps_file.problems:
         print(f"{source}:{problem} (kept as a reject)", file=sys.stderr)
     store = open_db(args.db)
-    committed = [0]  # taps in committed batches, for an interrupted run's line
     try:
+        before = store.count("taps")  # so an interrupted run can say what it added
         banks = db_banks(store, *cards.banks)
         core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
                          core_config(feed.currency, feed.timezone))  # fmt: skip
-        report = _run(core, feed, cards, taps_file, source, until, args, committed)
+        report = _run(core, feed, cards, taps_file, source, until, args)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: each batch commits or rolls back
-        raise Interrupted.of(exc, f"{committed[0]:,} of {len(taps_file.taps):,} taps committed "
-                                  f"to {store.url} in whole batches (the database is "
-                                  "consistent); the same command again adds the rest, the "
-                                  "taps already in counting as duplicates") from None
+        try:
+            added = f"{store.count('taps') - before:,}"
+        except StorageError:
+            added = "?"
+        raise Interrupted.of(exc, f"{added} new taps (of {len(taps_file.taps):,} in "
+                                  f"{source}) committed to {store.url} in whole batches, the "
+                                  "database consistent; the same command again adds the rest "
+                                  "(the taps already in count as duplicates)") from None
     except (ReplayError, BranchError, IssuerError) as exc:
         raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
     except StorageError as exc:
@@ -228,8 +232,7 @@ def replay_main(args: argparse.Namespace) -> int:
 
 
 def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFile, source: str,
-         until: dt.datetime | None, args: argparse.Namespace,
-         committed: list[int]) -> ReplayReport:  # fmt: skip
+         until: dt.datetime | None, args: argparse.Namespace) -> ReplayReport:  # fmt: skip
     from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
     from rich.progress import Progress  # noqa: PLC0415
 
@@ -239,8 +242,7 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
     with Progress(console=console, transient=True, disable=not show) as bar:
         task = bar.add_task("replaying taps", total=total)
 
-        def progress(done: int, total: int) -> None:  # after each committed batch
-            committed[0] = done
+        def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
         replay = Replay(core, feed, cards, token_key=token_key(), batch=args.batch,
