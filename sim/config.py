@@ -35,6 +35,7 @@ class BackOfficeModel:
 
 
 MAX_SHARDS = 99
+MAX_BUSES = 100_000  # 5x the 10 M-tap day: past it, 99 shards hold over a gigabyte each
 MAX_FLAT_FARE = 100_000  # fen: 1,000 CNY a ride is a typing error, not a tariff
 
 
@@ -85,6 +86,8 @@ class SimConfig:
             raise ConfigError("sample_every must be positive")
         if not 0 <= self.settle_days <= 14:
             raise ConfigError("settle_days must be 0..14 (the scheme's recovery window)")
+        if self.buses is not None and not 1 <= self.buses <= MAX_BUSES:
+            raise ConfigError(f"--buses must be 1..{MAX_BUSES:,}, got {self.buses}")
         if self.flat_fare is not None and not 0 <= self.flat_fare <= MAX_FLAT_FARE:
             raise ConfigError(f"--flat-fare must be 0..{MAX_FLAT_FARE} fen, got {self.flat_fare}")
         if self.seed < 0:

@@ -10,8 +10,10 @@ sends it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,3 +196,25 @@ def test_fare_price_stops_on_a_large_file(tmp_path: Path, signum: int, code: int
     assert took < DEADLINE_S, (took, err)
     assert_one_line(err, proc.returncode, code)
     assert out == ""  # nothing printed before the pricing is done
+
+
+# --- tapsim card serve: serves until stopped ------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_card_serve_stops_and_saves_the_card(tmp_path: Path, signum: int, code: int) -> None:
+    with socket.socket() as s:  # a port where no vpcd listens: the card keeps reconnecting
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = tmp_path / "card.json"
+    proc = start(["card", "serve", "sscard3", "--vpcd", f"127.0.0.1:{port}", "--state",
+                  str(state)], tmp_path)
+    wait_started(proc, then=0.5)
+    took, _, err = interrupt(proc, signum)
+    assert took < DEADLINE_S, (took, err)
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("serving sscard3"), err  # what it printed when it started
+    assert_one_line("\n".join(lines[1:]), proc.returncode, code,
+                    "served 0 APDUs over 0 connection(s)", f"card state saved to {state}")
+    assert json.loads(state.read_text())  # the whole state file, written atomically
+    assert [p.name for p in tmp_path.iterdir()] == ["card.json"]
