@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import os
+import sys
 import time
 import weakref
 from collections import defaultdict
@@ -166,26 +168,52 @@ STOP_GRACE_S = 1.0  # after SIGTERM, how long a worker may take to go before it 
 _PROGRESS_STEP = 0.01  # a worker reports its shard's progress in steps of this fraction
 
 
-def _worker(jobs: Any, out: Any) -> None:
-    """A worker process's loop: run shards until the ``None`` sentinel."""
+def _worker(jobs: Any, out: Any, parent: int) -> None:
+    """A worker process's loop: run shards until the ``None`` sentinel (or the parent's end)."""
+    import queue as queue_mod  # noqa: PLC0415
     import signal  # noqa: PLC0415
 
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    while (job := jobs.get()) is not None:
-        def report(fraction: float, shard: int = job.shard, last: list[float] = [0.0]  # noqa: B006 - one per shard, by design
-                   ) -> None:
-            if fraction - last[0] >= _PROGRESS_STEP:
-                last[0] = fraction
-                out.put(("progress", shard, fraction))
-
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    while os.getppid() == parent:  # else the parent is gone (killed): nobody wants the rest
         try:
-            result = run_shard(job, report)
+            job = jobs.get(timeout=1.0)
+        except queue_mod.Empty:
+            continue
+        if job is None:
+            return
+        try:
+            result = run_shard(job, _reporter(out, job.shard))
         except Exception as exc:  # handed to the parent, which raises it
             out.put(("error", job.shard, _portable(exc)))
             return
         out.put(("progress", job.shard, 1.0))
         out.put(("done", job.shard, result))
+
+
+def _reporter(out: Any, shard: int) -> Callable[[float], None]:
+    """A shard's progress, sent to the parent in steps of ``_PROGRESS_STEP``."""
+    last = 0.0
+
+    def report(fraction: float) -> None:
+        nonlocal last
+        if fraction - last >= _PROGRESS_STEP:
+            last = fraction
+            out.put(("progress", shard, fraction))
+
+    return report
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the parent dies, even by SIGKILL (which
+    leaves it no time to stop its workers); elsewhere the queue poll above notices."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def _portable(exc: Exception) -> Exception:
@@ -237,14 +265,15 @@ def _run_in_workers(jobs: Sequence[ShardJob], workers: int, done: dict[int, floa
     jobs_q, out_q = ctx.Queue(), ctx.Queue()
     # Shards not yet taken may sit in the queue's pipe when we stop: never wait to flush it.
     jobs_q.cancel_join_thread()
-    procs = [ctx.Process(target=_worker, args=(jobs_q, out_q), daemon=True,
+    procs = [ctx.Process(target=_worker, args=(jobs_q, out_q, os.getpid()), daemon=True,
                          name=f"tapsim-sim-worker-{i}") for i in range(workers)]
     results: dict[int, ShardResult] = {}
     try:
-        # Started with SIGINT blocked, which they inherit: a Ctrl-C while a worker imports
-        # its modules must not print its traceback (the worker then ignores SIGINT).  The
-        # parent gets a Ctrl-C of that moment when it unblocks.
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        # Started with SIGINT and SIGTERM blocked, which they inherit: a Ctrl-C while a
+        # worker imports its modules must not print its traceback (the worker then ignores
+        # SIGINT and unblocks both).  The parent gets a signal of that moment when it
+        # unblocks, with every worker started and known to ``_stop``.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
             for p in procs:
                 p.start()

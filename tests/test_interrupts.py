@@ -95,8 +95,8 @@ def assert_one_line(err: str, code: int, expected: int, *words: str) -> None:
         assert word in lines[0], err
 
 
-def no_process_left(pgid: int) -> None:
-    deadline = time.monotonic() + 1.0  # the multiprocessing resource tracker sees EOF and goes
+def no_process_left(pgid: int, within: float = 1.0) -> None:
+    deadline = time.monotonic() + within  # the multiprocessing resource tracker sees EOF, goes
     while (left := group(pgid)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left, left
@@ -132,6 +132,18 @@ def test_sim_stops_within_two_seconds(tmp_path: Path, signum: int, code: int) ->
     no_process_left(proc.pid)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left either
+
+
+def test_sim_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no time to stop its workers: they must not live on."""
+    proc = start(["sim", "--buses", "2000", "--out", str(tmp_path / "r"), "--workers", "2"],
+                 tmp_path, env={"XDG_STATE_HOME": str(CALIBRATION_DIR / "xdg")})
+    assert wait_for_workers(proc, at_least=1.0) == 2
+    proc.kill()
+    proc.wait(10)
+    # A worker still starting (importing) when the parent died sees it before any shard.
+    no_process_left(proc.pid, within=10.0)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sim_interrupted_before_the_shards(tmp_path: Path) -> None:
