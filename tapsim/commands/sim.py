@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="service date (default 2026-03-02, a Monday: results never depend on "
                         "today)")
     p.add_argument("--buses", type=int, default=None, metavar="N",
-                   help="buses in service (default: the city's timetable; more than it has "
-                        "replicates the city)")
+                   help="buses in service, at most 100,000 (default: the city's timetable; "
+                        "more than it has replicates the city)")
     p.add_argument("--peak-rate", type=float, default=12.0, metavar="R",
                    help="riders arriving per hour at a stop (one direction) at the busiest "
                         "time of day (default 12)")
