@@ -118,6 +118,7 @@ def wait_for_workers(proc: subprocess.Popen[str], at_least: float) -> int:
     return workers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_sim_stops_within_two_seconds(tmp_path: Path, signum: int, code: int) -> None:
     out = tmp_path / "report"
@@ -134,6 +135,7 @@ def test_sim_stops_within_two_seconds(tmp_path: Path, signum: int, code: int) ->
     assert list(tmp_path.iterdir()) == []  # no temporary folder left either
 
 
+@pytest.mark.slow
 def test_sim_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL leaves the parent no time to stop its workers: they must not live on."""
     proc = start(["sim", "--buses", "2000", "--out", str(tmp_path / "r"), "--workers", "2"],
@@ -146,6 +148,7 @@ def test_sim_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sim_interrupted_before_the_shards(tmp_path: Path) -> None:
     proc = start(["sim", "--buses", "2000", "--out", str(tmp_path / "r"), "--recalibrate"],
                  tmp_path)
@@ -174,6 +177,7 @@ def write_taps(path: Path, rows: int, cards: int, step_s: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_replay_stops_and_leaves_the_database_consistent(tmp_path: Path, signum: int,
                                                         code: int) -> None:
@@ -199,6 +203,7 @@ def test_replay_stops_and_leaves_the_database_consistent(tmp_path: Path, signum:
         store.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_fare_price_stops_on_a_large_file(tmp_path: Path, signum: int, code: int) -> None:
     taps = write_taps(tmp_path / "taps.csv", 200_000, cards=500, step_s=7)  # about 30 s
