@@ -9,6 +9,7 @@ sends it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,24 @@ TAPSIM = [sys.executable, "-m", "tapsim.cli"]
 ROUTES = [("S01", "1"), ("S05", "2"), ("S10", "5"), ("S12", "11")]  # of the sample feed `city`
 
 
+_STARTED: list[int] = []  # process groups this module started
+
+
+@pytest.fixture(autouse=True)
+def _no_orphans() -> Iterator[None]:
+    """Whatever a failing test leaves running (its whole process group) is killed."""
+    yield
+    while _STARTED:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(_STARTED.pop(), signal.SIGKILL)
+
+
 def start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([*TAPSIM, *args], cwd=cwd, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*TAPSIM, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             env={**os.environ, **(env or {})})
+    _STARTED.append(proc.pid)
+    return proc
 
 
 def wait_started(proc: subprocess.Popen[str], then: float = 0.0) -> None:
