@@ -4,7 +4,7 @@
 each call (a batch of taps, a day close, a recovery run, an issuer operation) against the
 in-memory state, then writes every resulting row of both in one transaction.  If anything
 fails — the decision, the write, the commit — the in-memory state is thrown away and
-reloaded from the store, so memory never runs ahead of what is durable.  Validators
+reloaded from the store (when next used), so memory never runs ahead of what is durable.  Validators
 re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
 """
 
@@ -45,16 +45,33 @@ class TransactionCore:
         self._keys = keys
         self._policies = list(policies)
         self._token_key = token_key
-        self.issuer: Issuer
-        self.core: BackOffice
+        self._issuer: Issuer
+        self._core: BackOffice
+        self._stale = False
         self._reload()
 
     def __repr__(self) -> str:
         return f"TransactionCore(store={self.store.url!r})"
 
     def _reload(self) -> None:
-        self.issuer = Issuer(self._keys, self._policies, self._token_key, self.store.load_issuer())
-        self.core = BackOffice(self.pricer, self.issuer, self.config, self.store.load())
+        self._issuer = Issuer(self._keys, self._policies, self._token_key,
+                              self.store.load_issuer())
+        self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
+        self._stale = False
+
+    @property
+    def core(self) -> BackOffice:
+        """The back office in memory, as of the last commit."""
+        if self._stale:
+            self._reload()
+        return self._core
+
+    @property
+    def issuer(self) -> Issuer:
+        """The issuer in memory, as of the last commit."""
+        if self._stale:
+            self._reload()
+        return self._issuer
 
     def run(self, action: Callable[[], T], *, meta: Mapping[str, str] | None = None) -> T:
         """Run ``action`` against memory, then make its effects durable (or undo them);
@@ -66,7 +83,10 @@ class TransactionCore:
                 changes.meta.update(meta)
             self.store.commit(changes, self.issuer.drain_changes())
         except BaseException:
-            self._reload()
+            # Memory is thrown away and reloaded from the store when next used, not here:
+            # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
+            # database to load, and a store that fails now raises this error, not its own.
+            self._stale = True
             raise
         return result
 

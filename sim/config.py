@@ -35,6 +35,8 @@ class BackOfficeModel:
 
 
 MAX_SHARDS = 99
+MAX_BUSES = 100_000  # 5x the 10 M-tap day: past it, 99 shards hold over a gigabyte each
+MAX_FLAT_FARE = 100_000  # fen: 1,000 CNY a ride is a typing error, not a tariff
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,9 @@ class SimConfig:
     population: PopulationConfig = field(default_factory=PopulationConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
     backoffice: BackOfficeModel = field(default_factory=BackOfficeModel)
+    # fen (CNY) a ride for a city whose feed has no fare tables; None: such a city is refused
+    # rather than priced at a fare nobody chose (see sim.core.pricing)
+    flat_fare: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.hours <= 30:
@@ -81,6 +86,10 @@ class SimConfig:
             raise ConfigError("sample_every must be positive")
         if not 0 <= self.settle_days <= 14:
             raise ConfigError("settle_days must be 0..14 (the scheme's recovery window)")
+        if self.buses is not None and not 1 <= self.buses <= MAX_BUSES:
+            raise ConfigError(f"--buses must be 1..{MAX_BUSES:,}, got {self.buses}")
+        if self.flat_fare is not None and not 0 <= self.flat_fare <= MAX_FLAT_FARE:
+            raise ConfigError(f"--flat-fare must be 0..{MAX_FLAT_FARE} fen, got {self.flat_fare}")
         if self.seed < 0:
             raise ConfigError(f"--seed must not be negative, got {self.seed}")
 

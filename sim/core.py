@@ -39,7 +39,7 @@ from issuer.service import Issuer
 from sim.city import City
 from sim.config import SimConfig
 from sim.coreapi import CoreReply, EpurseQuote, SimCard, SimTap
-from sim.errors import CityError
+from sim.errors import CityError, ConfigError
 
 TEST_KEK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")  # TEST key-encryption key
 ACTIONS = {"tap": Action.TAP, "tap_on": Action.TAP_ON, "tap_off": Action.TAP_OFF}
@@ -73,6 +73,33 @@ def fare_feed(city: City) -> Feed | None:
         raise CityError(city.source, f"fare tables: {exc}") from None
 
 
+def pricing(city: City, cfg: SimConfig) -> dict[str, object]:
+    """How the run prices rides, for the report; refuses what would price them by surprise.
+
+    A city with GTFS-Fares v2 tables is priced by them, and ``--flat-fare`` is refused (one
+    price per run).  A city without them is refused unless ``cfg.flat_fare`` names the flat
+    fare to charge: every boarding (QuickPass or e-purse) that much, tap-offs nothing, no
+    discounts or caps.  Checked before the run starts, so a wrong feed costs no simulation.
+    """
+    feed = fare_feed(city)
+    if feed is not None:
+        if cfg.flat_fare is not None:
+            raise ConfigError(f"--flat-fare: {city.source} has its own fare tables "
+                              "(fare_products.txt), which price the run")
+        return {"source": "fare tables", "currency": feed.currency,
+                "statement": f"the feed's GTFS-Fares v2 tables (fare products: "
+                             f"{', '.join(sorted(feed.fare_products))}), priced by "
+                             f"fare.engine, in {feed.currency}"}
+    if cfg.flat_fare is None:
+        raise CityError(city.source, "has no fare tables (no fare_products.txt): pass "
+                                     "--flat-fare FEN to price every boarding at one flat "
+                                     "fare in CNY fen (e.g. --flat-fare 200 for 2.00 CNY)")
+    return {"source": "flat fare", "currency": "CNY", "flat_fare": cfg.flat_fare,
+            "statement": f"a flat {cfg.flat_fare / 100:.2f} CNY per boarding (--flat-fare "
+                         f"{cfg.flat_fare}): the feed has no fare tables; no discounts, "
+                         "transfers or caps"}
+
+
 def tap_off_routes(city: City) -> frozenset[str]:
     """Routes whose fare depends on where the rider gets off (riders tap off there)."""
     feed = fare_feed(city)
@@ -96,9 +123,12 @@ class RealCore:
             # media come from the population, not the feed: labels the feed does not list
             # price as the engine's defaults.
             self.pricer: Pricer = FarePricer(feed, strict_labels=False)
-        else:  # a feed without fare tables: every route the same flat fare
+        else:  # a feed without fare tables: the flat fare the user chose (see ``pricing``)
+            if cfg.flat_fare is None:
+                raise CityError(city.source, "has no fare tables and no flat fare was given")
             # (a frozen dataclass: its read-only ``currency`` is all the core reads)
-            self.pricer = cast(Pricer, FlatFarePricer(default=200))
+            self.pricer = cast(Pricer, FlatFarePricer(default=cfg.flat_fare))
+        self.flat_fare = cfg.flat_fare
         imks = {f"imk-{kind}": p.crypto.issuer_master_key for kind, p in profiles.items()}
         self.issuer = Issuer(KeyStore(TEST_KEK, imks), [BankPolicy(b) for b in
                                                          sorted(set(BANKS.values()))], token_key)
@@ -204,9 +234,11 @@ class RealCore:
         state = self._fares.get(tap.card.index)
         fare_tap = FareTap(tap.tap_id, tap.card.token, tap.time, tap.stop_id, tap.route_id,
                            _ON_OFF[tap.action], tap.card.category, "tunion")
+        if self.feed is None:  # the flat fare at boarding, as the QuickPass taps pay it
+            fare = (self.flat_fare or 0) if tap.action != "tap_off" else 0
+            return EpurseQuote(tap.card.index, fare, state)
         try:
-            new, charges = (price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
-                            if self.feed is not None else (state, []))
+            new, charges = price_tap(self.feed, state, fare_tap)  # type: ignore[arg-type]
         except TapError:
             return EpurseQuote(tap.card.index, 0, state)
         return EpurseQuote(tap.card.index, sum(c.amount for c in charges), new)
@@ -246,8 +278,9 @@ def make_core(city: City, cfg: SimConfig, shard: int, token_key: bytes,
     return RealCore(city, cfg, shard, token_key, profiles)
 
 
-def wired(factory: Any) -> dict[str, str]:
-    """What real code the run drives (for the report)."""
+def wired(factory: Any, flat_fare: bool = False) -> dict[str, str]:
+    """What real code the run drives (for the report); ``flat_fare``: the run prices rides
+    at a flat fare (a feed without fare tables), not with the fare engine."""
     if factory is not make_core:
         return {"core": f"{getattr(factory, '__module__', '?')}."
                         f"{getattr(factory, '__qualname__', '?')} (not the real core)"}
@@ -256,8 +289,10 @@ def wired(factory: Any) -> dict[str, str]:
                   "(calibration, or every tap with --fidelity full)",
         "card cryptograms": "emv.crypto schemes (tdes, sm4) of each rider's card",
         "validator verdict": "terminal.decisions.decide (the card's word, then the deny list)",
-        "fares": "fare.engine.price_tap over the city's GTFS-Fares v2 tables (through "
-                 "backoffice.fare_pricer.FarePricer; e-purse fares priced at the gate)",
+        "fares": ("backoffice.pricing.FlatFarePricer: one flat fare a boarding (--flat-fare; "
+                  "the feed has no fare tables), QuickPass and e-purse alike" if flat_fare else
+                  "fare.engine.price_tap over the city's GTFS-Fares v2 tables (through "
+                  "backoffice.fare_pricer.FarePricer; e-purse fares priced at the gate)"),
         "transaction core": "backoffice.engine.BackOffice (deferred authorization, deny list, "
                             "debt recovery, ledger), one per shard, in memory",
         "issuer": "issuer.service.Issuer (accounts, lifecycle, ARQC verification, holds)",

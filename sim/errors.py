@@ -13,6 +13,7 @@ class CityError(SimError):
     def __init__(self, source: str, message: str, line: int | None = None,
                  field: str | None = None) -> None:
         self.source = source
+        self.message = message
         self.line = line
         self.field = field
         where = source
@@ -21,6 +22,11 @@ class CityError(SimError):
         if field is not None:
             where += f" ({field})"
         super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[type[CityError], tuple[str, str, int | None, str | None]]:
+        # As it was raised, across a worker process's pickling (the default would call
+        # CityError(text) alone).
+        return (CityError, (self.source, self.message, self.line, self.field))
 
 
 class ConfigError(SimError):

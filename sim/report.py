@@ -10,7 +10,11 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ import numpy as np
 
 from sim.calibration import Calibration
 from sim.config import SimConfig
+from sim.errors import SimError
 from sim.results import (
     DWELL_BIN,
     LATENCY_BIN,
@@ -29,6 +34,15 @@ from sim.results import (
 )
 
 SCHEMA = "tapsim.sim/1"
+
+
+class ReportError(SimError):
+    """An ``--out`` folder the report cannot be written to."""
+
+
+REVENUE_COUNTS = ("revenue_fen.fares_priced to still_outstanding: QuickPass taps, through the "
+                  "back office and the issuer; epurse_fares and epurse_refunds_owed: T-Union "
+                  "purses, paid at the gate (closed loop, no issuer); cash fares: not counted")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class RunInfo:
     workers: int
     tap_off_routes: tuple[str, ...]
     wired: Mapping[str, str] = field(default_factory=dict)  # part -> real code used
+    pricing: Mapping[str, object] = field(default_factory=dict)  # sim.core.pricing
 
 
 def _ms(seconds: float) -> float:
@@ -91,6 +106,7 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "cards": r.cards, "cards_seen": r.cards_seen,
         },
         "wired": dict(info.wired),
+        "pricing": {**info.pricing, "revenue_counts": REVENUE_COUNTS},
         "latency_source": {
             "fidelity": cfg.fidelity,
             "statement": _latency_statement(cfg, cal),
@@ -190,17 +206,56 @@ def deterministic(report: Mapping[str, Any]) -> dict[str, Any]:
 # --- files ---------------------------------------------------------------------------------
 
 
-def write(report: Mapping[str, Any], result: ShardResult, out: Path) -> list[Path]:
-    """report.json, the plots and index.html under ``out``; the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "report.json"]
-    (out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n",
-                                     encoding="utf-8")
-    written += _plots(report, result, out)
-    (out / "index.html").write_text(_html(report, [p.name for p in written[1:]]),
-                                    encoding="utf-8")
-    written.append(out / "index.html")
-    return written
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` the report could not be written to, before any work: not a
+    folder, or no right to write where ``write`` puts its files (beside ``out``, then in
+    it).  Tried with a real temporary folder, so read-only file systems and permissions
+    answer as they will at the end of the run."""
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out}: exists and is not a folder")
+    base = out.parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise ReportError(f"--out {out}: {base} is not a folder")
+    for where in (base, out) if out.exists() else (base,):
+        try:
+            Path(tempfile.mkdtemp(prefix=".tapsim-probe-", dir=where)).rmdir()
+        except OSError as exc:
+            raise ReportError(f"--out {out}: cannot write in {where} ({exc.strerror})") from None
+
+
+def write(report: Mapping[str, Any], result: ShardResult, out: Path,
+          on_written: Callable[[list[Path]], None] | None = None) -> list[Path]:
+    """report.json, the plots and index.html under ``out``; the paths written.
+
+    Nothing half-written: the files are made in a temporary folder beside ``out`` and moved
+    in only when all are complete, with SIGINT and SIGTERM held off for the moves (a few
+    renames), so an interrupted or failed write leaves ``out`` as it was.  ``on_written``
+    is called with the paths while the signals are still held: a signal that arrived during
+    the moves is raised only after it, so a caller can tell the report was written.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False)
+                                         + "\n", encoding="utf-8")
+        images = _plots(report, result, tmp)
+        (tmp / "index.html").write_text(_html(report, [p.name for p in images]),
+                                        encoding="utf-8")
+        names = ["report.json", *(p.name for p in images), "index.html"]
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            out.mkdir(exist_ok=True)
+            for name in names:
+                os.replace(tmp / name, out / name)
+            if on_written is not None:
+                on_written([out / name for name in names])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out / name for name in names]
 
 
 def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
@@ -280,10 +335,10 @@ def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     rev = report["revenue_fen"]
     names = ["fares_priced", "charged_by_day_close", "recovered_after_day", "lost_first_ride",
-             "still_outstanding"]
+             "still_outstanding", "epurse_fares"]
     a1.barh(names[::-1], [rev[n] / 100 for n in names[::-1]], color="#00798c")
     a1.set_xlabel("CNY")
-    a1.set_title("Revenue (QuickPass, through the core)")
+    a1.set_title("Revenue (QuickPass through the core; e-purse at the gate)")
     d = report["declines"]
     dec = {**{f"gate: {k}": v for k, v in d["at_gate"].items()},
            **{f"charge: {k}": v for k, v in d["charges_by_issuer"].items()},
@@ -309,6 +364,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     lat, dw, up = report["tap_latency_ms"], report["dwell_s"], report["uplink"]
     rev, bo, deny = report["revenue_fen"], report["backoffice"], report["deny_list"]
     wall = report.get("wall", {})
+    cur = report.get("pricing", {}).get("currency", "CNY")
     return [
         ("city", f"{report['city']['name']} ({report['run']['buses']} buses, "
                  f"{report['run']['hours']} h from {report['run']['start_hour']:g}:00)"),
@@ -323,10 +379,13 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
                    f"max backlog {up['backlog_max_journal_taps']:,} on buses"),
         ("deny list", f"{deny['additions']:,} additions, reach every bus in "
                       f"{deny['propagation_s']['to_all_buses_mean']:.0f} s on average"),
-        ("revenue", f"priced {rev['fares_priced'] / 100:,.2f}, charged "
+        ("fares", str(report.get("pricing", {}).get("statement", "-"))),
+        ("revenue", f"QuickPass: priced {rev['fares_priced'] / 100:,.2f}, charged "
                     f"{rev['charged_by_day_close'] / 100:,.2f}, at risk "
                     f"{rev['at_risk_after_day_close'] / 100:,.2f}, lost "
-                    f"{rev['lost_first_ride'] / 100:,.2f} CNY"),
+                    f"{rev['lost_first_ride'] / 100:,.2f} {cur}; e-purse: "
+                    f"{rev['epurse_fares'] / 100:,.2f} {cur} paid at the gate; "
+                    "cash not counted"),
         ("back office", f"{bo['servers']} servers per shard, utilisation "
                         f"{100 * bo['utilisation']:.3g}%, "
                         f"mean wait {bo['wait_ms']['mean']:.2f} ms"),

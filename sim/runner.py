@@ -6,18 +6,20 @@ back-office queue and its own instance of the transaction core.  Units are dealt
 shard draws from its own child of the run's seed (``SeedSequence.spawn``), so the result
 depends on the seed and the shard count, never on how many workers run the shards or in
 which order they finish.  Workers are ``spawn``-started processes (safe on every OS, no
-inherited state); a shard needs nothing but its :class:`ShardJob`.
+inherited state); a shard needs nothing but its :class:`ShardJob`.  Ctrl-C or SIGTERM stops
+them at once (``_stop``): nothing of an unfinished run is kept.
 """
 
 from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import os
+import sys
 import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -29,7 +31,7 @@ from sim.calibration import Calibration
 from sim.city import Bus, City
 from sim.config import SimConfig
 from sim.coreapi import SimCore
-from sim.errors import ConfigError
+from sim.errors import ConfigError, SimError
 from sim.model import ShardSim
 from sim.population import Population, population_size
 from sim.results import ShardResult, merge
@@ -153,35 +155,93 @@ def no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-_QUEUE: Any = None
+# --- worker processes -----------------------------------------------------------------------
+#
+# A small pool of our own rather than concurrent.futures: on Ctrl-C or SIGTERM the parent must
+# stop the workers at once (the executor can only cancel shards not yet started, and waits
+# for the running ones: a minute and more on a big city), and workers must not print
+# tracebacks.  Workers ignore SIGINT (a terminal sends it to the whole process group: the
+# parent decides) and are terminated by the parent; they take jobs from one queue and send
+# progress, results and errors back on another.
+
+STOP_GRACE_S = 1.0  # after SIGTERM, how long a worker may take to go before it is killed
+_PROGRESS_STEP = 0.01  # a worker reports its shard's progress in steps of this fraction
 
 
-def _init_worker(queue: Any) -> None:
-    global _QUEUE  # noqa: PLW0603 - one progress channel per worker process
-    _QUEUE = queue
+def _worker(jobs: Any, out: Any, parent: int) -> None:
+    """A worker process's loop: run shards until the ``None`` sentinel (or the parent's end)."""
+    import queue as queue_mod  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    while os.getppid() == parent:  # else the parent is gone (killed): nobody wants the rest
+        try:
+            job = jobs.get(timeout=1.0)
+        except queue_mod.Empty:
+            continue
+        if job is None:
+            return
+        try:
+            result = run_shard(job, _reporter(out, job.shard))
+        except Exception as exc:  # handed to the parent, which raises it
+            out.put(("error", job.shard, _portable(exc)))
+            return
+        out.put(("progress", job.shard, 1.0))
+        out.put(("done", job.shard, result))
 
 
-def _run_in_worker(job: ShardJob) -> ShardResult:
-    queue = _QUEUE
-    last = [0.0]
+def _reporter(out: Any, shard: int) -> Callable[[float], None]:
+    """A shard's progress, sent to the parent in steps of ``_PROGRESS_STEP``."""
+    last = 0.0
 
     def report(fraction: float) -> None:
-        if queue is not None and fraction - last[0] >= 0.01:
-            last[0] = fraction
-            queue.put((job.shard, fraction))
+        nonlocal last
+        if fraction - last >= _PROGRESS_STEP:
+            last = fraction
+            out.put(("progress", shard, fraction))
 
-    result = run_shard(job, report)
-    if queue is not None:
-        queue.put((job.shard, 1.0))
-    return result
+    return report
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the parent dies, even by SIGKILL (which
+    leaves it no time to stop its workers); elsewhere the queue poll above notices."""
+    if sys.platform.startswith("linux"):
+        import ctypes  # noqa: PLC0415
+        import signal  # noqa: PLC0415
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
+
+
+def _portable(exc: Exception) -> Exception:
+    """The exception itself when it pickles (a SimError keeps its message for the user),
+    else a RuntimeError with the worker's traceback."""
+    import pickle  # noqa: PLC0415
+    import traceback  # noqa: PLC0415
+
+    try:
+        pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, a moment ago
+    except Exception:  # whatever fails to pickle or to come back
+        return RuntimeError("a simulation worker failed:\n" + "".join(
+            traceback.format_exception(exc)))
+    return exc
 
 
 def run_jobs(jobs: Sequence[ShardJob], workers: int,
              progress: Callable[[dict[int, float]], None] | None = None) -> ShardResult:
-    """Run the shards on ``workers`` processes (1: in this process) and merge in order."""
+    """Run the shards on ``workers`` processes (1: in this process) and merge in order.
+
+    ``progress`` gets each shard's fraction done (1.0 once its result is in).  On any
+    exception here, KeyboardInterrupt included, the workers are stopped before it goes on.
+    """
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     done: dict[int, float] = {j.shard: 0.0 for j in jobs}
+    if progress is not None:
+        progress(done)  # the shard count, before the first one reports
     if workers == 1 or len(jobs) == 1:
         results = []
         for job in jobs:
@@ -191,36 +251,89 @@ def run_jobs(jobs: Sequence[ShardJob], workers: int,
                     progress(done)
 
             results.append(run_shard(job, report))
+            report(1.0)
         return merge(results)
-    ctx = mp.get_context("spawn")
-    # Progress comes back on a plain queue handed to each worker as it starts (no manager
-    # process to spawn: that cost a few tenths of a second of every run).
-    queue = ctx.Queue()
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(queue,)) as pool:
-        futures = [pool.submit(_run_in_worker, job) for job in jobs]
-        while not all(f.done() for f in futures):
-            _drain(queue, done, progress, timeout=0.05)
-        _drain(queue, done, progress, timeout=0.0)
-        results = [f.result() for f in futures]
-    queue.close()
-    return merge(results)
+    return merge(_run_in_workers(jobs, min(workers, len(jobs)), done, progress))
 
 
-def _drain(queue: Any, done: dict[int, float],
-           progress: Callable[[dict[int, float]], None] | None, timeout: float) -> None:
+def _run_in_workers(jobs: Sequence[ShardJob], workers: int, done: dict[int, float],
+                    progress: Callable[[dict[int, float]], None] | None) -> list[ShardResult]:
     import queue as queue_mod  # noqa: PLC0415
+    import signal  # noqa: PLC0415
 
+    ctx = mp.get_context("spawn")
+    jobs_q, out_q = ctx.Queue(), ctx.Queue()
+    # Shards not yet taken may sit in the queue's pipe when we stop: never wait to flush it.
+    jobs_q.cancel_join_thread()
+    procs = [ctx.Process(target=_worker, args=(jobs_q, out_q, os.getpid()), daemon=True,
+                         name=f"tapsim-sim-worker-{i}") for i in range(workers)]
+    results: dict[int, ShardResult] = {}
     try:
-        item = queue.get(timeout=timeout) if timeout > 0 else queue.get_nowait()
-    except queue_mod.Empty:
-        return
-    while True:
-        shard, fraction = item
-        done[shard] = fraction
+        # Started with SIGINT and SIGTERM blocked, which they inherit: a Ctrl-C while a
+        # worker imports its modules must not print its traceback (the worker then ignores
+        # SIGINT and unblocks both).  The parent gets a signal of that moment when it
+        # unblocks, with every worker started and known to ``_stop``.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         try:
-            item = queue.get_nowait()
-        except queue_mod.Empty:
-            break
-    if progress is not None:
-        progress(done)
+            for p in procs:
+                p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for job in jobs:
+            jobs_q.put(job)
+        for _ in procs:
+            jobs_q.put(None)
+        while len(results) < len(jobs):
+            try:
+                kind, shard, payload = out_q.get(timeout=0.1)
+            except queue_mod.Empty:
+                _check_alive(procs, results, jobs)
+                continue
+            if kind == "progress":
+                done[shard] = payload
+                if progress is not None:
+                    progress(done)
+            elif kind == "done":
+                results[shard] = payload
+            else:
+                raise payload
+        for p in procs:
+            p.join()
+    finally:
+        _stop(procs)
+        out_q.cancel_join_thread()
+        jobs_q.close()
+        out_q.close()
+    return [results[j.shard] for j in jobs]
+
+
+def _check_alive(procs: Sequence[Any], results: dict[int, ShardResult],
+                 jobs: Sequence[ShardJob]) -> None:
+    """A worker that died without a word (killed, out of memory) fails the run."""
+    for p in procs:
+        if p.exitcode not in (None, 0):
+            raise SimError(f"a simulation worker died (exit code {p.exitcode}; out of "
+                           f"memory?) with {len(jobs) - len(results)} of {len(jobs)} "
+                           "shards unfinished")
+
+
+def _stop(procs: Sequence[Any]) -> None:
+    """Terminate the workers still running, then kill those that do not go within
+    ``STOP_GRACE_S``; with SIGINT and SIGTERM held off meanwhile, so a second Ctrl-C
+    cannot leave a worker behind (it is acted on once they are gone)."""
+    import signal  # noqa: PLC0415
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        live = [p for p in procs if p.is_alive()]
+        for p in live:
+            p.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in live:
+            p.join(max(deadline - time.monotonic(), 0.0))
+        for p in live:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -59,6 +59,7 @@ class Prepared:
     jobs: list[ShardJob]
     tap_off_routes: frozenset[str]
     factory: CoreFactory
+    pricing: dict[str, object]  # how rides are priced (``sim.core.pricing``), for the report
 
 
 def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY,
@@ -69,6 +70,7 @@ def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY
 
     city = load_city(city_spec, day=cfg.date)
     buses = fleet(city, cfg.buses)
+    pricing = real_core.pricing(city, cfg)  # before the calibration: a refusal costs nothing
     factory: CoreFactory = core_factory or real_core.make_core
     tap_off = real_core.tap_off_routes(city)
     cal = calibrate(cfg.date, cfg.calibration_samples, cfg.kernel_amount, token_key,
@@ -81,7 +83,7 @@ def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY
                      calibration=cal, token_key=token_key, seed=seeds[s],
                      tap_off_routes=tap_off, core_factory=factory)
             for s, idx in enumerate(plan)]
-    return Prepared(city, buses, cal, jobs, tap_off, factory)
+    return Prepared(city, buses, cal, jobs, tap_off, factory, pricing)
 
 
 def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
@@ -103,6 +105,8 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
         city=city.name, city_source=city.source, routes=len(city.routes), stops=len(city.stops),
         patterns=len(city.patterns), blocks=len(city.blocks), buses=len(buses),
         replicas=max(b.replica for b in buses) + 1, shards=len(p.jobs), workers=workers,
-        tap_off_routes=tuple(sorted(p.tap_off_routes)), wired=real_core.wired(p.factory),
+        tap_off_routes=tuple(sorted(p.tap_off_routes)),
+        wired=real_core.wired(p.factory, flat_fare=p.pricing["source"] == "flat fare"),
+        pricing=p.pricing,
     )
     return SimRun(build(result, cfg, p.calibration, info, wall), result, p.calibration, city)

@@ -219,6 +219,29 @@ def test_a_failed_commit_leaves_nothing_behind_and_memory_reloads(
     assert c.reconcile().ok
 
 
+def test_an_interrupt_leaves_memory_to_reload_when_next_used(
+    store_url: tuple[SqlStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a batch: nothing committed, and no reload of the whole database before the
+    interrupt goes on (seconds on a big one, for a process that is ending)."""
+    store, _ = store_url
+    c = new_core(store)
+    [tc] = setup_cards(c, [10_000])
+    loads: list[int] = []
+    real_load = type(store).load
+    monkeypatch.setattr(type(store), "load", lambda self: loads.append(1) or real_load(self))
+
+    def interrupted() -> None:
+        c.core.ingest([tc.tap("t0", T0)], T0)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        c.run(interrupted)
+    assert loads == [] and store.count("taps") == 0
+    assert c.core.tap_ids == set() and loads == [1]  # reloaded on first use
+    assert c.ingest([tc.tap("t0", T0)], T0).accepted == 1
+
+
 def test_database_keys_refuse_a_double_charge(store_url: tuple[SqlStore, str]) -> None:
     """Below the core's own dedupe, the schema refuses a second posting or capture."""
     store, _ = store_url

@@ -18,7 +18,7 @@ from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.checks import DAY_S, check_input_file, check_output_file, integer, number
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
-from tapsim.errors import UserError
+from tapsim.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     from backoffice.cardsfile import CardsFile
@@ -234,10 +234,20 @@ def replay_main(args: argparse.Namespace) -> int:
         print(f"{source}:{problem} (kept as a reject)", file=sys.stderr)
     store = open_db(args.db)
     try:
+        before = store.count("taps")  # so an interrupted run can say what it added
         banks = db_banks(store, *cards.banks)
         core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
                          core_config(feed.currency, feed.timezone))  # fmt: skip
         report = _run(core, feed, cards, taps_file, source, until, args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: each batch commits or rolls back
+        try:
+            added = f"{store.count('taps') - before:,}"
+        except StorageError:
+            added = "?"
+        raise Interrupted.of(exc, f"{added} new taps (of {len(taps_file.taps):,} in "
+                                  f"{source}) committed to {store.url} in whole batches, the "
+                                  "database consistent; the same command again adds the rest "
+                                  "(the taps already in count as duplicates)") from None
     except (ReplayError, BranchError, IssuerError) as exc:
         raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
     except StorageError as exc:

@@ -82,16 +82,27 @@ def serve_card(args: argparse.Namespace) -> int:
         check_output_file(args.state, "--state")
     card = VirtualCard(personalise(_load(args.name)), load_card_state(args.state))
     stop = threading.Event()
+    stopped_by: list[int] = []  # the signal that ended the service (Ctrl-C or SIGTERM)
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     print(f"serving {args.name} to vpcd at {host}:{port}"
           f"{' (no TCP_QUICKACK)' if args.no_quickack else ''}; Ctrl-C to stop",
           file=sys.stderr, flush=True)
     stats = vpcd.serve(card, host, port, quickack=not args.no_quickack, stop=stop,
                        on_connect=lambda: print("vpcd connected", file=sys.stderr, flush=True))
     if args.state is not None:
-        save_card_state(card.state, args.state)
-    print(f"served {stats.apdus} APDUs over {stats.connections} connection(s)", file=sys.stderr)
+        save_card_state(card.state, args.state)  # atomic: a temporary file, then a rename
+    saved = f", card state saved to {args.state}" if args.state is not None else ""
+    done = f"served {stats.apdus} APDUs over {stats.connections} connection(s){saved}"
+    if stopped_by:  # the way this command ends: one line and 128 + the signal, as `tapsim` does
+        print(f"tapsim: interrupted: {done}", file=sys.stderr)
+        return 128 + stopped_by[0]
+    print(done, file=sys.stderr)
     return 0
 
 

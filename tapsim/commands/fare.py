@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tapsim.errors import UserError
+from tapsim.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     from fare.explain import Charge
@@ -210,7 +210,11 @@ def run_price(args: argparse.Namespace) -> int:
                             "(--on-bad-row reject)")
         print(f"tapsim: skipped {len(problems)} bad row(s) of {name} "
               "(--on-bad-row reject to refuse the file)", file=sys.stderr)
-    charges = price(feed, taps)
+    try:
+        charges = price(feed, taps)
+    except KeyboardInterrupt as exc:
+        raise Interrupted.of(exc, f"while pricing {len(taps):,} taps, nothing printed") \
+            from None
     if args.format != "table":
         from fare.report import document, to_csv  # noqa: PLC0415 - lazy, as every command
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from tapsim.cakeys import CA_KEYS_ENV, add_ca_keys_option, resolve_ca_keys
 from tapsim.commands.tap import token_key
-from tapsim.errors import UserError
+from tapsim.errors import Interrupted, UserError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "sim", help="simulate a bus fleet's day (SimPy) through the real core",
         description="Simulate a city's buses, riders, validators, cellular links and back "
                     "office for a day, with every card tap priced and authorized by the real "
-                    "transaction core. Writes report.json, PNG plots and index.html to --out.",
+                    "transaction core. Writes report.json, PNG plots and index.html to --out "
+                    "(all or nothing: Ctrl-C leaves it as it was). Rides are priced by the "
+                    "feed's GTFS-Fares v2 tables, or by --flat-fare for a feed without them; "
+                    "the summary gives QuickPass and e-purse revenue apart (cash is not "
+                    "counted).",
     )
     p.add_argument("--city", default="lanshan", metavar="NAME|PATH",
                    help="a shipped city (lanshan), a GTFS folder or .zip, or "
@@ -33,8 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="service date (default 2026-03-02, a Monday: results never depend on "
                         "today)")
     p.add_argument("--buses", type=int, default=None, metavar="N",
-                   help="buses in service (default: the city's timetable; more than it has "
-                        "replicates the city)")
+                   help="buses in service, at most 100,000 (default: the city's timetable; "
+                        "more than it has replicates the city)")
     p.add_argument("--peak-rate", type=float, default=12.0, metavar="R",
                    help="riders arriving per hour at a stop (one direction) at the busiest "
                         "time of day (default 12)")
@@ -54,6 +58,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--servers", type=int, default=2, metavar="C",
                    help="back-office servers per shard (default 2)")
     add_ca_keys_option(p)
+    p.add_argument("--flat-fare", type=int, default=None, metavar="FEN",
+                   help="price every boarding at this flat fare, in CNY fen (200 = 2.00 CNY), "
+                        "for a GTFS feed without fare tables (fare_products.txt), which is "
+                        "refused without it; refused for a feed that has them")
     p.add_argument("--recalibrate", action="store_true",
                    help="measure the kernel again instead of reusing the stored calibration")
     p.set_defaults(func=main)
@@ -66,14 +74,15 @@ def _config(args: argparse.Namespace) -> Any:
     return SimConfig(hours=args.hours, start_hour=args.start, date=args.date or DEFAULT_DATE,
                      seed=args.seed, buses=args.buses, fidelity=args.fidelity,
                      shards=args.shards, backoffice=BackOfficeModel(servers=args.servers),
-                     demand=DemandProfile(peak_rate=args.peak_rate))
+                     demand=DemandProfile(peak_rate=args.peak_rate),
+                     flat_fare=args.flat_fare)
 
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415 - only the human output needs it
 
     from sim.errors import SimError  # noqa: PLC0415 - keeps `tapsim --help` light
-    from sim.report import summary_rows, write  # noqa: PLC0415
+    from sim.report import check_out, summary_rows, write  # noqa: PLC0415
     from sim.simulate import simulate  # noqa: PLC0415
 
     if args.ca_keys is not None:  # checked here; the shards' kernels read it from the environment
@@ -82,19 +91,24 @@ def main(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
     if workers < 1:
         raise UserError("--workers must be at least 1")
+    written: list[Path] = []
+    progress = _Progress(enabled=not args.json and sys.stderr.isatty())
     try:
-        cfg = _config(args)
-        with _Progress(enabled=not args.json and sys.stderr.isatty()) as progress:
+        cfg = _config(args)  # every option checked, and --out tried, before any work
+        check_out(args.out)
+        with progress:
             run = simulate(args.city, cfg, workers=workers,
                            token_key=token_key(), recalibrate=args.recalibrate,
                            progress=progress.update)
-        paths = write(run.report, run.result, args.out)
+        paths = write(run.report, run.result, args.out, on_written=written.extend)
     except SimError as exc:
         raise UserError(str(exc)) from None
     except ValueError as exc:  # a fare table, a card profile or a date the parts refused
         raise UserError(f"{args.city}: {exc}") from None
     except OSError as exc:
         raise UserError(f"{args.out}: cannot write the report ({exc.strerror})") from None
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the workers are stopped by now
+        raise Interrupted.of(exc, progress.what_was_done(written)) from None
     if args.json:
         print(json.dumps(run.report, ensure_ascii=False))
         return 0
@@ -113,6 +127,7 @@ class _Progress:
         self.enabled = enabled
         self._bar: Any = None
         self._task: Any = None
+        self.done: dict[int, float] = {}  # shard -> fraction simulated (1.0: its result is in)
 
     def __enter__(self) -> _Progress:
         if self.enabled:
@@ -132,9 +147,19 @@ class _Progress:
         return self
 
     def update(self, done: dict[int, float]) -> None:
+        self.done = done
         if self._bar is not None and done:
             self._bar.update(self._task, completed=sum(done.values()) / len(done))
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+
+    def what_was_done(self, written: list[Path]) -> str:
+        """One line for an interrupted run."""
+        if written:
+            return f"report written to {written[0].parent}, summary not printed"
+        if not self.done:
+            return "stopped before the first shard started, nothing written"
+        finished = sum(1 for f in self.done.values() if f >= 1.0)
+        return f"{finished} of {len(self.done)} shards simulated, nothing written"
