@@ -335,6 +335,15 @@ class Consumer:
                         await nxt
                     return
                 m = nxt.result()
+                if m.retain:
+                    # A retained copy of a tap (a validator set the flag; the broker cannot
+                    # forbid it): the live publication was delivered without the flag and
+                    # handled then; this copy would come again to every new subscription.
+                    self.stats.skipped["retained"] += 1
+                    log.warning("retained message on %s ignored (taps are never retained)",
+                                m.topic.value)
+                    link.ack(m.mid, m.qos)
+                    continue
                 payload = m.payload if isinstance(m.payload, bytes) else \
                     bytes(m.payload) if isinstance(m.payload, bytearray) else \
                     str(m.payload or "").encode()

@@ -73,6 +73,29 @@ class BrokerAddress:
         return client
 
 
+    def url(self) -> str:
+        """Where the broker is, for messages (never the password)."""
+        scheme = "mqtts" if self.tls_ca is not None else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    async def accepts_anonymous(self) -> bool:
+        """True when the broker lets a client in without credentials.
+
+        The tapsim broker never does (``tapsim broker config``), so such a broker is
+        another one, e.g. the system's Mosquitto on a port the tapsim broker could not
+        take.  A broker that cannot be reached at all is False: the back office keeps
+        trying to connect, as it does after any outage.
+        """
+        context = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        probe = aiomqtt.Client(self.host, self.port, clean_session=True, timeout=self.timeout,
+                               tls_context=context)
+        try:
+            async with probe:
+                return True
+        except aiomqtt.MqttError:
+            return False
+
+
 def worker_id(n: int) -> str:
     """The persistent-session client id of tap worker ``n`` (1, 2, ...)."""
     return f"{CLIENT_PREFIX}-{n}"

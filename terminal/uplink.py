@@ -98,7 +98,8 @@ class BrokerSettings:
 
 
 def validator_client_id(validator_id: str) -> str:
-    return f"tapsim-validator-{validator_id}"
+    """The client id the broker binds to this validator's user (wire.broker)."""
+    return topics.validator_client_id(validator_id)
 
 
 @dataclass

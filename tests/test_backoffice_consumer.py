@@ -372,6 +372,20 @@ def test_a_signing_key_that_is_not_one(capsys: pytest.CaptureFixture[str], tmp_p
     assert code == 2 and "not a PEM private key" in capsys.readouterr().err
 
 
+def test_a_broker_that_lets_anyone_in_is_refused(capsys: pytest.CaptureFixture[str],
+                                                  mosquitto: Broker, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With credentials, an anonymous broker is another broker (say, the system's one on a
+    port the tapsim broker could not bind): the back office refuses it, naming it."""
+    monkeypatch.setenv("TAPSIM_MQTT_PASSWORD", "s3cret")
+    code = main(["backoffice", "run", "--db", str(tmp_path / "bo.db"), "--broker",
+                 f"mqtt://backoffice@{mosquitto.host}:{mosquitto.port}"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"mqtt://{mosquitto.host}:{mosquitto.port}" in err
+    assert "without credentials" in err and "s3cret" not in err
+    assert not (tmp_path / "bo.db").exists()
+
+
 def test_broker_url_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAPSIM_MQTT_PASSWORD", "s3cret")
     addr = BrokerAddress.from_url("mqtts://backoffice@broker.example:8884",
@@ -436,6 +450,7 @@ def test_over_tls_with_the_back_office_credentials_and_acl(broker_factory: Broke
         async with running(c):
             ctx = ssl.create_default_context(cafile=str(b.ca.cafile))  # type: ignore[union-attr]
             async with aiomqtt.Client("localhost", b.tls_port, username="V1",  # type: ignore[arg-type]
+                                      identifier=topics.validator_client_id("V1"),
                                       password=b.auth.credentials["V1"],  # type: ignore[union-attr]
                                       tls_context=ctx) as v1:
                 for p in [*payloads, b"garbage"]:

@@ -418,6 +418,10 @@ def run_main(args: argparse.Namespace) -> int:
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
+    if broker.username is not None and asyncio.run(broker.accepts_anonymous()):
+        raise UserError(f"--broker {broker.url()} accepts clients without credentials: it is "
+                        "not the broker 'tapsim broker config' made (is its port taken by "
+                        "another broker?); refusing to send taps through it")
     feed = open_feed(args.feed)
     digest = feed_digest(_feed_path(args.feed))
     signer = _signer(args.signing_key)
