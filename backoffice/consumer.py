@@ -56,6 +56,7 @@ from backoffice.service import TransactionCore
 from backoffice.storage.base import StorageError
 from backoffice.taps import TapRecord
 from wire import topics
+from wire.aio import bounded, settle, wait_event
 from wire.messages import FareTableVersion
 from wire.signing import Signer
 
@@ -65,6 +66,10 @@ T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 SESSIONS_KEY = "backoffice.consumer.sessions"  # how many worker sessions the broker may hold
 DENY_KINDS = ("deny_add", "deny_remove")
+# A stop (SIGTERM/SIGINT) ends within 2 s: a second to commit and acknowledge what was
+# taken, half a second for the connections to close; anything later comes again next start.
+STOP_DRAIN = 1.0
+STOP_DISCONNECT = 0.4
 
 
 @dataclass(frozen=True)
@@ -266,20 +271,20 @@ class Consumer:
             self._halt.set()  # workers stop taking messages, keep their connections
             if not writer.done():
                 await asyncio.sleep(0)
-                # Every message taken is committed and acknowledged (or the writer failed).
+                # Every message taken is committed and acknowledged (or the writer failed),
+                # as far as that goes in STOP_DRAIN: what is left unacknowledged comes again
+                # on the next start, and the core's dedupe absorbs it.
                 join = asyncio.create_task(self._queue.join())
-                await asyncio.wait({join, writer}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({join, writer}, timeout=STOP_DRAIN,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 join.cancel()
             self._drained.set()
-            await asyncio.gather(*workers, *retiring, return_exceptions=True)
-            stopped.cancel()
-            for task in (*helpers, writer):
-                task.cancel()
-            await asyncio.gather(*helpers, stopped, return_exceptions=True)
-            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            await asyncio.wait({*workers, *retiring}, timeout=STOP_DISCONNECT)
+            writer_failed = writer.done() and not writer.cancelled() \
+                and writer.exception() is not None
+            await settle([*workers, *retiring, *helpers, stopped, writer], STOP_DISCONNECT)
+            if writer_failed:
                 raise writer.exception()  # type: ignore[misc]
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
         finally:
             await self._db(self._drop)
             self._executor.shutdown(wait=True)
@@ -484,14 +489,13 @@ class Consumer:
     async def _dead_letter(self, item: _Item, why: Refused) -> bool:
         self.stats.dead_letters[why.reason] += 1
         log.warning("dead letter (%s) from %s: %s", why.reason, item.topic, why.detail)
-        with contextlib.suppress(TimeoutError):  # at start the publisher may still connect
-            await asyncio.wait_for(self._pub_up.wait(), self.broker.timeout)
+        await wait_event(self._pub_up, self.broker.timeout)  # at start it may still connect
         pub = self._pub
         if pub is None:
             log.warning("no publisher connection: the message stays unacknowledged")
             return False
         try:
-            await asyncio.wait_for(pub.publish(
+            await bounded(pub.publish(
                 topics.DEAD_LETTER, dead_letter(item.topic, item.payload, why, self.clock()),
                 qos=1), self.broker.timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
@@ -543,8 +547,7 @@ class Consumer:
                 last_snapshot, dirty = loop.time(), False
             wait = None if not dirty else \
                 max(0.0, last_snapshot + self.config.snapshot_every - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deny_changed.wait(), wait)
+            await wait_event(self._deny_changed, wait)
             if self._deny_changed.is_set():
                 self._deny_changed.clear()
                 delta = await self._db(self._changes)

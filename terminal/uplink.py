@@ -16,7 +16,6 @@ through :class:`~terminal.denylist.Downlink` (signature, version rules, journal)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -33,6 +32,7 @@ import aiomqtt
 from terminal.denylist import Downlink
 from terminal.journal import Journal, JournalError
 from wire import topics
+from wire.aio import settle, wait_event
 
 log = logging.getLogger("tapsim.terminal.uplink")
 
@@ -164,35 +164,32 @@ class Uplink:
                 self.connected.clear()
             if stop.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_event(stop, delay)
             delay = min(delay * 2, self.backoff[1])
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         if self.downlink is not None:
             await client.subscribe([(t, 1) for t in topics.DOWNLINK])
-        tasks = {asyncio.create_task(self._publisher(client)),
+        tasks = {asyncio.create_task(self._publisher(client, stop)),
                  asyncio.create_task(stop.wait())}
         if self.downlink is not None:
             tasks.add(asyncio.create_task(self._receiver(client, self.downlink)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await settle(tasks, 1.0)
         for task in done:
-            exc = task.exception()
+            exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 raise exc
 
-    async def _publisher(self, client: aiomqtt.Client) -> None:
+    async def _publisher(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         cursor = 0  # every connection starts again from the oldest unsent tap
         inflight: dict[asyncio.Task[Any], int] = {}
         loop = asyncio.get_running_loop()
         budget, refilled = float(self.window), loop.time()
         try:
-            while True:
+            while not stop.is_set():
                 room = self.window - len(inflight)
                 if self.max_rate is not None:  # token bucket: a backlog drains at max_rate
                     now = loop.time()
@@ -211,8 +208,7 @@ class Uplink:
                 if not inflight:
                     self._idle.set()
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    await wait_event(self._wake, 0.5)
                     continue
                 self._idle.clear()
                 wake: asyncio.Task[Any] = asyncio.create_task(self._wake.wait())

@@ -31,10 +31,12 @@ from tests.fixtures.mqtt import (
 from tests.fixtures.netproxy import Proxy
 from tests.fixtures.terminal import rig
 from wire import (
+    SIZE_LIMITS,
     DenyListDelta,
     DenyListSnapshot,
     FareTableVersion,
     Reason,
+    Signed,
     Signer,
     encode,
     generate_signing_key,
@@ -193,7 +195,9 @@ def test_bad_downlink_is_refused_and_the_link_stays_up(mosquitto: Broker,
             assert dl is not None
             bad = [
                 (topics.DENY_SNAPSHOT, b"\xc1garbage"),
-                (topics.DENY_SNAPSHOT, b"\x00" * (49 * 1024 * 1024)),  # over every limit
+                # Over every message's limit, yet under the broker's max_packet_size (which
+                # refuses anything larger outright).
+                (topics.DENY_SNAPSHOT, b"\x00" * (SIZE_LIMITS[Signed] + 1024)),
                 (topics.DENY_SNAPSHOT, encode(good)),  # unsigned
                 (topics.DENY_SNAPSHOT, intruder.sign(good)),  # signed by someone else
                 (topics.DENY_DELTA, replayed_tap),  # a tap record replayed onto the downlink

@@ -211,21 +211,32 @@ async def _run(args: argparse.Namespace) -> int:
         return await _loop(args, validator, reader, uplink, card_state)
 
 
+SIGNAL_DRAIN = 1.0  # seconds a signalled validator spends sending what it can (stop < 2 s)
+
+
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
+    from wire.aio import bounded, wait_event  # noqa: PLC0415
+
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # no more taps (a signal, or --taps reached)
+    signalled = asyncio.Event()
+    link_stop = asyncio.Event()  # the uplink ends (after its drain)
+
+    def on_signal() -> None:
+        signalled.set()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    link = asyncio.create_task(uplink.run(stop)) if uplink else None
+        loop.add_signal_handler(sig, on_signal)
+    link = asyncio.create_task(uplink.run(link_stop)) if uplink else None
     executor = ThreadPoolExecutor(1, thread_name_prefix="tap")  # the journal's one thread
     taps = 0
     try:
         while not stop.is_set() and (args.taps is None or taps < args.taps):
             event = await loop.run_in_executor(executor, validator.tap, reader)
             if event.result is None:  # no card in the field: poll again shortly
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.1)
+                await wait_event(stop, 0.1)
                 continue
             taps += 1
             if validator.psam is not None and validator.journal.path:
@@ -236,17 +247,28 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 save_card_state(*card_state)
             print(_line(event, args.json), flush=True)
             if args.interval > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.interval)
-        if uplink is not None and not stop.is_set() and args.drain > 0:
-            drained = await uplink.drain(args.drain)
-            if not drained:
+                await wait_event(stop, args.interval)
+        if uplink is not None and args.drain > 0:
+            # Told to stop: what can be sent in a second goes; the rest stays journaled.
+            drain = asyncio.create_task(
+                uplink.drain(SIGNAL_DRAIN if signalled.is_set() else args.drain))
+            told = asyncio.create_task(signalled.wait())
+            await asyncio.wait([drain, told], return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():  # a signal during a long drain: one more second at most
+                await asyncio.wait({drain}, timeout=SIGNAL_DRAIN)
+            drain.cancel()
+            told.cancel()
+            if uplink.journal.unsent_count():
                 print(f"tapsim: {uplink.journal.unsent_count()} tap(s) not yet sent; they stay "
                       "in the journal and go out on the next run", file=sys.stderr)
     finally:
         stop.set()
+        link_stop.set()
         if link is not None:
-            await link
+            # A disconnect the broker does not answer is not waited for: the journal keeps
+            # whatever was not acknowledged.
+            with contextlib.suppress(TimeoutError):
+                await bounded(link, 0.5)
         executor.shutdown()
         reader.close()
     return 0
