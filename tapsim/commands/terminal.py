@@ -11,8 +11,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emv.card.card import VirtualCard
 from emv.card.image import personalise
@@ -34,6 +36,9 @@ from terminal.validator import TapEvent, Validator, ValidatorConfig
 from wire.errors import WireError
 from wire.messages import Action
 from wire.signing import Verifier, key_id_of, load_public_key
+
+if TYPE_CHECKING:
+    from emv.epurse.psam import Psam
 
 DENY_KEY_ENV = "TAPSIM_DENYLIST_KEY"
 
@@ -205,17 +210,34 @@ async def _run(args: argparse.Namespace) -> int:
                                    aid_priority=EPURSE_FIRST if psam else QUICKPASS_FIRST),
             journal, deny_list,
             fare_version=(lambda: downlink.fare_version) if downlink else (lambda: 0),
-            on_journaled=(lambda _r: uplink.notify()) if uplink else None, psam=psam)
+            on_journaled=(lambda _r: uplink.notify()) if uplink else None,
+            before_journal=_counters_saver(card_state, psam, psam_file), psam=psam)
         if psam is not None:
             stack.callback(save_psam, psam, psam_file)
-        return await _loop(args, validator, reader, uplink, card_state)
+        return await _loop(args, validator, reader, uplink)
 
 
 SIGNAL_DRAIN = 1.0  # seconds a signalled validator spends sending what it can (stop < 2 s)
 
 
+def _counters_saver(card_state: tuple[CardState, Path] | None, psam: Psam | None,
+                    psam_file: Path) -> Callable[[], None] | None:
+    """Saves the virtual card's counters and the PSAM's serial after each card session,
+    before the tap is journaled or shown (a kill -9 then never repeats an ATC or serial)."""
+    if card_state is None and psam is None:
+        return None
+
+    def save() -> None:
+        if card_state is not None:
+            save_card_state(*card_state)
+        if psam is not None:
+            save_psam(psam, psam_file)
+
+    return save
+
+
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
-                uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
+                uplink: Uplink | None) -> int:
     from wire.aio import bounded, wait_event  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -239,12 +261,6 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
                 await wait_event(stop, 0.1)
                 continue
             taps += 1
-            if validator.psam is not None and validator.journal.path:
-                save_psam(validator.psam,
-                          validator.journal.path.with_name(validator.journal.path.name
-                                                           + ".psam.json"))
-            if card_state is not None:
-                save_card_state(*card_state)
             print(_line(event, args.json), flush=True)
             if args.interval > 0:
                 await wait_event(stop, args.interval)
