@@ -57,7 +57,9 @@ from backoffice.storage.base import StorageError
 from backoffice.taps import TapRecord
 from wire import topics
 from wire.aio import bounded, settle, wait_event
-from wire.messages import FareTableVersion
+from wire.codec import encode
+from wire.errors import WireError
+from wire.messages import MAX_ACK_IDS, CommitAck, FareTableVersion
 from wire.signing import Signer
 
 log = logging.getLogger("tapsim.backoffice.consumer")
@@ -80,6 +82,9 @@ class ConsumerConfig:
     snapshot_every: float = 5.0  # at most one retained snapshot per this many seconds
     backoff: tuple[float, float] = (0.2, 5.0)
     retire_idle: float = 1.0  # a retiring session is done after this long without a message
+    # End-to-end acknowledgement (wire/README.md): tell each validator which of its taps
+    # are committed, so it stops resending them.  Off only to measure what it costs.
+    commit_acks: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -98,6 +103,8 @@ class ConsumerStats:
     batches: int = 0
     ingested: int = 0  # accepted by the core (first time)
     duplicates: int = 0  # a tap id the core already had (a resend, a replay)
+    commit_acks: int = 0  # CommitAck messages published (each names many taps)
+    commit_acked_taps: int = 0
     rejected: int = 0  # refused by the core (kept in its rejects table too)
     skipped: Counter[str] = field(default_factory=Counter)  # not charged: refused at the
     # validator (deny_listed, duplicate, declined) or paid on the e-purse
@@ -180,6 +187,9 @@ class Consumer:
         self._pub: aiomqtt.Client | None = None
         self._pub_up = asyncio.Event()
         self._connected: set[str] = set()
+        self._done: dict[str, list[str]] = {}  # validator -> tap ids to acknowledge end to end
+        self._done_wake = asyncio.Event()
+        self._pub_lost = asyncio.Event()  # a publish found the publisher's link gone
 
     # -- the writer's thread ------------------------------------------------------------
 
@@ -262,6 +272,7 @@ class Consumer:
                         for n in range(self.config.workers + 1, before + 1)]
             writer = asyncio.create_task(self._writer())
             helpers = [asyncio.create_task(self._publisher()),
+                       asyncio.create_task(self._acker()),
                        asyncio.create_task(self._ticker()),
                        asyncio.create_task(self._watch_ready())]
             if retiring:
@@ -412,8 +423,11 @@ class Consumer:
         refused: list[tuple[_Item, Refused]] = []
         taps: list[TapRecord] = []
         items_of: dict[str, list[_Item]] = {}
+        tap_of: dict[int, str] = {}  # id(item) -> its tap id, when it has one
         for item in batch:
             inbound = read_tap(item.topic, item.payload, self.media, self.tz)
+            if inbound.tap_id is not None:
+                tap_of[id(item)] = inbound.tap_id
             if isinstance(inbound, TapRecord):
                 taps.append(inbound)
                 items_of.setdefault(inbound.tap_id, []).append(item)
@@ -442,10 +456,19 @@ class Consumer:
         for item in batch:  # in arrival order, as MQTT wants its acknowledgements
             if id(item) in failed:
                 self.stats.not_acked += 1
-            elif item.link.ack(item.mid, item.qos):
+                continue
+            if item.link.ack(item.mid, item.qos):
                 self.stats.acked += 1
             else:
                 self.stats.not_acked += 1
+            # Committed (or refused for good): the validator may forget it, whether or not
+            # the broker got its PUBACK (a redelivery is deduplicated and acknowledged again).
+            tap_id = tap_of.get(id(item))
+            if tap_id is not None and self.config.commit_acks:
+                with contextlib.suppress(WireError):
+                    self._done.setdefault(topics.validator_of(item.topic), []).append(tap_id)
+        if self._done:
+            self._done_wake.set()
 
     async def _commit(self, taps: list[TapRecord]) -> list[tuple[TapRecord, Refused | None]]:
         """Ingest ``taps`` in one transaction (retrying storage failures); the taps the core
@@ -500,8 +523,44 @@ class Consumer:
                 qos=1), self.broker.timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("dead letter not published (%s): the message stays unacknowledged", exc)
+            self._lost_publisher()
             return False
         return True
+
+    # -- end-to-end acknowledgements ------------------------------------------------------
+
+    async def _acker(self) -> None:
+        """Publishes what the writer finished, one CommitAck per validator and round; an
+        acknowledgement that cannot go out is dropped (the validator resends, the core
+        dedupes, and the next round acknowledges it)."""
+        while True:
+            await wait_event(self._done_wake, None)
+            self._done_wake.clear()
+            done, self._done = self._done, {}
+            pub = self._pub
+            if pub is None:
+                await wait_event(self._pub_up, self.broker.timeout)
+                pub = self._pub
+            if pub is None:
+                continue
+            now = self.clock()
+            sends = []
+            for vid, ids in done.items():
+                for i in range(0, len(ids), MAX_ACK_IDS):
+                    chunk = ids[i:i + MAX_ACK_IDS]
+                    msg = encode(CommitAck(validator_id=vid, issued_at=now, tap_ids=chunk))
+                    sends.append(self._send_ack(pub, vid, msg, len(chunk)))
+            await asyncio.gather(*sends)
+
+    async def _send_ack(self, pub: aiomqtt.Client, vid: str, msg: bytes, n: int) -> None:
+        try:
+            await bounded(pub.publish(topics.commit_topic(vid), msg, qos=1), self.broker.timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.info("commit acknowledgement to %s not published (%s): it resends", vid, exc)
+            self._lost_publisher()
+            return
+        self.stats.commit_acks += 1
+        self.stats.commit_acked_taps += n
 
     # -- downlink and timers --------------------------------------------------------------
 
@@ -510,6 +569,7 @@ class Consumer:
         while True:
             try:
                 async with self.broker.client(publisher_id(), clean_session=True) as client:
+                    self._pub_lost.clear()
                     self._pub = client
                     self._pub_up.set()
                     self._connected.add(publisher_id())
@@ -525,9 +585,16 @@ class Consumer:
                 self._connected.discard(publisher_id())
             delay = await self._backoff(delay)
 
+    def _lost_publisher(self) -> None:
+        """The publisher's connection failed a publish: reconnect it (it may be idle in
+        ``_downlink``, where nothing else would notice a broker that went away)."""
+        self._pub_lost.set()
+        self._deny_changed.set()
+
     async def _downlink(self, client: aiomqtt.Client) -> None:
-        if self.signer is None:
-            await asyncio.Event().wait()  # dead letters only
+        if self.signer is None:  # dead letters and commit acknowledgements only
+            await wait_event(self._pub_lost, None)
+            raise aiomqtt.MqttError("publisher: a publish found the link down")
         loop = asyncio.get_running_loop()
         if self._fare_msg is not None:
             await client.publish(topics.FARE_VERSION, self._fare_msg, qos=1, retain=True)
@@ -548,6 +615,8 @@ class Consumer:
             wait = None if not dirty else \
                 max(0.0, last_snapshot + self.config.snapshot_every - loop.time())
             await wait_event(self._deny_changed, wait)
+            if self._pub_lost.is_set():
+                raise aiomqtt.MqttError("publisher: a publish found the link down")
             if self._deny_changed.is_set():
                 self._deny_changed.clear()
                 delta = await self._db(self._changes)

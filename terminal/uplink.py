@@ -31,13 +31,14 @@ import aiomqtt
 
 from terminal.denylist import Downlink
 from terminal.journal import Journal, JournalError
-from wire import topics
+from wire import CommitAck, WireError, decode, topics
 from wire.aio import settle, wait_event
 
 log = logging.getLogger("tapsim.terminal.uplink")
 
 PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 LARGE_PAYLOAD = 64 * 1024  # downlink payloads above this are handled off the event loop
+RESEND_MAX = 300.0  # seconds: the longest wait before unconfirmed taps go again
 
 
 class BrokerUrlError(ValueError):
@@ -107,6 +108,8 @@ class UplinkStats:
     connects: int = 0
     disconnects: int = 0
     published: int = 0  # PUBACKed
+    committed: int = 0  # taps the back office confirmed (end-to-end acknowledgement)
+    resent: int = 0  # taps sent again: not confirmed in time, or after a reconnect
     downlink_messages: int = 0
     last_error: str | None = None
 
@@ -117,6 +120,7 @@ class Uplink:
     def __init__(self, settings: BrokerSettings, journal: Journal, validator_id: str,
                  downlink: Downlink | None = None, *, window: int = 256,
                  backoff: tuple[float, float] = (0.2, 5.0), max_rate: float | None = 1000.0,
+                 commit_acks: bool = True, commit_timeout: float = 10.0,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.journal = journal
@@ -128,6 +132,16 @@ class Uplink:
         self.max_rate = max_rate
         self.backoff = backoff
         self.clock = clock
+        self.validator_id = validator_id
+        # End-to-end acknowledgement (wire/README.md): a tap stays pending until the back
+        # office says it is committed; one not confirmed within commit_timeout of its PUBACK
+        # is sent again (the wait doubles, up to RESEND_MAX, while nothing is confirmed: a
+        # back office that is down is not flooded).
+        self.commit_acks = commit_acks
+        self.commit_timeout = commit_timeout
+        self._resend_after = commit_timeout
+        self._rewind = False
+        self._confirmed_at_resend = -1
         self.stats = UplinkStats()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -168,12 +182,19 @@ class Uplink:
             delay = min(delay * 2, self.backoff[1])
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        if self.downlink is not None:
-            await client.subscribe([(t, 1) for t in topics.DOWNLINK])
+        wanted = [(t, 1) for t in topics.DOWNLINK] if self.downlink is not None else []
+        if self.commit_acks:
+            wanted.append((topics.commit_topic(self.validator_id), 1))
+            # A new connection: whatever was sent and not confirmed goes again.
+            self._requeue(self.clock())
+        if wanted:
+            await client.subscribe(wanted)
         tasks = {asyncio.create_task(self._publisher(client, stop)),
                  asyncio.create_task(stop.wait())}
-        if self.downlink is not None:
+        if wanted:
             tasks.add(asyncio.create_task(self._receiver(client, self.downlink)))
+        if self.commit_acks:
+            tasks.add(asyncio.create_task(self._resender(stop)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -190,6 +211,8 @@ class Uplink:
         budget, refilled = float(self.window), loop.time()
         try:
             while not stop.is_set():
+                if self._rewind:  # taps went back to unsent: look from the start again
+                    self._rewind, cursor = False, 0
                 room = self.window - len(inflight)
                 if self.max_rate is not None:  # token bucket: a backlog drains at max_rate
                     now = loop.time()
@@ -200,6 +223,9 @@ class Uplink:
                         continue
                     room = min(room, int(budget))
                 rows = self.journal.unsent(room, cursor) if room > 0 else []
+                if cursor == 0 and inflight:
+                    pending = set(inflight.values())
+                    rows = [r for r in rows if r[0] not in pending]
                 budget -= len(rows)
                 for seq, payload in rows:
                     task = asyncio.create_task(client.publish(self.topic, payload, qos=1))
@@ -236,13 +262,53 @@ class Uplink:
                 task.cancel()
             self._idle.clear()
 
-    async def _receiver(self, client: aiomqtt.Client, downlink: Downlink) -> None:
+    def _requeue(self, sent_before: dt.datetime) -> int:
+        n = self.journal.requeue_uncommitted(sent_before)
+        if n:
+            self.stats.resent += n
+            self._rewind = True
+            self._wake.set()
+            log.info("%d tap(s) not confirmed by the back office: sending them again", n)
+        return n
+
+    async def _resender(self, stop: asyncio.Event) -> None:
+        """Sends again what stays unconfirmed after ``_resend_after`` seconds."""
+        while not await wait_event(stop, max(0.05, self.commit_timeout / 4)):
+            committed = self.stats.committed
+            cutoff = self.clock() - dt.timedelta(seconds=self._resend_after)
+            if self._requeue(cutoff):
+                # Nothing confirmed since the last round: wait longer before the next.
+                if committed == self._confirmed_at_resend:
+                    self._resend_after = min(self._resend_after * 2, RESEND_MAX)
+                self._confirmed_at_resend = committed
+
+    def _on_commit(self, data: bytes) -> None:
+        try:
+            ack = decode(data, CommitAck)
+        except WireError as exc:
+            log.warning("commit acknowledgement refused: %s", exc)
+            return
+        if ack.validator_id != self.validator_id:
+            log.warning("commit acknowledgement for validator %r ignored", ack.validator_id)
+            return
+        n = self.journal.mark_committed(ack.tap_ids, self.clock())
+        self.stats.committed += n
+        if n:
+            self._resend_after = self.commit_timeout
+
+    async def _receiver(self, client: aiomqtt.Client, downlink: Downlink | None) -> None:
+        commits = topics.commit_topic(self.validator_id)
         async for message in client.messages:
-            self.stats.downlink_messages += 1
             payload = message.payload
             data = bytes(payload) if isinstance(payload, bytes | bytearray) \
                 else str(payload or "").encode()
             topic = str(message.topic)
+            if topic == commits:
+                self._on_commit(data)
+                continue
+            self.stats.downlink_messages += 1
+            if downlink is None:
+                continue
             if len(data) > LARGE_PAYLOAD:
                 await asyncio.to_thread(downlink.handle, topic, data)
             else:

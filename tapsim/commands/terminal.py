@@ -89,8 +89,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--drain", type=float, default=10.0, metavar="S",
                      help="before exiting, wait up to S seconds for unsent taps (default 10)")
     run.add_argument("--keep-days", type=float, default=7.0, metavar="DAYS",
-                     help="at start, drop taps sent more than DAYS ago from the journal "
-                          "(default 7)")
+                     help="at start, drop taps the back office confirmed more than DAYS ago "
+                          "from the journal (default 7)")
+    run.add_argument("--commit-timeout", type=float, default=10.0, metavar="S",
+                     help="send a tap again when the back office has not confirmed it S "
+                          "seconds after the broker took it (default 10)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
     run.add_argument("--json", action="store_true", help="one JSON object per tap")
     run.add_argument("-v", "--verbose", action="store_true", help="log the link to stderr")
@@ -141,6 +144,8 @@ def _line(event: TapEvent, as_json: bool) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.commit_timeout <= 0:
+        raise UserError("--commit-timeout must be positive")
     if args.taps is not None and args.taps < 0:
         raise UserError("--taps must not be negative")
     try:
@@ -201,7 +206,8 @@ async def _run(args: argparse.Namespace) -> int:
         if settings is not None:
             up_store = Journal(path, lock=False, durable=False)
             stack.callback(up_store.close)
-            uplink = Uplink(settings, up_store, args.validator_id, downlink)
+            uplink = Uplink(settings, up_store, args.validator_id, downlink,
+                            commit_timeout=args.commit_timeout)
         psam_file = path.with_name(path.name + ".psam.json")
         psam = load_psam(psam_file) if args.prefer == "epurse" else None
         validator = Validator(
