@@ -33,6 +33,7 @@ from terminal.denylist import Downlink
 from terminal.journal import Journal, JournalError
 from wire import CommitAck, WireError, decode, topics
 from wire.aio import settle, wait_event
+from wire.tls import tls_context
 
 log = logging.getLogger("tapsim.terminal.uplink")
 
@@ -55,6 +56,7 @@ class BrokerSettings:
     tls_ca: Path | None = None
     keepalive: int = 30
     timeout: float = 10.0
+    use_tls: bool = False  # mqtts://: verified against tls_ca or the system trust store
 
     @classmethod
     def from_url(cls, url: str, client_id: str, *, tls_ca: Path | None = None,
@@ -79,15 +81,19 @@ class BrokerSettings:
         password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
         return cls(host=parts.hostname, port=port, client_id=client_id, username=username,
                    password=password if username else None,
-                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive)
+                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive,
+                   use_tls=parts.scheme == "mqtts")
 
     @property
     def tls(self) -> bool:
-        return self.tls_ca is not None
+        return self.use_tls or self.tls_ca is not None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        return tls_context(self.tls_ca) if self.tls else None
 
     def client(self) -> aiomqtt.Client:
         """A persistent-session client (enter it with ``async with``)."""
-        context = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        context = self.tls_context()
         client = aiomqtt.Client(
             self.host, self.port, identifier=self.client_id, clean_session=False,
             username=self.username, password=self.password, keepalive=self.keepalive,
@@ -167,7 +173,8 @@ class Uplink:
                     await self._session(client, stop)
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
-                log.warning("broker link down: %s", exc)
+                log.warning("broker %s:%d link down: %s", self.settings.host, self.settings.port,
+                            exc)
             except (OSError, sqlite3.Error, JournalError) as exc:
                 # A local fault (disk, journal): the taps stay journaled; try again shortly.
                 self.stats.last_error = str(exc)

@@ -418,6 +418,15 @@ def run_main(args: argparse.Namespace) -> int:
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
+    if broker.tls:  # an untrusted certificate is an error now, not a retry loop
+        from wire.tls import TlsError, check_broker  # noqa: PLC0415
+
+        try:
+            context = broker.tls_context()
+            assert context is not None
+            check_broker(broker.host, broker.port, context)
+        except TlsError as exc:
+            raise UserError(str(exc)) from None
     if broker.username is not None and asyncio.run(broker.accepts_anonymous()):
         raise UserError(f"--broker {broker.url()} accepts clients without credentials: it is "
                         "not the broker 'tapsim broker config' made (is its port taken by "

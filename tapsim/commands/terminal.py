@@ -180,6 +180,15 @@ async def _run(args: argparse.Namespace) -> int:
                                                tls_ca=args.ca)
         except BrokerUrlError as exc:
             raise UserError(str(exc)) from None
+        if settings.tls:  # an untrusted certificate is an error now, not a retry loop
+            from wire.tls import TlsError, check_broker  # noqa: PLC0415
+
+            try:
+                context = settings.tls_context()
+                assert context is not None
+                check_broker(settings.host, settings.port, context)
+            except TlsError as exc:
+                raise UserError(str(exc)) from None
     path = args.journal or default_journal(args.validator_id)
     try:
         journal = Journal(path)
