@@ -223,6 +223,8 @@ class Consumer:
     def _ingest(self, taps: list[TapRecord], now: dt.datetime) -> BatchResult:
         core = self._open()
         try:
+            if core.refresh():  # a card issued or changed by another process
+                log.info("issuer records changed in the database: reloaded")
             return core.ingest(taps, now)
         except StorageError:
             self._drop()

@@ -477,3 +477,28 @@ def test_garbage_waiting_at_the_broker_is_dead_lettered_at_start(mosquitto: Brok
         assert c.stats.not_acked == 0
 
     asyncio.run(go())
+
+
+def test_a_card_issued_while_the_back_office_runs_is_seen(mosquitto: Broker, tmp_path: Path,
+                                                          db: str) -> None:
+    """`tapsim card issue` writes to the database of a running back office: its next batch
+    reloads the issuer's records, so the new card's taps are charged, not declined (code 14,
+    unknown card) and deny-listed."""
+    payloads = tap_payloads(validator(tmp_path, card="sscard3-sm"), 3)
+    ids = {decode(p, TapRecord).tap_id for p in payloads}
+
+    async def go() -> None:
+        async with running(consumer(mosquitto.host, mosquitto.port, db, TOKEN_KEY)) as c:
+            await asyncio.sleep(0.2)  # running, its issuer loaded
+            tokens = issue_cards(db, TOKEN_KEY, {"sscard3-sm": True})  # another process
+            await publish(mosquitto, [(topics.tap_topic("V1"), p) for p in payloads])
+            assert await until(lambda: c.stats.acked == 3)
+        assert c.stats.ingested == 3 and c.stats.rejected == 0
+        store = open_store(db)
+        try:
+            assert tokens["sscard3-sm"] not in {r.pan_token for r in store.deny_list()}
+            assert core_tap_ids(store) >= ids
+        finally:
+            store.close()
+
+    asyncio.run(go())
