@@ -49,7 +49,14 @@ from typing import Any, TypeVar
 import aiomqtt
 
 from backoffice.consumer_deny import DeltaMessage, DownlinkBook
-from backoffice.consumer_link import BrokerAddress, Link, manual_acks, publisher_id, worker_id
+from backoffice.consumer_link import (
+    CLIENT_PREFIX,
+    BrokerAddress,
+    Link,
+    manual_acks,
+    publisher_id,
+    worker_id,
+)
 from backoffice.consumer_map import FareMediaLabels, Refused, Skipped, dead_letter, read_tap
 from backoffice.engine import BatchResult
 from backoffice.service import TransactionCore
@@ -59,8 +66,8 @@ from wire import topics
 from wire.aio import bounded, settle, wait_event
 from wire.codec import encode
 from wire.errors import WireError
-from wire.messages import MAX_ACK_IDS, CommitAck, FareTableVersion
-from wire.signing import Signer
+from wire.messages import MAX_ACK_IDS, CommitAck, DenyListSnapshot, FareTableVersion
+from wire.signing import Signer, Verifier
 
 log = logging.getLogger("tapsim.backoffice.consumer")
 
@@ -72,6 +79,7 @@ DENY_KINDS = ("deny_add", "deny_remove")
 # taken, half a second for the connections to close; anything later comes again next start.
 STOP_DRAIN = 1.0
 STOP_DISCONNECT = 0.4
+RETAINED_WAIT = 0.5  # seconds for the broker's retained snapshot after subscribing
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,7 @@ class Consumer:
         self._done: dict[str, list[str]] = {}  # validator -> tap ids to acknowledge end to end
         self._done_wake = asyncio.Event()
         self._pub_lost = asyncio.Event()  # a publish found the publisher's link gone
+        self._floor_checked = False
 
     # -- the writer's thread ------------------------------------------------------------
 
@@ -252,6 +261,13 @@ class Consumer:
     def _changes(self) -> DeltaMessage | None:
         self._open()
         return self._book.changes() if self._book else None
+
+    def _raise_floor(self, held: int) -> bool:
+        self._open()
+        if self._book is None or not self._book.raise_floor(held):
+            return False
+        self.stats.deny_version = self._book.version
+        return True
 
     def _snapshot(self) -> tuple[DeltaMessage | None, int, bytes] | None:
         self._open()
@@ -598,6 +614,13 @@ class Consumer:
             await wait_event(self._pub_lost, None)
             raise aiomqtt.MqttError("publisher: a publish found the link down")
         loop = asyncio.get_running_loop()
+        if not self._floor_checked:
+            held = await self._retained_version()
+            self._floor_checked = True
+            if held is not None and await self._db(self._raise_floor, held):
+                log.warning("the broker's deny list is at version %d, ahead of this database "
+                            "(restored from a backup?): continuing at %d", held,
+                            self.stats.deny_version)
         if self._fare_msg is not None:
             await client.publish(topics.FARE_VERSION, self._fare_msg, qos=1, retain=True)
         last_snapshot = -1e9
@@ -625,6 +648,23 @@ class Consumer:
                 if delta is not None:
                     await self._publish_delta(client, delta)
                     dirty = True
+
+    async def _retained_version(self) -> int | None:
+        """The version of the deny-list snapshot the broker retains (signed by us), if any."""
+        assert self.signer is not None
+        verifier = Verifier(self.signer.public_key())
+        try:
+            async with self.broker.client(f"{CLIENT_PREFIX}-probe", clean_session=True) as c:
+                await c.subscribe(topics.DENY_SNAPSHOT, qos=1)
+                message = await bounded(anext(aiter(c.messages)), RETAINED_WAIT)
+        except (aiomqtt.MqttError, TimeoutError):
+            return None  # nothing retained (or no answer): nothing to be ahead of
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            return verifier.open(payload, DenyListSnapshot).version
+        except WireError as exc:
+            log.warning("retained deny-list snapshot not ours (%s): ignored", exc)
+            return None
 
     async def _publish_delta(self, client: aiomqtt.Client, delta: DeltaMessage) -> None:
         await client.publish(topics.DENY_DELTA, delta.payload, qos=1)
