@@ -141,6 +141,7 @@ class ConsumerStats:
         return {
             "received": self.received, "batches": self.batches, "ingested": self.ingested,
             "duplicates": self.duplicates, "rejected": self.rejected,
+            "commit_acks": self.commit_acks, "commit_acked_taps": self.commit_acked_taps,
             "skipped": dict(self.skipped), "dead_letters": dict(self.dead_letters),
             "acked": self.acked, "not_acked": self.not_acked,
             "storage_retries": self.storage_retries, "ticks": self.ticks,

@@ -382,6 +382,10 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--stats", type=Path, metavar="FILE",
                    help="write the run's counts and tap-to-ledger latency (JSON) here at exit")
     p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    p.add_argument("--no-commit-acks", action="store_true",
+                   help="do not confirm committed taps to validators (they then resend "
+                        "each tap after their commit timeout): only to measure what the "
+                        "confirmations cost")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=run_main)
 
@@ -414,7 +418,8 @@ def run_main(args: argparse.Namespace) -> int:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = ConsumerConfig(workers=args.workers, max_batch=args.batch, tick=args.tick,
-                                snapshot_every=args.snapshot_every)
+                                snapshot_every=args.snapshot_every,
+                                commit_acks=not args.no_commit_acks)
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
