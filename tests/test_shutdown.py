@@ -117,3 +117,31 @@ def test_a_back_office_stops_within_2_s_every_time(broker_factory: BrokerFactory
     finally:
         v1.stop()
     assert len(times) == runs and max(times) < LIMIT, sorted(times)[-5:]
+
+
+def test_a_signalled_validator_sends_what_it_journaled(broker_factory: BrokerFactory,
+                                                       tmp_path: Path) -> None:
+    """SIGTERM while tapping as fast as it can: the validator stops tapping, drains its
+    journal to the broker (the broker is up), and exits 0 with nothing left unsent."""
+    import sqlite3
+
+    b = broker_factory(validators=["V1"])
+    assert b.auth is not None
+    _, public = keys(tmp_path)
+    args = validator_args(b, tmp_path, "V1", public)
+    args[args.index("--interval") + 1] = "0"
+    v1 = Proc("V1", args, tmp_path, {"TAPSIM_MQTT_PASSWORD": b.auth.credentials["V1"],
+                                    "TAPSIM_TOKEN_KEY": TOKEN_KEY.hex()})
+    deadline = time.monotonic() + 30
+    while len(v1.lines()) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    assert v1.stop() == 0, v1.stderr()
+    took = time.monotonic() - t0
+    db = sqlite3.connect(tmp_path / "V1.journal")
+    try:
+        taps, unsent = db.execute("SELECT COUNT(*), COUNT(*) - COUNT(sent_us) FROM taps"
+                                  ).fetchone()
+    finally:
+        db.close()
+    assert taps >= 50 and unsent == 0 and took < LIMIT, (taps, unsent, took)
