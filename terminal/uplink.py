@@ -173,8 +173,11 @@ class Uplink:
                     await self._session(client, stop)
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
-                log.warning("broker %s:%d link down: %s", self.settings.host, self.settings.port,
-                            exc)
+                # A certificate the validator cannot trust is not an outage: say so loudly.
+                level = logging.ERROR if "CERTIFICATE_VERIFY_FAILED" in str(exc) \
+                    else logging.WARNING
+                log.log(level, "broker %s:%d link down: %s", self.settings.host,
+                        self.settings.port, exc)
             except (OSError, sqlite3.Error, JournalError) as exc:
                 # A local fault (disk, journal): the taps stay journaled; try again shortly.
                 self.stats.last_error = str(exc)
