@@ -124,6 +124,7 @@ def test_kill_9_of_validators_and_back_office_at_random_loses_nothing(
             if who == "bo":
                 procs[who] = Proc("backoffice", procs[who].proc.args[3:],  # type: ignore[index]
                                   tmp_path, {"TAPSIM_MQTT_PASSWORD": fleet.creds["backoffice"]})
+                fleet.procs.append(procs[who])  # killed by fleet.close() if the test fails
             else:
                 procs[who] = fleet.validator(who, CARDS[who], interval="0.02", extra=EXTRA)
         settle(fleet, fleet_db, procs)
