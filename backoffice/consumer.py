@@ -49,15 +49,25 @@ from typing import Any, TypeVar
 import aiomqtt
 
 from backoffice.consumer_deny import DeltaMessage, DownlinkBook
-from backoffice.consumer_link import BrokerAddress, Link, manual_acks, publisher_id, worker_id
+from backoffice.consumer_link import (
+    CLIENT_PREFIX,
+    BrokerAddress,
+    Link,
+    manual_acks,
+    publisher_id,
+    worker_id,
+)
 from backoffice.consumer_map import FareMediaLabels, Refused, Skipped, dead_letter, read_tap
 from backoffice.engine import BatchResult
 from backoffice.service import TransactionCore
 from backoffice.storage.base import StorageError
 from backoffice.taps import TapRecord
 from wire import topics
-from wire.messages import FareTableVersion
-from wire.signing import Signer
+from wire.aio import bounded, settle, wait_event
+from wire.codec import encode
+from wire.errors import WireError
+from wire.messages import MAX_ACK_IDS, CommitAck, DenyListSnapshot, FareTableVersion
+from wire.signing import Signer, Verifier
 
 log = logging.getLogger("tapsim.backoffice.consumer")
 
@@ -65,6 +75,11 @@ T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 SESSIONS_KEY = "backoffice.consumer.sessions"  # how many worker sessions the broker may hold
 DENY_KINDS = ("deny_add", "deny_remove")
+# A stop (SIGTERM/SIGINT) ends within 2 s: a second to commit and acknowledge what was
+# taken, half a second for the connections to close; anything later comes again next start.
+STOP_DRAIN = 1.0
+STOP_DISCONNECT = 0.4
+RETAINED_WAIT = 0.5  # seconds for the broker's retained snapshot after subscribing
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,9 @@ class ConsumerConfig:
     snapshot_every: float = 5.0  # at most one retained snapshot per this many seconds
     backoff: tuple[float, float] = (0.2, 5.0)
     retire_idle: float = 1.0  # a retiring session is done after this long without a message
+    # End-to-end acknowledgement (wire/README.md): tell each validator which of its taps
+    # are committed, so it stops resending them.  Off only to measure what it costs.
+    commit_acks: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -93,6 +111,8 @@ class ConsumerStats:
     batches: int = 0
     ingested: int = 0  # accepted by the core (first time)
     duplicates: int = 0  # a tap id the core already had (a resend, a replay)
+    commit_acks: int = 0  # CommitAck messages published (each names many taps)
+    commit_acked_taps: int = 0
     rejected: int = 0  # refused by the core (kept in its rejects table too)
     skipped: Counter[str] = field(default_factory=Counter)  # not charged: refused at the
     # validator (deny_listed, duplicate, declined) or paid on the e-purse
@@ -121,6 +141,7 @@ class ConsumerStats:
         return {
             "received": self.received, "batches": self.batches, "ingested": self.ingested,
             "duplicates": self.duplicates, "rejected": self.rejected,
+            "commit_acks": self.commit_acks, "commit_acked_taps": self.commit_acked_taps,
             "skipped": dict(self.skipped), "dead_letters": dict(self.dead_letters),
             "acked": self.acked, "not_acked": self.not_acked,
             "storage_retries": self.storage_retries, "ticks": self.ticks,
@@ -175,6 +196,10 @@ class Consumer:
         self._pub: aiomqtt.Client | None = None
         self._pub_up = asyncio.Event()
         self._connected: set[str] = set()
+        self._done: dict[str, list[str]] = {}  # validator -> tap ids to acknowledge end to end
+        self._done_wake = asyncio.Event()
+        self._pub_lost = asyncio.Event()  # a publish found the publisher's link gone
+        self._floor_checked = False
 
     # -- the writer's thread ------------------------------------------------------------
 
@@ -208,6 +233,8 @@ class Consumer:
     def _ingest(self, taps: list[TapRecord], now: dt.datetime) -> BatchResult:
         core = self._open()
         try:
+            if core.refresh():  # a card issued or changed by another process
+                log.info("issuer records changed in the database: reloaded")
             return core.ingest(taps, now)
         except StorageError:
             self._drop()
@@ -236,6 +263,13 @@ class Consumer:
         self._open()
         return self._book.changes() if self._book else None
 
+    def _raise_floor(self, held: int) -> bool:
+        self._open()
+        if self._book is None or not self._book.raise_floor(held):
+            return False
+        self.stats.deny_version = self._book.version
+        return True
+
     def _snapshot(self) -> tuple[DeltaMessage | None, int, bytes] | None:
         self._open()
         if self._book is None:
@@ -257,6 +291,7 @@ class Consumer:
                         for n in range(self.config.workers + 1, before + 1)]
             writer = asyncio.create_task(self._writer())
             helpers = [asyncio.create_task(self._publisher()),
+                       asyncio.create_task(self._acker()),
                        asyncio.create_task(self._ticker()),
                        asyncio.create_task(self._watch_ready())]
             if retiring:
@@ -266,20 +301,20 @@ class Consumer:
             self._halt.set()  # workers stop taking messages, keep their connections
             if not writer.done():
                 await asyncio.sleep(0)
-                # Every message taken is committed and acknowledged (or the writer failed).
+                # Every message taken is committed and acknowledged (or the writer failed),
+                # as far as that goes in STOP_DRAIN: what is left unacknowledged comes again
+                # on the next start, and the core's dedupe absorbs it.
                 join = asyncio.create_task(self._queue.join())
-                await asyncio.wait({join, writer}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({join, writer}, timeout=STOP_DRAIN,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 join.cancel()
             self._drained.set()
-            await asyncio.gather(*workers, *retiring, return_exceptions=True)
-            stopped.cancel()
-            for task in (*helpers, writer):
-                task.cancel()
-            await asyncio.gather(*helpers, stopped, return_exceptions=True)
-            if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            await asyncio.wait({*workers, *retiring}, timeout=STOP_DISCONNECT)
+            writer_failed = writer.done() and not writer.cancelled() \
+                and writer.exception() is not None
+            await settle([*workers, *retiring, *helpers, stopped, writer], STOP_DISCONNECT)
+            if writer_failed:
                 raise writer.exception()  # type: ignore[misc]
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
         finally:
             await self._db(self._drop)
             self._executor.shutdown(wait=True)
@@ -335,6 +370,15 @@ class Consumer:
                         await nxt
                     return
                 m = nxt.result()
+                if m.retain:
+                    # A retained copy of a tap (a validator set the flag; the broker cannot
+                    # forbid it): the live publication was delivered without the flag and
+                    # handled then; this copy would come again to every new subscription.
+                    self.stats.skipped["retained"] += 1
+                    log.warning("retained message on %s ignored (taps are never retained)",
+                                m.topic.value)
+                    link.ack(m.mid, m.qos)
+                    continue
                 payload = m.payload if isinstance(m.payload, bytes) else \
                     bytes(m.payload) if isinstance(m.payload, bytearray) else \
                     str(m.payload or "").encode()
@@ -398,8 +442,11 @@ class Consumer:
         refused: list[tuple[_Item, Refused]] = []
         taps: list[TapRecord] = []
         items_of: dict[str, list[_Item]] = {}
+        tap_of: dict[int, str] = {}  # id(item) -> its tap id, when it has one
         for item in batch:
             inbound = read_tap(item.topic, item.payload, self.media, self.tz)
+            if inbound.tap_id is not None:
+                tap_of[id(item)] = inbound.tap_id
             if isinstance(inbound, TapRecord):
                 taps.append(inbound)
                 items_of.setdefault(inbound.tap_id, []).append(item)
@@ -428,10 +475,19 @@ class Consumer:
         for item in batch:  # in arrival order, as MQTT wants its acknowledgements
             if id(item) in failed:
                 self.stats.not_acked += 1
-            elif item.link.ack(item.mid, item.qos):
+                continue
+            if item.link.ack(item.mid, item.qos):
                 self.stats.acked += 1
             else:
                 self.stats.not_acked += 1
+            # Committed (or refused for good): the validator may forget it, whether or not
+            # the broker got its PUBACK (a redelivery is deduplicated and acknowledged again).
+            tap_id = tap_of.get(id(item))
+            if tap_id is not None and self.config.commit_acks:
+                with contextlib.suppress(WireError):
+                    self._done.setdefault(topics.validator_of(item.topic), []).append(tap_id)
+        if self._done:
+            self._done_wake.set()
 
     async def _commit(self, taps: list[TapRecord]) -> list[tuple[TapRecord, Refused | None]]:
         """Ingest ``taps`` in one transaction (retrying storage failures); the taps the core
@@ -475,20 +531,55 @@ class Consumer:
     async def _dead_letter(self, item: _Item, why: Refused) -> bool:
         self.stats.dead_letters[why.reason] += 1
         log.warning("dead letter (%s) from %s: %s", why.reason, item.topic, why.detail)
-        with contextlib.suppress(TimeoutError):  # at start the publisher may still connect
-            await asyncio.wait_for(self._pub_up.wait(), self.broker.timeout)
+        await wait_event(self._pub_up, self.broker.timeout)  # at start it may still connect
         pub = self._pub
         if pub is None:
             log.warning("no publisher connection: the message stays unacknowledged")
             return False
         try:
-            await asyncio.wait_for(pub.publish(
+            await bounded(pub.publish(
                 topics.DEAD_LETTER, dead_letter(item.topic, item.payload, why, self.clock()),
                 qos=1), self.broker.timeout)
         except (aiomqtt.MqttError, TimeoutError) as exc:
             log.warning("dead letter not published (%s): the message stays unacknowledged", exc)
+            self._lost_publisher()
             return False
         return True
+
+    # -- end-to-end acknowledgements ------------------------------------------------------
+
+    async def _acker(self) -> None:
+        """Publishes what the writer finished, one CommitAck per validator and round; an
+        acknowledgement that cannot go out is dropped (the validator resends, the core
+        dedupes, and the next round acknowledges it)."""
+        while True:
+            await wait_event(self._done_wake, None)
+            self._done_wake.clear()
+            done, self._done = self._done, {}
+            pub = self._pub
+            if pub is None:
+                await wait_event(self._pub_up, self.broker.timeout)
+                pub = self._pub
+            if pub is None:
+                continue
+            now = self.clock()
+            sends = []
+            for vid, ids in done.items():
+                for i in range(0, len(ids), MAX_ACK_IDS):
+                    chunk = ids[i:i + MAX_ACK_IDS]
+                    msg = encode(CommitAck(validator_id=vid, issued_at=now, tap_ids=chunk))
+                    sends.append(self._send_ack(pub, vid, msg, len(chunk)))
+            await asyncio.gather(*sends)
+
+    async def _send_ack(self, pub: aiomqtt.Client, vid: str, msg: bytes, n: int) -> None:
+        try:
+            await bounded(pub.publish(topics.commit_topic(vid), msg, qos=1), self.broker.timeout)
+        except (aiomqtt.MqttError, TimeoutError) as exc:
+            log.info("commit acknowledgement to %s not published (%s): it resends", vid, exc)
+            self._lost_publisher()
+            return
+        self.stats.commit_acks += 1
+        self.stats.commit_acked_taps += n
 
     # -- downlink and timers --------------------------------------------------------------
 
@@ -497,6 +588,7 @@ class Consumer:
         while True:
             try:
                 async with self.broker.client(publisher_id(), clean_session=True) as client:
+                    self._pub_lost.clear()
                     self._pub = client
                     self._pub_up.set()
                     self._connected.add(publisher_id())
@@ -512,10 +604,24 @@ class Consumer:
                 self._connected.discard(publisher_id())
             delay = await self._backoff(delay)
 
+    def _lost_publisher(self) -> None:
+        """The publisher's connection failed a publish: reconnect it (it may be idle in
+        ``_downlink``, where nothing else would notice a broker that went away)."""
+        self._pub_lost.set()
+        self._deny_changed.set()
+
     async def _downlink(self, client: aiomqtt.Client) -> None:
-        if self.signer is None:
-            await asyncio.Event().wait()  # dead letters only
+        if self.signer is None:  # dead letters and commit acknowledgements only
+            await wait_event(self._pub_lost, None)
+            raise aiomqtt.MqttError("publisher: a publish found the link down")
         loop = asyncio.get_running_loop()
+        if not self._floor_checked:
+            held = await self._retained_version()
+            self._floor_checked = True
+            if held is not None and await self._db(self._raise_floor, held):
+                log.warning("the broker's deny list is at version %d, ahead of this database "
+                            "(restored from a backup?): continuing at %d", held,
+                            self.stats.deny_version)
         if self._fare_msg is not None:
             await client.publish(topics.FARE_VERSION, self._fare_msg, qos=1, retain=True)
         last_snapshot = -1e9
@@ -534,14 +640,32 @@ class Consumer:
                 last_snapshot, dirty = loop.time(), False
             wait = None if not dirty else \
                 max(0.0, last_snapshot + self.config.snapshot_every - loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._deny_changed.wait(), wait)
+            await wait_event(self._deny_changed, wait)
+            if self._pub_lost.is_set():
+                raise aiomqtt.MqttError("publisher: a publish found the link down")
             if self._deny_changed.is_set():
                 self._deny_changed.clear()
                 delta = await self._db(self._changes)
                 if delta is not None:
                     await self._publish_delta(client, delta)
                     dirty = True
+
+    async def _retained_version(self) -> int | None:
+        """The version of the deny-list snapshot the broker retains (signed by us), if any."""
+        assert self.signer is not None
+        verifier = Verifier(self.signer.public_key())
+        try:
+            async with self.broker.client(f"{CLIENT_PREFIX}-probe", clean_session=True) as c:
+                await c.subscribe(topics.DENY_SNAPSHOT, qos=1)
+                message = await bounded(anext(aiter(c.messages)), RETAINED_WAIT)
+        except (aiomqtt.MqttError, TimeoutError):
+            return None  # nothing retained (or no answer): nothing to be ahead of
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        try:
+            return verifier.open(payload, DenyListSnapshot).version
+        except WireError as exc:
+            log.warning("retained deny-list snapshot not ours (%s): ignored", exc)
+            return None
 
     async def _publish_delta(self, client: aiomqtt.Client, delta: DeltaMessage) -> None:
         await client.publish(topics.DENY_DELTA, delta.payload, qos=1)

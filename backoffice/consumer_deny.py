@@ -30,6 +30,9 @@ from wire.messages import MAX_DELTA_TOKENS, DenyListDelta, DenyListSnapshot, Far
 from wire.signing import Signer
 
 DENY_VERSION_KEY = "backoffice.denylist.version"
+# Added to the deny-event sequence to make the published version: raised when validators
+# already hold a later version than this database (a restored backup), so versions only grow.
+DENY_BASE_KEY = "backoffice.denylist.version_base"
 FARE_SHA_KEY = "backoffice.fare.sha256"
 FARE_VERSION_KEY = "backoffice.fare.version"
 FARE_FROM_KEY = "backoffice.fare.effective_from"
@@ -84,16 +87,32 @@ class DownlinkBook:
         self.store = store
         self.signer = signer
         self.clock = clock
-        self.version = int(store.meta(DENY_VERSION_KEY) or 0)
+        self.seq = int(store.meta(DENY_VERSION_KEY) or 0)  # last deny event published
+        self.base = int(store.meta(DENY_BASE_KEY) or 0)
         # Events the meta row has not caught up with (a crash between commit and meta).
         self.catch_up()
 
+    @property
+    def version(self) -> int:
+        """The version validators see: the event sequence plus the base."""
+        return self.seq + self.base
+
+    def raise_floor(self, held: int) -> bool:
+        """Validators may hold ``held`` (the broker's retained snapshot says so): when this
+        database is behind it (restored from a backup), the next version is ``held + 1``,
+        so validators take the next snapshot instead of ignoring it as stale."""
+        if held <= self.version:  # the usual restart: the broker holds what we published
+            return False
+        self.base = held + 1 - self.seq
+        self.store.set_meta(DENY_BASE_KEY, str(self.base))
+        return True
+
     def catch_up(self) -> list[tuple[int, DenyEventRow]]:
         """Events since the held version; moves the version to the last of them."""
-        events = self.store.deny_events(after_seq=self.version)
+        events = self.store.deny_events(after_seq=self.seq)
         if events:
-            self.version = events[-1][0]
-            self.store.set_meta(DENY_VERSION_KEY, str(self.version))
+            self.seq = events[-1][0]
+            self.store.set_meta(DENY_VERSION_KEY, str(self.seq))
         return events
 
     def snapshot(self) -> tuple[int, bytes]:
@@ -135,6 +154,6 @@ def fare_version(store: Store, name: str, digest: bytes, now: dt.datetime) -> Fa
 
 
 __all__ = [
-    "DENY_VERSION_KEY", "DeltaMessage", "DownlinkBook", "fare_version", "feed_digest",
-    "net_delta", "table_id",
+    "DENY_BASE_KEY", "DENY_VERSION_KEY", "DeltaMessage", "DownlinkBook", "fare_version",
+    "feed_digest", "net_delta", "table_id",
 ]

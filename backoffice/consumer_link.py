@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from wire.tls import tls_context
+
 PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 CLIENT_PREFIX = "tapsim-backoffice"
 
@@ -39,6 +41,7 @@ class BrokerAddress:
     tls_ca: Path | None = None
     keepalive: int = 30
     timeout: float = 10.0
+    use_tls: bool = False  # mqtts://: verified against tls_ca or the system trust store
 
     @classmethod
     def from_url(cls, url: str, *, tls_ca: Path | None = None,
@@ -61,16 +64,47 @@ class BrokerAddress:
         password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
         return cls(host=parts.hostname, port=port, username=username,
                    password=password if username else None,
-                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive)
+                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive,
+                   use_tls=parts.scheme == "mqtts")
+
+    @property
+    def tls(self) -> bool:
+        return self.use_tls or self.tls_ca is not None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        return tls_context(self.tls_ca) if self.tls else None
 
     def client(self, identifier: str, *, clean_session: bool) -> aiomqtt.Client:
-        context = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        context = self.tls_context()
         client = aiomqtt.Client(
             self.host, self.port, identifier=identifier, clean_session=clean_session,
             username=self.username, password=self.password, keepalive=self.keepalive,
             timeout=self.timeout, tls_context=context, max_queued_outgoing_messages=0)
         client.pending_calls_threshold = 10_000
         return client
+
+
+    def url(self) -> str:
+        """Where the broker is, for messages (never the password)."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    async def accepts_anonymous(self) -> bool:
+        """True when the broker lets a client in without credentials.
+
+        The tapsim broker never does (``tapsim broker config``), so such a broker is
+        another one, e.g. the system's Mosquitto on a port the tapsim broker could not
+        take.  A broker that cannot be reached at all is False: the back office keeps
+        trying to connect, as it does after any outage.
+        """
+        context = self.tls_context()
+        probe = aiomqtt.Client(self.host, self.port, clean_session=True, timeout=self.timeout,
+                               tls_context=context)
+        try:
+            async with probe:
+                return True
+        except aiomqtt.MqttError:
+            return False
 
 
 def worker_id(n: int) -> str:

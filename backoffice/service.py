@@ -18,7 +18,7 @@ from backoffice.engine import BackOffice, BatchResult
 from backoffice.policy import BackOfficeConfig
 from backoffice.pricing import Pricer
 from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
-from backoffice.storage.base import Store
+from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
 from backoffice.taps import TapRecord
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
@@ -54,6 +54,7 @@ class TransactionCore:
         return f"TransactionCore(store={self.store.url!r})"
 
     def _reload(self) -> None:
+        self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
                               self.store.load_issuer())
         self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
@@ -72,6 +73,14 @@ class TransactionCore:
         if self._stale:
             self._reload()
         return self._issuer
+
+    def refresh(self) -> bool:
+        """Reload when another process changed the issuer's records since (a card issued,
+        an account activated while the back office runs); True when it did."""
+        if self.store.meta(ISSUER_CHANGED_KEY) == self._issuer_mark:
+            return False
+        self._reload()
+        return True
 
     def run(self, action: Callable[[], T], *, meta: Mapping[str, str] | None = None) -> T:
         """Run ``action`` against memory, then make its effects durable (or undo them);

@@ -83,6 +83,8 @@ def validator_main(argv: list[str]) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--taps", type=int, required=True)
+    p.add_argument("--confirmed", action="store_true",
+                   help="exit only when the back office confirmed every tap (ack/1)")
     args = p.parse_args(argv)
 
     journal = Journal(args.journal)
@@ -128,6 +130,8 @@ def validator_main(argv: list[str]) -> int:
         tapped = time.perf_counter() - t0
         assert await uplink.drain(120)
         sent = time.perf_counter() - t0
+        while args.confirmed and store.uncommitted_count():
+            await asyncio.sleep(0.05)
         stop.set()
         await link
         return {"taps": len(tap_s), "tapping_s": tapped, "sent_s": sent,
@@ -176,13 +180,14 @@ class BackOffice:
 
 
 def _validators(tmp_path: Path, broker: Broker, rate: float, taps: int,
-                count: int) -> list[dict[str, Any]]:
+                count: int, extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     procs = [
         _spawn(["-m", "benchmarks.test_bench_e2e", "validator", "--id", f"B{i + 1}",
                 "--card", PROFILE, "--cards", str(CARDS_PER_VALIDATOR),
                 "--pan-prefix", pan_prefix(i + 1),
                 "--journal", str(tmp_path / f"B{i + 1}.journal"),
-                "--port", str(broker.port), "--rate", str(rate), "--taps", str(taps)],
+                "--port", str(broker.port), "--rate", str(rate), "--taps", str(taps),
+                *extra],
                cwd=_root())
         for i in range(count)
     ]

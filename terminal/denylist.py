@@ -82,17 +82,23 @@ class Downlink:
         self.fare_version = int(store.get_meta("fare_version", "0") or 0)
         self.fare_table_id = store.get_meta("fare_table_id")
         self._pending: dict[int, DenyListDelta] = {}  # by from_version
+        self._same = False  # the message at hand repeats the version held
         self._lock = threading.Lock()  # one message at a time, whichever thread delivers
         self.stats = DownlinkStats()
 
     def handle(self, topic: str, payload: bytes) -> Reason | None:
         """Apply one message; None when applied, else the reason it was refused (logged)."""
         with self._lock:
+            self._same = False
             try:
                 self._handle(topic, payload)
             except WireError as exc:
                 self.stats.rejected[exc.reason.value] += 1
-                level = logging.DEBUG if exc.reason is Reason.STALE else logging.WARNING
+                # The retained snapshot and fare version at the version held come again on
+                # every reconnect: normal.  Anything older is not (a back office on a
+                # restored database?) and must be seen.
+                level = logging.DEBUG if exc.reason is Reason.STALE and self._same \
+                    else logging.WARNING
                 log.log(level, "downlink %s refused: %s", topic, exc)
                 return exc.reason
             return None
@@ -100,6 +106,10 @@ class Downlink:
     def _handle(self, topic: str, payload: bytes) -> None:
         expect = topics.downlink_type(topic)
         msg = self.verifier.open(payload, expect)
+        if isinstance(msg, DenyListSnapshot | FareTableVersion):
+            held = self.deny_list.version if isinstance(msg, DenyListSnapshot) \
+                else self.fare_version
+            self._same = msg.version == held
         if isinstance(msg, DenyListSnapshot):
             self._apply_snapshot(msg)
         elif isinstance(msg, DenyListDelta):

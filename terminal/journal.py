@@ -3,8 +3,10 @@
 SQLite in WAL mode with ``synchronous=FULL``: ``append`` returns only after the tap's
 row is committed and the WAL is fsynced, so a validator killed at any instant (or a
 power cut) has either not shown the outcome or has the tap on disk.  The uplink reads
-unsent rows and marks them sent on the broker's PUBACK; a resend after a crash between
-PUBACK and the mark is harmless, since the back office dedupes on ``tap_id``.
+unsent rows and marks them sent on the broker's PUBACK, and committed when the back office
+says so (wire/README.md, "End-to-end acknowledgement"); a tap sent but not committed in
+time goes back to unsent and out again.  Resends are harmless: the back office dedupes on
+``tap_id``.
 
 What the validator must remember from its downlink (deny list, fare table version) lives
 in a second file beside it (:mod:`terminal.denystore`): applying a snapshot of a million
@@ -37,9 +39,14 @@ CREATE TABLE IF NOT EXISTS taps (
     pan_token TEXT NOT NULL,
     outcome TEXT NOT NULL,
     payload BLOB NOT NULL,
-    sent_us INTEGER
+    sent_us INTEGER,
+    committed_us INTEGER
 );
 CREATE INDEX IF NOT EXISTS taps_unsent ON taps (seq) WHERE sent_us IS NULL;
+"""
+# After the column exists (journals from before end-to-end acks get it by migration).
+_SCHEMA_COMMITS = """
+CREATE INDEX IF NOT EXISTS taps_uncommitted ON taps (seq) WHERE committed_us IS NULL;
 """
 
 
@@ -101,6 +108,8 @@ class Journal:
             # BEGIN ... COMMIT (in_transaction).
             self._db = connect(self.path, durable)
             self._db.executescript(_SCHEMA)
+            self._migrate()
+            self._db.executescript(_SCHEMA_COMMITS)
             self.epoch = self._ensure_epoch()
             row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM taps").fetchone()
         except sqlite3.Error as exc:
@@ -124,6 +133,17 @@ class Journal:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
+
+    def _migrate(self) -> None:
+        """A journal from before end-to-end acknowledgements: add ``committed_us``; the
+        taps it already sent were handled under the old rule (sent = done)."""
+        columns = {str(r[1]) for r in self._db.execute("PRAGMA table_info(taps)")}
+        if "committed_us" not in columns:
+            def work(db: sqlite3.Connection) -> None:
+                db.execute("ALTER TABLE taps ADD COLUMN committed_us INTEGER")
+                db.execute("UPDATE taps SET committed_us = sent_us WHERE sent_us IS NOT NULL")
+
+            in_transaction(self._db, work)
 
     def _ensure_epoch(self) -> str:
         # The epoch makes tap ids unique even if a validator's journal is lost and its
@@ -178,6 +198,34 @@ class Journal:
 
         self._in_transaction(work)
 
+    def mark_committed(self, tap_ids: Iterable[str], at: dt.datetime) -> int:
+        """The back office committed these taps: they leave the pending set for good (an id
+        this journal does not hold, or holds committed already, changes nothing)."""
+        stamp = to_us(at)
+        done = [0]
+
+        def work(db: sqlite3.Connection) -> None:
+            cur = db.executemany(
+                "UPDATE taps SET committed_us = ?, sent_us = COALESCE(sent_us, ?) "
+                "WHERE tap_id = ? AND committed_us IS NULL",
+                ((stamp, stamp, t) for t in tap_ids))
+            done[0] = cur.rowcount
+
+        self._in_transaction(work)
+        return done[0]
+
+    def requeue_uncommitted(self, sent_before: dt.datetime) -> int:
+        """Taps sent before ``sent_before`` and still not committed go back to unsent (the
+        uplink sends them again); how many."""
+        cur = self._db.execute(
+            "UPDATE taps SET sent_us = NULL WHERE committed_us IS NULL AND sent_us IS NOT NULL "
+            "AND sent_us < ?", (to_us(sent_before),))
+        return cur.rowcount
+
+    def uncommitted_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM taps WHERE committed_us IS NULL")
+                   .fetchone()[0])
+
     def unsent_count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM taps WHERE sent_us IS NULL")
                    .fetchone()[0])
@@ -200,9 +248,11 @@ class Journal:
         return {str(t): from_us(us) for t, us in rows}
 
     def prune(self, sent_before: dt.datetime) -> int:
-        """Delete taps sent before ``sent_before`` (the journal is not an archive)."""
-        cur = self._db.execute("DELETE FROM taps WHERE sent_us IS NOT NULL AND sent_us < ? "
-                               "AND seq < ?", (to_us(sent_before), self._last_seq))
+        """Delete taps committed before ``sent_before`` (the journal is not an archive; a
+        tap the back office has not confirmed stays, however old)."""
+        cur = self._db.execute("DELETE FROM taps WHERE committed_us IS NOT NULL "
+                               "AND committed_us < ? AND seq < ?",
+                               (to_us(sent_before), self._last_seq))
         return cur.rowcount
 
     def _in_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:

@@ -16,7 +16,6 @@ through :class:`~terminal.denylist.Downlink` (signature, version rules, journal)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -32,12 +31,15 @@ import aiomqtt
 
 from terminal.denylist import Downlink
 from terminal.journal import Journal, JournalError
-from wire import topics
+from wire import CommitAck, WireError, decode, topics
+from wire.aio import settle, wait_event
+from wire.tls import tls_context
 
 log = logging.getLogger("tapsim.terminal.uplink")
 
 PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 LARGE_PAYLOAD = 64 * 1024  # downlink payloads above this are handled off the event loop
+RESEND_MAX = 300.0  # seconds: the longest wait before unconfirmed taps go again
 
 
 class BrokerUrlError(ValueError):
@@ -54,6 +56,7 @@ class BrokerSettings:
     tls_ca: Path | None = None
     keepalive: int = 30
     timeout: float = 10.0
+    use_tls: bool = False  # mqtts://: verified against tls_ca or the system trust store
 
     @classmethod
     def from_url(cls, url: str, client_id: str, *, tls_ca: Path | None = None,
@@ -78,15 +81,19 @@ class BrokerSettings:
         password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
         return cls(host=parts.hostname, port=port, client_id=client_id, username=username,
                    password=password if username else None,
-                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive)
+                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive,
+                   use_tls=parts.scheme == "mqtts")
 
     @property
     def tls(self) -> bool:
-        return self.tls_ca is not None
+        return self.use_tls or self.tls_ca is not None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        return tls_context(self.tls_ca) if self.tls else None
 
     def client(self) -> aiomqtt.Client:
         """A persistent-session client (enter it with ``async with``)."""
-        context = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else None
+        context = self.tls_context()
         client = aiomqtt.Client(
             self.host, self.port, identifier=self.client_id, clean_session=False,
             username=self.username, password=self.password, keepalive=self.keepalive,
@@ -98,7 +105,8 @@ class BrokerSettings:
 
 
 def validator_client_id(validator_id: str) -> str:
-    return f"tapsim-validator-{validator_id}"
+    """The client id the broker binds to this validator's user (wire.broker)."""
+    return topics.validator_client_id(validator_id)
 
 
 @dataclass
@@ -106,6 +114,8 @@ class UplinkStats:
     connects: int = 0
     disconnects: int = 0
     published: int = 0  # PUBACKed
+    committed: int = 0  # taps the back office confirmed (end-to-end acknowledgement)
+    resent: int = 0  # taps sent again: not confirmed in time, or after a reconnect
     downlink_messages: int = 0
     last_error: str | None = None
 
@@ -116,6 +126,7 @@ class Uplink:
     def __init__(self, settings: BrokerSettings, journal: Journal, validator_id: str,
                  downlink: Downlink | None = None, *, window: int = 256,
                  backoff: tuple[float, float] = (0.2, 5.0), max_rate: float | None = 1000.0,
+                 commit_acks: bool = True, commit_timeout: float = 10.0,
                  clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.settings = settings
         self.journal = journal
@@ -127,6 +138,16 @@ class Uplink:
         self.max_rate = max_rate
         self.backoff = backoff
         self.clock = clock
+        self.validator_id = validator_id
+        # End-to-end acknowledgement (wire/README.md): a tap stays pending until the back
+        # office says it is committed; one not confirmed within commit_timeout of its PUBACK
+        # is sent again (the wait doubles, up to RESEND_MAX, while nothing is confirmed: a
+        # back office that is down is not flooded).
+        self.commit_acks = commit_acks
+        self.commit_timeout = commit_timeout
+        self._resend_after = commit_timeout
+        self._rewind = False
+        self._confirmed_at_resend = -1
         self.stats = UplinkStats()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -152,7 +173,11 @@ class Uplink:
                     await self._session(client, stop)
             except aiomqtt.MqttError as exc:
                 self.stats.last_error = str(exc)
-                log.warning("broker link down: %s", exc)
+                # A certificate the validator cannot trust is not an outage: say so loudly.
+                level = logging.ERROR if "CERTIFICATE_VERIFY_FAILED" in str(exc) \
+                    else logging.WARNING
+                log.log(level, "broker %s:%d link down: %s", self.settings.host,
+                        self.settings.port, exc)
             except (OSError, sqlite3.Error, JournalError) as exc:
                 # A local fault (disk, journal): the taps stay journaled; try again shortly.
                 self.stats.last_error = str(exc)
@@ -163,35 +188,41 @@ class Uplink:
                 self.connected.clear()
             if stop.is_set():
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_event(stop, delay)
             delay = min(delay * 2, self.backoff[1])
 
     async def _session(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        if self.downlink is not None:
-            await client.subscribe([(t, 1) for t in topics.DOWNLINK])
-        tasks = {asyncio.create_task(self._publisher(client)),
+        wanted = [(t, 1) for t in topics.DOWNLINK] if self.downlink is not None else []
+        if self.commit_acks:
+            wanted.append((topics.commit_topic(self.validator_id), 1))
+            # A new connection: whatever was sent and not confirmed goes again.
+            self._requeue(self.clock())
+        if wanted:
+            await client.subscribe(wanted)
+        tasks = {asyncio.create_task(self._publisher(client, stop)),
                  asyncio.create_task(stop.wait())}
-        if self.downlink is not None:
+        if wanted:
             tasks.add(asyncio.create_task(self._receiver(client, self.downlink)))
+        if self.commit_acks:
+            tasks.add(asyncio.create_task(self._resender(stop)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await settle(tasks, 1.0)
         for task in done:
-            exc = task.exception()
+            exc = None if task.cancelled() else task.exception()
             if exc is not None:
                 raise exc
 
-    async def _publisher(self, client: aiomqtt.Client) -> None:
+    async def _publisher(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         cursor = 0  # every connection starts again from the oldest unsent tap
         inflight: dict[asyncio.Task[Any], int] = {}
         loop = asyncio.get_running_loop()
         budget, refilled = float(self.window), loop.time()
         try:
-            while True:
+            while not stop.is_set():
+                if self._rewind:  # taps went back to unsent: look from the start again
+                    self._rewind, cursor = False, 0
                 room = self.window - len(inflight)
                 if self.max_rate is not None:  # token bucket: a backlog drains at max_rate
                     now = loop.time()
@@ -202,6 +233,9 @@ class Uplink:
                         continue
                     room = min(room, int(budget))
                 rows = self.journal.unsent(room, cursor) if room > 0 else []
+                if cursor == 0 and inflight:
+                    pending = set(inflight.values())
+                    rows = [r for r in rows if r[0] not in pending]
                 budget -= len(rows)
                 for seq, payload in rows:
                     task = asyncio.create_task(client.publish(self.topic, payload, qos=1))
@@ -210,8 +244,7 @@ class Uplink:
                 if not inflight:
                     self._idle.set()
                     self._wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                    await wait_event(self._wake, 0.5)
                     continue
                 self._idle.clear()
                 wake: asyncio.Task[Any] = asyncio.create_task(self._wake.wait())
@@ -239,13 +272,53 @@ class Uplink:
                 task.cancel()
             self._idle.clear()
 
-    async def _receiver(self, client: aiomqtt.Client, downlink: Downlink) -> None:
+    def _requeue(self, sent_before: dt.datetime) -> int:
+        n = self.journal.requeue_uncommitted(sent_before)
+        if n:
+            self.stats.resent += n
+            self._rewind = True
+            self._wake.set()
+            log.info("%d tap(s) not confirmed by the back office: sending them again", n)
+        return n
+
+    async def _resender(self, stop: asyncio.Event) -> None:
+        """Sends again what stays unconfirmed after ``_resend_after`` seconds."""
+        while not await wait_event(stop, max(0.05, self.commit_timeout / 4)):
+            committed = self.stats.committed
+            cutoff = self.clock() - dt.timedelta(seconds=self._resend_after)
+            if self._requeue(cutoff):
+                # Nothing confirmed since the last round: wait longer before the next.
+                if committed == self._confirmed_at_resend:
+                    self._resend_after = min(self._resend_after * 2, RESEND_MAX)
+                self._confirmed_at_resend = committed
+
+    def _on_commit(self, data: bytes) -> None:
+        try:
+            ack = decode(data, CommitAck)
+        except WireError as exc:
+            log.warning("commit acknowledgement refused: %s", exc)
+            return
+        if ack.validator_id != self.validator_id:
+            log.warning("commit acknowledgement for validator %r ignored", ack.validator_id)
+            return
+        n = self.journal.mark_committed(ack.tap_ids, self.clock())
+        self.stats.committed += n
+        if n:
+            self._resend_after = self.commit_timeout
+
+    async def _receiver(self, client: aiomqtt.Client, downlink: Downlink | None) -> None:
+        commits = topics.commit_topic(self.validator_id)
         async for message in client.messages:
-            self.stats.downlink_messages += 1
             payload = message.payload
             data = bytes(payload) if isinstance(payload, bytes | bytearray) \
                 else str(payload or "").encode()
             topic = str(message.topic)
+            if topic == commits:
+                self._on_commit(data)
+                continue
+            self.stats.downlink_messages += 1
+            if downlink is None:
+                continue
             if len(data) > LARGE_PAYLOAD:
                 await asyncio.to_thread(downlink.handle, topic, data)
             else:

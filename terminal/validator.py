@@ -138,6 +138,7 @@ class Validator:
                  fare_version: Callable[[], int] = lambda: 0,
                  show: Callable[[Display], None] | None = None,
                  on_journaled: Callable[[TapRecord], None] | None = None,
+                 before_journal: Callable[[], None] | None = None,
                  psam: Psam | None = None) -> None:
         self.config = config
         self.psam = psam  # with EPURSE_FIRST in the terminal config: T-Union purchases
@@ -149,6 +150,10 @@ class Validator:
         self.fare_version = fare_version
         self.show = show
         self.on_journaled = on_journaled
+        # Called after every card session, before its tap is journaled or shown: where a
+        # simulated card's counters (ATC) and the PSAM's serial are saved, so no crash can
+        # make them offer a value the back office has already seen.
+        self.before_journal = before_journal
         self.duplicates = DuplicateFilter(config.policy.duplicate_window)
         now = clock()
         # A restarted validator still knows who tapped a moment ago.
@@ -189,6 +194,8 @@ class Validator:
             result = run(Kernel(self.terminal, txn, self.psam, screen=screen), transceive)
         finally:
             reader.power_off()
+            if self.before_journal is not None:
+                self.before_journal()  # counters may have moved even if the kernel failed
         kernel_s = time.perf_counter() - t0
         token = result.pan_token
         epurse = bytes.fromhex(result.aid or "") in EPURSE_AIDS

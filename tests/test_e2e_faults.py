@@ -222,6 +222,7 @@ def test_bad_input_from_a_validator_is_dead_lettered_by_the_running_back_office(
             bo_creds = {"username": "backoffice", "password": fleet.creds["backoffice"]}
             async with Collector(b.host, b.port, [topics.DEAD_LETTER], **bo_creds) as dl:  # type: ignore[arg-type]
                 async with aiomqtt.Client(b.host, b.port, username="V1",
+                                          identifier=topics.validator_client_id("V1"),
                                           password=fleet.creds["V1"]) as client:
                     for payload in sent:
                         await client.publish(topics.tap_topic("V1"), payload, qos=1)

@@ -168,7 +168,7 @@ def test_broker_config_then_a_validator_on_that_broker(capsys: pytest.CaptureFix
     assert "mosquitto -c" in printed
     assert (out / "credentials" / "V1").stat().st_mode & 0o777 == 0o600
     password = (out / "credentials" / "V1").read_text().strip()
-    assert password not in printed and password not in (out / "passwd").read_text()
+    assert password not in printed and password not in (out / "dynamic-security.json").read_text()
     conf = out / "mosquitto.conf"
     # As written (absolute paths, the running user kept when root), from another directory.
     broker = subprocess.Popen([find_binary("mosquitto") or "", "-c", str(conf)], cwd="/",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,21 @@ def test_repeated_retained_snapshot_is_stale_not_an_error(dl: Downlink) -> None:
     dl.handle(topics.DENY_SNAPSHOT, snap(3, TOK[:3]))
     assert dl.handle(topics.DENY_SNAPSHOT, snap(3, [])) is Reason.STALE
     assert dl.deny_list.tokens() == set(TOK[:3])
+
+
+def test_an_older_snapshot_is_a_warning_the_same_one_is_not(
+        dl: Downlink, caplog: pytest.LogCaptureFixture) -> None:
+    """The retained snapshot at the version held comes on every reconnect (DEBUG); one older
+    than held means the back office went back (a restored database?): WARNING."""
+    dl.handle(topics.DENY_SNAPSHOT, snap(5, TOK[:3]))
+    with caplog.at_level(logging.DEBUG, logger="tapsim.terminal.downlink"):
+        assert dl.handle(topics.DENY_SNAPSHOT, snap(5, TOK[:3])) is Reason.STALE
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+        caplog.clear()
+        assert dl.handle(topics.DENY_SNAPSHOT, snap(2, [])) is Reason.STALE
+        assert dl.handle(topics.DENY_DELTA, delta(1, 2, add=[TOK[9]])) is Reason.STALE
+        assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.WARNING]
+    assert dl.deny_list.version == 5 and dl.deny_list.tokens() == set(TOK[:3])
 
 
 def test_gap_waits_for_the_snapshot_that_closes_it(dl: Downlink) -> None:

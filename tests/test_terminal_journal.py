@@ -68,13 +68,53 @@ def test_unsent_and_mark_sent(tmp_path: Path) -> None:
         assert sent == {2: T0, 3: T0, 9: T0}
 
 
-def test_prune_keeps_unsent_and_the_latest(tmp_path: Path) -> None:
+def test_prune_keeps_unconfirmed_and_the_latest(tmp_path: Path) -> None:
     with Journal(tmp_path / "j.db") as j:
         add(j, 5)
-        j.mark_sent([1, 2, 5], T0)
+        j.mark_sent([1, 2, 4, 5], T0)
+        j.mark_committed([j_id(j, 1), j_id(j, 2), j_id(j, 5)], T0)
+        # 4 was sent but the back office never confirmed it: it stays.
         assert j.prune(T0 + dt.timedelta(days=1)) == 2
         assert [e.seq for e in j.entries()] == [3, 4, 5]
         assert j.last_seq == 5
+
+
+def j_id(j: Journal, seq: int) -> str:
+    return next(e.tap_id for e in j.entries() if e.seq == seq)
+
+
+def test_commits_and_requeues(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as j:
+        add(j, 4)
+        j.mark_sent([1, 2, 3], T0)
+        assert j.mark_committed([j_id(j, 1), "V9:zz:1", j_id(j, 1)], T0) == 1  # once, ours
+        assert j.uncommitted_count() == 3
+        # Committed before its PUBACK was marked: it is not sent again.
+        assert j.mark_committed([j_id(j, 4)], T0) == 1
+        assert j.unsent_count() == 0
+        assert j.requeue_uncommitted(T0) == 0  # not older than T0
+        assert j.requeue_uncommitted(T0 + dt.timedelta(seconds=1)) == 2
+        assert [s for s, _ in j.unsent(10)] == [2, 3]
+
+
+def test_a_journal_from_before_commit_acks_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE taps (seq INTEGER PRIMARY KEY, tap_id TEXT NOT NULL UNIQUE,
+            created_us INTEGER NOT NULL, pan_token TEXT NOT NULL, outcome TEXT NOT NULL,
+            payload BLOB NOT NULL, sent_us INTEGER);
+        INSERT INTO taps VALUES (1, 'V1:a:1', 0, 't', 'accepted', x'00', 5);
+        INSERT INTO taps VALUES (2, 'V1:a:2', 0, 't', 'accepted', x'00', NULL);
+    """)
+    db.commit()
+    db.close()
+    with Journal(path) as j:
+        # Sent under the old rule counts as done; the unsent one is pending as before.
+        assert j.uncommitted_count() == 1 and [s for s, _ in j.unsent(10)] == [2]
 
 
 def test_recent_tokens_for_duplicate_reload(tmp_path: Path) -> None:

@@ -27,8 +27,14 @@ def creds(b: Broker, user: str) -> dict[str, str]:
     return {"username": user, "password": b.auth.credentials[user]}
 
 
+def ident(user: str) -> str | None:
+    """The client id the broker binds to ``user`` (None: the back office picks its own)."""
+    return None if user == "backoffice" else validator_client_id(user)
+
+
 async def send(b: Broker, user: str, topic: str, payload: bytes, retain: bool = False) -> None:
-    async with aiomqtt.Client(b.host, b.port, **creds(b, user)) as c:  # type: ignore[arg-type]
+    async with aiomqtt.Client(b.host, b.port, identifier=ident(user),
+                              **creds(b, user)) as c:  # type: ignore[arg-type]
         await c.publish(topic, payload, qos=1, retain=retain)
 
 
@@ -42,7 +48,8 @@ def test_validator_may_publish_only_its_own_taps(broker_factory: BrokerFactory,
     async def main() -> None:
         async with Collector(b.host, b.port, [topics.SHARED_TAPS],
                              **creds(b, "backoffice")) as bo, \
-                Collector(b.host, b.port, [topics.TAPS_ALL], **creds(b, "V2")) as snoop:
+                Collector(b.host, b.port, [topics.TAPS_ALL], client_id=ident("V2"),
+                          **creds(b, "V2")) as snoop:
             await send(b, "V1", topics.tap_topic("V2"), tap)  # posing as another validator
             await send(b, "V1", "tapsim/v1/elsewhere", tap)
             await send(b, "V1", topics.tap_topic("V1"), tap)  # its own: fine
@@ -62,7 +69,8 @@ def test_validator_cannot_write_the_deny_list(broker_factory: BrokerFactory,
     genuine = SIGNER.sign(DenyListSnapshot(version=5, issued_at=T0, tokens=["ab" * 16]))
 
     async def main() -> None:
-        async with Collector(b.host, b.port, [topics.DENY_SNAPSHOT], **creds(b, "V2")) as v2:
+        async with Collector(b.host, b.port, [topics.DENY_SNAPSHOT], client_id=ident("V2"),
+                          **creds(b, "V2")) as v2:
             # Even a validated payload is refused when a validator writes it (stolen device).
             await send(b, "V1", topics.DENY_SNAPSHOT, forged, retain=True)
             await send(b, "backoffice", topics.DENY_SNAPSHOT, genuine, retain=True)
@@ -70,7 +78,8 @@ def test_validator_cannot_write_the_deny_list(broker_factory: BrokerFactory,
             await asyncio.sleep(0.3)
             assert [p for _, p in v2.messages] == [genuine]
         # The retained snapshot a newcomer gets is the back office's.
-        async with Collector(b.host, b.port, [topics.DENY_SNAPSHOT], **creds(b, "V1")) as v1:
+        async with Collector(b.host, b.port, [topics.DENY_SNAPSHOT], client_id=ident("V1"),
+                          **creds(b, "V1")) as v1:
             assert await v1.wait_for(lambda m: len(m) >= 1)
             assert [p for _, p in v1.messages] == [genuine]
 

@@ -31,11 +31,15 @@ from tests.fixtures.mqtt import (
 from tests.fixtures.netproxy import Proxy
 from tests.fixtures.terminal import rig
 from wire import (
+    SIZE_LIMITS,
     DenyListDelta,
     DenyListSnapshot,
     FareTableVersion,
     Reason,
+    Signed,
     Signer,
+    TapRecord,
+    decode,
     encode,
     generate_signing_key,
     topics,
@@ -193,7 +197,9 @@ def test_bad_downlink_is_refused_and_the_link_stays_up(mosquitto: Broker,
             assert dl is not None
             bad = [
                 (topics.DENY_SNAPSHOT, b"\xc1garbage"),
-                (topics.DENY_SNAPSHOT, b"\x00" * (49 * 1024 * 1024)),  # over every limit
+                # Over every message's limit, yet under the broker's max_packet_size (which
+                # refuses anything larger outright).
+                (topics.DENY_SNAPSHOT, b"\x00" * (SIZE_LIMITS[Signed] + 1024)),
                 (topics.DENY_SNAPSHOT, encode(good)),  # unsigned
                 (topics.DENY_SNAPSHOT, intruder.sign(good)),  # signed by someone else
                 (topics.DENY_DELTA, replayed_tap),  # a tap record replayed onto the downlink
@@ -212,3 +218,39 @@ def test_bad_downlink_is_refused_and_the_link_stays_up(mosquitto: Broker,
             assert run.uplink.stats.connects == 1
 
     asyncio.run(main())
+
+
+def test_a_tap_stays_pending_until_the_back_office_confirms_it(mosquitto: Broker,
+                                                                tmp_path: Path) -> None:
+    """ack/1 on the validator's commit topic ends a tap's life; until then it is sent again
+    after the commit timeout; an acknowledgement for another validator changes nothing."""
+    from wire import CommitAck, encode
+
+    r = rig(tmp_path / "j.db")
+    burst(r, 4)
+    ids = sorted(journal_ids(r))
+
+    def ack(vid: str, tap_ids: list[str]) -> bytes:
+        return encode(CommitAck(validator_id=vid, issued_at=dt.datetime.now(dt.UTC),
+                                tap_ids=tap_ids))
+
+    async def main() -> None:
+        async with backoffice_collector(mosquitto) as c, \
+                Running(settings(mosquitto.host, mosquitto.port), tmp_path / "j.db") as run:
+            run.uplink.commit_timeout = run.uplink._resend_after = 0.4
+            assert await c.wait_for(lambda m: tap_ids(m) == set(ids))
+            await publish(mosquitto.host, mosquitto.port, topics.commit_topic("V1"),
+                          ack("V1", ids[:2]))
+            await publish(mosquitto.host, mosquitto.port, topics.commit_topic("V1"),
+                          ack("V2", ids[2:]))  # not ours: ignored
+            assert await wait_until(lambda: run.uplink.stats.committed == 2)
+            # The two unconfirmed ones come again, the confirmed ones never.
+            assert await c.wait_for(lambda m: len(m) >= 6, 5)
+            again = [decode(p, TapRecord).tap_id for _, p in c.messages[4:]]
+            assert set(again) == set(ids[2:])
+            await publish(mosquitto.host, mosquitto.port, topics.commit_topic("V1"),
+                          ack("V1", ids[2:]))
+            assert await wait_until(lambda: run.uplink.stats.committed == 4)
+
+    asyncio.run(main())
+    assert r.journal.uncommitted_count() == 0

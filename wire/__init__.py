@@ -7,6 +7,7 @@ from wire.codec import SIZE_LIMITS, decode, encode, kind_of
 from wire.errors import Reason, WireError
 from wire.messages import (
     Action,
+    CommitAck,
     DenyListDelta,
     DenyListSnapshot,
     Downlink,
@@ -21,7 +22,8 @@ from wire.signing import Signer, Verifier, generate_signing_key, key_id_of
 from wire.versioning import check_delta, check_fare_version, check_snapshot
 
 __all__ = [
-    "SIZE_LIMITS", "Action", "DenyListDelta", "DenyListSnapshot", "Downlink", "FareTableVersion",
+    "SIZE_LIMITS", "Action", "CommitAck", "DenyListDelta", "DenyListSnapshot", "Downlink",
+    "FareTableVersion",
     "Message", "Method", "Reason", "Signed", "Signer", "TapOutcome", "TapRecord", "Verifier",
     "WireError",
     "check_delta", "check_fare_version", "check_snapshot", "decode", "encode",

@@ -17,6 +17,7 @@ import msgspec
 
 from wire.errors import Reason, WireError
 from wire.messages import (
+    CommitAck,
     DenyListDelta,
     DenyListSnapshot,
     FareTableVersion,
@@ -25,7 +26,8 @@ from wire.messages import (
     TapRecord,
 )
 
-M = TypeVar("M", TapRecord, DenyListSnapshot, DenyListDelta, FareTableVersion, Signed)
+M = TypeVar("M", TapRecord, DenyListSnapshot, DenyListDelta, FareTableVersion, Signed,
+              CommitAck)
 
 KIB, MIB = 1024, 1024 * 1024
 # The most a payload of each kind may be; mosquitto's own limit is far above these.
@@ -35,10 +37,11 @@ SIZE_LIMITS: Final[dict[type[Any], int]] = {
     DenyListDelta: 8 * MIB,
     DenyListSnapshot: 48 * MIB,
     Signed: 48 * MIB + 1 * KIB,
+    CommitAck: 256 * KIB,
 }
 KINDS: Final[dict[str, type[Any]]] = {
     str(t.__struct_config__.tag): t
-    for t in (TapRecord, DenyListSnapshot, DenyListDelta, FareTableVersion, Signed)
+    for t in (TapRecord, DenyListSnapshot, DenyListDelta, FareTableVersion, Signed, CommitAck)
 }
 _TIME_FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {
     TapRecord: ("time",),
@@ -46,6 +49,7 @@ _TIME_FIELDS: Final[dict[type[Any], tuple[str, ...]]] = {
     DenyListDelta: ("issued_at",),
     FareTableVersion: ("effective_from", "issued_at"),
     Signed: (),
+    CommitAck: ("issued_at",),
 }
 
 _encoder = msgspec.msgpack.Encoder()

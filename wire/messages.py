@@ -180,5 +180,22 @@ class Signed(_Msg, tag="sig/1", frozen=True):
     signature: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
 
 
+MAX_ACK_IDS = 4096
+
+
+class CommitAck(_Msg, tag="ack/1", frozen=True):
+    """The back office's end-to-end acknowledgement to one validator: these taps of yours are
+    committed to the ledger (or refused for good, dead-lettered): stop resending them.
+
+    Travels on ``tapsim/v1/commits/<validator id>``, which only the back office may write and
+    only that validator may read (the broker's rules), QoS 1.  An id the validator does not
+    hold pending is ignored, so a repeated or late acknowledgement is harmless.
+    """
+
+    validator_id: ValidatorId
+    issued_at: Time
+    tap_ids: Annotated[list[Ident], msgspec.Meta(max_length=MAX_ACK_IDS)]
+
+
 Downlink = DenyListSnapshot | DenyListDelta | FareTableVersion
-Message = TapRecord | DenyListSnapshot | DenyListDelta | FareTableVersion | Signed
+Message = TapRecord | DenyListSnapshot | DenyListDelta | FareTableVersion | Signed | CommitAck

@@ -75,6 +75,9 @@ class Signer:
         self._key = key
         self.key_id = key_id or key_id_of(key.public_key())
 
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
     def sign(self, msg: Downlink) -> bytes:
         body = encode(msg)
         signature = self._key.sign(SIGNING_CONTEXT + body)

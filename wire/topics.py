@@ -6,6 +6,8 @@
 ``tapsim/v1/denylist/delta``       back office -> validators, QoS 1, signed
 ``tapsim/v1/fares/version``        back office -> validators, QoS 1, retained, signed
 ``tapsim/v1/deadletter``           back office: payloads it refused, with the reason
+``tapsim/v1/commits/<validator id>`` back office -> that validator, QoS 1: the tap ids
+                                   committed to the ledger (end-to-end acknowledgement)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DENY_SNAPSHOT: Final = f"{PREFIX}/denylist/snapshot"
 DENY_DELTA: Final = f"{PREFIX}/denylist/delta"
 FARE_VERSION: Final = f"{PREFIX}/fares/version"
 DEAD_LETTER: Final = f"{PREFIX}/deadletter"
+COMMITS_PREFIX: Final = f"{PREFIX}/commits/"
+COMMITS_ALL: Final = f"{PREFIX}/commits/+"
 
 DOWNLINK: Final[dict[str, type[Any]]] = {
     DENY_SNAPSHOT: DenyListSnapshot,
@@ -48,6 +52,16 @@ def check_validator_id(validator_id: str) -> str:
 
 def tap_topic(validator_id: str) -> str:
     return TAPS_PREFIX + check_validator_id(validator_id)
+
+
+def validator_client_id(validator_id: str) -> str:
+    """The one MQTT client id the broker lets validator ``validator_id`` connect with."""
+    return f"tapsim-validator-{check_validator_id(validator_id)}"
+
+
+def commit_topic(validator_id: str) -> str:
+    """Where the back office tells ``validator_id`` which of its taps are committed."""
+    return COMMITS_PREFIX + check_validator_id(validator_id)
 
 
 def validator_of(topic: str) -> str:

@@ -26,6 +26,9 @@ from backoffice.records import (
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
+# Meta key rewritten whenever the issuer's records change outside a running back office.
+ISSUER_CHANGED_KEY = "issuer.changed"
+
 
 class StorageError(Exception):
     """A storage failure, with the backend named and no credentials in the message."""

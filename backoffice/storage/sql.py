@@ -6,6 +6,7 @@ fastest bulk insert it has (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from backoffice.records import (
     TapRow,
 )
 from backoffice.storage import issuer_rows as ir
-from backoffice.storage.base import BalanceRow, FareRow, StorageError
+from backoffice.storage.base import ISSUER_CHANGED_KEY, BalanceRow, FareRow, StorageError
 from backoffice.storage.schema import SCHEMA_VERSION, TABLES
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
@@ -150,8 +151,13 @@ class SqlStore(ABC):
                 self._write_issuer(issuer)
 
     def save_issuer(self, changes: IssuerChanges) -> None:
+        """The issuer's records changed outside a running back office (``tapsim card issue``,
+        ``tapsim account``): written with a new ISSUER_CHANGED_KEY mark, which tells a
+        running back office to reload them (TransactionCore.refresh)."""
         with self._tx():
             self._write_issuer(changes)
+            self._execute(_upsert("meta", ("key", "value"), "key"),
+                          (ISSUER_CHANGED_KEY, secrets.token_hex(8)))
 
     def _write(self, ch: Changes) -> None:
         self._bulk_insert("taps", TAP_COLS, ch.taps)

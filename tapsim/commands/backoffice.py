@@ -426,6 +426,10 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--stats", type=Path, metavar="FILE",
                    help="write the run's counts and tap-to-ledger latency (JSON) here at exit")
     p.add_argument("--json", action="store_true", help="print the final counts as JSON")
+    p.add_argument("--no-commit-acks", action="store_true",
+                   help="do not confirm committed taps to validators (they then resend "
+                        "each tap after their commit timeout): only to measure what the "
+                        "confirmations cost")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=run_main)
 
@@ -474,12 +478,26 @@ def run_main(args: argparse.Namespace) -> int:
         check_output_file(args.stats, "--stats")
     try:
         config = ConsumerConfig(workers=args.workers, max_batch=args.batch, tick=args.tick,
-                                snapshot_every=args.snapshot_every)
+                                snapshot_every=args.snapshot_every,
+                                commit_acks=not args.no_commit_acks)
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
     if args.ca is not None:
         check_input_file(args.ca, "--ca")
+    if broker.tls:  # an untrusted certificate is an error now, not a retry loop
+        from wire.tls import TlsError, check_broker  # noqa: PLC0415
+
+        try:
+            context = broker.tls_context()
+            assert context is not None
+            check_broker(broker.host, broker.port, context)
+        except TlsError as exc:
+            raise UserError(str(exc)) from None
+    if broker.username is not None and asyncio.run(broker.accepts_anonymous()):
+        raise UserError(f"--broker {broker.url()} accepts clients without credentials: it is "
+                        "not the broker 'tapsim broker config' made (is its port taken by "
+                        "another broker?); refusing to send taps through it")
     feed = open_feed(args.feed)
     digest = feed_digest(_feed_path(args.feed))
     signer = _signer(args.signing_key)

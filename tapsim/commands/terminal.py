@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,7 @@ from tapsim.errors import UserError
 
 if TYPE_CHECKING:
     from emv.card.state import CardState
+    from emv.epurse.psam import Psam
     from terminal.readers import Reader
     from terminal.uplink import Uplink
     from terminal.validator import TapEvent, Validator
@@ -106,8 +108,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--drain", type=number(0, DAY_S, "seconds"), default=10.0, metavar="S",
                      help="before exiting, wait up to S seconds for unsent taps (default 10)")
     run.add_argument("--keep-days", type=number(0, 36_500, "days"), default=7.0, metavar="DAYS",
-                     help="at start, drop taps sent more than DAYS ago from the journal "
-                          "(default 7)")
+                     help="at start, drop taps the back office confirmed more than DAYS ago "
+                          "from the journal (default 7)")
+    run.add_argument("--commit-timeout", type=number(0.001, DAY_S, "seconds"), default=10.0,
+                     metavar="S",
+                     help="send a tap again when the back office has not confirmed it S "
+                          "seconds after the broker took it (default 10)")
     run.add_argument("--no-sm", action="store_true", help="a kernel without SM cryptography")
     add_ca_keys_option(run)
     run.add_argument("--json", action="store_true", help="one JSON object per tap")
@@ -222,6 +228,15 @@ async def _run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         if args.ca is not None:
             check_input_file(args.ca, "--ca")
+        if settings.tls:  # an untrusted certificate is an error now, not a retry loop
+            from wire.tls import TlsError, check_broker  # noqa: PLC0415
+
+            try:
+                context = settings.tls_context()
+                assert context is not None
+                check_broker(settings.host, settings.port, context)
+            except TlsError as exc:
+                raise UserError(str(exc)) from None
     try:
         journal = Journal(path)
     except JournalError as exc:
@@ -249,7 +264,8 @@ async def _run(args: argparse.Namespace) -> int:
 
             up_store = Journal(path, lock=False, durable=False)
             stack.callback(up_store.close)
-            uplink = Uplink(settings, up_store, args.validator_id, downlink)
+            uplink = Uplink(settings, up_store, args.validator_id, downlink,
+                            commit_timeout=args.commit_timeout)
         psam_file = path.with_name(path.name + ".psam.json")
         psam = load_psam(psam_file) if args.prefer == "epurse" else None
         validator = Validator(
@@ -258,55 +274,87 @@ async def _run(args: argparse.Namespace) -> int:
                                    aid_priority=EPURSE_FIRST if psam else QUICKPASS_FIRST),
             journal, deny_list,
             fare_version=(lambda: downlink.fare_version) if downlink else (lambda: 0),
-            on_journaled=(lambda _r: uplink.notify()) if uplink else None, psam=psam)
+            on_journaled=(lambda _r: uplink.notify()) if uplink else None,
+            before_journal=_counters_saver(card_state, psam, psam_file), psam=psam)
         if psam is not None:
             stack.callback(save_psam, psam, psam_file)
-        return await _loop(args, validator, reader, uplink, card_state)
+        return await _loop(args, validator, reader, uplink)
+
+
+SIGNAL_DRAIN = 1.0  # seconds a signalled validator spends sending what it can (stop < 2 s)
+
+
+def _counters_saver(card_state: tuple[CardState, Path] | None, psam: Psam | None,
+                    psam_file: Path) -> Callable[[], None] | None:
+    """Saves the virtual card's counters and the PSAM's serial after each card session,
+    before the tap is journaled or shown (a kill -9 then never repeats an ATC or serial)."""
+    if card_state is None and psam is None:
+        return None
+    from tapsim.state import save_card_state, save_psam  # noqa: PLC0415
+
+    def save() -> None:
+        if card_state is not None:
+            save_card_state(*card_state)
+        if psam is not None:
+            save_psam(psam, psam_file)
+
+    return save
 
 
 async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
-                uplink: Uplink | None, card_state: tuple[CardState, Path] | None) -> int:
+                uplink: Uplink | None) -> int:
     import asyncio  # noqa: PLC0415
     import contextlib  # noqa: PLC0415
     import signal  # noqa: PLC0415
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-    from tapsim.state import save_card_state, save_psam  # noqa: PLC0415
+    from wire.aio import bounded, wait_event  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # no more taps (a signal, or --taps reached)
+    signalled = asyncio.Event()
+    link_stop = asyncio.Event()  # the uplink ends (after its drain)
+
+    def on_signal() -> None:
+        signalled.set()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    link = asyncio.create_task(uplink.run(stop)) if uplink else None
+        loop.add_signal_handler(sig, on_signal)
+    link = asyncio.create_task(uplink.run(link_stop)) if uplink else None
     executor = ThreadPoolExecutor(1, thread_name_prefix="tap")  # the journal's one thread
     taps = 0
     try:
         while not stop.is_set() and (args.taps is None or taps < args.taps):
             event = await loop.run_in_executor(executor, validator.tap, reader)
             if event.result is None:  # no card in the field: poll again shortly
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.1)
+                await wait_event(stop, 0.1)
                 continue
             taps += 1
-            if validator.psam is not None and validator.journal.path:
-                save_psam(validator.psam,
-                          validator.journal.path.with_name(validator.journal.path.name
-                                                           + ".psam.json"))
-            if card_state is not None:
-                save_card_state(*card_state)
             print(_line(event, args.json), flush=True)
             if args.interval > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.interval)
-        if uplink is not None and not stop.is_set() and args.drain > 0:
-            drained = await uplink.drain(args.drain)
-            if not drained:
+                await wait_event(stop, args.interval)
+        if uplink is not None and args.drain > 0:
+            # Told to stop: what can be sent in a second goes; the rest stays journaled.
+            drain = asyncio.create_task(
+                uplink.drain(SIGNAL_DRAIN if signalled.is_set() else args.drain))
+            told = asyncio.create_task(signalled.wait())
+            await asyncio.wait([drain, told], return_when=asyncio.FIRST_COMPLETED)
+            if not drain.done():  # a signal during a long drain: one more second at most
+                await asyncio.wait({drain}, timeout=SIGNAL_DRAIN)
+            drain.cancel()
+            told.cancel()
+            if uplink.journal.unsent_count():
                 print(f"tapsim: {uplink.journal.unsent_count()} tap(s) not yet sent; they stay "
                       "in the journal and go out on the next run", file=sys.stderr)
     finally:
         stop.set()
+        link_stop.set()
         if link is not None:
-            await link
+            # A disconnect the broker does not answer is not waited for: the journal keeps
+            # whatever was not acknowledged.
+            with contextlib.suppress(TimeoutError):
+                await bounded(link, 0.5)
         executor.shutdown()
         reader.close()
     return 0
