@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from backoffice.storage import sqlite_url
 from benchmarks.test_bench_e2e import (
     CARDS_PER_VALIDATOR,
     PROFILE,
@@ -109,7 +110,7 @@ def wait_confirmed(journals: list[Path], timeout: float = 60.0) -> None:
 @pytest.mark.service
 def test_tap_to_commit_ack_latency_at_500_taps_per_second(
         benchmark: Any, mosquitto: Broker, tmp_path: Path) -> None:  # noqa: F811
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / "bo.db")
     for i in range(VALIDATORS):
         issue_pans(url, TOKEN_KEY, PROFILE, bench_pans(pan_prefix(i + 1), CARDS_PER_VALIDATOR))
     bo = BackOffice(mosquitto, url)
@@ -150,7 +151,7 @@ def test_uplink_throughput_with_and_without_commit_acks(
     results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
     for k, acks in enumerate([False, True] * PAIRS):
         b = broker_factory()
-        url = f"sqlite://{tmp_path / f'bo{k}.db'}"
+        url = sqlite_url(tmp_path / f"bo{k}.db")
         issue_pans(url, TOKEN_KEY, PROFILE, bench_pans(pan_prefix(1), CARDS_PER_VALIDATOR))
         bo = BackOffice(b, url, acks=acks)
         try:

@@ -76,7 +76,7 @@ def taps_in(url: str) -> set[str]:
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
-    url = sqlite_url(tmp_path / 'bo.db')
+    url = sqlite_url(tmp_path / "bo.db")
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True, "unionpay-dual": False})
     return url
 
@@ -358,7 +358,7 @@ def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path
 
 def test_a_database_another_back_office_writes_is_refused(capsys: pytest.CaptureFixture[str],
                                                           tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / 'bo.db')
+    url = sqlite_url(tmp_path / "bo.db")
     with WriterLock(url):
         code = main(["backoffice", "run", "--db", url, "--broker", "mqtt://127.0.0.1:1"])
     assert code == 2 and "another back office is writing" in capsys.readouterr().err
@@ -399,7 +399,7 @@ def test_broker_url_password_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_the_command_runs_and_stops_cleanly_on_sigterm(mosquitto: Broker, tmp_path: Path) -> None:
     """`tapsim backoffice run` as a process: ready line, SIGTERM, counts, stats file."""
-    url = sqlite_url(tmp_path / 'bo.db')
+    url = sqlite_url(tmp_path / "bo.db")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TAPSIM_TOKEN_KEY": TOKEN_KEY.hex()}
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
     payloads = tap_payloads(validator(tmp_path), 3)
@@ -436,7 +436,7 @@ def test_over_tls_with_the_back_office_credentials_and_acl(broker_factory: Broke
     every tap and write the downlink and dead-letter topics (and nothing plain is open)."""
     b = broker_factory(validators=["V1"], tls=True, plain=False)
     assert b.auth is not None and b.ca is not None and b.tls_port is not None
-    url = sqlite_url(tmp_path / 'bo.db')
+    url = sqlite_url(tmp_path / "bo.db")
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
     payloads = tap_payloads(validator(tmp_path), 2)
     addr = BrokerAddress.from_url(f"mqtts://backoffice:{b.auth.credentials['backoffice']}@"
@@ -512,7 +512,7 @@ def test_deny_list_versions_only_grow_across_a_restored_database(mosquitto: Brok
     snapshot at start and continues after it, so validators take its list."""
     import sqlite3
 
-    path = Path(db.removeprefix("sqlite://"))
+    path = Path(db.removeprefix("sqlite:///"))
     backup = tmp_path / "backup.db"
     with sqlite3.connect(path) as src, sqlite3.connect(backup) as dst:
         src.backup(dst)  # before any deny-list change: version 0

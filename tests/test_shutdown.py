@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from tests.fixtures.backoffice import Proc, exactly_once, issue_cards
 from tests.fixtures.mosquitto import Broker, BrokerFactory
 from tests.fixtures.terminal import TOKEN_KEY
@@ -62,7 +62,7 @@ def test_a_validator_stops_within_2_s_every_time(broker_factory: BrokerFactory,
                                                  tmp_path: Path, sig: str, runs: int) -> None:
     b = broker_factory(validators=["V1"])
     assert b.auth is not None
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / "bo.db")
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
     private, public = keys(tmp_path)
     bo = backoffice(b, tmp_path, url, private)
@@ -101,7 +101,7 @@ def test_a_back_office_stops_within_2_s_every_time(broker_factory: BrokerFactory
                                                    tmp_path: Path, sig: str, runs: int) -> None:
     b = broker_factory(validators=["V1"])
     assert b.auth is not None
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / "bo.db")
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
     private, public = keys(tmp_path)
     # Taps flow all along: a validator taps every 10 ms while the back office is stopped

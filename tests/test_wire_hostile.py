@@ -15,7 +15,7 @@ import pytest
 
 from backoffice.consumer import Consumer
 from backoffice.consumer_link import BrokerAddress
-from backoffice.storage import open_store
+from backoffice.storage import open_store, sqlite_url
 from tests.fixtures.backoffice import consumer, exactly_once, issue_cards, running, until
 from tests.fixtures.mosquitto import Broker, BrokerFactory
 from tests.fixtures.mqtt import Running, settings
@@ -55,7 +55,7 @@ def backoffice_of(b: Broker, url: str, workers: int = 2) -> Consumer:
 @pytest.fixture
 def setup(broker_factory: BrokerFactory, tmp_path: Path) -> tuple[Broker, str, Rig]:
     b = broker_factory(validators=["V1", "V2"])
-    url = f"sqlite://{tmp_path / 'bo.db'}"
+    url = sqlite_url(tmp_path / "bo.db")
     issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
     v1 = rig(tmp_path / "V1.journal", validator_id="V1", stop_id="S01", route_id="1",
              card_name="unionpay-debit")
