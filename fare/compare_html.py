@@ -109,6 +109,9 @@ def _riders_plot(doc: dict[str, Any]) -> bytes:
            [d["riders"] for d in dist])
     ax.set_xlabel(f"change per rider ({doc['currency']})")
     ax.set_ylabel("riders")
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415 - matplotlib only for the page
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # riders come whole
     ax.set_title("Distribution of the change per rider")
     if len(dist) > 12:
         ax.tick_params(axis="x", labelrotation=90, labelsize=6)

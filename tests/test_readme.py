@@ -69,7 +69,7 @@ from tests.readme_blocks import (
 
 README_PORT = 1883
 RUN_LANGS = {"sh"}
-DATA_LANGS = {"toml", "csv", "text", "json", "python"}
+DATA_LANGS = {"toml", "csv", "text", "json", "python", "mermaid"}
 TIMEOUT_S = 120.0
 
 
@@ -113,6 +113,17 @@ def _gtfs_zip(path: Path) -> None:
                 z.write(txt, txt.name)
 
 
+def _gtfs_zip_without_fares(path: Path) -> None:
+    """The same city without its fare tables (no fare_*.txt, no rider categories): the
+    feed `tapsim sim` refuses unless --flat-fare names the fare."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        for folder in (ROOT / "fare/samples/city", ROOT / "sim/cities/lanshan"):
+            for txt in sorted(folder.glob("*.txt")):
+                if not txt.name.startswith("fare_") and txt.name != "rider_categories.txt":
+                    z.write(txt, txt.name)
+
+
 def _card_profile(path: Path) -> None:
     """README.md's card profile block, as the reader would save it."""
     block = next(f for f in fences(Path("README.md")) if f.lang == "toml")
@@ -129,6 +140,8 @@ PLACEHOLDERS: dict[str, Callable[[Path], None]] = {
     "my-card.toml": _card_profile,
     "path/to/gtfs.zip": _gtfs_zip,
     "my-gtfs.zip": _gtfs_zip,
+    "no-fares-gtfs.zip": _gtfs_zip_without_fares,
+    "path/to/gtfs-without-fares.zip": _gtfs_zip_without_fares,
     "taps.csv": lambda p: p.write_bytes((ROOT / "fare/samples/city/taps.csv").read_bytes()),
     "t.csv": _bad_taps,
 }
@@ -252,6 +265,12 @@ def sim_full(ran: Ran, ctx: Ctx) -> None:
     report = _report(ran.cwd / "sim-report" / "report.json")
     assert report["run"]["fidelity"] == "full" and report["taps"]["total"] > 0  # type: ignore[index]
     assert "every tap ran the real kernel" in ran.stdout
+
+
+def sim_flat_fare(ran: Ran, ctx: Ctx) -> None:
+    assert re.search(r"fares\s+a flat 2\.00 CNY per boarding \(--flat-fare 200\)", ran.stdout), \
+        ran.describe()
+    assert re.search(r"revenue\s+QuickPass: .*e-purse: ", ran.stdout), ran.describe()
 
 
 def fare_city(ran: Ran, ctx: Ctx) -> None:
@@ -436,6 +455,10 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city synthetic:", sim_synthetic_json, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city \S+\.zip --fidelity full", sim_full, smaller=SIM_SMALLER),
+    Rule(r"^tapsim sim --city \S+without-fares\.zip --flat-fare 200", sim_flat_fare,
+         smaller=SIM_SMALLER, memo=True),
+    Rule(r"^tapsim sim --city no-fares-gtfs\.zip --flat-fare 200", sim_flat_fare,
+         smaller=SIM_SMALLER, memo=True),
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
     Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, about 8 minutes"),
