@@ -149,6 +149,20 @@ def test_a_zone_network_is_charged_and_refunded_in_its_currency() -> None:
     assert [(c.amount, c.currency) for c in charges] == [(500, "EUR"), (-200, "EUR")]
 
 
+def test_a_zone_leg_after_a_leg_of_another_currency_starts_its_own_journey() -> None:
+    # A ch -> regio rule (type 0, A + AB) cannot add an EUR transfer product to a CHF fare:
+    # the regio leg is a journey of its own, charged 5.00 EUR at the tap on and refunded 2.00
+    # EUR at the tap off (basel -> basel, 3.00 EUR), whatever the CHF leg before it.
+    f = feed(tz=TZ, **{**ZONES, "fare_products": ZONES["fare_products"] + "hop,-1.00,EUR\n",
+                       "fare_transfer_rules": "from_leg_group_id,to_leg_group_id,"
+                       "fare_transfer_type,fare_product_id\nch,regio,0,hop\n"})
+    t = Taps(at(2025, 6, 2, 8, tz=TZ))
+    # (s3 is in no area: the ch rule's empty areas match it, "excluding the ones listed".)
+    charges = price(f, [t(0, "s3", "8"), t(10, "s1", "S6"), t(25, "s1", "S6", "off")])
+    assert [(c.amount, c.currency, c.journey) for c in charges] == [
+        (420, "CHF", 1), (500, "EUR", 2), (-200, "EUR", 2)]
+
+
 def problems(**files: str) -> set[tuple[str, str]]:
     with pytest.raises(FeedError) as err:
         feed(tz=TZ, **{**FILES, **files})
