@@ -293,7 +293,7 @@ def parse_feed(files: Mapping[str, str], name: str = "") -> Feed:
     leg_rules, has_priority = _leg_rules(ld, networks, areas, groups_tf, products)
     net_currency = _network_currencies(ld, routes, leg_rules, has_priority, products)
     join_rules = _join_rules(ld, networks, stops)
-    _check_join_currencies(ld, join_rules, net_currency)
+    _check_join_currencies(ld, join_rules, net_currency, leg_rules, products)
     transfer_rules = _transfer_rules(ld, leg_rules, products)
     caps, tiers, max_fares = _caps(ld, currencies, net_currency, categories, media, networks)
     _check_default_categories(ld, products, categories)
@@ -879,14 +879,24 @@ def _network_currencies(
 
 
 def _check_join_currencies(ld: _Loader, joins: list[FareLegJoinRule],
-                           net_currency: dict[str | None, str]) -> None:
-    """Joined legs are priced as one effective leg: their networks share a currency."""
+                           net_currency: dict[str | None, str], rules: list[FareLegRule],
+                           products: dict[str, tuple[FareProduct, ...]]) -> None:
+    """Joined legs are priced as one effective leg: their networks share a currency, and so
+    do the rules with an empty network_id, which price an effective leg across two networks
+    (fare.index.FareIndex.effective_leg)."""
+    empty = {p.currency for r in rules if r.network_id is None
+             for p in products.get(r.fare_product_id, ())}
     for j in joins:
         a, b = net_currency.get(j.from_network_id), net_currency.get(j.to_network_id)
         if a is not None and b is not None and a != b:
             ld.problem("fare_leg_join_rules.txt", j.line, "to_network_id",
                        f"network {j.to_network_id!r} is priced in {b}, {j.from_network_id!r} in "
                        f"{a}: legs in two currencies cannot be one effective leg")
+        elif a is not None and j.from_network_id != j.to_network_id and empty - {a}:
+            ld.problem("fare_leg_join_rules.txt", j.line, "to_network_id",
+                       f"legs joined across networks are priced by the rules with an empty "
+                       f"network_id, whose products are in {', '.join(sorted(empty))}, not "
+                       f"only {a}")
 
 
 def _check_default_categories(

@@ -189,6 +189,14 @@ def test_caps_joins_and_max_fares_must_match_the_currencies() -> None:
     # Joined legs are priced as one effective leg: from CHF to EUR there is none.
     assert problems(fare_leg_join_rules="from_network_id,to_network_id\nch,de\n") == {
         ("fare_leg_join_rules.txt", "to_network_id")}
+    # ... nor across two EUR networks when the effective leg (of no one network) would be
+    # priced by an empty-network rule in CHF.
+    assert problems(
+        routes=FILES["routes"] + "39,39,3,de2\n",
+        fare_leg_rules="leg_group_id,network_id,fare_product_id\n"
+                       "ch,ch,ch_single\nde,de,de_single\nde2,de2,de_single\nany,,ch_single\n",
+        fare_leg_join_rules="from_network_id,to_network_id\nde,de2\n") == {
+        ("fare_leg_join_rules.txt", "to_network_id")}
 
 
 def test_structured_output_keeps_currencies_apart() -> None:
