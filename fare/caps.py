@@ -31,6 +31,7 @@ class TierTable(NamedTuple):
     fare_media_id: str | None
     thresholds: tuple[int, ...]  # ascending
     bps: tuple[int, ...]  # bps[i] applies from thresholds[i - 1]; bps[0] = 0 below the first
+    currency: str = ""  # the journeys it counts and discounts (one per cap_id, checked at load)
 
     def discount_bp(self, spend: int) -> int:
         return self.bps[bisect_right(self.thresholds, spend)]
@@ -38,14 +39,16 @@ class TierTable(NamedTuple):
 
 def tier_tables(tiers: Sequence[SpendTier]) -> tuple[TierTable, ...]:
     grouped: dict[tuple[str, str | None, str | None], list[tuple[int, int]]] = {}
+    currency: dict[str, str] = {}
     for t in tiers:
+        currency.setdefault(t.cap_id, t.currency)
         grouped.setdefault((t.cap_id, t.rider_category_id, t.fare_media_id), []).append(
             (t.threshold, t.discount_bp))
     tables: list[TierTable] = []
     for (cid, cat, med), steps in grouped.items():
         steps.sort()
         tables.append(TierTable(cid, cat, med, tuple(t for t, _ in steps),
-                                (0, *(bp for _, bp in steps))))
+                                (0, *(bp for _, bp in steps)), currency[cid]))
     return tuple(tables)
 
 

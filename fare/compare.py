@@ -44,11 +44,26 @@ class CompareError(ValueError):
 
 def compare(feed_a: Feed, feed_b: Feed, taps: Sequence[Tap], top: int = 10) -> dict[str, object]:
     """Price ``taps`` under both feeds in one pass and compare (see module docstring)."""
-    if feed_a.currency != feed_b.currency:
-        raise CompareError(f"the feeds charge in different currencies ({feed_a.currency}, "
-                           f"{feed_b.currency}): nothing to compare")
+    _one_currency(feed_a, feed_b)
     with cycles_not_collected():
         return _compare(feed_a, feed_b, sorted(taps, key=_tap_time), top)
+
+
+def _one_currency(feed_a: Feed, feed_b: Feed) -> None:
+    """The report sums revenue, riders' changes and journeys in one currency: two feeds that
+    charge in different currencies, or a feed of several (fare_products.txt rows in CHF and
+    EUR), are refused with what they charge in, never added up."""
+    cur_a = feed_a.currencies or (feed_a.currency,)
+    cur_b = feed_b.currencies or (feed_b.currency,)
+    if len(cur_a) > 1 or len(cur_b) > 1:
+        several = feed_a if len(cur_a) > 1 else feed_b
+        raise CompareError(
+            f"feed {several.name or '?'} charges in several currencies "
+            f"({', '.join(several.currencies)}): fare compare sums amounts in one currency and "
+            "never adds two; nothing compared")
+    if cur_a != cur_b:
+        raise CompareError(f"the feeds charge in different currencies ({cur_a[0]}, "
+                           f"{cur_b[0]}): nothing to compare")
 
 
 def _tap_time(tap: Tap) -> datetime:

@@ -18,6 +18,10 @@ How a journey is charged (README: "Charging model"):
 * Every tap reprices the card's open journey (legs linked by possible transfers) and charges the
   difference to what the journey was already charged; tiers then caps act on that difference.
   Charges already made are never revised: a later tap only adds charges.
+* Currencies: each network's legs are in one currency (``Feed.network_currency``, checked at
+  load), and transfers and joins link only legs of one currency, so a journey is in one; its
+  charges carry it, and only the caps and tiers of that currency count it.  Nothing adds amounts
+  of two currencies: totals are per card and currency (fare.report).
 """
 
 from __future__ import annotations
@@ -381,7 +385,8 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
     if j is not None:
         prev = j.legs[-1]
         prev_price = prev.price
-        if prev_price is not None and prev_price.leg_group_id is not None:
+        if prev_price is not None and prev_price.leg_group_id is not None and \
+                prev_price.product.currency == b.currency:  # no transfer across currencies
             # Might this leg still be a transfer from prev?  An optimistic bound that keeps the
             # journey open: the gap since prev's last validation is within the longest duration
             # limit of the rules out of prev's group (every duration type spans at least it).
@@ -409,7 +414,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
                                                            new_fare)
         j = OpenJourney(terms, legs, new_fare, new_disc, charged + c, base, base, mx.amount, c)
         return (CardFareState(ts, journeys, j, caps, tiers),
-                Charge(tap_id, card, c, ix.currency, _MAX_FARE, terms.no, time, before, new_fare,
+                Charge(tap_id, card, c, b.currency, _MAX_FARE, terms.no, time, before, new_fare,
                        legs, (), terms.tier_id, terms.tier_bp, capped, waived, mx.amount,
                        mx.source))
     walk: Walk | None = None
@@ -443,7 +448,7 @@ def _tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: date
     new_disc, c, capped, waived, caps, tiers = _settle(ix, st, terms, disc, charged, total)
     j = OpenJourney(terms, legs, total, new_disc, charged + c, base, walk, -1, 0)
     return (CardFareState(ts, journeys, j, caps, tiers),
-            Charge(tap_id, card, c, ix.currency, _FARE if price is not None else _UNPRICED,
+            Charge(tap_id, card, c, b.currency, _FARE if price is not None else _UNPRICED,
                    terms.no, time, before, total, legs, walk.steps, terms.tier_id, terms.tier_bp,
                    capped, waived, 0, ""))
 
@@ -481,7 +486,7 @@ def _tap_off(ix: FareIndex, st: CardFareState, tap_id: str, card: str, time: dat
     nj = OpenJourney(terms, legs, total, new_disc, j.charged + c, base, walk, -1, 0)
     kind = _TAP_OFF if price is not None else _UNPRICED
     return (CardFareState(ts, st.journeys, nj, caps, tiers),
-            Charge(tap_id, card, c, ix.currency, kind, terms.no, time, j.fare, total, legs,
+            Charge(tap_id, card, c, b.currency, kind, terms.no, time, j.fare, total, legs,
                    walk.steps, terms.tier_id, terms.tier_bp, capped, waived, 0, ""))
 
 
@@ -495,8 +500,8 @@ def _missing_tap_on(ix: FareIndex, st: CardFareState, tap_id: str, card: str, ti
         mx = ix.missing_tap_on_fare(network, category, media, tf)
         amount, source = mx.amount, mx.source
     no = st.journeys + 1
-    charge = Charge(tap_id, card, amount, ix.currency, _MISSING_TAP_ON, no, time, 0, amount,
-                    max_fare=amount, max_source=source)
+    charge = Charge(tap_id, card, amount, ix.currency_of(network), _MISSING_TAP_ON, no, time,
+                    0, amount, max_fare=amount, max_source=source)
     return CardFareState(ts, no, st.journey, st.caps, st.tiers), charge
 
 
@@ -521,8 +526,8 @@ def _incomplete(ix: FareIndex, st: CardFareState, when: datetime) -> tuple[CardF
                      ix.tf_sig(leg.on_ts, leg.from_stop) if ix.net(leg.network).to_tf
                      else NO_SIG,
                      leg.category, leg.media)
-    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency, _INCOMPLETE,
-                    terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
+    charge = Charge(leg.on_tap, terms.card, j.pending - paid, ix.currency_of(leg.network),
+                    _INCOMPLETE, terms.no, when, j.fare, j.fare, j.legs, max_fare=j.pending,
                     max_source=mx.source)
     return CardFareState(st.last_ts, st.journeys, None, caps, tiers), charge
 

@@ -288,19 +288,23 @@ def parse_feed(files: Mapping[str, str], name: str = "") -> Feed:
     timeframes = _timeframes(ld, services)
     categories = _rider_categories(ld)
     media = _fare_media(ld)
-    currency, products = _fare_products(ld, categories, media)
+    currencies, products = _fare_products(ld, categories, media)
     groups_tf = {t.timeframe_group_id for t in timeframes}
     leg_rules, has_priority = _leg_rules(ld, networks, areas, groups_tf, products)
+    net_currency = _network_currencies(ld, routes, leg_rules, has_priority, products)
     join_rules = _join_rules(ld, networks, stops)
+    _check_join_currencies(ld, join_rules, net_currency, leg_rules, products)
     transfer_rules = _transfer_rules(ld, leg_rules, products)
-    caps, tiers, max_fares = _caps(ld, currency, categories, media, networks)
+    caps, tiers, max_fares = _caps(ld, currencies, net_currency, categories, media, networks)
     _check_default_categories(ld, products, categories)
     if ld.problems:
         raise FeedError(ld.problems)
-    assert tz is not None and currency is not None
+    assert tz is not None and currencies
     return Feed(
         timezone=tz,
-        currency=currency,
+        currency=currencies[0],
+        currencies=tuple(currencies),
+        network_currency=net_currency,
         stops=stops,
         routes=routes,
         networks=frozenset(networks),
@@ -531,12 +535,13 @@ def _fare_media(ld: _Loader) -> dict[str, FareMedia]:
 
 def _fare_products(
     ld: _Loader, cats: dict[str, RiderCategory], media: dict[str, FareMedia]
-) -> tuple[str | None, dict[str, tuple[FareProduct, ...]]]:
+) -> tuple[list[str], dict[str, tuple[FareProduct, ...]]]:
+    """The products, and their currencies in order of first use: the reference gives each
+    row its own ("currency: The currency of the cost of the fare product")."""
     f = "fare_products.txt"
     rows = ld.table(f, ("fare_product_id", "amount", "currency"), must_exist=True)
     ld.declared[f] = {row.get("fare_product_id") for row in rows}
-    currency: str | None = None
-    currency_line = 0
+    currencies: list[str] = []
     products: dict[str, list[FareProduct]] = defaultdict(list)
     keys: dict[tuple[str, str | None, str | None], int] = {}
     for row in rows:
@@ -550,14 +555,8 @@ def _fare_products(
         if code is not None and not is_currency(code):
             ld.problem(f, row.line, "currency", f"unknown ISO 4217 currency code {code!r}")
             code = None
-        if code is not None:
-            if currency is None:
-                currency, currency_line = code, row.line
-            elif code != currency:
-                ld.problem(f, row.line, "currency",
-                           f"{code} differs from {currency} (line {currency_line}): "
-                           "one currency per feed")
-                code = None
+        if code is not None and code not in currencies:
+            currencies.append(code)
         amount: int | None = None
         if text is not None and code is not None:
             try:
@@ -573,12 +572,13 @@ def _fare_products(
                        f"{keys[key]}")
             continue
         keys[key] = row.line
-        products[pid].append(FareProduct(pid, row.get("fare_product_name"), amount, cat, med))
-    if rows and currency is None and not any(p.file == f for p in ld.problems):
+        products[pid].append(FareProduct(pid, row.get("fare_product_name"), amount, cat, med,
+                                         code or ""))
+    if rows and not currencies and not any(p.file == f for p in ld.problems):
         ld.problem(f, 0, "currency", "no currency given")
     if not rows and f in ld.files and f not in ld.broken:
         ld.problem(f, 0, "", "no fare products defined")
-    return currency, {k: tuple(v) for k, v in products.items()}
+    return currencies, {k: tuple(v) for k, v in products.items()}
 
 
 def _leg_rules(
@@ -706,10 +706,14 @@ def _transfer_rules(
 
 
 def _caps(
-    ld: _Loader, currency: str | None, cats: dict[str, RiderCategory],
-    media: dict[str, FareMedia], networks: set[str],
+    ld: _Loader, currencies: list[str], net_currency: dict[str | None, str],
+    cats: dict[str, RiderCategory], media: dict[str, FareMedia], networks: set[str],
 ) -> tuple[list[Cap], list[SpendTier], list[MaxFare]]:
+    """fare_caps.txt.  Each row is in one of the products' currencies and acts only on charges
+    in it (a cap never adds up amounts of two currencies); a max_fare row of a network is in
+    that network's currency."""
     f = CAPS_FILE
+    tier_currency: dict[str, tuple[str, int]] = {}
     caps: list[Cap] = []
     tiers: list[SpendTier] = []
     maxes: list[MaxFare] = []
@@ -751,10 +755,25 @@ def _caps(
         med = ld.reference(f, row, "fare_media_id", media, "fare media",
                                "fare_media.txt")
         code = ld.required(f, row, "currency")
-        if code is not None and currency is not None and code != currency:
+        if code is not None and currencies and code not in currencies:
             ld.problem(f, row.line, "currency",
-                       f"{code} differs from the feed's currency {currency}")
+                       f"{code} is not a currency of the feed's products "
+                       f"({', '.join(currencies)})")
             code = None
+        elif code is not None and kind == "monthly_tier":
+            first = tier_currency.setdefault(cid, (code, row.line))
+            if first[0] != code:
+                ld.problem(f, row.line, "currency",
+                           f"tier {cid!r} is in {first[0]} (line {first[1]}): one currency per "
+                           "tier table")
+                code = None
+        elif code is not None and kind == "max_fare" and row.get("network_id"):
+            net_cur = net_currency.get(row.get("network_id"))
+            if net_cur is not None and net_cur != code:
+                ld.problem(f, row.line, "currency",
+                           f"network {row.get('network_id')!r} is priced in {net_cur}, "
+                           f"not {code}")
+                code = None
 
         def money(col: str, code: str | None = code, row: _Row = row) -> int | None:
             text = ld.required(f, row, col)
@@ -787,7 +806,8 @@ def _caps(
             if kind == "rolling" and ld.required(f, row, "days") is not None:
                 days = ld.integer(f, row, "days", lo=1, hi=366) or 0
             if amount is not None and days:
-                caps.append(Cap(cid, CapKind(kind), amount, cat, med, start, day, days, row.line))
+                caps.append(Cap(cid, CapKind(kind), amount, cat, med, start, day, days, row.line,
+                                code or ""))
         elif kind == "monthly_tier":
             threshold = money("threshold")
             pct = ld.required(f, row, "discount_percent")
@@ -810,17 +830,73 @@ def _caps(
                     ld.problem(f, row.line, "threshold", f"tier {cid!r} already has this threshold")
                     continue
                 thresholds.add(key)
-                tiers.append(SpendTier(cid, threshold, bp, cat, med, row.line))
+                tiers.append(SpendTier(cid, threshold, bp, cat, med, row.line, code or ""))
         else:  # max_fare
             amount = money("amount")
             net = ld.reference(f, row, "network_id", networks, "network")
             window = ld.integer(f, row, "tap_off_window", lo=60)
             if amount is not None and (net is not None or row.get("network_id") == ""):
                 maxes.append(MaxFare(cid, amount, net, cat, med,
-                                     window if window is not None else 3 * 3600, row.line))
-    if currency is not None:
-        exponent(currency)  # already checked by the products; keeps the invariant explicit
+                                     window if window is not None else 3 * 3600, row.line,
+                                     code or ""))
+    for code in currencies:
+        exponent(code)  # already checked by the products; keeps the invariant explicit
     return caps, tiers, maxes
+
+
+def _network_currencies(
+    ld: _Loader, routes: dict[str, Route], rules: list[FareLegRule], has_priority: bool,
+    products: dict[str, tuple[FareProduct, ...]],
+) -> dict[str | None, str]:
+    """The one currency of each network's leg products (None: routes with no network).
+
+    The reference lets every product row have its own currency; tapsim asks one currency of
+    the products the leg rules of one network can charge, because a leg on a zone network is
+    charged its maximum fare at the tap on, before the product is known, and its tap off
+    refunds the difference: both must be in one currency.  A network no rule prices has none.
+    """
+    named = {r.network_id for r in rules if r.network_id is not None}
+    out: dict[str | None, str] = {}
+    for net in sorted({r.network_id for r in routes.values()}, key=lambda n: n or ""):
+        seen: dict[str, int] = {}  # currency -> the first leg rule line charging it
+        for rule in rules:
+            if rule.network_id is not None:
+                if rule.network_id != net:
+                    continue
+            elif not has_priority and net in named:
+                continue  # empty network_id: "all networks ... excluding the ones listed"
+            for p in products.get(rule.fare_product_id, ()):
+                if p.currency:
+                    seen.setdefault(p.currency, rule.line)
+        if len(seen) > 1:
+            ld.problem("fare_leg_rules.txt", 0, "fare_product_id",
+                       f"network {net or '(none)'!r} has products in "
+                       + ", ".join(f"{c} (line {line})" for c, line in seen.items())
+                       + ": a network's legs are priced in one currency")
+        elif seen:
+            out[net] = next(iter(seen))
+    return out
+
+
+def _check_join_currencies(ld: _Loader, joins: list[FareLegJoinRule],
+                           net_currency: dict[str | None, str], rules: list[FareLegRule],
+                           products: dict[str, tuple[FareProduct, ...]]) -> None:
+    """Joined legs are priced as one effective leg: their networks share a currency, and so
+    do the rules with an empty network_id, which price an effective leg across two networks
+    (fare.index.FareIndex.effective_leg)."""
+    empty = {p.currency for r in rules if r.network_id is None
+             for p in products.get(r.fare_product_id, ())}
+    for j in joins:
+        a, b = net_currency.get(j.from_network_id), net_currency.get(j.to_network_id)
+        if a is not None and b is not None and a != b:
+            ld.problem("fare_leg_join_rules.txt", j.line, "to_network_id",
+                       f"network {j.to_network_id!r} is priced in {b}, {j.from_network_id!r} in "
+                       f"{a}: legs in two currencies cannot be one effective leg")
+        elif a is not None and j.from_network_id != j.to_network_id and empty - {a}:
+            ld.problem("fare_leg_join_rules.txt", j.line, "to_network_id",
+                       f"legs joined across networks are priced by the rules with an empty "
+                       f"network_id, whose products are in {', '.join(sorted(empty))}, not "
+                       f"only {a}")
 
 
 def _check_default_categories(

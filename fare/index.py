@@ -15,7 +15,7 @@ from fare.caps import Tally, TierTable, applies, tier_tables
 from fare.clock import DAY, LocalClock, TimeframeIndex
 from fare.legs import NO_SIG, EffectiveLeg, Leg, join_applies
 from fare.match import LegMatcher, LegPrice, resolve_product
-from fare.model import FareTransferRule, Feed, MaxFare
+from fare.model import FareProduct, FareTransferRule, Feed, MaxFare
 from fare.transfers import START, JourneyPrice, TransferIndex, Walk, walk_on
 
 DEFAULT_TAP_OFF_WINDOW: Final = 3 * 3600
@@ -57,6 +57,7 @@ class Boarding(NamedTuple):
     fixed: bool  # the leg's price depends on nothing else (not on the time): ``price`` is it
     price: LegPrice | None
     plan: CapPlan
+    currency: str  # the network's (Feed.network_currency): what the tap's charges are in
 
 
 class MaxFareInfo(NamedTuple):
@@ -70,6 +71,7 @@ class FareIndex:
     def __init__(self, feed: Feed) -> None:
         self.feed = feed
         self.currency = feed.currency
+        self.net_currency: dict[str | None, str] = feed.network_currency
         self.clock = LocalClock(feed.timezone)
         # Stops whose timeframes are read in another zone than the agency's (stop_timezone).
         self.stop_clocks: dict[str, LocalClock] = stop_clocks(feed)
@@ -108,8 +110,8 @@ class FareIndex:
         self.boardings: dict[tuple[str, str, str | None, str | None], Boarding] = {}
         self._max: dict[tuple[object, ...], MaxFareInfo] = {}
         self._windows: dict[tuple[str | None, str | None, str | None], int] = {}
-        self._costs: dict[tuple[str, str | None, str | None], int | None] = {}
-        self.plans: dict[tuple[str | None, str | None], CapPlan] = {}
+        self._costs: dict[tuple[str, str | None, str | None], FareProduct | None] = {}
+        self.plans: dict[tuple[str | None, str | None, str], CapPlan] = {}
         self._transfer_cost = self.transfer_cost  # bound once, not for every walk
 
     def __reduce__(self) -> tuple[object, tuple[()]]:
@@ -121,6 +123,11 @@ class FareIndex:
 
     def station(self, stop_id: str) -> str:
         return self._station.get(stop_id, stop_id)
+
+    def currency_of(self, network: str | None) -> str:
+        """The currency a network's legs are charged in (a network no rule prices: the
+        feed's first; its charges are all 0)."""
+        return self.net_currency.get(network, self.currency)
 
     def net(self, network: str | None) -> NetInfo:
         info = self.nets.get(network)
@@ -157,8 +164,9 @@ class FareIndex:
         price = None
         if fixed:
             price = self.leg_price(network, from_sig, NO_SIG, NO_SIG, NO_SIG, category, media)
+        currency = self.currency_of(network)
         found = Boarding(network, info, stop_sig, from_sig, needs_off, fixed, price,
-                         self.plan(category, media))
+                         self.plan(category, media, currency), currency)
         if len(self.boardings) < _BOARDINGS_LIMIT:
             self.boardings[key] = found
         return found
@@ -279,17 +287,17 @@ class FareIndex:
         first, last = groups[-1]
         return base, self.walk_on(base, legs, self.effective_leg(legs, first, last))
 
-    def transfer_cost(self, rule: FareTransferRule, leg: Leg) -> int | None:
-        """Price of a transfer rule's product for the rider of ``leg`` (None: not eligible)."""
+    def transfer_cost(self, rule: FareTransferRule, leg: Leg) -> FareProduct | None:
+        """The row of a transfer rule's product for the rider of ``leg`` (None: not
+        eligible); fare.transfers.walk_on reads its amount and currency."""
         assert rule.fare_product_id is not None
         key = (rule.fare_product_id, leg.category, leg.media)
         if key in self._costs:
             return self._costs[key]
         found = resolve_product(self.feed.fare_products[rule.fare_product_id], leg.category,
                                 leg.media, self.default_category)
-        cost = found.amount if found is not None else None
-        self._costs[key] = cost
-        return cost
+        self._costs[key] = found
+        return found
 
     # ---- incomplete legs ----
 
@@ -298,9 +306,12 @@ class FareIndex:
         cat = category if category is not None else self.default_category
         best: MaxFare | None = None
         best_rank = 99
+        currency = self.currency_of(network)
         for row in self.feed.max_fares:
             if row.network_id is not None and row.network_id != network:
                 continue
+            if row.currency and row.currency != currency:
+                continue  # a max_fare row of another currency's networks
             if not applies(row.rider_category_id, row.fare_media_id, cat, media):
                 continue
             rank = (row.network_id is None) * 4 + (row.rider_category_id is None) * 2 + \
@@ -359,17 +370,21 @@ class FareIndex:
 
     # ---- caps ----
 
-    def plan(self, category: str | None, media: str | None) -> CapPlan:
-        key = (category, media)
+    def plan(self, category: str | None, media: str | None, currency: str) -> CapPlan:
+        """The caps and tier table of a rider's journeys in ``currency``: a cap or tier of
+        another currency never counts them (amounts of two currencies are never added)."""
+        key = (category, media, currency)
         plan = self.plans.get(key)
         if plan is None:
             cat = category if category is not None else self.default_category
             caps = tuple(i for i, c in enumerate(self.feed.caps)
-                         if applies(c.rider_category_id, c.fare_media_id, cat, media))
+                         if c.currency in ("", currency)
+                         and applies(c.rider_category_id, c.fare_media_id, cat, media))
             tier = -1
             best_rank = 99
             for i, t in enumerate(self.tiers):
-                if applies(t.rider_category_id, t.fare_media_id, cat, media):
+                if t.currency in ("", currency) and \
+                        applies(t.rider_category_id, t.fare_media_id, cat, media):
                     rank = (t.rider_category_id is None) * 2 + (t.fare_media_id is None)
                     if rank < best_rank:
                         tier, best_rank = i, rank

@@ -1,9 +1,9 @@
 """The fare feed and taps as frozen values.
 
 Everything the loader reads ends up here, already checked and converted: money as integer minor
-units of the feed's single currency, times of day as seconds, dates as ``datetime.date``.  The
-engine keeps its lookup index in a feed's one private slot (``fare.engine.feed_index``); the
-values never change.
+units of the currency of its row (see ``Feed.network_currency``), times of day as seconds, dates
+as ``datetime.date``.  The engine keeps its lookup index in a feed's one private slot
+(``fare.engine.feed_index``); the values never change.
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ class FareProduct:
     amount: int
     rider_category_id: str | None = None
     fare_media_id: str | None = None
+    currency: str = ""  # ISO 4217, per row as fare_products.txt has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +167,7 @@ class Cap:
     start_day: int = 0  # weekly: first day of the week, 0 = Monday
     days: int = 1  # rolling: window length in days
     line: int = 0
+    currency: str = ""  # counts and limits only charges in this currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,7 @@ class SpendTier:
     rider_category_id: str | None = None
     fare_media_id: str | None = None
     line: int = 0
+    currency: str = ""  # counts and discounts only journeys in this currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,7 @@ class MaxFare:
     fare_media_id: str | None = None
     tap_off_window: int = 3 * 3600  # seconds after tap-on a tap-off still closes the leg
     line: int = 0
+    currency: str = ""  # applies only to networks priced in this currency
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +202,7 @@ class Feed:
     """A loaded, checked GTFS-Fares v2 feed (plus the tapsim caps extension)."""
 
     timezone: ZoneInfo
-    currency: str
+    currency: str  # the first product's currency: the only one unless ``currencies`` has more
     stops: dict[str, Stop]
     routes: dict[str, Route]
     networks: frozenset[str]
@@ -217,6 +221,12 @@ class Feed:
     spend_tiers: tuple[SpendTier, ...] = ()
     max_fares: tuple[MaxFare, ...] = ()
     name: str = ""
+    # Every currency of fare_products.txt, in order of first use (``currency`` first).
+    currencies: tuple[str, ...] = ()
+    # The currency of each network's legs (None: routes with no network), for a network some
+    # leg rule prices: every product its rules can charge is in it (checked at load).  A leg is
+    # charged, capped and totalled in its network's currency; a journey in its first leg's.
+    network_currency: dict[str | None, str] = field(default_factory=dict)
     # Where fare.engine.feed_index keeps the feed's pricing index (opaque here: the model
     # knows nothing of the engine; see fare.engine.feed_index).
     _index: object = field(default=None, init=False, repr=False, compare=False)

@@ -18,6 +18,13 @@ with rules (ferry, -) and (-, metro) a ferry -> metro transfer matches neither.
   matching the spec's table (A>B: AB, then B>C: S + BC).
 * No matching rule: the legs are separate; the later one starts a new sub-journey.
 A leg whose fare is unknown (no leg rule matched) adds nothing and breaks the chain.
+
+Currencies: every product row has its own ("currency: The currency of the cost of the fare
+product"), and each transfer type is a sum of products (A + AB, A + AB + B, AB in place of A).
+The reference converts no currency, so a sum of two currencies is undefined: a rule is not
+applied between legs whose products are in different currencies, nor when the rider's row of
+its transfer product is in another currency than the legs'.  The legs are then separate
+sub-journeys, each charged in its own currency.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Final, NamedTuple
 from mypy_extensions import mypyc_attr
 
 from fare.legs import EffectiveLeg, Leg
-from fare.model import DurationType, FareTransferRule, TransferType
+from fare.model import DurationType, FareProduct, FareTransferRule, TransferType
 from fare.values import Value
 
 _NO_LIMIT: Final = 1 << 30
@@ -123,12 +130,12 @@ class TransferOption:
                                                   DurationType.ARRIVAL_TO_DEPARTURE)
         self.product: Final[str | None] = rule.fare_product_id
         self.kind: Final[int] = int(rule.fare_transfer_type)
-        # category -> medium -> the transfer product's price (None: not eligible), as found
-        self.costs: Final[dict[str | None, dict[str | None, int | None]]] = {}
+        # category -> medium -> the transfer product's row (None: not eligible), as found
+        self.costs: Final[dict[str | None, dict[str | None, FareProduct | None]]] = {}
 
-    def cost(self, leg: Leg, transfer_cost: Callable[[FareTransferRule, Leg], int | None]
-             ) -> int | None:
-        """The price of this rule's product for the rider of ``leg`` (memoised)."""
+    def cost(self, leg: Leg, transfer_cost: Callable[[FareTransferRule, Leg], FareProduct | None]
+             ) -> FareProduct | None:
+        """The row of this rule's product for the rider of ``leg`` (memoised)."""
         by_media = self.costs.get(leg.category)
         if by_media is None:
             by_media = self.costs[leg.category] = {}
@@ -202,7 +209,7 @@ def price_journey(
     legs: Sequence[Leg],
     effective: Sequence[EffectiveLeg],
     index: TransferIndex,
-    transfer_cost: Callable[[FareTransferRule, Leg], int | None],
+    transfer_cost: Callable[[FareTransferRule, Leg], FareProduct | None],
 ) -> JourneyPrice:
     """Total of a sequence of effective legs with the transfer rules applied."""
     walk = START
@@ -217,7 +224,7 @@ def walk_on(
     legs: tuple[Leg, ...],
     eff: EffectiveLeg,
     index: TransferIndex,
-    transfer_cost: Callable[[FareTransferRule, Leg], int | None],
+    transfer_cost: Callable[[FareTransferRule, Leg], FareProduct | None],
 ) -> Walk:
     """The walk one effective leg further (``legs``: the journey's legs ``eff`` indexes)."""
     price = eff.price
@@ -233,8 +240,9 @@ def walk_on(
     same = False
     count = 1
     from_group = to_group = ""
+    currency = price.product.currency
     if prev is not None and prev_price is not None and prev_price.leg_group_id is not None \
-            and group is not None:
+            and group is not None and prev_price.product.currency == currency:
         from_group, to_group = prev_price.leg_group_id, group
         run_pair = walk.run_pair
         same = run_pair is not None and run_pair[0] == from_group and run_pair[1] == to_group
@@ -252,7 +260,9 @@ def walk_on(
                 found = opt.cost(legs[eff.first], transfer_cost)
                 if found is None:  # the rider is not eligible for the transfer product
                     continue
-                cost = found
+                if found.currency != currency:  # AB cannot be added to A or B: not applied
+                    continue
+                cost = found.amount
             kind = opt.kind
             if kind == _A_PLUS_AB:
                 added = cost

@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = fare_sub.add_parser(
         "price", help="price a taps CSV",
         description="Price the taps of a CSV file and explain every charge. Amounts are in "
-                    "minor units of the feed's currency (fen for CNY).")
+                    "minor units of each charge's currency (fen for CNY); totals are per card "
+                    "and currency.")
     p.add_argument("--feed", required=True,
                    help=f"GTFS folder or zip, or a sample name ({', '.join(SAMPLE_FEEDS)})")
     p.add_argument("--taps", required=True,
@@ -225,14 +226,15 @@ def run_price(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(to_csv(charges, feed.timezone))
         return 0
-    totals: dict[str, int] = {}
+    totals: dict[tuple[str, str], int] = {}  # per card and currency: never added across
     for c in charges:
-        totals[c.card] = totals.get(c.card, 0) + c.amount
+        key = (c.card, c.currency)
+        totals[key] = totals.get(key, 0) + c.amount
     _table(feed, charges, totals)
     return 0
 
 
-def _table(feed: Feed, charges: list[Charge], totals: dict[str, int]) -> None:
+def _table(feed: Feed, charges: list[Charge], totals: dict[tuple[str, str], int]) -> None:
     """One line per charge, its explanation wrapped beneath it: readable at 80 columns."""
     import textwrap  # noqa: PLC0415
 
@@ -242,24 +244,27 @@ def _table(feed: Feed, charges: list[Charge], totals: dict[str, int]) -> None:
 
     from fare.currency import format_minor  # noqa: PLC0415
 
-    cur = feed.currency
+    several = len(feed.currencies) > 1  # then each amount shows its currency
     console = Console(highlight=False)
     tz = feed.timezone
     width = max(console.width - 6, 40)
-    console.print(f"[bold]Charges ({cur})[/]")
+    console.print(f"[bold]Charges ({', '.join(feed.currencies or (feed.currency,))})[/]")
     card_w = max((len(c.card) for c in charges), default=4)
     tap_w = max((len(c.tap_id) for c in charges), default=3)
     for c in charges:
         when = c.time.astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        shown = format_minor(c.amount, cur)
+        shown = format_minor(c.amount, c.currency)
+        if several:
+            shown = f"{shown} {c.currency}"
         style = "green" if c.amount < 0 else "bold"
         console.print(f"{when}  {escape(c.card):<{card_w}}  {escape(c.tap_id):<{tap_w}}  "
-                      f"{c.kind!s:<14} [{style}]{shown:>9}[/]")
+                      f"{c.kind!s:<14} [{style}]{shown:>{13 if several else 9}}[/]")
         for line in textwrap.wrap(c.explain, width):
             console.print(f"    [dim]{escape(line)}[/]")
-    summary = Table(title="Totals per card")
+    summary = Table(title="Totals per card and currency")
     summary.add_column("card")
-    summary.add_column(f"total ({cur})", justify="right")
-    for card, total in sorted(totals.items()):
-        summary.add_row(card, format_minor(total, cur))
+    summary.add_column("total", justify="right")
+    summary.add_column("currency")
+    for (card, cur), total in sorted(totals.items()):
+        summary.add_row(card, format_minor(total, cur), cur)
     console.print(summary)
