@@ -169,5 +169,5 @@ def test_validator_cli_over_pcsc(pcscd: str, served_card: ServeCard, tmp_path: o
          "--journal", f"{tmp_path}/pc1.journal"],
         capture_output=True, text=True, timeout=60, check=True)
     taps = [json.loads(x) for x in out.stdout.splitlines()]
-    assert [t["outcome"] for t in taps] == ["accepted", "accepted"]
+    assert [t["outcome"] for t in taps] == ["accepted", "accepted"], (taps, out.stderr)
     assert [t["rider_category"] for t in taps] == ["senior", "senior"]
