@@ -4,7 +4,7 @@
 * kill -9 of the broker mid-burst (not a clean restart: it loses what it acknowledged since
   its last autosave), twice: the validators send again what the back office never confirmed;
 * kill -9 of validators and of the back office at random moments, 24 kills: nothing lost,
-  nothing charged twice, no accepted tap refused as a replayed ATC.
+  nothing charged twice, no accepted tap refused as a replayed ATC, the deny list converged.
 
 Afterwards every tap a journal holds as accepted is in the ledger exactly once, the ledger
 reconciles, and every journal row is confirmed by the back office.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from backoffice.storage import open_store
-from tests.fixtures.backoffice import Proc, exactly_once, journal_accepted
+from tests.fixtures.backoffice import Proc, deny_truth, deny_view, exactly_once, journal_accepted
 from tests.fixtures.mosquitto import BrokerFactory
 from tests.test_e2e_faults import Fleet, fleet_db, taps_in, wait
 
@@ -56,12 +56,17 @@ def settle(fleet: Fleet, url: str, procs: dict[str, Proc]) -> None:
     for vid, card in CARDS.items():  # tapping nothing, only resending what is pending
         procs[vid] = fleet.validator(vid, card, extra=[*EXTRA, "--taps", "0", "--drain", "5"])
         assert procs[vid].proc.wait(60) == 0, procs[vid].stderr()
-    idle: list[Proc] = []
-    if not done():  # confirmations still on their way: validators that only listen
-        idle = [fleet.validator(vid, card, extra=[*EXTRA, "--interval", "3600"])
-                for vid, card in CARDS.items()]
+    # Validators that only listen: confirmations still on their way, and the deny list.
+    idle = [fleet.validator(vid, card, extra=[*EXTRA, "--interval", "3600"])
+            for vid, card in CARDS.items()]
+
+    def converged() -> bool:
+        version, tokens = deny_truth(url)
+        return all(deny_view(fleet.journal(v))[:2] == (version, tokens) for v in CARDS)
+
     try:
         wait(done, 90, "every tap in the ledger and confirmed to its validator")
+        wait(converged, 30, "the back office's deny list (version and tokens) on every validator")
     except AssertionError:
         accepted: set[str] = set()
         for j in journals:

@@ -449,7 +449,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim tlv 770D", tlv_text),
     Rule(r"^tapsim tlv --json 9F5D", tlv_json),
     Rule(r"^tapsim sim +#", sim_default, memo=True),
-    Rule(r"^tapsim sim --buses 20000", not_run="the 10 M-tap day: about 8 minutes on 2 cores "
+    Rule(r"^tapsim sim --buses 20000", not_run="the 10 M-tap day: 8-13 minutes on 2 cores "
          "(benchmarks/test_bench_sim.py with TAPSIM_SIM_BENCH_BUSES=20000 measures it); a "
          "shorter day of 20,000 buses from 05:00 has next to no riders"),
     Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER, memo=True),
@@ -461,7 +461,7 @@ RULES: tuple[Rule, ...] = (
          smaller=SIM_SMALLER, memo=True),
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
-    Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, about 8 minutes"),
+    Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, 8-13 minutes"),
     Rule(r"^tapsim fare price .*--format csv > charges\.csv", fare_csv),
     Rule(r"^tapsim fare price --feed city --taps fare/samples/city/taps\.csv", fare_city),
     Rule(r"^tapsim fare price --feed path/to/gtfs\.zip --taps taps\.csv --on-bad-row reject",
