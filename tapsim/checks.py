@@ -13,8 +13,12 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    import ssl
 
 MAX_AMOUNT = 999_999_999_999
 """The largest amount in minor units: EMV's 12-digit Amount, Authorised (9F02, n12), which
@@ -113,3 +117,37 @@ def check_input_file(path: Path, what: str) -> None:
         raise UserError(f"{what} {path}: is a folder, not a file")
     if not os.access(path, os.R_OK):
         raise UserError(f"{what} {path}: cannot read it (permission denied)")
+
+
+class TlsBroker(Protocol):
+    """What a broker address of either side offers (terminal.uplink.BrokerSettings,
+    backoffice.consumer_link.BrokerAddress): the checks need no more."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def tls(self) -> bool: ...
+
+    def tls_context(self) -> ssl.SSLContext | None: ...
+
+
+def check_broker_tls(broker: TlsBroker, ca: Path | None) -> None:
+    """``--ca`` readable, and an mqtts:// broker's certificate (host name included) verified
+    with one handshake before any password is sent: an untrusted certificate is an error at
+    start, not a retry loop."""
+    if ca is not None:
+        check_input_file(ca, "--ca")
+    if not broker.tls:
+        return
+    from wire.tls import TlsError, check_broker  # noqa: PLC0415 - only mqtts:// needs it
+
+    context = broker.tls_context()
+    assert context is not None  # tls is set
+    try:
+        check_broker(broker.host, broker.port, context)
+    except TlsError as exc:
+        raise UserError(str(exc)) from None

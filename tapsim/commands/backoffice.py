@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
-from tapsim.checks import DAY_S, check_input_file, check_output_file, integer, number
+from tapsim.checks import (
+    DAY_S,
+    check_broker_tls,
+    check_output_file,
+    integer,
+    number,
+)
 from tapsim.commands.fare import open_feed, read_taps_text
 from tapsim.commands.tap import token_key
 from tapsim.errors import Interrupted, UserError
@@ -483,17 +489,7 @@ def run_main(args: argparse.Namespace) -> int:
         broker = BrokerAddress.from_url(args.broker, tls_ca=args.ca)
     except (ValueError, BrokerUrlError) as exc:
         raise UserError(str(exc)) from None
-    if args.ca is not None:
-        check_input_file(args.ca, "--ca")
-    if broker.tls:  # an untrusted certificate is an error now, not a retry loop
-        from wire.tls import TlsError, check_broker  # noqa: PLC0415
-
-        try:
-            context = broker.tls_context()
-            assert context is not None
-            check_broker(broker.host, broker.port, context)
-        except TlsError as exc:
-            raise UserError(str(exc)) from None
+    check_broker_tls(broker, args.ca)
     if broker.username is not None and asyncio.run(broker.accepts_anonymous()):
         raise UserError(f"--broker {broker.url()} accepts clients without credentials: it is "
                         "not the broker 'tapsim broker config' made (is its port taken by "

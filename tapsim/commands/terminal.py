@@ -23,7 +23,7 @@ from tapsim.cakeys import add_ca_keys_option, resolve_ca_keys
 from tapsim.checks import (
     DAY_S,
     amount,
-    check_input_file,
+    check_broker_tls,
     check_output_file,
     integer,
     number,
@@ -226,17 +226,7 @@ async def _run(args: argparse.Namespace) -> int:
                                                tls_ca=args.ca)
         except BrokerUrlError as exc:
             raise UserError(str(exc)) from None
-        if args.ca is not None:
-            check_input_file(args.ca, "--ca")
-        if settings.tls:  # an untrusted certificate is an error now, not a retry loop
-            from wire.tls import TlsError, check_broker  # noqa: PLC0415
-
-            try:
-                context = settings.tls_context()
-                assert context is not None
-                check_broker(settings.host, settings.port, context)
-            except TlsError as exc:
-                raise UserError(str(exc)) from None
+        check_broker_tls(settings, args.ca)
     try:
         journal = Journal(path)
     except JournalError as exc:
