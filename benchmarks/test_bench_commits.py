@@ -37,6 +37,7 @@ from benchmarks.test_bench_e2e import (
     PROFILE,
     RATE,
     VALIDATORS,
+    BackOffice,
     _root,
     _spawn,
     _validators,
@@ -50,27 +51,6 @@ SECONDS = 8.0
 BACKLOG = 2000
 MAX_COST = 0.20  # the acknowledgements may cost at most this share of the throughput
 PAIRS = 3  # off/on alternations: the machine is shared, the best run of each is compared
-
-
-class BackOffice:
-    """`tapsim backoffice run` as a process (acks on or off)."""
-
-    def __init__(self, broker: Broker, url: str, acks: bool = True) -> None:
-        self.proc = _spawn(["-m", "tapsim.cli", "backoffice", "run", "--broker", broker.url,
-                            "--db", url, "--json",
-                            *([] if acks else ["--no-commit-acks"])], cwd=_root())
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready:"), (line, self.proc.stderr.read()
-                                           if self.proc.stderr else "")
-
-    def stop(self) -> dict[str, Any]:
-        import signal
-
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=60)
-        assert self.proc.returncode == 0, err
-        return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def ack_latencies_ms(journal: Path) -> list[float]:
@@ -153,7 +133,7 @@ def test_uplink_throughput_with_and_without_commit_acks(
         b = broker_factory()
         url = sqlite_url(tmp_path / f"bo{k}.db")
         issue_pans(url, TOKEN_KEY, PROFILE, bench_pans(pan_prefix(1), CARDS_PER_VALIDATOR))
-        bo = BackOffice(b, url, acks=acks)
+        bo = BackOffice(b, url, extra=() if acks else ("--no-commit-acks",))
         try:
             proc = _spawn(["-m", "benchmarks.test_bench_commits", "drain", "--id", f"T{k}",
                            "--journal", str(tmp_path / f"T{k}.journal"), "--port", str(b.port),

@@ -161,12 +161,16 @@ def _root() -> Path:
 
 
 class BackOffice:
-    """`tapsim backoffice run` as a process, with its stats file."""
+    """`tapsim backoffice run` as a process; ``stop`` returns its summary (the ``--stats`` file
+    when one is given, else the last line it prints)."""
 
-    def __init__(self, broker: Broker, url: str, stats: Path) -> None:
+    def __init__(self, broker: Broker, url: str, stats: Path | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.stats = stats
         self.proc = _spawn(["-m", "tapsim.cli", "backoffice", "run", "--broker", broker.url,
-                            "--db", url, "--stats", str(stats), "--json"])
+                            "--db", url, "--json",
+                            *(["--stats", str(stats)] if stats is not None else []), *extra],
+                           cwd=_root())
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line.startswith("ready:"), (line, self.proc.stderr.read()
@@ -174,9 +178,10 @@ class BackOffice:
 
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
+        out, err = self.proc.communicate(timeout=60)
         assert self.proc.returncode == 0, err
-        return json.loads(self.stats.read_text())  # type: ignore[no-any-return]
+        text = self.stats.read_text() if self.stats is not None else out.strip().splitlines()[-1]
+        return json.loads(text)  # type: ignore[no-any-return]
 
 
 def _validators(tmp_path: Path, broker: Broker, rate: float, taps: int,
