@@ -13,66 +13,26 @@ at-least-once delivery never charges twice, and no tap is lost in a back-office 
 
 from __future__ import annotations
 
-import os
-import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
-from wire.tls import tls_context
+from wire.brokerurl import PASSWORD_ENV, BrokerUrl, BrokerUrlError
 
-PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 CLIENT_PREFIX = "tapsim-backoffice"
 
 
-class BrokerUrlError(ValueError):
-    """A broker URL that cannot be used (says which part, never the password)."""
-
-
 @dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls_ca: Path | None = None
-    keepalive: int = 30
-    timeout: float = 10.0
-    use_tls: bool = False  # mqtts://: verified against tls_ca or the system trust store
+class BrokerAddress(BrokerUrl):
+    """The broker, as the back office's workers connect to it."""
 
     @classmethod
     def from_url(cls, url: str, *, tls_ca: Path | None = None,
                  keepalive: int = 30) -> BrokerAddress:
-        """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...``; the password may come
-        from $TAPSIM_MQTT_PASSWORD instead (a URL shows up in ``ps``)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise BrokerUrlError(f"broker URL: scheme must be mqtt:// or mqtts://, got "
-                                 f"{parts.scheme or 'none'!r}")
-        if not parts.hostname:
-            raise BrokerUrlError("broker URL: no host")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise BrokerUrlError("broker URL: bad port") from None
-        if parts.scheme == "mqtt" and tls_ca is not None:
-            raise BrokerUrlError("a CA file was given but the URL is mqtt:// (use mqtts://)")
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
-        return cls(host=parts.hostname, port=port, username=username,
-                   password=password if username else None,
-                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive,
-                   use_tls=parts.scheme == "mqtts")
-
-    @property
-    def tls(self) -> bool:
-        return self.use_tls or self.tls_ca is not None
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        return tls_context(self.tls_ca) if self.tls else None
+        """A parsed broker URL (wire.brokerurl: forms, password from $TAPSIM_MQTT_PASSWORD)."""
+        return cls(**{**BrokerUrl.parse(url, tls_ca=tls_ca).fields(), "keepalive": keepalive})
 
     def client(self, identifier: str, *, clean_session: bool) -> aiomqtt.Client:
         context = self.tls_context()
@@ -83,11 +43,6 @@ class BrokerAddress:
         client.pending_calls_threshold = 10_000
         return client
 
-
-    def url(self) -> str:
-        """Where the broker is, for messages (never the password)."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{self.host}:{self.port}"
 
     async def accepts_anonymous(self) -> bool:
         """True when the broker lets a client in without credentials.

@@ -18,14 +18,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import sqlite3
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
@@ -33,63 +30,26 @@ from terminal.denylist import Downlink
 from terminal.journal import Journal, JournalError
 from wire import CommitAck, WireError, decode, topics
 from wire.aio import settle, wait_event
-from wire.tls import tls_context
+from wire.brokerurl import BrokerUrl
 
 log = logging.getLogger("tapsim.terminal.uplink")
 
-PASSWORD_ENV = "TAPSIM_MQTT_PASSWORD"  # noqa: S105 - the variable's name, not a password
 LARGE_PAYLOAD = 64 * 1024  # downlink payloads above this are handled off the event loop
 RESEND_MAX = 300.0  # seconds: the longest wait before unconfirmed taps go again
 
 
-class BrokerUrlError(ValueError):
-    """A broker URL that cannot be used (says which part)."""
-
-
 @dataclass(frozen=True)
-class BrokerSettings:
-    host: str
-    port: int
-    client_id: str
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls_ca: Path | None = None
-    keepalive: int = 30
-    timeout: float = 10.0
-    use_tls: bool = False  # mqtts://: verified against tls_ca or the system trust store
+class BrokerSettings(BrokerUrl):
+    """The broker, as this validator connects to it (its own client id)."""
+
+    client_id: str = field(kw_only=True)
 
     @classmethod
     def from_url(cls, url: str, client_id: str, *, tls_ca: Path | None = None,
                  keepalive: int = 30) -> BrokerSettings:
-        """``mqtt://[user[:password]@]host[:port]`` or ``mqtts://...`` (TLS, port 8883).
-
-        The password may come from $TAPSIM_MQTT_PASSWORD instead of the URL (a URL shows
-        up in ``ps`` and shell history).
-        """
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise BrokerUrlError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise BrokerUrlError(f"broker URL {url!r}: no host")
-        try:
-            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-        except ValueError:
-            raise BrokerUrlError(f"broker URL {url!r}: bad port") from None
-        if parts.scheme == "mqtt" and tls_ca is not None:
-            raise BrokerUrlError("a CA file was given but the URL is mqtt:// (use mqtts://)")
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
-        return cls(host=parts.hostname, port=port, client_id=client_id, username=username,
-                   password=password if username else None,
-                   tls_ca=tls_ca if parts.scheme == "mqtts" else None, keepalive=keepalive,
-                   use_tls=parts.scheme == "mqtts")
-
-    @property
-    def tls(self) -> bool:
-        return self.use_tls or self.tls_ca is not None
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        return tls_context(self.tls_ca) if self.tls else None
+        """A parsed broker URL (wire.brokerurl: forms, password from $TAPSIM_MQTT_PASSWORD)."""
+        return cls(**{**BrokerUrl.parse(url, tls_ca=tls_ca).fields(), "keepalive": keepalive},
+                   client_id=client_id)
 
     def client(self) -> aiomqtt.Client:
         """A persistent-session client (enter it with ``async with``)."""

@@ -215,11 +215,8 @@ async def _run(args: argparse.Namespace) -> int:
     verifier = _verifier(args.deny_list_key)
     settings = None
     if args.broker:  # MQTT (aiomqtt, paho) only for a validator that has a link
-        from terminal.uplink import (  # noqa: PLC0415
-            BrokerSettings,
-            BrokerUrlError,
-            validator_client_id,
-        )
+        from terminal.uplink import BrokerSettings, validator_client_id  # noqa: PLC0415
+        from wire.brokerurl import BrokerUrlError  # noqa: PLC0415
 
         try:
             settings = BrokerSettings.from_url(args.broker, validator_client_id(args.validator_id),
