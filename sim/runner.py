@@ -84,6 +84,18 @@ def expected_boardings(city: City, buses: Sequence[Bus], cfg: SimConfig) -> floa
     return total
 
 
+def children(seed: np.random.SeedSequence, n: int) -> list[np.random.SeedSequence]:
+    """The first ``n`` children of ``seed``, the same on every call.
+
+    ``SeedSequence.spawn`` would give these on its first call only: it advances the parent's
+    count of children, so a job run twice (a retry, a cluster resubmitting a lost worker's
+    shard, a benchmark's rounds) drew a different day.  Built from the parent's entropy and
+    spawn key instead, as ``spawn`` builds them, a child is a function of its parent alone.
+    """
+    return [np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, i),
+                                   pool_size=seed.pool_size) for i in range(n)]
+
+
 @dataclass(frozen=True)
 class ShardJob:
     city: City
@@ -109,7 +121,7 @@ def build_shard(job: ShardJob, progress: Callable[[float], None] | None = None,
                 trace: bool = False, model: type[ShardSim] = ShardSim) -> ShardSim:
     """A shard ready to run: its riders, its core and its buses (``trace``: keep every stop;
     ``model``: another driver of the same world, such as ``sim.naive.NaiveSim``)."""
-    pop_rng, tap_rng, sim_rng = (np.random.default_rng(s) for s in job.seed.spawn(3))
+    pop_rng, tap_rng, sim_rng = (np.random.default_rng(s) for s in children(job.seed, 3))
     cfg = job.cfg
     size = population_size(expected_boardings(job.city, job.buses, cfg), cfg.population)
     population = Population(cfg.population, size, pop_rng)

@@ -50,7 +50,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="calibrated: latency measured from the real kernel at start-up "
                         "(default); full: the real kernel runs for every tap")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes (default: one per CPU, at most the shards)")
+                   help="worker processes (default: as many as make the run faster, at most "
+                        "one per CPU and one per shard; a small run stays in one process)")
+    p.add_argument("--cluster", default=None, metavar="tcp://HOST:PORT",
+                   help="run the shards on the Dask scheduler at this address (workers started "
+                        "with `dask worker ADDRESS --nthreads 1`) instead of local processes; "
+                        "the report is the same as a local run's with the same seed "
+                        "(needs the cluster extra: pip install 'tapsim[cluster]')")
     p.add_argument("--shards", type=int, default=None, metavar="K",
                    help="route groups, each with its own core and riders (default: one per "
                         "200,000 expected riders, at least 4); results depend on the seed "
@@ -85,11 +91,16 @@ def main(args: argparse.Namespace) -> int:
     from sim.report import check_out, summary_rows, write  # noqa: PLC0415
     from sim.simulate import simulate  # noqa: PLC0415
 
+    if args.cluster is not None and args.workers is not None:
+        raise UserError("--workers: with --cluster the cluster's workers run the shards; "
+                        "give one or the other")
+    if args.cluster is not None and args.ca_keys is not None and args.fidelity == "full":
+        raise UserError("--ca-keys: with --cluster and --fidelity full the kernels run on the "
+                        f"workers; start them with {CA_KEYS_ENV} set to the file instead")
     if args.ca_keys is not None:  # checked here; the shards' kernels read it from the environment
         resolve_ca_keys(args.ca_keys)
         os.environ[CA_KEYS_ENV] = str(args.ca_keys.resolve())
-    workers = args.workers if args.workers is not None else (os.cpu_count() or 1)
-    if workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UserError("--workers must be at least 1")
     written: list[Path] = []
     progress = _Progress(enabled=not args.json and sys.stderr.isatty())
@@ -97,9 +108,10 @@ def main(args: argparse.Namespace) -> int:
         cfg = _config(args)  # every option checked, and --out tried, before any work
         check_out(args.out)
         with progress:
-            run = simulate(args.city, cfg, workers=workers,
+            run = simulate(args.city, cfg, workers=args.workers,
                            token_key=token_key(), recalibrate=args.recalibrate,
-                           progress=progress.update)
+                           progress=progress.update, cluster=args.cluster,
+                           notice=_notice)
         paths = write(run.report, run.result, args.out, on_written=written.extend)
     except SimError as exc:
         raise UserError(str(exc)) from None
@@ -118,6 +130,10 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"[dim]{run.report['latency_source']['statement']}[/]")
     console.print(f"report: {paths[-1]}")
     return 0
+
+
+def _notice(text: str) -> None:
+    print(f"tapsim: note: {text}", file=sys.stderr)
 
 
 class _Progress:
