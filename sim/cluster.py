@@ -7,9 +7,11 @@ The driver connects a ``distributed.Client`` to the scheduler, submits one task 
 shards.  That purity is also what makes a lost worker harmless: the scheduler runs its
 shards again elsewhere and they give the same results.
 
-* The city, the largest part of a job (about 350 KB for Lanshan), travels once, as a task
-  of its own that every shard depends on (a task, not scattered data: if the worker holding
-  it dies, the scheduler makes it again).
+* Each shard is a task with its whole job in it (Lanshan's: about 370 KB, mostly the city),
+  submitted one by one: a task without dependencies goes to the least busy worker, and the
+  scheduler can run it again from what it holds if its worker dies.  (The city as a task of
+  its own that every shard depends on would travel once, but drew the shards to the worker
+  holding it: three of four on one worker of two.)
 * Progress: each shard's worker sends its fraction done as a Dask event
   (``Worker.log_event``) on a topic of this run; the driver's client receives them.
 * Ctrl-C or SIGTERM: the futures are cancelled and the client closed; a shard already
@@ -30,14 +32,13 @@ it stops a running shard at once on Ctrl-C, and a plain install needs no Dask.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from sim.city import City
 from sim.errors import ConfigError, SimError
 from sim.results import ShardResult
 from sim.runner import ShardJob, run_shard
@@ -79,16 +80,20 @@ def check_address(address: str) -> str:
     return address
 
 
-def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
-    """A ``distributed.Client`` on the scheduler at ``address``, or a ClusterError naming it."""
+def connect(address: str, timeout_s: float | None = None) -> Any:
+    """A ``distributed.Client`` on the scheduler at ``address``, or a ClusterError naming it
+    (after ``timeout_s``, default ``CONNECT_TIMEOUT_S``)."""
     check_address(address)
+    if timeout_s is None:
+        timeout_s = CONNECT_TIMEOUT_S
     try:
         from distributed import Client  # noqa: PLC0415 - an optional dependency
     except ImportError:
         raise ConfigError("--cluster needs Dask's distributed package: pip install "
                           "'tapsim[cluster]'") from None
     try:
-        return Client(address, timeout=timeout_s, set_as_default=False)
+        return Client(address, timeout=timeout_s,  # type: ignore[no-untyped-call]
+                      set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"--cluster {address}: no Dask scheduler answered within "
                            f"{timeout_s:g} s ({_reason(exc)})") from None
@@ -99,25 +104,63 @@ def _reason(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+PACKAGES = ("emv", "fare", "issuer", "backoffice", "terminal", "wire", "sim", "tapsim")
+
+
+def code_id() -> str:
+    """tapsim's version and a hash of its packages' sources: what a worker must share with
+    the driver for its shards to be the driver's (a worker keeps the modules it imported
+    first, so one started before an upgrade runs the old code)."""
+    import hashlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from tapsim import __version__  # noqa: PLC0415
+
+    h = hashlib.sha256(__version__.encode())
+    for name in PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            for path in sorted(Path(root).rglob("*.py")):
+                h.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _worker_code_id() -> str:
+    """``code_id`` as a worker computes it (by reference: the worker's own code runs)."""
+    return code_id()
+
+
+def check_workers(client: Any, address: str) -> None:
+    """A ClusterError if a worker runs other tapsim code than this driver, or none."""
+    try:
+        ids: dict[str, str] = client.run(_worker_code_id)
+    except ImportError as exc:
+        raise ClusterError(f"--cluster {address}: a worker cannot import tapsim ({exc}); "
+                           "install the driver's tapsim on every worker") from None
+    mine = code_id()
+    other = sorted(w for w, i in ids.items() if i != mine)
+    if other:
+        raise ClusterError(f"--cluster {address}: {len(other)} of {len(ids)} worker(s) run "
+                           f"other tapsim code than this driver (e.g. {other[0]}); install "
+                           "the same tapsim on every worker and restart them")
+
+
 def worker_threads(client: Any) -> dict[str, int]:
     """Each worker's address and thread count, as the scheduler knows them now."""
     info = client.scheduler_info()
     return {addr: int(w.get("nthreads", 1)) for addr, w in info.get("workers", {}).items()}
 
 
-def _the_city(city: City) -> City:
-    """A task that holds the city once for every shard's task (top level, so it pickles)."""
-    return city
-
-
-def _shard_task(job: dict[str, Any], city: City, topic: str) -> ShardResult:
-    """One shard on a Dask worker: its job rebuilt around the shared city, run, its progress
-    sent to the driver; stopped if the driver cancels the task."""
+def _shard_task(job: ShardJob, topic: str) -> ShardResult:
+    """One shard on a Dask worker, its progress sent to the driver; stopped if the driver
+    cancels the task."""
     from distributed import get_worker  # noqa: PLC0415
 
     worker = get_worker()
     key = worker.get_current_task()
-    shard = int(job["shard"])
+    shard = job.shard
     last = 0.0
 
     def report(fraction: float) -> None:
@@ -130,7 +173,7 @@ def _shard_task(job: dict[str, Any], city: City, topic: str) -> ShardResult:
             raise _Abandoned(shard)
         worker.log_event(topic, (shard, fraction))
 
-    return run_shard(ShardJob(city=city, **job), report)
+    return run_shard(job, report)
 
 
 def run_on_cluster(jobs: Sequence[ShardJob], address: str,
@@ -150,6 +193,7 @@ def run_on_cluster(jobs: Sequence[ShardJob], address: str,
     if own:
         client = connect(address)
     try:
+        check_workers(client, address)
         threads = worker_threads(client)
         crowded = sorted(a for a, n in threads.items() if n > 1)
         if crowded and notice is not None:
@@ -182,10 +226,8 @@ def _gather(client: Any, jobs: Sequence[ShardJob], address: str,
     client.subscribe_topic(topic, on_event)
     futures: dict[int, Any] = {}
     try:
-        city = client.submit(_the_city, jobs[0].city, key=f"tapsim-city-{run}", pure=False)
         for job in jobs:
-            rest = {f.name: getattr(job, f.name) for f in fields(job) if f.name != "city"}
-            futures[job.shard] = client.submit(_shard_task, rest, city, topic,
+            futures[job.shard] = client.submit(_shard_task, job, topic,
                                                key=f"tapsim-shard-{job.shard}-{run}",
                                                pure=False)
         results: dict[int, ShardResult] = {}
@@ -220,12 +262,8 @@ def _gather(client: Any, jobs: Sequence[ShardJob], address: str,
     except (OSError, TimeoutError) as exc:
         raise ClusterError(f"--cluster {address}: lost the scheduler ({_reason(exc)})") from None
     finally:
-        if futures:
-            try:
+        with contextlib.suppress(Exception):  # the scheduler may be gone already
+            if futures:
                 client.cancel(list(futures.values()), force=True)
-            except Exception:  # noqa: S110 - the scheduler may be gone already
-                pass
-        try:
+        with contextlib.suppress(Exception):
             client.unsubscribe_topic(topic)
-        except Exception:  # noqa: S110
-            pass
