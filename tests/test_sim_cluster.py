@@ -9,10 +9,8 @@ shards on the cluster and exits 130; a bad or unreachable address is one line, n
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import pickle
 import re
 import signal
@@ -33,10 +31,10 @@ from sim.results import ShardResult
 from sim.runner import run_shard
 from sim.simulate import local_workers, prepare
 from tapsim.cli import main as tapsim_main
-from tests.fixtures.services import free_port, wait_port
+from tests.fixtures.dask_cluster import DaskCluster, env
+from tests.fixtures.services import free_port
 from tests.sim_support import CALIBRATION_DIR, SMALL_CITY, small_config
 
-ROOT = Path(__file__).resolve().parents[1]
 TAPSIM = [sys.executable, "-m", "tapsim.cli"]
 # Long enough shards (about a CPU-second each) that a worker can be killed in the middle of one.
 RUN = ["sim", "--city", "lanshan", "--peak-rate", "24", "--shards", "4", "--seed", "5",
@@ -142,57 +140,15 @@ def test_workers_and_cluster_together_are_refused(capsys: pytest.CaptureFixture[
 
 
 def _env() -> dict[str, str]:
-    """This checkout first on the path of every process started here (the workers import
-    the shards' code from it), and the tests' calibration store."""
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path,
-            "XDG_STATE_HOME": str(CALIBRATION_DIR / "xdg")}
-
-
-class Cluster:
-    """A Dask scheduler and its workers, each a process of its own on 127.0.0.1."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.workers: dict[str, subprocess.Popen[bytes]] = {}  # address -> process
-        self._start("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                    str(self.port), "--no-dashboard")
-        if not wait_port("127.0.0.1", self.port, timeout=60):
-            raise RuntimeError("the Dask scheduler did not start")
-
-    def _start(self, module: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.workdir / f"{module.rsplit('.', 1)[-1]}-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=log,
-                                stderr=subprocess.STDOUT, env=_env(), cwd=self.workdir,
-                                start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def add_worker(self) -> str:
-        port = free_port()
-        address = f"tcp://127.0.0.1:{port}"
-        self.workers[address] = self._start(
-            "distributed.cli.dask_worker", self.address, "--nthreads", "1", "--no-nanny",
-            "--no-dashboard", "--host", "127.0.0.1", "--worker-port", str(port))
-        return address
-
-    def wait_workers(self, client: Any, n: int) -> None:
-        client.wait_for_workers(n, timeout=60)
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    """This checkout first on the path (``tests.fixtures.dask_cluster.env``), and the tests'
+    calibration store."""
+    return env(XDG_STATE_HOME=str(CALIBRATION_DIR / "xdg"))
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     pytest.importorskip("distributed")
-    c = Cluster(tmp_path_factory.mktemp("dask"))
+    c = DaskCluster(tmp_path_factory.mktemp("dask"))
     try:
         c.add_worker()
         c.add_worker()
@@ -202,14 +158,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def watcher(cluster: Cluster) -> Iterator[Any]:
+def watcher(cluster: DaskCluster) -> Iterator[Any]:
     """The test's own client of the scheduler: who processes what."""
     from distributed import Client
 
     client = Client(cluster.address, timeout=30,  # type: ignore[no-untyped-call]
                     set_as_default=False)
     try:
-        cluster.wait_workers(client, 2)
+        client.wait_for_workers(2, timeout=60)
         yield client
     finally:
         client.close()  # type: ignore[no-untyped-call]
@@ -229,7 +185,7 @@ def local_report(tmp_path: Path) -> dict[str, Any]:
     return _LOCAL["report"]
 
 
-def start_on_cluster(cluster: Cluster, out: Path) -> subprocess.Popen[str]:
+def start_on_cluster(cluster: DaskCluster, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([*TAPSIM, *RUN, "--cluster", cluster.address, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), start_new_session=True)
@@ -254,7 +210,7 @@ def wait_running(watcher: Any, proc: subprocess.Popen[str]) -> str:
 
 @pytest.mark.service
 @pytest.mark.slow
-def test_the_cluster_gives_the_local_report(cluster: Cluster, watcher: Any,
+def test_the_cluster_gives_the_local_report(cluster: DaskCluster, watcher: Any,
                                             tmp_path: Path) -> None:
     proc = start_on_cluster(cluster, tmp_path / "cluster")
     out, err = proc.communicate(timeout=300)
@@ -267,7 +223,7 @@ def test_the_cluster_gives_the_local_report(cluster: Cluster, watcher: Any,
 
 @pytest.mark.service
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_shards_on_the_cluster(cluster: Cluster, watcher: Any,
+def test_ctrl_c_cancels_the_shards_on_the_cluster(cluster: DaskCluster, watcher: Any,
                                                   tmp_path: Path) -> None:
     proc = start_on_cluster(cluster, tmp_path / "cluster")
     wait_running(watcher, proc)
@@ -287,7 +243,7 @@ def test_ctrl_c_cancels_the_shards_on_the_cluster(cluster: Cluster, watcher: Any
 
 
 @pytest.mark.service
-def test_workers_with_other_code_are_refused(cluster: Cluster, watcher: Any,
+def test_workers_with_other_code_are_refused(cluster: DaskCluster, watcher: Any,
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str],
                                             tmp_path: Path) -> None:
@@ -302,7 +258,7 @@ def test_workers_with_other_code_are_refused(cluster: Cluster, watcher: Any,
 
 @pytest.mark.service
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_changes_nothing(cluster: Cluster, watcher: Any,
+def test_a_worker_killed_mid_run_changes_nothing(cluster: DaskCluster, watcher: Any,
                                                  tmp_path: Path) -> None:
     proc = start_on_cluster(cluster, tmp_path / "cluster")
     victim = ""
