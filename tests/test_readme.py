@@ -462,6 +462,11 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
     Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, 8-13 minutes"),
+    Rule(r"^dask (scheduler|worker) ", not_run="a Dask cluster on the reader's nodes (HOST); "
+         "tests/test_sim_cluster.py starts one on 127.0.0.1 and runs tapsim sim --cluster on it"),
+    Rule(r"^(TAPSIM_SIM_\w+=\S+ )*\.venv/bin/pytest benchmarks/test_bench_sim_cluster\.py",
+         not_run="benchmarks and a 30-seed measurement (a minute and more each); the README's "
+                 "figures come from them"),
     Rule(r"^tapsim fare price .*--format csv > charges\.csv", fare_csv),
     Rule(r"^tapsim fare price --feed city --taps fare/samples/city/taps\.csv", fare_city),
     Rule(r"^tapsim fare price --feed path/to/gtfs\.zip --taps taps\.csv --on-bad-row reject",
