@@ -89,7 +89,8 @@ WALL_NOTE = ("this machine, this run: not part of the simulated result. seconds:
              "each shard phase, summed over shards (which ran side by side on the workers); "
              "day_in_core and day_in_card_taps are parts of day. phases_cpu_s: CPU seconds of "
              "the thread that ran each shard phase (time.thread_time, wherever it ran), summed "
-             "over shards; shards_cpu_s: their total")
+             "over shards; shards_cpu_s: their total. prepare_wall_s, prepare_cpu_s: the driving "
+             "process before the shards (city, kernel calibration, shard plan)")
 
 
 def _ms(seconds: float) -> float:
@@ -146,8 +147,9 @@ def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
 
 
 def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
-          wall_seconds: float) -> dict[str, Any]:
-    """The report document (JSON-ready)."""
+          wall_seconds: float, *, prepare: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The report document (JSON-ready).  ``prepare``: the driver's (wall, CPU) seconds
+    before the shards (city, calibration, shard plan), for the ``wall`` section."""
     r = result
     taps = r.taps
     counts = dict(sorted(r.counts.items()))
@@ -188,9 +190,9 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "p95": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.95)),
             "p99": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.99)),
             "mean": _ms(hist_mean(r.latency_hist, LATENCY_BIN)),
-            "by_payment_path": {name: _latency_stats(r.latency_by_path[name])
-                                for name in PAYMENT_PATHS},
         },
+        "tap_latency_by_payment_path_ms": {name: _latency_stats(r.latency_by_path[name])
+                                           for name in PAYMENT_PATHS},
         "dwell_s": {
             "served_stops": r.served_stops,
             "mean": round(dwell_mean, 3),
@@ -270,6 +272,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
                               if not k.startswith("kernel_live")},
             "phases_cpu_s": {k: round(v, 3) for k, v in sorted(r.cpu.items())},
             "shards_cpu_s": round(sum(r.cpu.values()), 3),
+            **({"prepare_wall_s": round(prepare[0], 3), "prepare_cpu_s": round(prepare[1], 3)}
+               if prepare is not None else {}),
             "calibration": {"source": cal.source, "path": cal.path},
             **({"kernel_live_host_ms_mean": round(
                 1e3 * r.wall["kernel_live_host"] / r.wall["kernel_live_taps"], 4)}
@@ -393,7 +397,7 @@ def figures(report: Mapping[str, Any], r: ShardResult) -> dict[str, Any]:
     # Tap latency, by payment path (1 ms bins; every path in the legend, with its count).
     fig, ax = plt.subplots(figsize=(8, 4))
     per_ms = max(round(0.001 / LATENCY_BIN), 1)
-    by_path = report["tap_latency_ms"]["by_payment_path"]
+    by_path = report["tap_latency_by_payment_path_ms"]
     hists = {name: h[: len(h) // per_ms * per_ms].reshape(-1, per_ms).sum(1)
              for name, h in r.latency_by_path.items()}
     nz = np.nonzero(sum(hists.values()))[0] if hists else np.zeros(0, dtype=np.int64)
@@ -549,13 +553,13 @@ def summary_rows(report: Mapping[str, Any], machine: bool = True) -> list[tuple[
                      f"validator, {sum(ref['charges_declined_by_bank'].values()):,} charges "
                      "declined by the bank"),
         ("fares", str(report.get("pricing", {}).get("statement", "-"))),
-        ("revenue", f"{(qp['fares_priced'] + ep['fares_paid_at_gate']) / 100:,.2f} {cur}: "
-                    f"QuickPass {qp['fares_priced'] / 100:,.2f} ({share['quickpass_aggregate']:g}"
-                    f"%; charged {qp['charged_by_day_close'] / 100:,.2f} by the day close, "
-                    f"{rev['at_risk_after_day_close'] / 100:,.2f} at risk, "
-                    f"{qp['lost_first_ride'] / 100:,.2f} lost), e-purse "
-                    f"{ep['fares_paid_at_gate'] / 100:,.2f} ({share['epurse']:g}%, paid at the "
-                    "gate); cash not counted"),
+        ("revenue", f"QuickPass: priced {qp['fares_priced'] / 100:,.2f} {cur} "
+                    f"({share['quickpass_aggregate']:g}% of fares; charged "
+                    f"{qp['charged_by_day_close'] / 100:,.2f} by the day close, at risk "
+                    f"{rev['at_risk_after_day_close'] / 100:,.2f}, lost "
+                    f"{qp['lost_first_ride'] / 100:,.2f}); e-purse: "
+                    f"{ep['fares_paid_at_gate'] / 100:,.2f} {cur} paid at the gate "
+                    f"({share['epurse']:g}%); cash not counted"),
         ("back office", f"{bo['servers']} servers per shard, utilisation "
                         f"{100 * bo['utilisation']:.3g}%, "
                         f"mean wait {bo['wait_ms']['mean']:.2f} ms"),
@@ -571,7 +575,9 @@ def wall_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("wall", f"{wall.get('seconds', 0):.1f} s, {wall.get('taps_per_second') or 0:,.0f} taps/s"
                  f" on {wall.get('workers', 1)} worker(s); shards used "
                  f"{wall.get('shards_cpu_s', 0):.1f} CPU-s ("
-                 + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + ")"),
+                 + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + ")"
+                 + (f"; before them {wall['prepare_wall_s']:.1f} s, "
+                    f"{wall['prepare_cpu_s']:.1f} CPU-s" if "prepare_cpu_s" in wall else "")),
     ]
 
 
@@ -605,7 +611,7 @@ def _html(report: Mapping[str, Any], images: list[str]) -> str:
          ("", "refunds owed to purses", _yuan(ep["refunds_owed"])),
          ("", "share of all fares", f"{share['epurse']:g} %"),
          ("cash", "not counted", "-")])
-    by_path = report["tap_latency_ms"]["by_payment_path"]
+    by_path = report["tap_latency_by_payment_path_ms"]
     latency = _table(("payment path", "taps", "p50 (ms)", "p95 (ms)", "p99 (ms)", "mean (ms)"),
                      [(PATH_LABELS[n], s["taps"], s["p50"], s["p95"], s["p99"], s["mean"])
                       for n, s in by_path.items()])
