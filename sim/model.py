@@ -147,7 +147,7 @@ class ShardSim:
         self._paths: array[int] = array("b")  # each tap's payment path, beside its latency
         self._dwells: array[float] = array("d")
         self._seq = [0] * len(self.buses)
-        self.t_core = 0.0  # CPU seconds inside the real core (issuer, back office, fares)
+        self.t_core = 0.0  # wall-clock s inside the real core (issuer, back office, fares)
         self.t_card = 0.0  # ... inside the card taps (kernel samples or runs, card crypto)
         self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
         # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
