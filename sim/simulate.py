@@ -94,9 +94,10 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
     """Run the fleet of ``city_spec`` under ``cfg``; the report and the merged figures."""
     from sim import core as real_core  # noqa: PLC0415
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     p = prepare(city_spec, cfg, token_key=token_key, recalibrate=recalibrate,
                 calibration_dir=calibration_dir, core_factory=core_factory)
+    prepared = (time.perf_counter() - t0, time.process_time() - c0)
     workers = min(workers, len(p.jobs))
     result = run_jobs(p.jobs, workers, progress)
     wall = time.perf_counter() - t0
@@ -109,4 +110,5 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int = 1,
         wired=real_core.wired(p.factory, flat_fare=p.pricing["source"] == "flat fare"),
         pricing=p.pricing,
     )
-    return SimRun(build(result, cfg, p.calibration, info, wall), result, p.calibration, city)
+    return SimRun(build(result, cfg, p.calibration, info, wall, prepare=prepared), result,
+                  p.calibration, city)
