@@ -107,6 +107,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
         },
         "wired": dict(info.wired),
         "pricing": {**info.pricing, "revenue_counts": REVENUE_COUNTS},
+        "service_calibration": {**asdict(cfg.service_calibration), "tap_latency_law": {
+            "quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}},
         "latency_source": {
             "fidelity": cfg.fidelity,
             "statement": _latency_statement(cfg, cal),
@@ -375,6 +377,8 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
                         f"p99 {lat['p99']:.1f} ms ({report['latency_source']['fidelity']})"),
         ("dwell", f"mean {dw['mean']:.2f} s, +{dw['payment_increase']:.2f} s "
                   f"(+{dw['payment_increase_pct']}%) from payment"),
+        ("calibration", f"{report['service_calibration']['name']} "
+                        f"({report['service_calibration']['source']})"),
         ("uplink", f"{up['outages']:,} outages, {up['journaled_taps']:,} taps journaled, "
                    f"max backlog {up['backlog_max_journal_taps']:,} on buses"),
         ("deny list", f"{deny['additions']:,} additions, reach every bus in "
