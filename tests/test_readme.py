@@ -275,7 +275,7 @@ def sim_config(ran: Ran, ctx: Ctx) -> None:
         assert report["service_calibration"]["tap_latency_law"]["quickpass"] == "kernel"
         return
     report = _report(ran.cwd / "sim-report" / "report.json")
-    assert report["service_calibration"] == {  # type: ignore[comparison-overlap]
+    assert report["service_calibration"] == {
         "name": "field-2026", "source": "sim/calibrations/field-2026.toml",
         "tap_latency_law": {"quickpass": "field", "epurse": "kernel"}}
     assert re.search(r"calibration\s+field-2026 \(sim/calibrations/field-2026\.toml\)",
