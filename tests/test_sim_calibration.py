@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim.calibration import calibrate
 from sim.config import (
     CalibrationRef,
     SimConfig,
@@ -29,7 +30,7 @@ from sim.config import (
 )
 from sim.dwell import DwellConfig, dwell
 from sim.errors import ConfigError
-from sim.latency import TFL_BUS_2013, LatencyMode, PhysicalModel, field_sample
+from sim.latency import TFL_BUS_2013, LatencyMode, PhysicalModel, class_draw, field_sample
 from sim.population import PopulationConfig
 from sim.simulate import simulate
 from tapsim.cli import main
@@ -99,6 +100,29 @@ def test_field_latency_reaches_the_simulated_taps() -> None:
     assert r["service_calibration"]["name"] == "field-2026"
     assert r["service_calibration"]["tap_latency_law"] == {"quickpass": "field",
                                                            "epurse": "kernel"}
+
+
+def test_each_card_class_takes_its_paths_law() -> None:
+    cal = calibrate(SimConfig().date, 20, 200, b"t" * 16, directory=CALIBRATION_DIR)
+    model = PhysicalModel()
+    rng = np.random.default_rng(3)
+
+    def mean_ms(name: str) -> float:
+        return float(class_draw(name, cal.classes[name], cal.classes, rng, model)(100_000)
+                     .mean()) * 1e3
+
+    field = float(field_sample(TFL_BUS_2013, rng, 100_000).mean()) * 1e3
+    for kind in ("ss-sm", "ss-rsa", "bank"):
+        assert mean_ms(kind) == pytest.approx(field, abs=3.0)
+        assert mean_ms(f"{kind}/expired") == pytest.approx(field, abs=3.0)
+    # A purse too short: the kernel's purse attempt, then a QuickPass tap from the field.
+    short, plain = cal.classes["ss-sm/epurse-short"], cal.classes["ss-sm"]
+    extra = float(np.median(short.latencies(model)) - np.median(plain.latencies(model))) * 1e3
+    assert extra > 0
+    assert mean_ms("ss-sm/epurse-short") == pytest.approx(field + extra, abs=3.0)
+    # The purse itself keeps the kernel's model (no field figure).
+    purse = cal.classes["ss-sm/epurse"].latencies(model).mean() * 1e3
+    assert mean_ms("ss-sm/epurse") == pytest.approx(purse, rel=0.05)
 
 
 def test_legacy_calibration_keeps_the_kernel_latency() -> None:
