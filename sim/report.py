@@ -135,6 +135,16 @@ def refusals(declines: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, i
 
 
 def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
+    laws = {"quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}
+    if "field" in laws.values():
+        fielded = " and ".join(p for p, law in laws.items() if law == "field")
+        kernel = " and ".join(p for p, law in laws.items() if law == "kernel")
+        return (f"field: {fielded} taps draw their latency from the field law of the service "
+                f"calibration {cfg.service_calibration.name!r} (service_calibration."
+                "tap_latency_law; sim/README.md, Calibration); outcome and cryptogram still "
+                f"come from {cfg.calibration_samples} real kernel taps per card class "
+                f"(calibration of {cal.created})"
+                + (f"; {kernel} taps draw from those kernel timings." if kernel else "."))
     if cfg.fidelity == "full":
         return ("full: every tap ran the real kernel (emv.kernel) against the rider's own "
                 "virtual card; outcome, cryptogram and the APDUs exchanged come from that run. "
@@ -177,6 +187,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
         },
         "wired": dict(info.wired),
         "pricing": {**info.pricing, "revenue_counts": REVENUE_COUNTS},
+        "service_calibration": {**asdict(cfg.service_calibration), "tap_latency_law": {
+            "quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}},
         "latency_source": {
             "fidelity": cfg.fidelity,
             "statement": _latency_statement(cfg, cal),
@@ -543,6 +555,8 @@ def summary_rows(report: Mapping[str, Any], machine: bool = True) -> list[tuple[
                         f"p99 {lat['p99']:.1f} ms ({report['latency_source']['fidelity']})"),
         ("dwell", f"mean {dw['mean']:.2f} s, +{dw['payment_increase']:.2f} s "
                   f"(+{dw['payment_increase_pct']}%) from payment"),
+        ("calibration", f"{report['service_calibration']['name']} "
+                        f"({report['service_calibration']['source']})"),
         ("uplink", f"{up['outages']:,} outages, down {100 * up['down_fraction']:.2f}% of the "
                    f"time (configured {100 * up['down_fraction_configured']:.2f}%), "
                    f"{up['period']['from']}-{up['period']['to']}; "
