@@ -9,6 +9,12 @@ back the journal is sent and the deny-list changes published meanwhile arrive.
 at time t?" exactly, from the time each entry was published and the bus's own outage
 history: an entry reaches a bus ``latency`` after it is published, or after the outage it
 was published in ends.
+
+The outage statistics (:attr:`Links.outages`, :attr:`Links.down_seconds`) cover the service
+period only: the links keep cycling while journals and queues drain after the last trip, but
+what happens then is not the service the riders had.  An outage counts if it begins before
+service ends (one in progress when service starts begins at its start), and its down time is
+clipped to the service period.
 """
 
 from __future__ import annotations
@@ -54,16 +60,21 @@ class LinkConfig:
 
 
 class Links:
-    """Link state of every bus of a shard: current outage end and outage history."""
+    """Link state of every bus of a shard: current outage end and outage history.
 
-    def __init__(self, cfg: LinkConfig, buses: int) -> None:
+    ``service`` is the period the statistics cover, ``(start, end)`` in simulated seconds
+    (default: all of it)."""
+
+    def __init__(self, cfg: LinkConfig, buses: int,
+                 service: tuple[float, float] = (-math.inf, math.inf)) -> None:
         self.cfg = cfg
+        self.service = service
         self.down_until: NDArray[np.float64] = np.zeros(buses)  # 0 while up
         self._until: list[float] = [0.0] * buses  # the same, for one bus at a time (faster)
         self._starts: list[array[float]] = [array("d") for _ in range(buses)]
         self._ends: list[array[float]] = [array("d") for _ in range(buses)]
-        self.outages = 0
-        self.down_seconds = 0.0
+        self.outages = 0  # outages overlapping the service period
+        self.down_seconds = 0.0  # bus-seconds down within the service period
 
     def is_up(self, bus: int, now: float) -> bool:
         return self._until[bus] <= now
@@ -72,11 +83,14 @@ class Links:
         self.down_until[bus] = self._until[bus] = until
         self._starts[bus].append(now)
         self._ends[bus].append(until)
-        self.outages += 1
+        start, end = self.service
+        clipped = min(until, end) - max(now, start)
+        if clipped > 0.0:
+            self.outages += 1
+            self.down_seconds += clipped
 
     def come_up(self, bus: int, now: float, since: float) -> None:
         self.down_until[bus] = self._until[bus] = 0.0
-        self.down_seconds += now - since
 
     def delivered(self, bus: int, published: float) -> float:
         """When a message published at ``published`` reaches ``bus``."""

@@ -2,12 +2,14 @@
 
 TCQSM (Transit Capacity and Quality of Service Manual, 3rd ed., ch. 6): dwell
 ``t_d = P_a * t_a + P_b * t_b + t_oc`` per door channel.  Here ``t_b`` is built per rider
-from the payment path: a walk-on time every rider needs (the pre-paid boarding figure,
-2.5 s) plus what paying adds: handling the card or the coins, and for a card the tap itself,
-whose latency comes from the real kernel (sampled or run, see ``sim.latency``).  Boarders
-spread over the front door's validators, alighters over the rear door's channels.  With
-``simultaneous`` the two doors work at once and the slower sets the dwell (TCQSM's rule for
-separate doors); without it (the default, the formula above) they add up.
+from the payment path: a walk-on time every rider needs plus what paying adds: handling the
+card or the coins, and for a card the tap itself, whose latency comes from the field's
+measured distribution or the real kernel's model (``sim.latency``).  Boarders spread over the
+front door's validators, alighters over the rear door's channels.  The doors are separate
+streams, so by TCQSM's rule for separate doors the busier one sets the dwell:
+``t_d = max(t_alight, t_board) + t_oc`` (``simultaneous``, the default); with
+``simultaneous = false`` the two add up, as for riders who board and alight through one door.
+The defaults and where each figure comes from: sim/README.md, "Calibration".
 
 The dwell attributable to payment is the dwell minus the dwell of the same riders boarding
 with nothing to pay (walk-on time only).
@@ -24,16 +26,18 @@ PATHS = ("cemv", "tunion", "cash")  # contactless bank card, T-Union e-purse, ca
 
 @dataclass(frozen=True, slots=True)
 class DwellConfig:
-    t_alight: float = 2.1  # s per alighting rider per channel (TCQSM 2.1-3.3)
-    t_walk: float = 2.5  # s per boarding rider with nothing to pay (TCQSM pre-paid)
-    handle_cemv: float = 0.6  # s to present a bank card, on top of the tap latency
-    handle_tunion: float = 0.5  # s to present a transit card, on top of the tap latency
-    handle_cash: float = 1.5  # s to pay coins into the farebox (TCQSM cash 4.0 = 2.5 + 1.5)
+    # The field-2026 calibration (sim/calibrations/field-2026.toml holds the same values and
+    # a test keeps them equal; sim/README.md, "Calibration", gives each figure's source).
+    t_alight: float = 2.1  # s per alighting rider per channel (TCQSM 2.1-3.3; not re-checked)
+    t_walk: float = 1.5  # s per boarding rider with nothing to pay (Chen et al. 2020, 2 queues)
+    handle_cemv: float = 0.87  # s to present a bank card: Bian's 1.40 s less the tap, 0.53 s
+    handle_tunion: float = 1.16  # s for a transit card: Bian's 1.25 s less the kernel's tap
+    handle_cash: float = 2.5  # s to pay coins: TCQSM's cash 4.0 s less the walk-on 1.5 s
     decline_retry: float = 3.0  # s lost when a tap is refused (retry, then another way)
     door_time: float = 4.0  # t_oc: door opening and closing, s (TCQSM 2-5)
     validators: int = 2  # boarding channels at the front door
     alight_channels: int = 2  # rear door
-    simultaneous: bool = False
+    simultaneous: bool = True  # separate doors: the busier sets the dwell (TCQSM)
 
     def __post_init__(self) -> None:
         for name in ("t_alight", "t_walk", "handle_cemv", "handle_tunion", "handle_cash",

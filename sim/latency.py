@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,8 +54,71 @@ GPO_INS = 0xA8
 
 
 @dataclass(frozen=True, slots=True)
+class LatencyMode:
+    """One mode of the field's tap-latency mixture: a shifted lognormal, in milliseconds.
+
+    A draw is ``shift_ms + median_ms * exp(sigma * Z)`` (Z standard normal): nothing below
+    ``shift_ms``, half of the mode's taps below ``shift_ms + median_ms``, a right tail whose
+    length ``sigma`` sets.  Its peak is at ``shift_ms + median_ms * exp(-sigma**2)``."""
+
+    weight: float
+    shift_ms: float
+    median_ms: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ConfigError("tap_latency.field: weight must be positive")
+        if self.shift_ms < 0 or not self.median_ms > 0:
+            raise ConfigError("tap_latency.field: shift_ms must not be negative and median_ms "
+                              "must be positive")
+        if not 0 < self.sigma <= 3:
+            raise ConfigError("tap_latency.field: sigma must be in (0, 3]")
+
+    @property
+    def peak_ms(self) -> float:
+        return self.shift_ms + self.median_ms * math.exp(-self.sigma ** 2)
+
+    @property
+    def mean_ms(self) -> float:
+        return self.shift_ms + self.median_ms * math.exp(self.sigma ** 2 / 2)
+
+
+# TfL's contactless EMV taps on London buses, as Consult Hyperion reported them (mean ~530 ms,
+# main peak 545 ms, smaller peaks at 420 and 490 ms, a long tail beyond 900 ms: see
+# sim/README.md, "Calibration"), fitted as a mixture of four shifted lognormals (the fit, its
+# targets and what it gives are in the README; tests/test_sim_calibration.py checks them).
+TFL_BUS_2013: tuple[LatencyMode, ...] = (
+    LatencyMode(weight=0.16, shift_ms=340.0, median_ms=83.0, sigma=0.2),  # fast cards: 420 ms
+    LatencyMode(weight=0.20, shift_ms=400.0, median_ms=94.0, sigma=0.2),  # 490 ms peak
+    LatencyMode(weight=0.61, shift_ms=460.0, median_ms=95.0, sigma=0.3),  # the main peak, 545
+    LatencyMode(weight=0.03, shift_ms=450.0, median_ms=293.0, sigma=0.4),  # slow cards: tail
+)
+
+LATENCY_LAWS = ("kernel", "field")
+
+
+def field_sample(modes: tuple[LatencyMode, ...], rng: np.random.Generator,
+                 n: int) -> NDArray[np.float64]:
+    """``n`` draws (seconds) from the mixture ``modes``, vectorised: one uniform picks each
+    draw's mode, one normal its value."""
+    weights = np.array([m.weight for m in modes])
+    cum = np.cumsum(weights / weights.sum())
+    cum[-1] = 1.0
+    pick = np.searchsorted(cum, rng.random(n), side="right")
+    shift = np.array([m.shift_ms for m in modes])[pick]
+    median = np.array([m.median_ms for m in modes])[pick]
+    sigma = np.array([m.sigma for m in modes])[pick]
+    out: NDArray[np.float64] = (shift + median * np.exp(sigma * rng.standard_normal(n))) * 1e-3
+    return out
+
+
+@dataclass(frozen=True, slots=True)
 class PhysicalModel:
-    """What the kernel's host time leaves out: radio and card chip (seconds)."""
+    """What the kernel's host time leaves out: radio and card chip (seconds); and, per payment
+    path, whether a tap's latency is that kernel model's (``"kernel"``) or a draw from the
+    field's measured distribution (``"field"``: the mixture ``field``, plus what the kernel
+    says a purse-short fallback adds over a plain QuickPass tap)."""
 
     bitrate: float = 106_000.0  # ISO/IEC 14443 base rate, bit/s
     bits_per_byte: float = 9.0  # 8 data bits + parity (type A)
@@ -68,11 +133,21 @@ class PhysicalModel:
     terminal_cpu_factor: float = 1.0  # validator CPU time / this machine's
     retransmit_p: float = 0.03  # chance an exchange's frame is lost and sent again
     retransmit_cost: float = 0.0048  # s: frame waiting time (FWI 4) before the resend
+    quickpass: str = "field"  # latency law of taps on the QuickPass path (and fallbacks)
+    epurse: str = "kernel"  # of T-Union e-purse purchases (no field figure found: kernel)
+    field: tuple[LatencyMode, ...] = TFL_BUS_2013
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            if getattr(self, f.name) < 0:
+            value = getattr(self, f.name)
+            if isinstance(value, float | int) and value < 0:
                 raise ConfigError(f"latency.{f.name} must not be negative")
+        for path in ("quickpass", "epurse"):
+            if getattr(self, path) not in LATENCY_LAWS:
+                raise ConfigError(f"tap_latency.{path} must be one of {', '.join(LATENCY_LAWS)}, "
+                                  f"not {getattr(self, path)!r}")
+        if "field" in (self.quickpass, self.epurse) and not self.field:
+            raise ConfigError("tap_latency.field: a field law needs at least one mode")
         if self.bitrate <= 0:
             raise ConfigError("latency.bitrate must be positive")
         if self.retransmit_p > 1:
@@ -229,6 +304,33 @@ class ClassCalibration:
             "kernel_host_ms": {q: round(float(np.quantile(self.host_seconds, p)) * 1e3, 4)
                                for q, p in (("p50", 0.5), ("p99", 0.99))},
         }
+
+
+def law_of(c: ClassCalibration, model: PhysicalModel) -> str:
+    """The latency law of a class's taps: the e-purse path's for purse purchases, else the
+    QuickPass path's (which a purse too short for the fare falls back to)."""
+    return model.epurse if c.epurse else model.quickpass
+
+
+def fallback_extra(name: str, c: ClassCalibration, classes: Mapping[str, ClassCalibration],
+                   model: PhysicalModel) -> float:
+    """Seconds a class's kernel taps take over the plain QuickPass tap of the same card kind
+    (medians, never negative): the purse attempt before a purse-short fallback.  A field
+    draw stands for a whole QuickPass tap, so this is what a fallback adds to it."""
+    base = classes.get(name.split("/", 1)[0])
+    if base is None or base is c:
+        return 0.0
+    return max(0.0, float(np.median(c.latencies(model)) - np.median(base.latencies(model))))
+
+
+def class_draw(name: str, c: ClassCalibration, classes: Mapping[str, ClassCalibration],
+               rng: np.random.Generator,
+               model: PhysicalModel) -> Callable[[int], NDArray[np.float64]]:
+    """``n`` latencies (seconds) of class ``name`` at a time, under its path's law."""
+    if law_of(c, model) == "kernel":
+        return lambda n: c.sample(rng, model, n)
+    modes, extra = model.field, fallback_extra(name, c, classes, model)
+    return lambda n: field_sample(modes, rng, n) + extra
 
 
 def terminal_config(token_key: bytes, epurse: bool = False) -> TerminalConfig:

@@ -45,10 +45,15 @@ from sim.population import (
 from sim.queueing import BackOfficeQueue
 from sim.randoms import Uniforms
 from sim.results import (
+    DECLINED,
     DWELL_BIN,
     DWELL_BINS,
+    EPURSE,
     LATENCY_BIN,
     LATENCY_BINS,
+    PAYMENT_PATHS,
+    QUICKPASS_OFFLINE,
+    QUICKPASS_ONLINE,
     WAIT_BIN,
     WAIT_BINS,
     ShardResult,
@@ -80,6 +85,19 @@ class StopVisit(NamedTuple):
     run: float  # to the next stop
 
 
+class TapTrace(NamedTuple):
+    """One tap as it happened (kept with ``trace``, for checks of the report's figures)."""
+
+    bus: int
+    time: float  # simulated seconds
+    card: int
+    path: int  # sim.results.PAYMENT_PATHS index
+    latency: float  # s
+    epurse_fare: int  # fen paid from the purse at the gate (0 unless the purse paid)
+    epurse_refund: int  # fen owed back to the purse (a negative fare at the gate)
+    refusal: str | None  # the gate's reason, when the validator refused the tap
+
+
 class ShardSim:
     """One shard: its buses, riders, links, back-office queue and transaction core."""
 
@@ -103,7 +121,7 @@ class ShardSim:
         self.progress = progress
         self.env = simpy.Environment(initial_time=cfg.start)
         self.t0 = dt.datetime.combine(cfg.date, dt.time(0), tzinfo=city.timezone)
-        self.links = Links(cfg.link, len(self.buses))
+        self.links = Links(cfg.link, len(self.buses), (cfg.start, cfg.horizon))
         self.deny = DenyView(self.links)
         self.queue = BackOfficeQueue(self.env, cfg.backoffice.servers, cfg.backoffice.service,
                                      rng)
@@ -126,14 +144,16 @@ class ShardSim:
         self.journal_taps = 0
         self.queued_taps = 0
         self._latencies: array[float] = array("d")
+        self._paths: array[int] = array("b")  # each tap's payment path, beside its latency
         self._dwells: array[float] = array("d")
         self._seq = [0] * len(self.buses)
-        self.t_core = 0.0  # CPU seconds inside the real core (issuer, back office, fares)
+        self.t_core = 0.0  # wall-clock s inside the real core (issuer, back office, fares)
         self.t_card = 0.0  # ... inside the card taps (kernel samples or runs, card crypto)
         self._vid = [f"V{shard:02d}-{i:05d}" for i in range(len(self.buses))]
         # With ``trace``: every stop a bus served, for checks (bus, stop index, arrival, riders
         # off, riders on, seconds paying on, seconds paying off, dwell).
         self.stops: list[StopVisit] | None = [] if trace else None
+        self.tap_log: list[TapTrace] | None = [] if trace else None  # every tap, with ``trace``
         self.policy = TapPolicy()
         self._started: list[Generator[Any, Any, None]] = []  # the processes run() started
         self._verdicts: dict[tuple[int, bool], tuple[TapResult, Verdict]] = {}
@@ -171,7 +191,7 @@ class ShardSim:
     # --- processes ----------------------------------------------------------------------
 
     def run(self) -> ShardResult:
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.thread_time()
         env, cfg = self.env, self.cfg
         started = self._started
         for b, bus in enumerate(self.buses):
@@ -182,7 +202,7 @@ class ShardSim:
         for process in started:
             env.process(process)
         env.run(until=cfg.horizon)
-        t_day = time.perf_counter()
+        t_day, c_day = time.perf_counter(), time.thread_time()
         # Whatever is still journaled or queued arrives once links are back (buses stopped).
         env.run(until=cfg.horizon + DRAIN)
         for b, journal in enumerate(self.journals):
@@ -191,13 +211,18 @@ class ShardSim:
                 self.journals[b] = []
         self.res.counts["delivered_after_drain"] += self.journal_taps
         self.journal_taps = 0
-        t_drain = time.perf_counter()
+        t_drain, c_drain = time.perf_counter(), time.thread_time()
         self._settle()
-        t_end = time.perf_counter()
+        t_end, c_end = time.perf_counter(), time.thread_time()
         self._finish()
+        # Wall clock (perf_counter) and this thread's CPU time (thread_time: the shard's own,
+        # even where a worker runs several shards in threads); the parts of the day inside
+        # the core and the card taps are timed per call, by the cheaper wall clock.
         self.res.wall.update({"day": t_day - t_start, "drain": t_drain - t_day,
                               "settle": t_end - t_drain, "day_in_core": self.t_core,
                               "day_in_card_taps": self.t_card})
+        self.res.cpu.update({"day": c_day - c_start, "drain": c_drain - c_day,
+                             "settle": c_end - c_drain})
         self.stop()
         return self.res
 
@@ -367,8 +392,10 @@ class ShardSim:
         vid = self._vid[b]
         tap_id = f"{vid}:{seq}"
         # Offline, the tap may reach the core after its state has moved: always a real one.
-        crypt = not self.links.is_up(b, now) or self.core.needs_cryptogram(card.token)
+        online = self.links.is_up(b, now)
+        crypt = not online or self.core.needs_cryptogram(card.token)
         t0 = perf_counter()
+        fare = 0
         if self._path[c] == CEMV:
             ct = self.taps.quickpass(card, atc, self.cfg.kernel_amount, when, self.u, crypt)
             secs = self.cfg.dwell.handle_cemv + ct.latency
@@ -385,9 +412,11 @@ class ShardSim:
             if ct.epurse:
                 self.core.epurse_commit(quote)
                 self._balance[c] = ct.balance_after
-                res.money["epurse_fares"] += max(quote.fare, 0)
-                res.money["epurse_refunds_owed"] += max(-quote.fare, 0)
-        self._latencies.append(ct.latency)
+                fare = quote.fare
+                res.money["epurse_fares"] += max(fare, 0)
+                res.money["epurse_refunds_owed"] += max(-fare, 0)
+        latency = ct.latency
+        self._latencies.append(latency)
         counts["taps"] += 1
         # The validator's verdict (terminal.decisions): the card's word, then the deny list
         # (as this bus knows it; never for a tap-off, nor for the closed-loop purse).
@@ -400,7 +429,15 @@ class ShardSim:
                 reason = f"{'kernel' if not ct.accepted else 'validator'}: {verdict.reason}"
             res.gate_declines[reason] += 1
             counts["declined_at_gate"] += 1
+            self._paths.append(DECLINED)
+            if self.tap_log is not None:
+                self.tap_log.append(TapTrace(b, now, c, DECLINED, latency, 0, 0, reason))
             return -secs
+        path = EPURSE if ct.epurse else QUICKPASS_ONLINE if online else QUICKPASS_OFFLINE
+        self._paths.append(path)
+        if self.tap_log is not None:
+            self.tap_log.append(TapTrace(b, now, c, path, latency, max(fare, 0), max(-fare, 0),
+                                         None))
         if ct.epurse:
             counts["taps_epurse"] += 1
             return secs
@@ -521,6 +558,9 @@ class ShardSim:
         res.population = self.pop.counts()
         lat = np.frombuffer(self._latencies, dtype=float)
         res.latency_hist = histogram(lat, LATENCY_BIN, LATENCY_BINS)
+        paths = np.frombuffer(self._paths, dtype=np.int8)
+        res.latency_by_path = {name: histogram(lat[paths == k], LATENCY_BIN, LATENCY_BINS)
+                               for k, name in enumerate(PAYMENT_PATHS)}
         res.dwell_hist = histogram(np.frombuffer(self._dwells, dtype=float), DWELL_BIN,
                                    DWELL_BINS)
         res.wait_hist = histogram(np.frombuffer(self.queue.waits, dtype=float), WAIT_BIN,

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import tempfile
+import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from sim.errors import SimError
 from sim.results import (
     DWELL_BIN,
     LATENCY_BIN,
+    PAYMENT_PATHS,
     WAIT_BIN,
     ShardResult,
     hist_mean,
@@ -62,11 +64,87 @@ class RunInfo:
     pricing: Mapping[str, object] = field(default_factory=dict)  # sim.core.pricing
 
 
+# What an operator calls each payment path (sim.results.PAYMENT_PATHS), for plots and pages.
+PATH_LABELS = {
+    "quickpass_online": "QuickPass, link up (sent at once)",
+    "quickpass_offline": "QuickPass, link down (journaled)",
+    "epurse": "T-Union e-purse (paid at the gate)",
+    "declined_at_gate": "refused at the validator (any card)",
+}
+
+UPLINK_PERIOD = ("service hours only: outages that overlap them (one in progress when service "
+                 "starts included), down time clipped to them; the drain after the last trip, "
+                 "while journals and the queue empty, is not counted")
+
+REFUSALS_COUNT = ("each refusal once: a tap the validator refused (the rider pays cash "
+                  "instead), or a charge the bank declined (day close or recovery); the deny-list "
+                  "additions that follow a bank's refusal are its consequence, not refusals of "
+                  "their own, and are listed apart")
+
+BACKLOG_IN_FLIGHT = ("taps sent over the link and not yet ingested by the core: on the link, "
+                     "waiting for a back-office server or in service")
+
+WALL_NOTE = ("this machine, this run: not part of the simulated result. seconds: the run's "
+             "wall clock (calibration, shards, merge). phases_wall_s: wall-clock seconds of "
+             "each shard phase, summed over shards (which ran side by side on the workers); "
+             "day_in_core and day_in_card_taps are parts of day. phases_cpu_s: CPU seconds of "
+             "the thread that ran each shard phase (time.thread_time, wherever it ran), summed "
+             "over shards; shards_cpu_s: their total. prepare_wall_s, prepare_cpu_s: the driving "
+             "process before the shards (city, kernel calibration, shard plan)")
+
+
 def _ms(seconds: float) -> float:
     return round(seconds * 1e3, 3)
 
 
+def clock(seconds: float) -> str:
+    """A time of the service day as an operator reads it: ``07:30``, ``00:15 (+1 day)``."""
+    minutes = round(seconds / 60.0)
+    h, m = divmod(minutes, 60)
+    return f"{h % 24:02d}:{m:02d}" + (f" (+{h // 24} day)" if h >= 24 else "")
+
+
+def _latency_stats(hist: Any) -> dict[str, Any]:
+    return {"taps": int(hist.sum()),
+            "p50": _ms(quantile(hist, LATENCY_BIN, 0.50)),
+            "p95": _ms(quantile(hist, LATENCY_BIN, 0.95)),
+            "p99": _ms(quantile(hist, LATENCY_BIN, 0.99)),
+            "mean": _ms(hist_mean(hist, LATENCY_BIN))}
+
+
+def gate_label(reason: str) -> str:
+    """A validator's refusal reason in an operator's words (``kernel: card-expired`` ->
+    ``card expired (card reader)``)."""
+    if reason == "deny-listed at the validator":
+        return "card on the deny list"
+    who, _, why = reason.partition(": ")
+    where = {"kernel": "card reader", "validator": "validator"}.get(who)
+    if where is None or not why:
+        return reason.replace("-", " ")
+    return f"{why.replace('-', ' ')} ({where})"
+
+
+def refusals(declines: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Each refusal once, by who refused and why (see ``REFUSALS_COUNT``)."""
+    gate: dict[str, int] = {}
+    for reason, n in declines["at_gate"].items():
+        label = gate_label(reason)
+        gate[label] = gate.get(label, 0) + n
+    return {"taps_refused_at_validator": dict(sorted(gate.items(), key=lambda kv: -kv[1])),
+            "charges_declined_by_bank": dict(declines["charges_by_issuer"])}
+
+
 def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
+    laws = {"quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}
+    if "field" in laws.values():
+        fielded = " and ".join(p for p, law in laws.items() if law == "field")
+        kernel = " and ".join(p for p, law in laws.items() if law == "kernel")
+        return (f"field: {fielded} taps draw their latency from the field law of the service "
+                f"calibration {cfg.service_calibration.name!r} (service_calibration."
+                "tap_latency_law; sim/README.md, Calibration); outcome and cryptogram still "
+                f"come from {cfg.calibration_samples} real kernel taps per card class "
+                f"(calibration of {cal.created})"
+                + (f"; {kernel} taps draw from those kernel timings." if kernel else "."))
     if cfg.fidelity == "full":
         return ("full: every tap ran the real kernel (emv.kernel) against the rider's own "
                 "virtual card; outcome, cryptogram and the APDUs exchanged come from that run. "
@@ -79,8 +157,9 @@ def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
 
 
 def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
-          wall_seconds: float) -> dict[str, Any]:
-    """The report document (JSON-ready)."""
+          wall_seconds: float, *, prepare: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The report document (JSON-ready).  ``prepare``: the driver's (wall, CPU) seconds
+    before the shards (city, calibration, shard plan), for the ``wall`` section."""
     r = result
     taps = r.taps
     counts = dict(sorted(r.counts.items()))
@@ -101,12 +180,15 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
                  "stops": info.stops, "patterns": info.patterns, "blocks": info.blocks},
         "run": {
             "seed": cfg.seed, "date": cfg.date.isoformat(), "start_hour": cfg.start_hour,
-            "hours": cfg.hours, "buses": info.buses, "replicas": info.replicas,
+            "hours": cfg.hours, "service": f"{clock(cfg.start)}-{clock(cfg.horizon)}",
+            "buses": info.buses, "replicas": info.replicas,
             "shards": info.shards, "fidelity": cfg.fidelity, "trips": r.trips,
             "cards": r.cards, "cards_seen": r.cards_seen,
         },
         "wired": dict(info.wired),
         "pricing": {**info.pricing, "revenue_counts": REVENUE_COUNTS},
+        "service_calibration": {**asdict(cfg.service_calibration), "tap_latency_law": {
+            "quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}},
         "latency_source": {
             "fidelity": cfg.fidelity,
             "statement": _latency_statement(cfg, cal),
@@ -122,6 +204,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "p99": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.99)),
             "mean": _ms(hist_mean(r.latency_hist, LATENCY_BIN)),
         },
+        "tap_latency_by_payment_path_ms": {name: _latency_stats(r.latency_by_path[name])
+                                           for name in PAYMENT_PATHS},
         "dwell_s": {
             "served_stops": r.served_stops,
             "mean": round(dwell_mean, 3),
@@ -134,14 +218,20 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "model": asdict(cfg.dwell),
         },
         "uplink": {
+            "period": {"from": clock(cfg.start), "to": clock(cfg.horizon),
+                       "seconds": round(horizon, 3), "counts": UPLINK_PERIOD},
             "availability_configured": round(cfg.link.availability, 5),
+            "down_fraction_configured": round(1.0 - cfg.link.availability, 5),
             "outages": r.link_outages,
             "down_fraction": round(r.link_down_seconds / (r.buses * horizon), 5)
             if r.buses and horizon else 0.0,
             "journaled_taps": int(r.counts["journaled"]),
             "backlog_max_journal_taps": int(r.backlog_journal.max()) if series else 0,
-            "backlog_max_queue_taps": int(r.backlog_queue.max()) if series else 0,
-            "backlog": {"every_s": cfg.sample_every, "columns": ["t_s", "journal", "queue"],
+            "backlog_max_in_flight_taps": int(r.backlog_queue.max()) if series else 0,
+            "backlog": {"every_s": cfg.sample_every,
+                        "columns": ["t_s", "journal", "in_flight"],
+                        "journal": "taps journaled on buses whose link is down",
+                        "in_flight": BACKLOG_IN_FLIGHT,
                         "series": series},
         },
         "deny_list": {
@@ -164,11 +254,15 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "settle_days": cfg.settle_days,
             "epurse_fares": money.get("epurse_fares", 0),
             "epurse_refunds_owed": money.get("epurse_refunds_owed", 0),
+            "by_payment_path": _by_path(money),
         },
         "declines": {
             "at_gate": dict(r.gate_declines.most_common()),
             "charges_by_issuer": dict(r.issuer_declines.most_common()),
             "deny_list_additions_by_reason": dict(r.deny_reasons.most_common()),
+            "refusals": refusals({"at_gate": dict(r.gate_declines.most_common()),
+                                  "charges_by_issuer": dict(r.issuer_declines.most_common())}),
+            "refusals_count": REFUSALS_COUNT,
         },
         "core": {"events": dict(r.core_events.most_common()), "alerts": dict(r.alerts)},
         "backoffice": {
@@ -183,16 +277,45 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
         },
         "population": r.population,
         "wall": {
+            "note": WALL_NOTE,
             "seconds": round(wall_seconds, 3),
             "taps_per_second": round(taps / wall_seconds, 1) if wall_seconds > 0 else None,
             "workers": info.workers,
-            "phases_cpu_s": {k: round(v, 3) for k, v in sorted(r.wall.items())},
+            "phases_wall_s": {k: round(v, 3) for k, v in sorted(r.wall.items())
+                              if not k.startswith("kernel_live")},
+            "phases_cpu_s": {k: round(v, 3) for k, v in sorted(r.cpu.items())},
+            "shards_cpu_s": round(sum(r.cpu.values()), 3),
+            **({"prepare_wall_s": round(prepare[0], 3), "prepare_cpu_s": round(prepare[1], 3)}
+               if prepare is not None else {}),
             "calibration": {"source": cal.source, "path": cal.path},
             **({"kernel_live_host_ms_mean": round(
                 1e3 * r.wall["kernel_live_host"] / r.wall["kernel_live_taps"], 4)}
                if r.wall.get("kernel_live_taps") else {}),
         },
     }
+
+
+def _by_path(money: Mapping[str, int]) -> dict[str, Any]:
+    """Fare revenue by how it was paid (fen): the QuickPass aggregates charged to the bank
+    account through the back office, and the e-purse fares paid on the card at the gate."""
+    day_charged = money.get("day_charged", 0)
+    quickpass = {
+        "fares_priced": money.get("day_fares", 0),
+        "charged_by_day_close": day_charged,
+        "recovered_after_day": money.get("final_charged", day_charged) - day_charged,
+        "lost_first_ride": money.get("final_first_ride_loss", 0),
+        "still_outstanding": money.get("final_receivable", money.get("day_receivable", 0)),
+    }
+    epurse = {"fares_paid_at_gate": money.get("epurse_fares", 0),
+              "refunds_owed": money.get("epurse_refunds_owed", 0)}
+    total = quickpass["fares_priced"] + epurse["fares_paid_at_gate"]
+    return {"quickpass_aggregate": quickpass, "epurse": epurse,
+            "share_of_fares_pct": {
+                "quickpass_aggregate": round(100 * quickpass["fares_priced"] / total, 2)
+                if total else 0.0,
+                "epurse": round(100 * epurse["fares_paid_at_gate"] / total, 2)
+                if total else 0.0},
+            "cash": "not counted (cash boardings are riders, not revenue, in this model)"}
 
 
 def deterministic(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,43 +381,56 @@ def write(report: Mapping[str, Any], result: ShardResult, out: Path,
     return [out / name for name in names]
 
 
-def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
+PATH_COLOURS = {"quickpass_online": "#3a7ca5", "quickpass_offline": "#2f4858",
+                "epurse": "#00a878", "declined_at_gate": "#d1495b"}
+QUICKPASS_PARTS = (("charged_by_day_close", "charged by the day close", "#3a7ca5"),
+                   ("recovered_after_day", "recovered after the day", "#81c3d7"),
+                   ("still_outstanding", "still owed", "#edae49"),
+                   ("lost_first_ride", "lost (first ride written off)", "#d1495b"))
+
+
+def _wrap(label: str, width: int = 30) -> str:
+    """A label on lines of ``width`` characters, broken between words, never inside one."""
+    return "\n".join(textwrap.wrap(label, width, break_long_words=False)) or label
+
+
+def figures(report: Mapping[str, Any], r: ShardResult) -> dict[str, Any]:
+    """The report's plots as matplotlib figures, by file name (not yet saved): what
+    :func:`write` saves, and what the tests read (titles, labels, legends)."""
     import matplotlib  # noqa: PLC0415 - heavy, and only the file output needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.patches import Patch  # noqa: PLC0415
+    from matplotlib.ticker import FuncFormatter, MultipleLocator  # noqa: PLC0415
 
-    paths: list[Path] = []
+    figs: dict[str, Any] = {}
+    cur = report.get("pricing", {}).get("currency", "CNY")
 
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        path = out / name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-
-    # Tap latency.
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    per_ms = max(round(0.001 / LATENCY_BIN), 1)  # plot in 1 ms bins
-    hist = r.latency_hist[: len(r.latency_hist) // per_ms * per_ms].reshape(-1, per_ms).sum(1)
-    nz = np.nonzero(hist)[0]
-    if len(nz):
-        lo, hi = nz[0], nz[-1] + 1
-        ax.bar(np.arange(lo, hi) + 0.5, hist[lo:hi], width=1.0, color="#3a7ca5")
-    lat = report["tap_latency_ms"]
-    for q in ("p50", "p95", "p99"):
-        ax.axvline(lat[q], color="#d1495b", lw=1, ls="--")
-        ax.text(lat[q], ax.get_ylim()[1] * 0.9, q, rotation=90, fontsize=8, ha="right")
+    # Tap latency, by payment path (1 ms bins; every path in the legend, with its count).
+    fig, ax = plt.subplots(figsize=(8, 4))
+    per_ms = max(round(0.001 / LATENCY_BIN), 1)
+    by_path = report["tap_latency_by_payment_path_ms"]
+    hists = {name: h[: len(h) // per_ms * per_ms].reshape(-1, per_ms).sum(1)
+             for name, h in r.latency_by_path.items()}
+    nz = np.nonzero(sum(hists.values()))[0] if hists else np.zeros(0, dtype=np.int64)
+    lo, hi = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
+    edges = np.arange(lo, hi + 1)
+    for name in PAYMENT_PATHS:
+        s = by_path[name]
+        label = (f"{PATH_LABELS[name]}: {s['taps']:,} taps, p50 {s['p50']:.0f} ms, "
+                 f"p99 {s['p99']:.0f} ms" if s["taps"] else f"{PATH_LABELS[name]}: no taps")
+        ax.stairs(hists[name][lo:hi], edges, color=PATH_COLOURS[name], lw=1.4, label=label)
     ax.set_xlabel("tap latency (ms)")
-    ax.set_ylabel("taps")
-    ax.set_title(f"Tap latency ({report['latency_source']['fidelity']})")
-    save(fig, "tap_latency.png")
+    ax.set_ylabel("taps per 1 ms bin")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"Tap latency by payment path ({report['latency_source']['fidelity']})")
+    figs["tap_latency.png"] = fig
 
     # Dwell.
     fig, ax = plt.subplots(figsize=(7, 3.6))
     hist = r.dwell_hist
-    upto = int(min(len(hist), max(np.nonzero(hist)[0][-1] + 1 if hist.any() else 1,
-                                  1)))
+    upto = int(min(len(hist), max(np.nonzero(hist)[0][-1] + 1 if hist.any() else 1, 1)))
     upto = min(upto, int(120 / DWELL_BIN))
     ax.bar(np.arange(upto) * DWELL_BIN, hist[:upto], width=DWELL_BIN, color="#00798c")
     d = report["dwell_s"]
@@ -303,21 +439,27 @@ def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
                label=f"if nobody paid {d['mean_if_nobody_paid']:.1f} s")
     ax.legend(fontsize=8)
     ax.set_xlabel("dwell at a served stop (s)")
-    ax.set_ylabel("stops")
+    ax.set_ylabel("stops per 0.1 s bin")
     ax.set_title(f"Dwell time (+{d['payment_increase_pct']}% from payment)")
-    save(fig, "dwell.png")
+    figs["dwell.png"] = fig
 
-    # Uplink backlog.
+    # Uplink backlog, against the clock.
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if len(r.backlog_t):
-        hours = r.backlog_t / 3600.0
-        ax.plot(hours, r.backlog_journal, label="journaled on buses (link down)", color="#d1495b")
-        ax.plot(hours, r.backlog_queue, label="in the back-office queue", color="#3a7ca5")
-    ax.set_xlabel("hour of day")
-    ax.set_ylabel("taps not yet processed")
+        ax.plot(r.backlog_t, r.backlog_journal, color="#d1495b",
+                label="journaled on buses whose link is down")
+        ax.plot(r.backlog_t, r.backlog_queue, color="#3a7ca5",
+                label="sent, not yet ingested by the core\n(on the link, queued or in service)")
+    span = float(r.backlog_t[-1] - r.backlog_t[0]) if len(r.backlog_t) > 1 else 3600.0
+    step = next((s for s in (900, 1800, 3600, 7200, 10800) if span / s <= 9), 21600)
+    ax.xaxis.set_major_locator(MultipleLocator(step))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: clock(x)))
+    ax.set_xlabel("time of day (local)")
+    ax.set_ylabel("taps (sampled every "
+                  f"{report['uplink']['backlog']['every_s']:g} s)")
     ax.legend(fontsize=8)
-    ax.set_title("Uplink backlog")
-    save(fig, "backlog.png")
+    ax.set_title("Uplink backlog (taps not yet at the back office)")
+    figs["backlog.png"] = fig
 
     # Deny-list propagation.
     fig, ax = plt.subplots(figsize=(7, 3.6))
@@ -326,28 +468,59 @@ def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
         ax.hist(prop[:, 2], bins=40, color="#edae49", label="until every bus has it")
         ax.hist(prop[:, 0], bins=40, color="#3a7ca5", alpha=0.7, label="mean over buses")
         ax.legend(fontsize=8)
-    ax.set_xlabel("seconds after the back office adds a card")
+    ax.set_xlabel("delay after the back office adds a card (s)")
     ax.set_ylabel("deny-list additions")
     ax.set_title("Deny-list propagation delay")
-    save(fig, "deny_propagation.png")
+    figs["deny_propagation.png"] = fig
 
-    # Revenue and declines.
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    rev = report["revenue_fen"]
-    names = ["fares_priced", "charged_by_day_close", "recovered_after_day", "lost_first_ride",
-             "still_outstanding", "epurse_fares"]
-    a1.barh(names[::-1], [rev[n] / 100 for n in names[::-1]], color="#00798c")
-    a1.set_xlabel("CNY")
-    a1.set_title("Revenue (QuickPass through the core; e-purse at the gate)")
-    d = report["declines"]
-    dec = {**{f"gate: {k}": v for k, v in d["at_gate"].items()},
-           **{f"charge: {k}": v for k, v in d["charges_by_issuer"].items()},
-           **{f"deny list: {k}": v for k, v in d["deny_list_additions_by_reason"].items()}}
-    top = sorted(dec.items(), key=lambda kv: -kv[1])[:10]
-    if top:
-        a2.barh([k[:40] for k, _ in top][::-1], [v for _, v in top][::-1], color="#d1495b")
-    a2.set_title("Declines by reason")
-    save(fig, "revenue_declines.png")
+    # Revenue by payment path, and refusals by reason (each counted once).
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 5), width_ratios=(1, 1.1))
+    paths = report["revenue_fen"]["by_payment_path"]
+    qp, ep = paths["quickpass_aggregate"], paths["epurse"]
+    rows = ["QuickPass\n(bank account, aggregated)", "T-Union e-purse\n(paid at the gate)"]
+    left = 0.0
+    for key, label, colour in QUICKPASS_PARTS:
+        value = qp[key] / 100
+        a1.barh(rows[0], value, left=left, color=colour, label=f"QuickPass: {label}")
+        left += value
+    a1.barh(rows[1], ep["fares_paid_at_gate"] / 100, color=PATH_COLOURS["epurse"],
+            label="e-purse: paid at the gate")
+    share = paths["share_of_fares_pct"]
+    for y, (total, pct) in enumerate(((qp["fares_priced"], share["quickpass_aggregate"]),
+                                      (ep["fares_paid_at_gate"], share["epurse"]))):
+        a1.text(total / 100, y, f" {total / 100:,.2f} {cur} ({pct:g}%)", va="center",
+                fontsize=8)
+    a1.invert_yaxis()
+    a1.margins(x=0.35)
+    a1.set_xlabel(f"fares ({cur}, yuan)")
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a1.set_title("Fare revenue by payment path (cash not counted)")
+    ref = report["declines"]["refusals"]
+    bars = ([(_wrap(k), v, "#d1495b") for k, v in ref["taps_refused_at_validator"].items()]
+            + [(_wrap(k), v, "#7a5195") for k, v in ref["charges_declined_by_bank"].items()])
+    if bars:
+        ys = np.arange(len(bars))
+        a2.barh(ys, [v for _, v, _ in bars], color=[c for _, _, c in bars])
+        a2.set_yticks(ys, [k for k, _, _ in bars], fontsize=7)
+        a2.invert_yaxis()
+    a2.legend(handles=[Patch(color="#d1495b", label="tap refused at the validator"),
+                       Patch(color="#7a5195", label="charge declined by the bank")],
+              fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+    a2.set_xlabel("refusals (each counted once)")
+    a2.set_title("Refusals by reason")
+    figs["revenue_declines.png"] = fig
+    return figs
+
+
+def _plots(report: Mapping[str, Any], r: ShardResult, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    paths: list[Path] = []
+    for name, fig in figures(report, r).items():
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
     return paths
 
 
@@ -359,54 +532,123 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The headline figures, for the terminal and the HTML page."""
+def summary_rows(report: Mapping[str, Any], machine: bool = True) -> list[tuple[str, str]]:
+    """The headline figures, for the terminal and the HTML page; with ``machine``, this
+    machine's wall-clock and CPU figures last (:func:`wall_rows`)."""
     lat, dw, up = report["tap_latency_ms"], report["dwell_s"], report["uplink"]
     rev, bo, deny = report["revenue_fen"], report["backoffice"], report["deny_list"]
-    wall = report.get("wall", {})
+    run = report["run"]
     cur = report.get("pricing", {}).get("currency", "CNY")
+    paths = rev["by_payment_path"]
+    qp, ep = paths["quickpass_aggregate"], paths["epurse"]
+    share = paths["share_of_fares_pct"]
+    start = run["start_hour"] * 3600.0
+    ref = report["declines"]["refusals"]
     return [
-        ("city", f"{report['city']['name']} ({report['run']['buses']} buses, "
-                 f"{report['run']['hours']} h from {report['run']['start_hour']:g}:00)"),
+        ("city", f"{report['city']['name']} ({run['buses']} buses, "
+                 f"{clock(start)}-{clock(start + run['hours'] * 3600.0)}, {run['hours']:g} h)"),
         ("taps", f"{report['taps']['total']:,} ({report['taps'].get('taps_quickpass', 0):,} "
-                 f"QuickPass, {report['taps'].get('taps_epurse', 0):,} e-purse); "
+                 f"QuickPass, {report['taps'].get('taps_epurse', 0):,} e-purse, "
+                 f"{report['taps'].get('declined_at_gate', 0):,} refused); "
                  f"{report['taps'].get('cash', 0):,} cash boardings"),
         ("tap latency", f"p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, "
                         f"p99 {lat['p99']:.1f} ms ({report['latency_source']['fidelity']})"),
         ("dwell", f"mean {dw['mean']:.2f} s, +{dw['payment_increase']:.2f} s "
                   f"(+{dw['payment_increase_pct']}%) from payment"),
-        ("uplink", f"{up['outages']:,} outages, {up['journaled_taps']:,} taps journaled, "
+        ("calibration", f"{report['service_calibration']['name']} "
+                        f"({report['service_calibration']['source']})"),
+        ("uplink", f"{up['outages']:,} outages, down {100 * up['down_fraction']:.2f}% of the "
+                   f"time (configured {100 * up['down_fraction_configured']:.2f}%), "
+                   f"{up['period']['from']}-{up['period']['to']}; "
+                   f"{up['journaled_taps']:,} taps journaled, "
                    f"max backlog {up['backlog_max_journal_taps']:,} on buses"),
         ("deny list", f"{deny['additions']:,} additions, reach every bus in "
                       f"{deny['propagation_s']['to_all_buses_mean']:.0f} s on average"),
+        ("refusals", f"{sum(ref['taps_refused_at_validator'].values()):,} taps refused at the "
+                     f"validator, {sum(ref['charges_declined_by_bank'].values()):,} charges "
+                     "declined by the bank"),
         ("fares", str(report.get("pricing", {}).get("statement", "-"))),
-        ("revenue", f"QuickPass: priced {rev['fares_priced'] / 100:,.2f}, charged "
-                    f"{rev['charged_by_day_close'] / 100:,.2f}, at risk "
+        ("revenue", f"QuickPass: priced {qp['fares_priced'] / 100:,.2f} {cur} "
+                    f"({share['quickpass_aggregate']:g}% of fares; charged "
+                    f"{qp['charged_by_day_close'] / 100:,.2f} by the day close, at risk "
                     f"{rev['at_risk_after_day_close'] / 100:,.2f}, lost "
-                    f"{rev['lost_first_ride'] / 100:,.2f} {cur}; e-purse: "
-                    f"{rev['epurse_fares'] / 100:,.2f} {cur} paid at the gate; "
-                    "cash not counted"),
+                    f"{qp['lost_first_ride'] / 100:,.2f}); e-purse: "
+                    f"{ep['fares_paid_at_gate'] / 100:,.2f} {cur} paid at the gate "
+                    f"({share['epurse']:g}%); cash not counted"),
         ("back office", f"{bo['servers']} servers per shard, utilisation "
                         f"{100 * bo['utilisation']:.3g}%, "
                         f"mean wait {bo['wait_ms']['mean']:.2f} ms"),
-        ("wall", f"{wall.get('seconds', 0):.1f} s, {wall.get('taps_per_second') or 0:,.0f} taps/s"
-                 f" on {wall.get('workers', 1)} worker(s)"),
+        *(wall_rows(report) if machine else []),
     ]
+
+
+def wall_rows(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """This machine's figures for the run (differ from run to run, unlike the rest)."""
+    wall = report.get("wall", {})
+    cpu = wall.get("phases_cpu_s", {})
+    return [
+        ("wall", f"{wall.get('seconds', 0):.1f} s, {wall.get('taps_per_second') or 0:,.0f} taps/s"
+                 f" on {wall.get('workers', 1)} worker(s); shards used "
+                 f"{wall.get('shards_cpu_s', 0):.1f} CPU-s ("
+                 + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()) + ")"
+                 + (f"; before them {wall['prepare_wall_s']:.1f} s, "
+                    f"{wall['prepare_cpu_s']:.1f} CPU-s" if "prepare_cpu_s" in wall else "")),
+    ]
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    trs = "\n".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+                    for row in rows)
+    return f"<table><tr>{th}</tr>\n{trs}</table>"
+
+
+def _yuan(fen: int) -> str:
+    return f"{fen / 100:,.2f}"
 
 
 def _html(report: Mapping[str, Any], images: list[str]) -> str:
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                     for k, v in summary_rows(report))
-    declines = "\n".join(
-        f"<tr><td>{html.escape(part.replace('_', ' '))}</td><td>{html.escape(k)}</td>"
-        f"<td>{_fmt(v)}</td></tr>"
-        for part in ("at_gate", "charges_by_issuer", "deny_list_additions_by_reason")
-        for k, v in report["declines"][part].items())
+                     for k, v in summary_rows(report, machine=False))
+    cur = html.escape(report.get("pricing", {}).get("currency", "CNY"))
+    paths = report["revenue_fen"]["by_payment_path"]
+    qp, ep = paths["quickpass_aggregate"], paths["epurse"]
+    share = paths["share_of_fares_pct"]
+    revenue = _table(
+        ("payment path", "what", f"{cur} (yuan)"),
+        [("QuickPass (bank account, aggregated)", "fares priced", _yuan(qp["fares_priced"])),
+         ("", "charged by the day close", _yuan(qp["charged_by_day_close"])),
+         ("", "recovered after the day", _yuan(qp["recovered_after_day"])),
+         ("", "lost (first ride written off)", _yuan(qp["lost_first_ride"])),
+         ("", "still owed", _yuan(qp["still_outstanding"])),
+         ("", "share of all fares", f"{share['quickpass_aggregate']:g} %"),
+         ("T-Union e-purse (paid at the gate)", "fares paid", _yuan(ep["fares_paid_at_gate"])),
+         ("", "refunds owed to purses", _yuan(ep["refunds_owed"])),
+         ("", "share of all fares", f"{share['epurse']:g} %"),
+         ("cash", "not counted", "-")])
+    by_path = report["tap_latency_by_payment_path_ms"]
+    latency = _table(("payment path", "taps", "p50 (ms)", "p95 (ms)", "p99 (ms)", "mean (ms)"),
+                     [(PATH_LABELS[n], s["taps"], s["p50"], s["p95"], s["p99"], s["mean"])
+                      for n, s in by_path.items()])
+    dec = report["declines"]
+    ref = dec["refusals"]
+    refused = _table(("who refused", "reason", "count"),
+                     [("validator (tap)", k, v)
+                      for k, v in ref["taps_refused_at_validator"].items()]
+                     + [("bank (charge)", k, v)
+                        for k, v in ref["charges_declined_by_bank"].items()])
+    additions = _table(("reason", "cards added"),
+                       list(dec["deny_list_additions_by_reason"].items()))
+    up = report["uplink"]
     imgs = "\n".join(f'<figure><img src="{html.escape(i)}" alt="{html.escape(i)}"></figure>'
                      for i in images)
     statement = html.escape(report["latency_source"]["statement"])
     wired = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>"
                     for k, v in report.get("wired", {}).items())
+    machine = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                        for k, v in wall_rows(report))
+    run = report["run"]
+    start = run["start_hour"] * 3600.0
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>tapsim fleet simulation: {html.escape(report['city']['name'])}</title>
@@ -417,13 +659,21 @@ th, td {{ text-align: left; padding: .25em .8em; border-bottom: 1px solid #ddd; 
 figure {{ margin: 1em 0; }} img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Fleet simulation: {html.escape(report['city']['name'])}</h1>
-<p>Seed {report['run']['seed']}, {report['run']['date']}, {report['run']['hours']} h,
-{report['run']['buses']} buses in {report['run']['shards']} shards.</p>
+<p>Seed {run['seed']}, {run['date']}, {clock(start)}-{clock(start + run['hours'] * 3600.0)}
+({run['hours']:g} h), {run['buses']} buses in {run['shards']} shards.</p>
 <table>{rows}</table>
-<h2>Tap latency</h2><p>{statement}</p>
+<h2>Revenue by payment path</h2>{revenue}
+<h2>Tap latency by payment path</h2><p>{statement}</p>{latency}
+<h2>Refusals</h2><p>Counted {html.escape(REFUSALS_COUNT)}.</p>{refused}
+<h3>Deny-list additions (after a bank's refusal)</h3>{additions}
+<h2>Uplink</h2><p>Outages and down time over {html.escape(up['period']['from'])}-{
+html.escape(up['period']['to'])}, {html.escape(up['period']['counts'])}.
+Backlog: {html.escape(up['backlog']['in_flight'])} (blue), and taps journaled on buses whose
+link is down (red).</p>
 <h2>Real code driven</h2><ul>{wired}</ul>
-<h2>Declines</h2><table><tr><th>where</th><th>reason</th><th>count</th></tr>{declines}</table>
 {imgs}
+<h2>This machine</h2><p>{html.escape(report.get('wall', {}).get('note', ''))}</p>
+<table>{machine}</table>
 <p>All figures: <a href="report.json">report.json</a>.</p>
 </body></html>
 """

@@ -20,6 +20,16 @@ DWELL_BINS = 6_000  # up to 600 s
 WAIT_BIN = 0.0001
 WAIT_BINS = 100_000  # up to 10 s
 
+# How a tap was paid (or not), for the latency breakdown: an accepted QuickPass tap made while
+# the bus's link was up (sent at once) or down (journaled), a tap paid from the T-Union
+# e-purse at the gate, and a tap the validator refused (whatever the card).
+QUICKPASS_ONLINE, QUICKPASS_OFFLINE, EPURSE, DECLINED = range(4)
+PAYMENT_PATHS = ("quickpass_online", "quickpass_offline", "epurse", "declined_at_gate")
+
+
+def _path_hists() -> dict[str, NDArray[np.int64]]:
+    return {name: np.zeros(LATENCY_BINS, dtype=np.int64) for name in PAYMENT_PATHS}
+
 
 def histogram(values: NDArray[np.float64], width: float, bins: int) -> NDArray[np.int64]:
     idx = np.minimum((values / width).astype(np.int64), bins - 1)
@@ -60,6 +70,7 @@ class ShardResult:
     alerts: Counter[str] = field(default_factory=Counter)
     latency_hist: NDArray[np.int64] = field(
         default_factory=lambda: np.zeros(LATENCY_BINS, dtype=np.int64))
+    latency_by_path: dict[str, NDArray[np.int64]] = field(default_factory=_path_hists)
     dwell_hist: NDArray[np.int64] = field(
         default_factory=lambda: np.zeros(DWELL_BINS, dtype=np.int64))
     dwell_sum: float = 0.0
@@ -77,11 +88,12 @@ class ShardResult:
     backlog_queue: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     propagation: list[tuple[float, float, float]] = field(default_factory=list)  # mean,p95,max
     money: Counter[str] = field(default_factory=Counter)  # fen
-    link_outages: int = 0
-    link_down_seconds: float = 0.0
+    link_outages: int = 0  # outages overlapping the service period
+    link_down_seconds: float = 0.0  # bus-seconds of outage within the service period
     lateness_sum: float = 0.0  # s buses ended their trips behind schedule, summed
     trips: int = 0
-    wall: dict[str, float] = field(default_factory=dict)
+    wall: dict[str, float] = field(default_factory=dict)  # wall-clock seconds, by phase
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds (the shard's thread)
     calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +120,8 @@ def merge(parts: list[ShardResult]) -> ShardResult:
                      "alerts", "money"):
             getattr(out, name).update(getattr(p, name))
         out.latency_hist += p.latency_hist
+        for name, hist in p.latency_by_path.items():
+            out.latency_by_path[name] += hist
         out.dwell_hist += p.dwell_hist
         out.wait_hist += p.wait_hist
         out.dwell_sum += p.dwell_sum
@@ -128,6 +142,8 @@ def merge(parts: list[ShardResult]) -> ShardResult:
         out.trips += p.trips
         for k, v in p.wall.items():
             out.wall[k] = out.wall.get(k, 0.0) + v
+        for k, v in p.cpu.items():
+            out.cpu[k] = out.cpu.get(k, 0.0) + v
         if not out.calibration:
             out.calibration = p.calibration
     return out

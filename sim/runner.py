@@ -134,16 +134,17 @@ def build_shard(job: ShardJob, progress: Callable[[float], None] | None = None,
 
 def run_shard(job: ShardJob, progress: Callable[[float], None] | None = None) -> ShardResult:
     """Everything one shard does; top-level so a spawned worker can run it."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     with no_cyclic_gc():
         sim = build_shard(job, progress)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         result = sim.run()  # which ends its processes: nothing left holds the model in a cycle
         model = weakref.ref(sim)
         del sim  # so this frees the shard's day, by reference counting
         if model() is not None:  # something still does: free it before the next shard
             gc.collect()
     result.wall["setup"] = t1 - t0
+    result.cpu["setup"] = c1 - c0
     return result
 
 

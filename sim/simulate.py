@@ -147,7 +147,7 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int | None = 1,
     ``workers`` local processes; the report is the same either way (``wall`` aside)."""
     from sim import core as real_core  # noqa: PLC0415
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     client = None
     if cluster is not None:
         from sim.cluster import connect  # noqa: PLC0415
@@ -156,6 +156,7 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int | None = 1,
     try:
         p = prepare(city_spec, cfg, token_key=token_key, recalibrate=recalibrate,
                     calibration_dir=calibration_dir, core_factory=core_factory)
+        prepared = (time.perf_counter() - t0, time.process_time() - c0)
         if cluster is not None:
             from sim.cluster import run_on_cluster  # noqa: PLC0415
 
@@ -176,4 +177,5 @@ def simulate(city_spec: str, cfg: SimConfig, *, workers: int | None = 1,
         wired=real_core.wired(p.factory, flat_fare=p.pricing["source"] == "flat fare"),
         pricing=p.pricing,
     )
-    return SimRun(build(result, cfg, p.calibration, info, wall), result, p.calibration, city)
+    return SimRun(build(result, cfg, p.calibration, info, wall, prepare=prepared), result,
+                  p.calibration, city)

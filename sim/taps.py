@@ -53,6 +53,8 @@ from sim.latency import (
     PhysicalModel,
     TimedTap,
     card_profile,
+    class_draw,
+    law_of,
     terminal_config,
 )
 from sim.randoms import Uniforms
@@ -93,10 +95,6 @@ class TapSource(Protocol):
         """A tap on an e-purse-first validator, the purse holding ``balance``, the fare
         ``fare`` (a short purse falls back to QuickPass: ``epurse`` False in the answer)."""
         ...
-
-
-def _latency_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalModel) -> Draw:
-    return lambda n: c.sample(rng, model, n)
 
 
 def _host_draw(c: ClassCalibration, rng: np.random.Generator, model: PhysicalModel) -> Draw:
@@ -144,7 +142,8 @@ class CalibratedTaps:
                  CardProfile], model: PhysicalModel, rng: np.random.Generator,
                  day: dt.date) -> None:
         self.classes = dict(classes)
-        self._samplers = {k: BlockDraws(_latency_draw(c, rng, model)) for k, c in classes.items()}
+        self._samplers = {k: BlockDraws(class_draw(k, c, classes, rng, model))
+                          for k, c in classes.items()}
         self.day = day
         self._aip = {kind: personalise(p).apps[UNIONPAY_DEBIT].aip
                      for kind, p in profiles.items()}
@@ -223,6 +222,10 @@ class FullTaps:
         self.day = day
         self._host = {k: BlockDraws(_host_draw(c, rng, model)) for k, c in classes.items()}
         self._lost = {k: BlockDraws(_lost_draw(c, rng, model)) for k, c in classes.items()}
+        # A class whose path has the field's law takes its latency from there, as calibrated
+        # taps do; the kernel's run still decides outcome, cryptogram and balance.
+        self._field = {k: BlockDraws(class_draw(k, c, classes, rng, model))
+                       for k, c in classes.items() if law_of(c, model) == "field"}
         self._psams: dict[int, Psam] = {}
 
     def personalised(self, card: int, key: bytes) -> None:
@@ -248,6 +251,9 @@ class FullTaps:
         name = class_of(card, self.day)
         if timed.result.epurse_tac is not None:
             name = f"{card.kind}/epurse"
+        field = self._field.get(name)
+        if field is not None:
+            return timed, field.next()
         latency = timed.off_host(self.model) + self._host[name].next() + self._lost[name].next()
         return timed, latency
 

@@ -3,7 +3,8 @@
 The vpcd driver inside pcscd listens on TCP (127.0.0.1:35963 for the first reader);
 the card side connects to it.  Every message, both ways, is a 2-byte big-endian length
 then the payload.  A 1-byte payload from vpcd is a control code: 00 power off, 01 power
-on, 02 reset (no reply to any of these), 04 get ATR (reply: the ATR).  Any longer
+on, 02 reset (no reply to any of these), 04 get ATR (reply: the ATR; the card's state is
+left alone: vpcd's presence check asks for it at any time, see ``VpcdCard.handle``).  Any longer
 payload is a command APDU, answered with the response APDU.
 
 :class:`VpcdConnection` is the protocol as a sans-I/O state machine (bytes in -> events,
@@ -138,7 +139,11 @@ class VpcdCard:
             self.apdus += 1
             return frame(self.card.process(event.command))
         if isinstance(event, AtrRequest):
-            return frame(self.card.power_on())
+            # Not a reset: vpcd asks for the ATR to see whether the card is still there
+            # (vicc_present, pcscd's presence poll, every few hundred ms), also in the middle
+            # of a transaction; resetting here lost the selected application between GPO and
+            # READ RECORD now and then (the reader then saw 6985 and declined the tap).
+            return frame(self.card.atr)
         if isinstance(event, PowerOn | Reset):
             self.card.power_on()  # field on / warm reset: nothing selected
         return b""

@@ -52,7 +52,7 @@ def test_a_card_tapped_over_pcsc_is_charged_in_the_ledger(
             tmp_path, {"TAPSIM_MQTT_PASSWORD": b.auth.credentials["bus-001"]})
         assert validator.proc.wait(90) == 0, validator.stderr()
         shown = [json.loads(line) for line in validator.lines()]
-        assert [t["outcome"] for t in shown] == ["accepted", "accepted"]
+        assert [t["outcome"] for t in shown] == ["accepted", "accepted"], shown
         assert all(t["pan_masked"] == "622202*********0018" for t in shown)
         accepted = journal_accepted(journal)
         assert accepted == {t["tap_id"] for t in shown}

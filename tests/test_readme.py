@@ -267,6 +267,21 @@ def sim_full(ran: Ran, ctx: Ctx) -> None:
     assert "every tap ran the real kernel" in ran.stdout
 
 
+def sim_config(ran: Ran, ctx: Ctx) -> None:
+    """The run names the calibration --config gave it (sim/README.md, "Calibration")."""
+    if "> legacy.json" in ran.code:
+        report = json.loads((ran.cwd / "legacy.json").read_text())
+        assert report["service_calibration"]["name"] == "legacy-2025"
+        assert report["service_calibration"]["tap_latency_law"]["quickpass"] == "kernel"
+        return
+    report = _report(ran.cwd / "sim-report" / "report.json")
+    assert report["service_calibration"] == {
+        "name": "field-2026", "source": "sim/calibrations/field-2026.toml",
+        "tap_latency_law": {"quickpass": "field", "epurse": "kernel"}}
+    assert re.search(r"calibration\s+field-2026 \(sim/calibrations/field-2026\.toml\)",
+                     ran.stdout), ran.describe()
+
+
 def sim_flat_fare(ran: Ran, ctx: Ctx) -> None:
     assert re.search(r"fares\s+a flat 2\.00 CNY per boarding \(--flat-fare 200\)", ran.stdout), \
         ran.describe()
@@ -455,6 +470,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city synthetic:", sim_synthetic_json, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city \S+\.zip --fidelity full", sim_full, smaller=SIM_SMALLER),
+    Rule(r"^tapsim sim --config ", sim_config, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city \S+without-fares\.zip --flat-fare 200", sim_flat_fare,
          smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city no-fares-gtfs\.zip --flat-fare 200", sim_flat_fare,

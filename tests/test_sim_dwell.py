@@ -19,8 +19,9 @@ from tests.sim_support import CALIBRATION_DIR, SMALL_CITY, small_config
 
 
 def test_formula() -> None:
-    cfg = DwellConfig(t_alight=2.0, t_walk=2.5, door_time=4.0, validators=1, alight_channels=1)
-    # t_d = P_a t_a + P_b t_b + t_oc, with t_b = walk-on + what paying adds.
+    cfg = DwellConfig(t_alight=2.0, t_walk=2.5, door_time=4.0, validators=1, alight_channels=1,
+                      simultaneous=False)
+    # t_d = P_a t_a + P_b t_b + t_oc, with t_b = walk-on + what paying adds (one door stream).
     assert dwell(cfg, 3, 4, payment_seconds=4 * 1.5) == pytest.approx(3 * 2.0 + 4 * 4.0 + 4.0)
     assert dwell(cfg, 0, 0, 0.0) == 0.0  # nobody moves: the bus does not stop
     two = replace(cfg, validators=2, alight_channels=2)
@@ -53,7 +54,9 @@ def test_every_stop_dwell_is_the_tcqsm_formula_for_cash_riders() -> None:
     served = [s for s in stops if s.alighting or s.boarding]
     assert len(served) > 50
     for s in served:
-        expected = s.alighting * 2.4 + s.boarding * (2.5 + 1.5) + 3.5
+        # Separate doors (the default since the field calibration, TCQSM's rule for them):
+        # the busier stream sets the dwell.
+        expected = max(s.alighting * 2.4, s.boarding * (2.5 + 1.5)) + 3.5
         assert s.dwell == pytest.approx(expected)
 
 
@@ -70,13 +73,13 @@ def test_bus_clock_advances_by_dwell_plus_run_time() -> None:
     assert checked > 100
 
 
-def test_card_payments_add_handling_and_kernel_latency() -> None:
+def test_card_payments_add_handling_and_tap_latency() -> None:
     dcfg = DwellConfig(validators=1, alight_channels=1, simultaneous=False)
     stops = _traced(small_config(dwell=dcfg, population=PopulationConfig(cash=0.0)))
     paying = [s for s in stops if s.boarding]
     for s in paying:
         # Each card rider adds at least the card handling and the fastest tap (an e-purse
-        # purchase, ~90 ms with the default physical model); the dwell is the formula.
+        # purchase, ~90 ms with the kernel's physical model); the dwell is the formula.
         assert s.paying_on >= s.boarding * (dcfg.handle_tunion + 0.05)
         expected = (s.alighting * dcfg.t_alight + s.paying_off
                     + s.boarding * dcfg.t_walk + s.paying_on + dcfg.door_time)

@@ -4,6 +4,7 @@ process end to end against a real broker, including kill -9 mid-burst."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -179,11 +180,16 @@ def test_broker_config_then_a_validator_on_that_broker(capsys: pytest.CaptureFix
             [sys.executable, "-m", "tapsim.cli", "terminal", "run", "--validator-id", "V1",
              "--broker", f"mqtt://V1@127.0.0.1:{port}", "--deny-list-key",
              str(out / "backoffice-signing.pub.pem"), "--journal", str(tmp_path / "j"),
-             "--taps", "2"],
+             "--taps", "2", "--drain", "1"],
             env={**os.environ, "TAPSIM_MQTT_PASSWORD": password}, capture_output=True,
             text=True, timeout=60, check=False)
         assert proc.returncode == 0, proc.stderr
-        assert "not yet sent" not in proc.stderr  # both taps PUBACKed before exit
+        with contextlib.closing(sqlite3.connect(tmp_path / "j")) as db:  # both taps PUBACKed
+            assert db.execute("SELECT COUNT(*) FROM taps WHERE sent_us IS NOT NULL"
+                              ).fetchone() == (2,)
+        # No back office runs here: the validator waits --drain for its confirmation, then
+        # says the taps stay journaled.
+        assert "2 tap(s) not yet confirmed by the back office" in proc.stderr
     finally:
         broker.terminate()
         broker.wait()

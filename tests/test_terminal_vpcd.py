@@ -81,6 +81,23 @@ def test_card_answers_only_what_needs_an_answer() -> None:
     assert session.apdus == 1
 
 
+def test_a_presence_poll_in_the_middle_of_a_tap_does_not_reset_the_card() -> None:
+    """vpcd's vicc_present() sends 04 (get ATR) "to check if the card is still alive" whenever
+    pcscd polls the reader (frankmorgner/vsmartcard, virtualsmartcard/src/vpcd/vpcd.c), so it
+    can fall between any two APDUs of a tap; a real vicc answers it with the ATR only
+    (VirtualSmartcard.py: VPCD_CTRL_ATR -> getATR()).  Only 01 and 02 reset the card."""
+    c = card()
+    session = VpcdCard(c)
+    aid = next(iter(c.image.apps))
+    select = bytes([0x00, 0xA4, 0x04, 0x00, len(aid)]) + aid + b"\x00"
+    get_atc = bytes.fromhex("80CA9F3600")  # GET DATA ATC: answered only in a selected app
+    assert session.feed(frame(select))[-2:] == b"\x90\x00"
+    assert session.feed(frame(b"\x04")) == frame(ATR)
+    assert session.feed(frame(get_atc))[-2:] == b"\x90\x00"  # still selected
+    assert session.feed(frame(b"\x02")) == b""
+    assert session.feed(frame(get_atc))[-2:] == b"\x69\x85"  # a reset deselects
+
+
 def test_addresses() -> None:
     assert parse_address(None) == ("127.0.0.1", 35963)
     assert parse_address("10.0.0.5:35964") == ("10.0.0.5", 35964)

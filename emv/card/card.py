@@ -117,6 +117,12 @@ class VirtualCard:
             GET_BALANCE: self._get_balance,
         }
 
+    @property
+    def atr(self) -> bytes:
+        """The ATR, without touching the card's state: a reader asks for it to see whether the
+        card is still there (pcscd's presence poll over vpcd), not to reset it."""
+        return ATR
+
     def power_on(self) -> bytes:
         """Field on (or reset): nothing selected; the ATR a reader would report."""
         self._selected = None

@@ -68,20 +68,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="price every boarding at this flat fare, in CNY fen (200 = 2.00 CNY), "
                         "for a GTFS feed without fare tables (fare_products.txt), which is "
                         "refused without it; refused for a feed that has them")
+    p.add_argument("--config", default="field-2026", metavar="FILE|NAME",
+                   help="service times and tap latency: a TOML file, or a shipped calibration "
+                        "(field-2026, the default: published field figures; legacy-2025: the "
+                        "model before them); see sim/README.md, Calibration")
     p.add_argument("--recalibrate", action="store_true",
                    help="measure the kernel again instead of reusing the stored calibration")
     p.set_defaults(func=main)
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from sim.config import DEFAULT_DATE, BackOfficeModel, SimConfig  # noqa: PLC0415
+    from sim.config import (  # noqa: PLC0415
+        DEFAULT_DATE,
+        BackOfficeModel,
+        SimConfig,
+        with_calibration,
+    )
     from sim.demand import DemandProfile  # noqa: PLC0415
 
-    return SimConfig(hours=args.hours, start_hour=args.start, date=args.date or DEFAULT_DATE,
-                     seed=args.seed, buses=args.buses, fidelity=args.fidelity,
-                     shards=args.shards, backoffice=BackOfficeModel(servers=args.servers),
-                     demand=DemandProfile(peak_rate=args.peak_rate),
-                     flat_fare=args.flat_fare)
+    cfg = SimConfig(hours=args.hours, start_hour=args.start, date=args.date or DEFAULT_DATE,
+                    seed=args.seed, buses=args.buses, fidelity=args.fidelity,
+                    shards=args.shards, backoffice=BackOfficeModel(servers=args.servers),
+                    demand=DemandProfile(peak_rate=args.peak_rate),
+                    flat_fare=args.flat_fare)
+    return with_calibration(cfg, args.config)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -106,7 +106,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--senior-age", type=integer(0, 150, "years"), default=60, metavar="YEARS",
                      help="age from which the holder rides as senior (default 60)")
     run.add_argument("--drain", type=number(0, DAY_S, "seconds"), default=10.0, metavar="S",
-                     help="before exiting, wait up to S seconds for unsent taps (default 10)")
+                     help="before exiting, wait up to S seconds until every tap is confirmed by "
+                          "the back office (default 10)")
     run.add_argument("--keep-days", type=number(0, 36_500, "days"), default=7.0, metavar="DAYS",
                      help="at start, drop taps the back office confirmed more than DAYS ago "
                           "from the journal (default 7)")
@@ -324,16 +325,18 @@ async def _loop(args: argparse.Namespace, validator: Validator, reader: Reader,
         if uplink is not None and args.drain > 0:
             # Told to stop: what can be sent in a second goes; the rest stays journaled.
             drain = asyncio.create_task(
-                uplink.drain(SIGNAL_DRAIN if signalled.is_set() else args.drain))
+                uplink.confirm(SIGNAL_DRAIN if signalled.is_set() else args.drain))
             told = asyncio.create_task(signalled.wait())
             await asyncio.wait([drain, told], return_when=asyncio.FIRST_COMPLETED)
             if not drain.done():  # a signal during a long drain: one more second at most
                 await asyncio.wait({drain}, timeout=SIGNAL_DRAIN)
             drain.cancel()
             told.cancel()
-            if uplink.journal.unsent_count():
-                print(f"tapsim: {uplink.journal.unsent_count()} tap(s) not yet sent; they stay "
-                      "in the journal and go out on the next run", file=sys.stderr)
+            left = uplink.outstanding()
+            if left:
+                what = "confirmed by the back office" if uplink.commit_acks else "sent"
+                print(f"tapsim: {left} tap(s) not yet {what}; they stay in the journal and go "
+                      "out again on the next run", file=sys.stderr)
     finally:
         stop.set()
         link_stop.set()
