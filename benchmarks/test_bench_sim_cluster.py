@@ -129,14 +129,10 @@ def test_dask_workers_scale_the_day(benchmark: Any, tmp_path: Path) -> None:
 
 
 def deterministic_result(result: Any) -> dict[str, Any]:
-    """A merged result's figures without its wall-clock times."""
-    import dataclasses
+    """A merged result's figures without its times (``tests/test_sim_cluster.comparable``)."""
+    from tests.test_sim_cluster import comparable
 
-    import numpy as np
-
-    return {f.name: (v.tolist() if isinstance(v, np.ndarray) else v)
-            for f in dataclasses.fields(result) if f.name != "wall"
-            for v in [getattr(result, f.name)]}
+    return comparable(result)
 
 
 def test_fixed_cost_of_a_24_bus_hour(benchmark: Any, tmp_path: Path) -> None:

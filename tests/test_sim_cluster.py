@@ -42,14 +42,18 @@ RUN = ["sim", "--city", "lanshan", "--peak-rate", "24", "--shards", "4", "--seed
 
 
 def comparable(result: ShardResult) -> dict[str, Any]:
-    """Every field of a shard's result but its wall-clock times, arrays as lists."""
-    out = {}
-    for f in dataclasses.fields(result):
-        if f.name == "wall":
-            continue
-        value = getattr(result, f.name)
-        out[f.name] = value.tolist() if isinstance(value, np.ndarray) else value
-    return out
+    """Every field of a shard's result but its times (wall clock, CPU), arrays as lists."""
+    return {f.name: plain(getattr(result, f.name)) for f in dataclasses.fields(result)
+            if f.name not in ("wall", "cpu")}
+
+
+def plain(value: Any) -> Any:
+    """``value`` with its numpy arrays (also inside dicts) as lists, for ``==``."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
 
 
 # --- pure shards ------------------------------------------------------------------------------
