@@ -2,7 +2,8 @@
 
 * ``test_dask_workers_scale_the_day``: the day of ``benchmarks/test_bench_sim.py``'s default
   size (Lanshan x 20 = 480 buses, 18 h) on a real Dask scheduler on 127.0.0.1, first with one
-  worker, then with two (one thread each), in one run: taps per wall-second of each, the
+  worker, then with two (one thread each), twice over, interleaved, in one run: taps per
+  wall-second of each (the best round of each), the
   workers' CPU seconds beside the wall clock, and the ratio (target >= 1.8 on two cores).
   From the two-worker run, the projection of a national day of 100 M taps on N workers, at
   its taps/s per worker and at its taps per worker CPU-second (a worker with a core of its
@@ -71,12 +72,16 @@ def test_dask_workers_scale_the_day(benchmark: Any, tmp_path: Path) -> None:
     cluster = DaskCluster(tmp_path)
     client = Client(cluster.address, timeout=30,  # type: ignore[no-untyped-call]
                     set_as_default=False)
-    figures: dict[int, dict[str, Any]] = {}
+    rounds: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     results: dict[int, Any] = {}
     try:
         def measure(n: int) -> None:
             while len(cluster.workers) < n:
                 cluster.add_worker()
+            while len(cluster.workers) > n:  # retired: its process ends, the scheduler knows
+                address, proc = cluster.workers.popitem()
+                client.retire_workers(workers=[address], close_workers=True)
+                proc.wait(30)
             client.wait_for_workers(n, timeout=60)
             check_workers(client, cluster.address)  # and the workers' imports, untimed
             pids = [p.pid for p in cluster.workers.values()]
@@ -86,17 +91,22 @@ def test_dask_workers_scale_the_day(benchmark: Any, tmp_path: Path) -> None:
             wall = time.perf_counter() - t0
             cpu = _cpu_s(pids) - cpu0
             results[n] = result
-            figures[n] = {"taps": result.taps, "wall_s": round(wall, 2),
-                          "worker_cpu_s": round(cpu, 1),
-                          "cpu_share_of_workers": round(cpu / (wall * n), 3),
-                          "taps_per_s": round(result.taps / wall),
-                          "load_average_before": round(load, 2)}
+            rounds[n].append({"taps": result.taps, "wall_s": round(wall, 2),
+                              "worker_cpu_s": round(cpu, 1),
+                              "cpu_share_of_workers": round(cpu / (wall * n), 3),
+                              "taps_per_s": round(result.taps / wall),
+                              "load_average_before": round(load, 2)})
 
+        # Interleaved, 1 2 1 2, and the best round of each kept: the machine is shared, and
+        # another job's burst only ever slows a round down.
+        measure(1)
+        measure(2)
         measure(1)
         benchmark.pedantic(measure, args=(2,), rounds=1, iterations=1)
     finally:
         client.close()  # type: ignore[no-untyped-call]
         cluster.stop()
+    figures = {n: max(rs, key=lambda r: r["taps_per_s"]) for n, rs in rounds.items()}
     one, two = figures[1], figures[2]
     ratio = two["taps_per_s"] / one["taps_per_s"]
     per_worker = two["taps_per_s"] / 2  # of wall time, as this machine gave it
@@ -106,13 +116,16 @@ def test_dask_workers_scale_the_day(benchmark: Any, tmp_path: Path) -> None:
                   for n in (8, 32, MAX_SHARDS)}
     benchmark.extra_info.update({
         "day": f"lanshan x {buses // 24}, {buses} buses, 18 h, {len(jobs)} shards",
-        "one_worker": one, "two_workers": two, "ratio": round(ratio, 2),
+        "one_worker_best": one, "two_workers_best": two, "ratio": round(ratio, 2),
+        "rounds": rounds,
         "taps_per_s_per_worker": round(per_worker),
         "taps_per_worker_cpu_s": round(per_cpu_s),
         "national_100m_day_minutes_on_n_workers_projected (at taps/s, at taps/CPU-s)":
             projection,
     })
-    print(f"\nDask, {len(jobs)} shards, {one['taps']:,} taps: 1 worker {one['taps_per_s']:,} "
+    print(f"\nDask, {len(jobs)} shards, {one['taps']:,} taps, rounds 1 2 1 2 (taps/s): "
+          f"{[r['taps_per_s'] for r in rounds[1]]} / {[r['taps_per_s'] for r in rounds[2]]}; "
+          f"the best: 1 worker {one['taps_per_s']:,} "
           f"taps/s ({one['wall_s']} s, {one['worker_cpu_s']} CPU-s, "
           f"{one['cpu_share_of_workers']:.0%} of its core), 2 workers {two['taps_per_s']:,} "
           f"taps/s ({two['wall_s']} s, {two['worker_cpu_s']} CPU-s, "
