@@ -195,6 +195,8 @@ def run_on_cluster(jobs: Sequence[ShardJob], address: str,
     try:
         check_workers(client, address)
         threads = worker_threads(client)
+        if not threads and notice is not None:
+            notice(f"the scheduler at {address} has no workers yet: the shards wait for them")
         crowded = sorted(a for a, n in threads.items() if n > 1)
         if crowded and notice is not None:
             notice(f"{len(crowded)} Dask worker(s) run more than one thread (e.g. "
