@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from sim.population import PopulationConfig
 # One calibration store for the whole test process: the first test that needs the kernel's
 # calibration measures it (20 taps a class), the others reuse it.
 CALIBRATION_DIR = Path(tempfile.mkdtemp(prefix="tapsim-sim-cal-"))
+atexit.register(shutil.rmtree, CALIBRATION_DIR, ignore_errors=True)  # (one left per run before)
 
 SMALL_CITY = "synthetic:routes=3,stops=8,buses=6,run=90,start=6,end=10"
 
