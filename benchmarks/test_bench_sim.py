@@ -137,7 +137,11 @@ def test_naive_per_passenger_model_side_by_side(benchmark: Any) -> None:
         measure(ShardSim)
     benchmark.pedantic(measure, args=(ShardSim,), rounds=1, iterations=1)
     naive, fleet = runs["NaiveSim"][:3], runs["ShardSim"][:3]
-    assert {r[0] for r in naive} == {r[0] for r in fleet}, "the two models saw different taps"
+    # Each model's rounds rebuild the shard from one job: pure shards (issue 16) give each the
+    # same day every round.  The two models draw their riders differently (a process per
+    # passenger against one draw per stop), so their days are alike, not the same taps.
+    assert len({r[0] for r in naive}) == 1, "the per-passenger model drew another day"
+    assert len({r[0] for r in fleet}) == 1, "the fleet model drew another day"
 
     def rate(rows: list[tuple[int, float, float]], col: int) -> float:
         return sum(r[0] for r in rows) / sum(r[col] for r in rows)
