@@ -114,6 +114,8 @@ class LoadRecord:
     created_at: datetime
     resolved_at: datetime | None = None
     tac: str | None = None  # hex, once the card gave it
+    mac2: str = ""  # hex, the host's MAC2 for this load (a session MAC, no key): the card's
+    # proof repeats it, so it names this load even when the TAC cannot be checked
 
     @property
     def hold_id(self) -> str:
@@ -326,9 +328,11 @@ class LoadHost:
             return False, None, "mac2-not-sent"
         proof = self._send(transceive, get_transaction_proof(TYPE_LOAD, serial))
         if proof.sw == _SW_OK and len(proof.data) == 8:
-            tac = proof.data[:4]
+            tac, mac2 = proof.data[:4], proof.data[4:]
             if self._tac_ok(record, purse.card_number, algorithm, tac):
                 return True, tac.hex().upper(), "proof-tac-verified"
+            if hmac.compare_digest(mac2.hex().upper(), record.mac2.upper()):
+                return None, None, "credited-tac-not-verified"  # ours, but the TAC is wrong
             return False, None, "serial-used-by-another-load"
         if proof.sw != _SW_PROOF_UNAVAILABLE:
             return None, None, f"proof-status-{proof.sw:04X}"
@@ -483,9 +487,10 @@ class LoadHost:
         if hold is None:
             return self._refuse(base, code.value, f"refused: {code.value} {DESCRIPTIONS[code]}")
         when = datetime_bcd(now)
-        pending = _evolve(base, credit_time=when.hex().upper(), reason="00")
-        self._save([pending])
         mac2 = keys.mac(session, keys.load_mac2_input(amount, self.terminal_id, when), algorithm)
+        pending = _evolve(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
+                          reason="00")
+        self._save([pending])
         # (2) CREDIT FOR LOAD: from here on the outcome lives in the pending record.
         answer = self._send(transceive, credit_for_load(when, mac2))
         if answer.sw != _SW_OK or len(answer.data) != 4:
@@ -494,8 +499,11 @@ class LoadHost:
                                      f"({answer.sw:04X}); the hold was given back",
                                resolved=resolved)
         if not self._tac_ok(pending, purse.card_number, algorithm, answer.data):
-            return LoadOutcome(pending, "pending: the card's TAC does not verify; the bank "
-                                        "must review this load", resolved=resolved)
+            held = _evolve(pending, reason="credited-tac-not-verified",
+                           tac=answer.data.hex().upper())
+            self._save([held])
+            return LoadOutcome(held, "pending: the card took the load but its TAC does not "
+                                     "verify; the bank must review it", resolved=resolved)
         try:
             done = self._capture(pending, answer.data.hex().upper(), "tac-verified")
         except LoadStoreError as exc:

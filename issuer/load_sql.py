@@ -56,7 +56,8 @@ TABLES = (
         reason TEXT NOT NULL,
         created_us BIGINT NOT NULL,
         resolved_us BIGINT,
-        tac TEXT
+        tac TEXT,
+        mac2 TEXT NOT NULL
     )""",
     """CREATE UNIQUE INDEX IF NOT EXISTS iss_epurse_loads_serial
         ON iss_epurse_loads (purse_token, online_serial)
@@ -77,7 +78,7 @@ TABLES = (
 LOAD_COLS = (
     "load_id", "pan_token", "purse_token", "epurse_issuer", "account_id", "amount", "currency",
     "terminal_id", "online_serial", "balance_before", "algorithm", "credit_time", "state",
-    "reason", "created_us", "resolved_us", "tac",
+    "reason", "created_us", "resolved_us", "tac", "mac2",
 )  # fmt: skip
 JOURNAL_COLS = ("entry_id", "at_us", "debit", "credit", "amount", "currency", "ref")
 
@@ -110,7 +111,7 @@ def _row(r: LoadRecord) -> tuple[Any, ...]:
         r.load_id, r.pan_token, r.purse_token, r.epurse_issuer, r.account_id, r.amount,
         r.currency, r.terminal_id, r.online_serial, r.balance_before, r.algorithm,
         r.credit_time, r.state.value, r.reason, _us(r.created_at),
-        None if r.resolved_at is None else _us(r.resolved_at), r.tac,
+        None if r.resolved_at is None else _us(r.resolved_at), r.tac, r.mac2,
     )  # fmt: skip
 
 
@@ -119,7 +120,7 @@ def _record(row: tuple[Any, ...]) -> LoadRecord:
         row[0], row[1], row[2], row[3], row[4], int(row[5]), row[6], row[7],
         None if row[8] is None else int(row[8]), None if row[9] is None else int(row[9]),
         row[10], row[11], LoadState(row[12]), row[13], _at(int(row[14])),
-        None if row[15] is None else _at(int(row[15])), row[16],
+        None if row[15] is None else _at(int(row[15])), row[16], row[17],
     )  # fmt: skip
 
 

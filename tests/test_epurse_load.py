@@ -296,6 +296,45 @@ def test_answer_lost_then_another_load_elsewhere_is_settled_from_the_card_log(
     check_books(store, card, loaded=4000, credited_not_captured=100)
 
 
+def test_a_tac_altered_on_the_way_back_waits_for_the_cards_proof(store: SqlStore) -> None:
+    profile = load_profile("sscard3")
+    token = issue_card(store, profile)
+    card = chip(profile)
+
+    def altering(apdu: bytes) -> bytes:
+        answer = card.process(apdu)
+        if apdu[1] == CREDIT and answer[-2:] == b"\x90\x00":
+            return bytes((answer[0] ^ 0x80,)) + answer[1:]
+        return answer
+
+    out = host_for(store, profile).load(altering, token=token, amount=900, load_id="V1")
+    assert (out.state, out.record.reason) == (LoadState.PENDING, "credited-tac-not-verified")
+    check_books(store, card, loaded=0, credited_not_captured=900)
+    [settled] = host_for(store, profile).resolve(card.process, token)  # the card's own proof
+    assert (settled.state, settled.record.reason) == (LoadState.CAPTURED, "proof-tac-verified")
+    check_books(store, card, loaded=900)
+
+
+def test_a_tac_the_bank_cannot_verify_stays_pending_for_review(store: SqlStore) -> None:
+    """The card took this load (its proof repeats the host's MAC2) but the TAC does not
+    verify under the key the bank holds: neither capture nor release is safe."""
+    profile = load_profile("sscard3")
+    token = issue_card(store, profile)
+    card = chip(profile)
+    purse = purse_of(profile)
+
+    def wrong_tac_key() -> LoadHost:
+        host = host_for(store, profile)
+        host.keys = LoadKeys(purse.load_key, keys.TEST_PURCHASE_MASTER_KEY)
+        return host
+
+    out = wrong_tac_key().load(card.process, token=token, amount=900, load_id="W1")
+    assert (out.state, out.record.reason) == (LoadState.PENDING, "credited-tac-not-verified")
+    [again] = wrong_tac_key().resolve(card.process, token)
+    assert again.state is LoadState.PENDING and "credited-tac-not-verified" in again.message
+    check_books(store, card, loaded=0, credited_not_captured=900)
+
+
 def test_issuer_unreachable_at_capture_leaves_the_load_pending_until_resolved(
         store: SqlStore) -> None:
     profile = load_profile("sscard3")
