@@ -54,6 +54,7 @@ from tapsim.commands.tap import token_key
 from tapsim.state import card_state_path, load_card_state, save_card_state
 from terminal.readers import CardGoneError
 from tests.core_fixtures import BACKENDS, CST, make_store
+from tests.fixtures.pcsc import ServeCard
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=CST)
 BRANCH = bytes.fromhex("000000010001")  # the branch terminal number
@@ -494,3 +495,21 @@ def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixtur
     assert "earlier load lost-1 (20.00): captured: the card had been credited" in out
     assert "e-purse     50.00 -> 51.00 CNY" in out
     assert f"balance {(OPENING - 2100) / 100:.2f}" in out
+
+
+def test_the_command_loads_a_card_in_a_pcsc_reader(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path, pcscd: str,
+                                                    served_card: ServeCard) -> None:
+    """The same load over PC/SC: the virtual card served to pcscd's vpcd reader."""
+    db = sqlite_url(tmp_path / "bank.db")
+    assert run(capsys, "card", "issue", "--profile", "sscard3", "--balance", str(OPENING),
+               "--activate", "--db", db)[0] == 0
+    served_card("sscard3")
+    code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--amount", "5000",
+                         "--db", db, "--reader", f"pcsc:{pcscd}", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert (r["state"], r["balance_before"], r["balance_after"]) == ("captured", 3000, 8000)
+    assert r["account"]["balance"] == OPENING - 5000
+    # The local virtual card's state file is not the card in the reader: untouched.
+    assert load_card_state(card_state_path("sscard3")) is None
