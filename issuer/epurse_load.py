@@ -40,8 +40,8 @@ from typing import Protocol
 
 from emv import tlv
 from emv.apdu import ResponseApdu, read_record, select
-from emv.epurse import keys
-from emv.epurse.keys import Algorithm, algorithm_from_id
+from emv.epurse.keys import Algorithm
+from emv.epurse.load import T_UNION_EPURSE, LoadError, load_tac, open_session
 from emv.epurse.messages import (
     GET_BALANCE,
     LOG_RECORDS,
@@ -64,7 +64,6 @@ from issuer.errors import IssuerError
 from issuer.service import Issuer
 from issuer.store import IssuerChanges
 
-T_UNION_EPURSE = bytes.fromhex("A000000632010105")
 MAX_LOAD = 0xFFFFFFFF  # the 4-byte amount of INITIALIZE FOR LOAD
 FLOAT_PREFIX = "epurse_float:"
 ACCOUNT_PREFIX = "account:"
@@ -276,14 +275,11 @@ class LoadHost:
     def _tac_ok(self, record: LoadRecord, card_number: str, algorithm: Algorithm,
                 tac: bytes) -> bool:
         assert record.online_serial is not None and record.balance_before is not None
-        dtk = keys.diversify(self.keys.tac_master_key, card_number, algorithm)
-        expected = keys.mac(
-            keys.tac_mac_key(dtk, algorithm),
-            keys.load_tac_input(record.balance_before + record.amount, record.online_serial,
-                                record.amount, bytes.fromhex(record.terminal_id),
-                                bytes.fromhex(record.credit_time)),
-            algorithm,
-        )  # fmt: skip
+        expected = load_tac(self.keys.tac_master_key, card_number, algorithm,
+                            balance_before=record.balance_before,
+                            online_serial=record.online_serial, amount=record.amount,
+                            terminal_id=bytes.fromhex(record.terminal_id),
+                            when=bytes.fromhex(record.credit_time))
         return hmac.compare_digest(expected, tac)
 
     # -- records ------------------------------------------------------------------------
@@ -468,26 +464,25 @@ class LoadHost:
             init = LoadInit.parse(answer.data)
         except EpurseDataError:
             return self._refuse(base, "malformed-response", "refused: malformed card answer")
-        algorithm = algorithm_from_id(init.algorithm_id)
-        if algorithm is None:
+        try:
+            session = open_session(self.keys.load_master_key, purse.card_number, init, amount,
+                                   self.terminal_id)
+        except LoadError:
             return self._refuse(base, "unknown-algorithm", "refused: unknown card algorithm")
-        load_key = keys.diversify(self.keys.load_master_key, purse.card_number, algorithm)
-        session = keys.load_session_key(load_key, init.random, init.serial, algorithm)
-        expected = keys.mac(session, keys.load_mac1_input(init.balance, amount, self.terminal_id),
-                            algorithm)
         base = _evolve(base, online_serial=init.serial, balance_before=init.balance,
-                       algorithm=algorithm)
-        if not hmac.compare_digest(expected, init.mac1):
+                       algorithm="" if session is None else session.algorithm)
+        if session is None:
             return self._refuse(base, "card-mac1-invalid",
                                 "refused: the card's MAC1 does not verify under the issuer's "
                                 "load key (not a genuine card, or altered data); nothing moved")
+        algorithm = session.algorithm
         # (1) authorize + hold + pending load, durably, before MAC2 leaves the host.
         code, hold = self.issuer.reserve(token, amount, account.currency, base.hold_id,
                                          float_account(base.epurse_issuer), now)
         if hold is None:
             return self._refuse(base, code.value, f"refused: {code.value} {DESCRIPTIONS[code]}")
         when = datetime_bcd(now)
-        mac2 = keys.mac(session, keys.load_mac2_input(amount, self.terminal_id, when), algorithm)
+        mac2 = session.mac2(when)
         pending = _evolve(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
                           reason="00")
         self._save([pending])
