@@ -406,11 +406,12 @@ class LoadHost:
             raise LoadCardError(f"the card left the field before the load ({exc}); "
                                 "nothing moved") from None
 
-    def _refuse(self, base: LoadRecord, reason: str, message: str) -> LoadOutcome:
+    def _refuse(self, base: LoadRecord, reason: str, message: str,
+                resolved: tuple[LoadOutcome, ...] = ()) -> LoadOutcome:
         record = _evolve(base, state=LoadState.REFUSED, reason=reason,
                          resolved_at=self.clock())
         self._save([record])
-        return LoadOutcome(record, message)
+        return LoadOutcome(record, f"refused: {message}", resolved=resolved)
 
     def _load(self, transceive: Callable[[bytes], bytes], token: str, amount: int,
               load_id: str) -> LoadOutcome:
@@ -433,11 +434,11 @@ class LoadHost:
                           "", now)  # fmt: skip
         if not 0 < amount <= MAX_LOAD:
             return self._refuse(base, ResponseCode.INVALID_AMOUNT.value,
-                                f"refused: a load is 1 to {MAX_LOAD} minor units")
+                                f"a load is 1 to {MAX_LOAD} minor units", resolved)
         purse = self._purse(transceive)
         if isinstance(purse, str):
-            return self._refuse(base, purse, "refused: the card has no T-Union e-purse"
-                                if purse == "no-epurse" else f"refused: {purse}")
+            return self._refuse(base, purse, "the card has no T-Union e-purse"
+                                if purse == "no-epurse" else purse, resolved)
         base = _evolve(base, purse_token=self.issuer.epurse_token(purse.card_number),
                        epurse_issuer=epurse_issuer_id(purse.public))
         if self.max_balance is not None:
@@ -447,48 +448,53 @@ class LoadHost:
                 if balance + amount > self.max_balance:
                     return self._refuse(
                         base, "purse-limit",
-                        f"refused: the e-purse holds {balance}, at most {self.max_balance} "
-                        f"allowed: at most {max(self.max_balance - balance, 0)} can be loaded")
-        # The issuer's answer before the card is asked to INITIALIZE (a hold follows MAC1).
+                        f"the e-purse holds {balance}, at most {self.max_balance} allowed: at "
+                        f"most {max(self.max_balance - balance, 0)} can be loaded", resolved)
+        # The issuer's answer before the card is asked to INITIALIZE (the hold follows MAC1).
         code = _precheck(self.issuer, token, amount, account.currency, now)
         if code is not ResponseCode.APPROVED:
-            return self._refuse(base, code.value, f"refused: {code.value} {DESCRIPTIONS[code]}")
+            return self._refuse(base, code.value, f"{code.value} {DESCRIPTIONS[code]}", resolved)
+        # Step 3: INITIALIZE FOR LOAD and the card's MAC1.
         answer = self._send(transceive, initialize_for_load(1, amount, self.terminal_id))
+        if answer.sw == 0x6985:  # PBOC ED/EP: conditions not satisfied (cap, serial at FFFF)
+            return self._refuse(base, "purse-limit", "the card refused INITIALIZE FOR LOAD "
+                                "(6985: above its maximum balance, or its load serial is "
+                                "exhausted)", resolved)
         if answer.sw != _SW_OK:
-            why = ("purse-limit" if answer.sw == 0x6985 else f"card-status-{answer.sw:04X}")
-            return self._refuse(base, why, f"refused: the card refused INITIALIZE FOR LOAD "
-                                           f"({answer.sw:04X}: maximum balance or load serial "
-                                           "exhausted)" if answer.sw == 0x6985 else
-                                f"refused: the card answered {answer.sw:04X}")
+            return self._refuse(base, f"card-status-{answer.sw:04X}",
+                                f"the card answered {answer.sw:04X}", resolved)
         try:
             init = LoadInit.parse(answer.data)
-        except EpurseDataError:
-            return self._refuse(base, "malformed-response", "refused: malformed card answer")
-        try:
             session = open_session(self.keys.load_master_key, purse.card_number, init, amount,
                                    self.terminal_id)
+        except EpurseDataError:
+            return self._refuse(base, "malformed-response", "malformed card answer", resolved)
         except LoadError:
-            return self._refuse(base, "unknown-algorithm", "refused: unknown card algorithm")
+            return self._refuse(base, "unknown-algorithm", "unknown card algorithm", resolved)
         base = _evolve(base, online_serial=init.serial, balance_before=init.balance,
                        algorithm="" if session is None else session.algorithm)
         if session is None:
             return self._refuse(base, "card-mac1-invalid",
-                                "refused: the card's MAC1 does not verify under the issuer's "
-                                "load key (not a genuine card, or altered data); nothing moved")
+                                "the card's MAC1 does not verify under the issuer's load key "
+                                "(not a genuine card, or altered data); nothing moved", resolved)
         algorithm = session.algorithm
-        # (1) authorize + hold + pending load, durably, before MAC2 leaves the host.
+        # Step 4: authorize + hold + pending load, durably, before MAC2 leaves the host.
         code, hold = self.issuer.reserve(token, amount, account.currency, base.hold_id,
                                          float_account(base.epurse_issuer), now)
         if hold is None:
-            return self._refuse(base, code.value, f"refused: {code.value} {DESCRIPTIONS[code]}")
+            return self._refuse(base, code.value, f"{code.value} {DESCRIPTIONS[code]}", resolved)
         when = datetime_bcd(now)
         mac2 = session.mac2(when)
         pending = _evolve(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
                           reason="00")
         self._save([pending])
-        # (2) CREDIT FOR LOAD: from here on the outcome lives in the pending record.
+        # Step 5: CREDIT FOR LOAD; from here on the outcome lives in the pending record.
         answer = self._send(transceive, credit_for_load(when, mac2))
-        if answer.sw != _SW_OK or len(answer.data) != 4:
+        if answer.sw == _SW_OK and len(answer.data) != 4:  # took it, but the TAC is garbled
+            return LoadOutcome(pending, "pending: the card's answer to CREDIT FOR LOAD is "
+                                        "malformed; present the card again to settle it",
+                               resolved=resolved)
+        if answer.sw != _SW_OK:  # a definite refusal: the card did not credit
             done = self._release(pending, f"card-status-{answer.sw:04X}")
             return LoadOutcome(done, f"released: the card refused CREDIT FOR LOAD "
                                      f"({answer.sw:04X}); the hold was given back",

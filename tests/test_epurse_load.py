@@ -33,6 +33,7 @@ from emv.epurse import keys
 from emv.epurse.load import T_UNION_EPURSE
 from issuer.epurse_load import (
     JournalEntry,
+    LoadCardError,
     LoadHost,
     LoadKeys,
     LoadRecord,
@@ -256,6 +257,34 @@ def test_card_removed_before_credit_debits_nothing_and_is_released_next_time(
     assert (earlier.state, earlier.record.reason) == (LoadState.RELEASED, "serial-not-moved")
     assert nxt.state is LoadState.CAPTURED and nxt.record.online_serial == 0
     check_books(store, card, loaded=700)
+
+
+def test_a_card_that_refuses_credit_gets_its_hold_released_at_once(store: SqlStore) -> None:
+    """MAC2 altered on the way to the card: the card answers 9302 (PBOC ED/EP: MAC
+    invalid) and credits nothing, so the host releases the hold without waiting."""
+    profile = load_profile("sscard3")
+    token = issue_card(store, profile)
+    card = chip(profile)
+
+    def altering(apdu: bytes) -> bytes:
+        if apdu[1] == CREDIT:
+            apdu = apdu[:-2] + bytes((apdu[-2] ^ 0x01, apdu[-1]))  # MAC2's last byte; Le kept
+        return card.process(apdu)
+
+    out = host_for(store, profile).load(altering, token=token, amount=900, load_id="M1")
+    assert (out.state, out.record.reason) == (LoadState.RELEASED, "card-status-9302")
+    check_books(store, card, loaded=0)
+
+
+def test_card_removed_before_initialize_moves_nothing(store: SqlStore) -> None:
+    profile = load_profile("sscard3")
+    token = issue_card(store, profile)
+    card = chip(profile)
+    with pytest.raises(LoadCardError, match="nothing moved"):
+        host_for(store, profile).load(Torn(card, INITIALIZE, after_card=False), token=token,
+                                      amount=900, load_id="G1")
+    check_books(store, card, loaded=0)
+    assert SqlLoadStore(store).loads() == []
 
 
 def test_answer_lost_after_the_card_credited_is_captured_once(store: SqlStore) -> None:
