@@ -526,6 +526,40 @@ def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixtur
     assert f"balance {(OPENING - 2100) / 100:.2f}" in out
 
 
+def test_the_command_settles_without_loading(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
+    db = sqlite_url(tmp_path / "bank.db")
+    profile = load_profile("sscard3")
+    assert run(capsys, "card", "issue", "--profile", "sscard3", "--balance", str(OPENING),
+               "--activate", "--db", db)[0] == 0
+    s = open_store(db)
+    try:
+        token = new_issuer(s, profile).token_of(profile.pan)
+        card = chip(profile)
+        lost = host_for(s, profile).load(Torn(card, CREDIT, after_card=False), token=token,
+                                         amount=2000, load_id="gone-1")
+        assert lost.state is LoadState.PENDING
+    finally:
+        s.close()
+    save_card_state(card.state, card_state_path("sscard3"))
+    code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--settle", "--db", db,
+                         "--json")
+    assert code == 0, err
+    [settled] = json.loads(out)["settled"]
+    assert (settled["load_id"], settled["state"], settled["reason"]) == (
+        "gone-1", "released", "serial-not-moved")
+    code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--settle", "--db", db)
+    assert code == 0 and "no pending load" in out
+    code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--db", db)
+    assert code == 2 and "give --amount for a load, or --settle alone" in err
+    s = open_store(db)
+    try:
+        check_books(s, VirtualCard(personalise(profile),
+                                   load_card_state(card_state_path("sscard3"))), loaded=0)
+    finally:
+        s.close()
+
+
 def test_the_command_loads_a_card_in_a_pcsc_reader(capsys: pytest.CaptureFixture[str],
                                                     tmp_path: Path, pcscd: str,
                                                     served_card: ServeCard) -> None:

@@ -58,8 +58,11 @@ def register_card_load(cs: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--card", required=True, metavar="NAME|PATH",
                    help="the card: a built-in profile or a .toml/.json path, issued at the "
                         "bank with `tapsim card issue`")
-    p.add_argument("--amount", required=True, type=integer(1, MAX_LOAD, "minor units"),
-                   metavar="MINOR", help=f"amount in minor units (fen), 1 to {MAX_LOAD:,}")
+    p.add_argument("--amount", type=integer(1, MAX_LOAD, "minor units"), metavar="MINOR",
+                   help=f"amount in minor units (fen), 1 to {MAX_LOAD:,} (required unless "
+                        "--settle)")
+    p.add_argument("--settle", action="store_true",
+                   help="only settle this card's pending loads by asking the card; no new load")
     add_db_argument(p)
     p.add_argument("--request-id", type=_request_id, default=None, metavar="ID",
                    help="the request's idempotency key: the same id again is answered from "
@@ -104,6 +107,9 @@ def load_main(args: argparse.Namespace) -> int:
     from tapsim.state import card_state_path, load_card_state, save_card_state  # noqa: PLC0415
 
     now = parse_at(args.at)
+    if args.settle == (args.amount is not None):
+        raise UserError("card load: give --amount for a load, or --settle alone to settle "
+                        "the card's pending loads")
     profile = _profile(args.card)
     purse = next((a for a in profile.applications if a.kind == "epurse"), None)
     if purse is None:
@@ -136,7 +142,11 @@ def load_main(args: argparse.Namespace) -> int:
             transceive = card.process
         request_id = args.request_id or f"load-{uuid.uuid4().hex[:16]}"
         try:
-            outcome = host.load(transceive, token=token, amount=args.amount, load_id=request_id)
+            if args.settle:
+                settled = host.resolve(transceive, token)
+            else:
+                outcome = host.load(transceive, token=token, amount=args.amount,
+                                    load_id=request_id)
         except LoadCardError as exc:
             print(f"tapsim: card load: {exc}", file=sys.stderr)
             return 1
@@ -153,6 +163,8 @@ def load_main(args: argparse.Namespace) -> int:
             save_card_state(card.state, state_path)  # the chip keeps whatever it did
         close_reader()
         branch.close()
+    if args.settle:
+        return _print_settled(settled, masked, args.json)
     out = _outcome_dict(outcome)
     out["card"] = masked
     out["resolved"] = [_outcome_dict(r) for r in outcome.resolved]
@@ -173,6 +185,24 @@ def load_main(args: argparse.Namespace) -> int:
     print(f"account     {account.account_id}: balance {money(account.balance, cur)} {cur}, "
           f"held {money(account.held, cur)}")
     return 0 if ok else 1
+
+
+def _print_settled(settled: list[LoadOutcome], masked: str, as_json: bool) -> int:
+    """`--settle`: each pending load's outcome; exit 1 while one is still pending."""
+    from issuer.epurse_load import LoadState  # noqa: PLC0415
+    from tapsim.commands.backoffice import money  # noqa: PLC0415
+
+    still = any(o.state is LoadState.PENDING for o in settled)
+    if as_json:
+        print(json.dumps({"card": masked, "settled": [_outcome_dict(o) for o in settled]},
+                         indent=1))
+        return 1 if still else 0
+    if not settled:
+        print(f"{masked}: no pending load")
+    for o in settled:
+        print(f"load {o.record.load_id} ({money(o.record.amount, o.record.currency)} "
+              f"{o.record.currency}): {o.message}")
+    return 1 if still else 0
 
 
 def _pcsc(name: str) -> tuple[Callable[[bytes], bytes], Callable[[], None]]:
