@@ -281,3 +281,32 @@ def release(account: Account, hold: Hold, now: datetime) -> tuple[Account, Hold]
         raise HoldError(f"hold {hold.hold_id} is {hold.status.value}, cannot release")
     new_account = evolve(account, held=account.held - hold.amount)
     return new_account, evolve(hold, status=HoldStatus.RELEASED, settled_at=now)
+
+
+def reserve(
+    account: Account,
+    card: Card,
+    amount: int,
+    currency: str,
+    hold_id: str,
+    merchant_id: str,
+    now: datetime,
+    policy: BankPolicy,
+) -> tuple[ResponseCode, Account, Hold | None]:
+    """Hold ``amount`` for a transfer the bank itself starts (an e-purse load at a branch).
+
+    No cryptogram: the card proves itself to the host in the transfer's own protocol (the
+    e-purse's MAC1).  Checks, in order: currency (12), amount (13), the card's state (the
+    codes of :data:`STATE_CODES`, 46 for a closed account), funds (51).
+    """
+    if currency != account.currency:
+        return RC.INVALID_TRANSACTION, account, None
+    if amount <= 0:
+        return RC.INVALID_AMOUNT, account, None
+    code = state_code(card, account, now, policy)
+    if code is _APPROVED and amount > account.balance - account.held:
+        code = RC.INSUFFICIENT_FUNDS
+    if code is not _APPROVED:
+        return code, account, None
+    hold = Hold(hold_id, account.account_id, card.pan_token, merchant_id, amount, currency, now)
+    return code, evolve(account, held=account.held + amount), hold

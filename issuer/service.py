@@ -9,6 +9,7 @@ by their ids, because an acquirer that crashed will ask again.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -134,6 +135,12 @@ class Issuer:
 
     def token_of(self, pan: str) -> str:
         return pan_token(pan, self._token_key)
+
+    def epurse_token(self, card_number: str) -> str:
+        """Keyed token of an e-purse card number (application serial, up to 20 digits), kept
+        apart from PAN tokens by its own label: the number itself is never stored."""
+        digest = hmac.digest(self._token_key, b"epurse:" + card_number.encode("ascii"), "sha256")
+        return digest[:16].hex()
 
     # -- accounts ----------------------------------------------------------------------
 
@@ -372,6 +379,29 @@ class Issuer:
             request.request_id, decision.code, record.flags,
             hold.hold_id if hold is not None else None, decision.arpc,
         )  # fmt: skip
+
+    def reserve(
+        self, token: str, amount: int, currency: str, hold_id: str, merchant_id: str,
+        now: datetime,
+    ) -> tuple[ResponseCode, Hold | None]:
+        """Hold money for a transfer the bank starts itself (an e-purse load); idempotent by
+        ``hold_id``: a hold already placed is answered again, approved."""
+        _aware(now)
+        known = self.holds.get(hold_id)
+        if known is not None:
+            return ResponseCode.APPROVED, known
+        card = self.cards.get(token)
+        if card is None:
+            return ResponseCode.INVALID_CARD, None
+        account = self.account(card.account_id)
+        code, account, hold = authorization.reserve(
+            account, card, amount, currency, hold_id, merchant_id, now,
+            self.policy(card.bank_id),
+        )  # fmt: skip
+        if hold is not None:
+            self._put_account(account)
+            self._put_hold(hold)
+        return code, hold
 
     def capture(self, hold_id: str, amount: int, capture_id: str, now: datetime) -> Capture:
         """Take money under a hold; the same ``capture_id`` again returns the first capture."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tapsim.checks import check_output_file
 from tapsim.commands.account import register_card_issue
+from tapsim.commands.card_load import register_card_load
 from tapsim.errors import UserError
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.set_defaults(func=serve_card)
     # `card issue`: the account and the card at a database's issuer (tapsim/commands/account.py)
     register_card_issue(cs)
+    # `card load`: recharge the e-purse from the account (tapsim/commands/card_load.py)
+    register_card_load(cs)
 
 
 def _summary(p: CardProfile) -> dict[str, Any]:
