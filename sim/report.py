@@ -135,25 +135,29 @@ def refusals(declines: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, i
 
 
 def _latency_statement(cfg: SimConfig, cal: Calibration) -> str:
-    laws = {"quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}
-    if "field" in laws.values():
-        fielded = " and ".join(p for p, law in laws.items() if law == "field")
-        kernel = " and ".join(p for p, law in laws.items() if law == "kernel")
-        return (f"field: {fielded} taps draw their latency from the field law of the service "
-                f"calibration {cfg.service_calibration.name!r} (service_calibration."
-                "tap_latency_law; sim/README.md, Calibration); outcome and cryptogram still "
-                f"come from {cfg.calibration_samples} real kernel taps per card class "
-                f"(calibration of {cal.created})"
-                + (f"; {kernel} taps draw from those kernel timings." if kernel else "."))
+    """Where each tap's outcome and latency came from: the fidelity decides the outcome, the
+    service calibration's tap-latency law (per payment path) the latency."""
     if cfg.fidelity == "full":
-        return ("full: every tap ran the real kernel (emv.kernel) against the rider's own "
-                "virtual card; outcome, cryptogram and the APDUs exchanged come from that run. "
-                "The kernel's CPU share of the latency is drawn from the calibration "
-                f"of {cal.created} so that the run repeats; radio and chip time are modelled.")
-    return (f"calibrated: {cfg.calibration_samples} real kernel taps per card class were run "
-            f"and timed (calibration of {cal.created}); each simulated tap draws its latency "
-            "from that empirical distribution (numpy) and takes the class's kernel outcome. "
-            "Radio and chip time are modelled from the APDUs the real taps exchanged.")
+        outcome = ("full: every tap ran the real kernel (emv.kernel) against the rider's own "
+                   "virtual card; outcome, cryptogram and the APDUs exchanged come from that "
+                   "run")
+    else:
+        outcome = (f"calibrated: {cfg.calibration_samples} real kernel taps per card class "
+                   f"were run and timed (calibration of {cal.created}); each simulated tap "
+                   "takes its class's kernel outcome")
+    laws = {"quickpass": cfg.latency.quickpass, "epurse": cfg.latency.epurse}
+    fielded = " and ".join(p for p, law in laws.items() if law == "field")
+    kernel = " and ".join(p for p, law in laws.items() if law == "kernel")
+    parts = [outcome]
+    if fielded:
+        parts.append(f"{fielded} tap latency is drawn from the field law of the service "
+                     f"calibration {cfg.service_calibration.name!r} (service_calibration."
+                     "tap_latency_law; sim/README.md, Calibration)")
+    if kernel:
+        parts.append(f"{kernel} tap latency is drawn from the kernel's measured timings "
+                     f"(calibration of {cal.created}; numpy), radio and chip time modelled "
+                     "from the APDUs the real taps exchanged")
+    return "; ".join(parts) + "."
 
 
 def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,

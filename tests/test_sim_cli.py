@@ -69,7 +69,7 @@ def test_human_summary(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     assert code == 0
     for key in ("tap latency", "dwell", "uplink", "deny list", "revenue", "back office"):
         assert key in out
-    assert "field:" in out and "field-2026" in out  # the latency law and calibration used
+    assert "calibrated:" in out and "field-2026" in out  # outcome source, calibration used
     assert str(tmp_path / "index.html") in out
 
 
