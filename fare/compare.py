@@ -73,7 +73,7 @@ def _tap_time(tap: Tap) -> datetime:
     return tap.time
 
 
-_Key = tuple[str | None, str | None, str, float]  # category, medium, route, time bucket
+_Key = tuple[str | None, str | None, str]  # category, medium, route (within a time bucket)
 
 
 class _Sums:
@@ -111,7 +111,11 @@ def _compare(feed_a: Feed, feed_b: Feed, taps: list[Tap], top: int) -> dict[str,
     # the other, from the card's one record, and the tap is counted in its cell.
     ix_a, ix_b = feed_index(feed_a), feed_index(feed_b)
     span = _span(feed_a, taps)
-    cells: dict[_Key, _Sums] = {}
+    # time bucket -> (category, medium, route) -> sums; the taps come in time order, so the
+    # bucket's table changes only when a tap passes its end (no time in the per-tap key)
+    cells: dict[float, dict[_Key, _Sums]] = {}
+    now: dict[_Key, _Sums] = {}
+    start = end = float("-inf")
     riders: dict[str, _Rider] = {}
     changed: list[tuple[int, str, int, int, int]] = []  # (change, card, journey, a, b)
     closed = 0
@@ -139,10 +143,14 @@ def _compare(feed_a: Feed, feed_b: Feed, taps: list[Tap], top: int) -> dict[str,
             _late(rec, out_a, len(out_a) - 1, out_b, len(out_b) - 1)  # the open leg settled
         out_a.clear()
         out_b.clear()
-        key = (cat, media, route, ts // span)
-        cell = cells.get(key)
+        if not start <= ts < end:
+            bucket = ts // span
+            start, end = bucket * span, (bucket + 1) * span
+            now = cells.setdefault(bucket, {})
+        key = (cat, media, route)
+        cell = now.get(key)
         if cell is None:
-            cell = cells[key] = _Sums(a, b)
+            cell = now[key] = _Sums(a, b)
         else:
             cell.a += a
             cell.b += b
@@ -202,31 +210,29 @@ def _span(feed: Feed, taps: list[Tap]) -> int:
     return 3600
 
 
-def _document(feed_a: Feed, feed_b: Feed, n_taps: int, cells: dict[_Key, _Sums],
+def _document(feed_a: Feed, feed_b: Feed, n_taps: int, cells: dict[float, dict[_Key, _Sums]],
               riders: dict[str, list[int]],
               journeys: tuple[int, list[tuple[int, str, int, int, int]]],
               top: int, span: int) -> dict[str, object]:
     default = feed_a.default_rider_category or "none"
     tz = feed_a.timezone
-    local: dict[float, tuple[str, int]] = {}
     by: dict[str, dict[object, list[int]]] = {d: {} for d in DIMENSIONS}
     total_a = total_b = 0
-    for (cat, media, route, bucket), sums in cells.items():
-        a, b = sums.a, sums.b
-        total_a += a
-        total_b += b
-        when = local.get(bucket)
-        if when is None:
-            dt = datetime.fromtimestamp(int(bucket) * span, tz)
-            when = local[bucket] = (dt.date().isoformat(), dt.hour)
-        values = (cat or default, media or "none", route, when[1], when[0])
-        for dim, value in zip(DIMENSIONS, values, strict=True):
-            row = by[dim].get(value)
-            if row is None:
-                by[dim][value] = [a, b]
-            else:
-                row[0] += a
-                row[1] += b
+    for bucket, table in cells.items():
+        dt = datetime.fromtimestamp(int(bucket) * span, tz)
+        day, hour = dt.date().isoformat(), dt.hour
+        for (cat, media, route), sums in table.items():
+            a, b = sums.a, sums.b
+            total_a += a
+            total_b += b
+            values = (cat or default, media or "none", route, hour, day)
+            for dim, value in zip(DIMENSIONS, values, strict=True):
+                row = by[dim].get(value)
+                if row is None:
+                    by[dim][value] = [a, b]
+                else:
+                    row[0] += a
+                    row[1] += b
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
