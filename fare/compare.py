@@ -18,9 +18,9 @@ tap with no medium as ``none``.
 Pure, and one pass: each tap is priced under A and B (``fare.engine.price_into``, the loop body
 of ``fare.engine.price``, and ``close_card`` at the end, as ``price`` does) and counted at once,
 so no list of a million charges is kept.  The pass is the work of pricing twice and little more:
-one record per card holds both fare states and its figures (one dictionary lookup per tap), the
-tap's time is converted once for both feeds, and the module is compiled with the engine
-(setup.py), so the loop calls the pricer natively.
+one record per card holds both fare states and its figures (one dictionary lookup per tap for
+both feeds' states), the tap's fields and time are read once for both feeds, and the module is
+compiled with the engine (setup.py), so the loop calls the pricer natively.
 """
 
 from __future__ import annotations
