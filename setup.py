@@ -25,7 +25,7 @@ from setuptools import setup
 COMPILED = [
     "emv/tlv.py",
     "fare/engine.py", "fare/index.py", "fare/transfers.py", "fare/legs.py", "fare/caps.py",
-    "fare/clock.py", "fare/match.py", "fare/values.py", "fare/explain.py",
+    "fare/clock.py", "fare/match.py", "fare/values.py", "fare/explain.py", "fare/compare.py",
     "backoffice/engine.py", "backoffice/records.py", "backoffice/decisions.py",
     "backoffice/fare_pricer.py",
 ]

@@ -15,8 +15,12 @@ feed A's journeys (the fare in force); its price under B is what B charges for t
 however B groups them.  A tap with no rider category counts as the feed's default category, a
 tap with no medium as ``none``.
 
-Pure, and one pass: each tap is priced under A and B (``fare.engine.BatchPricer``, what
-``fare.engine.price`` does) and counted at once, so no list of a million charges is kept.
+Pure, and one pass: each tap is priced under A and B (``fare.engine.price_into``, the loop body
+of ``fare.engine.price``, and ``close_card`` at the end, as ``price`` does) and counted at once,
+so no list of a million charges is kept.  The pass is the work of pricing twice and little more:
+one record per card holds both fare states and its figures (one dictionary lookup per tap for
+both feeds' states), the tap's fields and time are read once for both feeds, and the module is
+compiled with the engine (setup.py), so the loop calls the pricer natively.
 """
 
 from __future__ import annotations
@@ -24,17 +28,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 from fare.clock import posix_seconds
-from fare.engine import BatchPricer, cycles_not_collected, price_into
-from fare.explain import Charge, ChargeKind
+from fare.engine import CardFareState, close_card, cycles_not_collected, feed_index, price_into
+from fare.explain import Charge
 from fare.model import Feed, Tap
 
 SCHEMA: Final = "tapsim.fare.compare"
 SCHEMA_VERSION: Final = 1
 DIMENSIONS: Final = ("rider_category", "fare_media", "route", "hour", "day")
-_MAX_FARE: Final = ChargeKind.MAX_FARE
 _BUCKET: Final = 900  # zone offsets are whole quarter hours: hour and day are constant in one
 
 
@@ -70,96 +73,131 @@ def _tap_time(tap: Tap) -> datetime:
     return tap.time
 
 
-_Key = tuple[str | None, str | None, str, float]  # category, medium, route, time bucket
+_Key = tuple[str | None, str | None, str]  # category, medium, route (within a time bucket)
+
+
+class _Sums:
+    """Revenue under A and B of one cell (category, medium, route, time bucket)."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: int, b: int) -> None:
+        self.a = a
+        self.b = b
+
+
+class _Rider:
+    """One card in the pass: its fare state under each feed, its totals, its current journey
+    (A's number, and what A and B charged for it so far) and the cell of its last tap, where a
+    late charge lands (an incomplete journey is settled at the card's next tap, or at the end,
+    and its leg was the card's last tap).  One record per card, so a tap costs one lookup."""
+
+    __slots__ = ("a", "b", "cell", "journey", "journey_a", "journey_b", "state_a", "state_b")
+
+    def __init__(self, state_a: CardFareState, state_b: CardFareState, a: int, b: int,
+                 journey: int, cell: _Sums) -> None:
+        self.state_a = state_a
+        self.state_b = state_b
+        self.a = a
+        self.b = b
+        self.journey = journey
+        self.journey_a = a
+        self.journey_b = b
+        self.cell = cell
 
 
 def _compare(feed_a: Feed, feed_b: Feed, taps: list[Tap], top: int) -> dict[str, object]:
-    # The hot loop: a tap is counted in two dicts, by (category, medium, route, time bucket)
-    # and by card.  A card's record keeps its totals and its current journey (under A), which
-    # is where a late charge lands: an incomplete journey is settled at the card's next tap,
-    # or at the end, and its leg was the card's last tap (whose cell key the record keeps).
-    pa, pb = BatchPricer(feed_a), BatchPricer(feed_b)
-    ix_a, ix_b = pa.ix, pb.ix
-    states_a, states_b = pa.states, pb.states
-    get_a, get_b = states_a.get, states_b.get
+    # The hot loop (compiled with the engine, setup.py): both feeds price the tap, one after
+    # the other, from the card's one record, and the tap is counted in its cell.
+    ix_a, ix_b = feed_index(feed_a), feed_index(feed_b)
     span = _span(feed_a, taps)
-    cells: dict[_Key, list[int]] = {}
-    # card -> [total A, total B, journey no (A), journey A, journey B, last cell key]
-    cards: dict[str, list[Any]] = {}
+    # time bucket -> (category, medium, route) -> sums; the taps come in time order, so the
+    # bucket's table changes only when a tap passes its end (no time in the per-tap key)
+    cells: dict[float, dict[_Key, _Sums]] = {}
+    now: dict[_Key, _Sums] = {}
+    start = end = float("-inf")
+    riders: dict[str, _Rider] = {}
     changed: list[tuple[int, str, int, int, int]] = []  # (change, card, journey, a, b)
     closed = 0
     out_a: list[Charge] = []
     out_b: list[Charge] = []
-    pinto = price_into
-    posix = posix_seconds
-    get_card = cards.get
-    get_cell = cells.get
     for t in taps:
         time = t.time
-        ts = posix(time)
+        ts = posix_seconds(time)
         card = t.card
         on = t.action == "on"
-        tid, stop, route, cat, media = t.tap_id, t.stop_id, t.route_id, t.rider_category, \
-            t.fare_media
-        states_a[card] = pinto(ix_a, get_a(card), tid, card, time, stop, route, on, cat, media,
-                               out_a, ts)
-        states_b[card] = pinto(ix_b, get_b(card), tid, card, time, stop, route, on, cat, media,
-                               out_b, ts)
+        tid = t.tap_id
+        stop = t.stop_id
+        route = t.route_id
+        cat = t.rider_category
+        media = t.fare_media
+        rec = riders.get(card)
+        state_a = price_into(ix_a, rec.state_a if rec is not None else None, tid, card, time,
+                             stop, route, on, cat, media, out_a, ts)
+        state_b = price_into(ix_b, rec.state_b if rec is not None else None, tid, card, time,
+                             stop, route, on, cat, media, out_b, ts)
         own_a = out_a[-1]
         a = own_a.amount
         b = out_b[-1].amount
-        rec = get_card(card)
-        if len(out_a) > 1 or len(out_b) > 1:  # the card's open leg settled first
-            _late(cells, cards, out_a[:-1], 0)
-            _late(cells, cards, out_b[:-1], 1)
+        if rec is not None and (len(out_a) > 1 or len(out_b) > 1):
+            _late(rec, out_a, len(out_a) - 1, out_b, len(out_b) - 1)  # the open leg settled
         out_a.clear()
         out_b.clear()
-        key = (cat, media, route, ts // span)
-        cell = get_cell(key)
+        if not start <= ts < end:
+            bucket = ts // span
+            start, end = bucket * span, (bucket + 1) * span
+            now = cells.setdefault(bucket, {})
+        key = (cat, media, route)
+        cell = now.get(key)
         if cell is None:
-            cells[key] = [a, b]
+            cell = now[key] = _Sums(a, b)
         else:
-            cell[0] += a
-            cell[1] += b
+            cell.a += a
+            cell.b += b
         jno = own_a.journey
         if rec is None:
-            cards[card] = [a, b, jno, a, b, key]
+            riders[card] = _Rider(state_a, state_b, a, b, jno, cell)
             continue
-        if rec[2] != jno:
+        rec.state_a = state_a
+        rec.state_b = state_b
+        if rec.journey != jno:
             closed += 1
-            if rec[3] != rec[4]:
-                changed.append((rec[4] - rec[3], card, rec[2], rec[3], rec[4]))
-            rec[2] = jno
-            rec[3] = a
-            rec[4] = b
+            if rec.journey_a != rec.journey_b:
+                changed.append((rec.journey_b - rec.journey_a, card, rec.journey, rec.journey_a,
+                                rec.journey_b))
+            rec.journey = jno
+            rec.journey_a = a
+            rec.journey_b = b
         else:
-            rec[3] += a
-            rec[4] += b
-        rec[0] += a
-        rec[1] += b
-        rec[5] = key
-    pa.finish(out_a)
-    pb.finish(out_b)
-    _late(cells, cards, out_a, 0)
-    _late(cells, cards, out_b, 1)
-    riders: dict[str, list[int]] = {}
-    for card, rec in cards.items():
-        riders[card] = [rec[0], rec[1]]
-        if rec[3] != rec[4]:
-            changed.append((rec[4] - rec[3], card, rec[2], rec[3], rec[4]))
-    return _document(feed_a, feed_b, len(taps), cells, riders, (closed + len(cards), changed),
+            rec.journey_a += a
+            rec.journey_b += b
+        rec.a += a
+        rec.b += b
+        rec.cell = cell
+    totals: dict[str, list[int]] = {}
+    for card, rec in riders.items():  # legs left open: incomplete, as fare.engine.price has it
+        _late(rec, close_card(feed_a, rec.state_a)[1], -1, close_card(feed_b, rec.state_b)[1], -1)
+        totals[card] = [rec.a, rec.b]
+        if rec.journey_a != rec.journey_b:
+            changed.append((rec.journey_b - rec.journey_a, card, rec.journey, rec.journey_a,
+                            rec.journey_b))
+    return _document(feed_a, feed_b, len(taps), cells, totals, (closed + len(riders), changed),
                      top, span)
 
 
-def _late(cells: dict[_Key, list[int]], cards: dict[str, list[Any]], charges: list[Charge],
-          side: int) -> None:
-    """Charges for a card's earlier tap (an incomplete journey): to that tap's cell, the card
-    and its current journey."""
-    for c in charges:
-        rec = cards[c.card]
-        rec[side] += c.amount
-        rec[3 + side] += c.amount
-        cells[rec[5]][side] += c.amount
+def _late(rec: _Rider, charges_a: list[Charge], n_a: int, charges_b: list[Charge],
+          n_b: int) -> None:
+    """Charges for the card's earlier tap (an incomplete journey; the first ``n`` of each list,
+    all of it when ``n`` is -1): to that tap's cell, the card and its current journey."""
+    cell = rec.cell
+    for c in (charges_a if n_a < 0 else charges_a[:n_a]):
+        rec.a += c.amount
+        rec.journey_a += c.amount
+        cell.a += c.amount
+    for c in (charges_b if n_b < 0 else charges_b[:n_b]):
+        rec.b += c.amount
+        rec.journey_b += c.amount
+        cell.b += c.amount
 
 
 def _span(feed: Feed, taps: list[Tap]) -> int:
@@ -172,30 +210,29 @@ def _span(feed: Feed, taps: list[Tap]) -> int:
     return 3600
 
 
-def _document(feed_a: Feed, feed_b: Feed, n_taps: int, cells: dict[_Key, list[int]],
+def _document(feed_a: Feed, feed_b: Feed, n_taps: int, cells: dict[float, dict[_Key, _Sums]],
               riders: dict[str, list[int]],
               journeys: tuple[int, list[tuple[int, str, int, int, int]]],
               top: int, span: int) -> dict[str, object]:
     default = feed_a.default_rider_category or "none"
     tz = feed_a.timezone
-    local: dict[float, tuple[str, int]] = {}
     by: dict[str, dict[object, list[int]]] = {d: {} for d in DIMENSIONS}
     total_a = total_b = 0
-    for (cat, media, route, bucket), (a, b) in cells.items():
-        total_a += a
-        total_b += b
-        when = local.get(bucket)
-        if when is None:
-            dt = datetime.fromtimestamp(int(bucket) * span, tz)
-            when = local[bucket] = (dt.date().isoformat(), dt.hour)
-        values = (cat or default, media or "none", route, when[1], when[0])
-        for dim, value in zip(DIMENSIONS, values, strict=True):
-            row = by[dim].get(value)
-            if row is None:
-                by[dim][value] = [a, b]
-            else:
-                row[0] += a
-                row[1] += b
+    for bucket, table in cells.items():
+        dt = datetime.fromtimestamp(int(bucket) * span, tz)
+        day, hour = dt.date().isoformat(), dt.hour
+        for (cat, media, route), sums in table.items():
+            a, b = sums.a, sums.b
+            total_a += a
+            total_b += b
+            values = (cat or default, media or "none", route, hour, day)
+            for dim, value in zip(DIMENSIONS, values, strict=True):
+                row = by[dim].get(value)
+                if row is None:
+                    by[dim][value] = [a, b]
+                else:
+                    row[0] += a
+                    row[1] += b
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,

@@ -156,9 +156,9 @@ def price_tap(feed: Feed, state: CardFareState | None, tap: Tap) -> tuple[CardFa
                                                                            list[Charge]]:
     """Price one tap of a card; returns the card's new state and the charges it causes."""
     charges: list[Charge] = []
-    st = _price_into(feed_index(feed), state, tap.tap_id, tap.card, tap.time, tap.stop_id,
-                     tap.route_id, tap.action == "on", tap.rider_category, tap.fare_media,
-                     charges)
+    st = price_into(feed_index(feed), state, tap.tap_id, tap.card, tap.time, tap.stop_id,
+                    tap.route_id, tap.action == "on", tap.rider_category, tap.fare_media,
+                    charges)
     return st, charges
 
 
@@ -170,8 +170,8 @@ def price_event(feed: Feed, state: CardFareState | None, tap_id: str, card: str,
     caller answers for what ``Tap`` checks (``time`` has a UTC offset) and, when it gives
     ``ts``, for it being ``time.timestamp()``."""
     charges: list[Charge] = []
-    st = _price_into(feed_index(feed), state, tap_id, card, time, stop_id, route_id, on, category,
-                     media, charges, ts)
+    st = price_into(feed_index(feed), state, tap_id, card, time, stop_id, route_id, on, category,
+                    media, charges, ts)
     return st, charges
 
 
@@ -185,10 +185,15 @@ def open_journey(feed: Feed, terms: JourneyTerms, legs: tuple[Leg, ...], fare: i
                        pending_charged)
 
 
-def _price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: str,
-                time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
-                media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
-    """The body of the pricers: appends the charges to ``out`` (one list for a whole batch)."""
+def price_into(ix: FareIndex, state: CardFareState | None, tap_id: str, card: str,
+               time: datetime, stop_id: str, route_id: str, on: bool, category: str | None,
+               media: str | None, out: list[Charge], posix: float | None = None) -> CardFareState:
+    """The body of the pricers, for batch loops elsewhere in the package too (``fare.compare``
+    prices two feeds in one pass): one tap of a card in state ``state`` (None: a new card)
+    appends its charges to ``out`` (one list for a whole batch: first any incomplete journey
+    the tap settles, last the tap's own charge) and returns the card's new state.  Taps of a
+    card in time order; ``ix`` is :func:`feed_index` of the feed.  Called directly, not through
+    a wrapper, so a caller's hot loop pays no extra frame (and compiled, a native call)."""
     if state is None:
         st = CardFareState(caps=ix.initial_caps, tiers=ix.initial_tiers)
     else:
@@ -271,21 +276,13 @@ def price(feed: Feed, taps: Iterable[Tap]) -> list[Charge]:
     with _cycles_not_collected():
         for tap in ordered:
             card = tap.card
-            states[card] = _price_into(ix, get(card), tap.tap_id, card, tap.time, tap.stop_id,
-                                       tap.route_id, tap.action == "on", tap.rider_category,
-                                       tap.fare_media, out)
+            states[card] = price_into(ix, get(card), tap.tap_id, card, tap.time, tap.stop_id,
+                                      tap.route_id, tap.action == "on", tap.rider_category,
+                                      tap.fare_media, out)
         for st in states.values():
             if st.journey is not None and st.journey.pending >= 0:
                 out.extend(close_card(feed, st)[1])
     return out
-
-
-# One tap of a card in state ``state`` (None: a new card): appends the charges to ``out`` (first
-# any incomplete journey the tap settles, last the tap's own charge) and returns the card's new
-# state.  The loop body of ``price``, for batch loops elsewhere in the package (``fare.compare``
-# prices two feeds in one pass); taps of a card in time order.  The same function object, so a
-# caller's hot loop pays no extra frame.
-price_into: Final = _price_into
 
 
 def feed_index(feed: Feed) -> FareIndex:
@@ -315,9 +312,9 @@ class BatchPricer:
         """Append to ``out`` the charges ``tap`` makes (at POSIX time ``posix``): its own, and
         any incomplete journey of the card it settles first."""
         card = tap.card
-        self.states[card] = _price_into(self.ix, self.states.get(card), tap.tap_id, card,
-                                        tap.time, tap.stop_id, tap.route_id, tap.action == "on",
-                                        tap.rider_category, tap.fare_media, out, posix)
+        self.states[card] = price_into(self.ix, self.states.get(card), tap.tap_id, card,
+                                       tap.time, tap.stop_id, tap.route_id, tap.action == "on",
+                                       tap.rider_category, tap.fare_media, out, posix)
 
     def finish(self, out: list[Charge]) -> None:
         """Append the charges of legs left open (incomplete), as :func:`price` does."""

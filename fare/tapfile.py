@@ -45,8 +45,13 @@ class TapFileError(ValueError):
         super().__init__(f"{where}{field}: {message}" if field else f"{where}{message}")
 
 
-def parse_taps(text: str, feed: Feed | None = None) -> tuple[list[Tap], list[RowProblem]]:
-    """Taps of the good rows, and a problem for each bad one (checked against ``feed``)."""
+def parse_taps(text: str, feed: Feed | None = None,
+               *more: Feed) -> tuple[list[Tap], list[RowProblem]]:
+    """Taps of the good rows, and a problem for each bad one (checked against ``feed``, and
+    against each of ``more``: a row must be good under every feed, as ``tapsim fare compare``
+    needs, which so reads its file once).  A row's first problem is reported: the checks of
+    its own fields, then each feed's in turn."""
+    feeds = ((feed,) if feed is not None else ()) + more
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     try:
         header = next(reader)
@@ -71,18 +76,20 @@ def parse_taps(text: str, feed: Feed | None = None) -> tuple[list[Tap], list[Row
                                                  f"{len(values)}"))
             continue
         row = dict(zip(header, values, strict=True))
-        bad = _check(row, feed, seen)
-        if bad is not None:
-            problems.append(RowProblem(line, *bad))
+        checked = _check(row, feeds, seen)
+        if isinstance(checked, tuple):
+            problems.append(RowProblem(line, *checked))
             continue
         seen[row["tap_id"]] = line
-        taps.append(Tap(row["tap_id"], row["card"], datetime.fromisoformat(row["time"]),
-                        row["stop_id"], row["route_id"], row["action"],  # type: ignore[arg-type]
+        taps.append(Tap(row["tap_id"], row["card"], checked, row["stop_id"], row["route_id"],
+                        row["action"],  # type: ignore[arg-type]
                         row.get("rider_category") or None, row.get("fare_media") or None))
     return taps, problems
 
 
-def _check(row: dict[str, str], feed: Feed | None, seen: dict[str, int]) -> tuple[str, str] | None:
+def _check(row: dict[str, str], feeds: tuple[Feed, ...],
+           seen: dict[str, int]) -> tuple[str, str] | datetime:
+    """The row's first problem (field, message), or its time when it has none (read once)."""
     for col in REQUIRED:
         if row[col] == "":
             return col, "required value is empty"
@@ -96,15 +103,20 @@ def _check(row: dict[str, str], feed: Feed | None, seen: dict[str, int]) -> tupl
         return "time", f"{row['time']!r} has no UTC offset (write e.g. 2025-03-03T08:00:00+08:00)"
     if row["action"] not in ("on", "off"):
         return "action", f"{row['action']!r} is not 'on' or 'off'"
-    if feed is not None:
+    for feed in feeds:
         if row["stop_id"] not in feed.stops:
-            return "stop_id", f"unknown stop {row['stop_id']!r}"
+            return "stop_id", f"unknown stop {row['stop_id']!r}{_of(feed, feeds)}"
         if row["route_id"] not in feed.routes:
-            return "route_id", f"unknown route {row['route_id']!r}"
+            return "route_id", f"unknown route {row['route_id']!r}{_of(feed, feeds)}"
         cat = row.get("rider_category") or None
         if cat is not None and cat not in feed.rider_categories:
-            return "rider_category", f"unknown rider category {cat!r}"
+            return "rider_category", f"unknown rider category {cat!r}{_of(feed, feeds)}"
         media = row.get("fare_media") or None
         if media is not None and media not in feed.fare_media:
-            return "fare_media", f"unknown fare media {media!r}"
-    return None
+            return "fare_media", f"unknown fare media {media!r}{_of(feed, feeds)}"
+    return when
+
+
+def _of(feed: Feed, feeds: tuple[Feed, ...]) -> str:
+    """Which feed does not know a value, when the rows are checked against several."""
+    return f" in feed {feed.name or '?'}" if len(feeds) > 1 else ""

@@ -146,3 +146,37 @@ def test_one_pass_agrees_with_pricing_each_feed() -> None:
     for dim in ("rider_category", "fare_media", "route", "hour", "day"):
         rows = got["by"][dim]  # type: ignore[index]
         assert sum(r["a"] for r in rows) == total_a and sum(r["b"] for r in rows) == total_b
+
+
+def test_taps_read_once_and_checked_against_both_feeds() -> None:
+    """One reading of the file for both feeds: a row must be good under each, and a problem
+    says which feed does not know the value (city's stops are not harbour's)."""
+    city = load_feed(sample_feed_path("city"))
+    harbour = load_feed(sample_feed_path("harbour"))
+    text = ("tap_id,card,time,stop_id,route_id,action\n"
+            "x1,card-X,2025-03-03T07:50:00+08:00,S01,1,on\n"
+            "x2,card-X,2025-03-03T08:50:00+08:00,ZZ,1,on\n"
+            "x3,card-X,not a time,S01,1,on\n")
+    taps, problems = parse_taps(text, city, harbour)
+    assert taps == []
+    assert [str(p) for p in problems] == [
+        "2: stop_id: unknown stop 'S01' in feed harbour",
+        "3: stop_id: unknown stop 'ZZ' in feed city",
+        "4: time: 'not a time' is not an ISO 8601 date and time"]
+    one, single = parse_taps(text, city)  # against one feed: no feed named, as before
+    assert [t.tap_id for t in one] == ["x1"]
+    assert str(single[0]) == "3: stop_id: unknown stop 'ZZ'"
+
+
+def test_cli_bad_row_reported_and_left_out(capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    taps = tmp_path / "taps.csv"
+    taps.write_text(sample_taps_path("city").read_text("utf-8")
+                    + "z1,card-Z,2025-03-03T10:00:00+08:00,S99,1,on,,tunion\n", "utf-8")
+    args = ["fare", "compare", "--feed", "city", "--feed", "city2026", "--taps", str(taps)]
+    assert main([*args, "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert f"{taps}:18: stop_id: unknown stop 'S99' in feed city" in captured.err
+    assert json.loads(captured.out)["total"] == {"a": 2680, "b": 2910, "change": 230}
+    assert main([*args, "--on-bad-row", "reject"]) == 2
+    assert "1 bad row(s)" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from tapsim.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
     from fare.explain import Charge
-    from fare.model import Feed, Tap
+    from fare.model import Feed
 
 # fare.samples.sample_names(), written out so that the parser needs no fare module
 SAMPLE_FEEDS = ("city", "city2026", "harbour")
@@ -133,21 +133,15 @@ def run_compare(args: argparse.Namespace) -> int:
                         "the change (B)")
     feed_a, feed_b = open_feed(args.feed[0]), open_feed(args.feed[1])
     text, name = read_taps_text(args.taps)
-    try:
-        taps, problems = parse_taps(text, feed_a)
-        _, problems_b = parse_taps(text, feed_b)
+    try:  # read once, each row checked against both feeds: both price the same taps
+        taps, problems = parse_taps(text, feed_a, feed_b)
     except TapFileError as exc:
         raise UserError(f"{name}:{exc}") from None
-    bad = {p.line: p for p in problems} | {p.line: p for p in problems_b}
-    for line in sorted(bad):
-        print(f"{name}:{bad[line]}", file=sys.stderr)
-    if bad:
-        if args.on_bad_row == "reject":
-            raise UserError(f"{len(bad)} bad row(s) in {name}: nothing compared "
-                            "(--on-bad-row reject)")
-        skip = {p.line for p in problems_b} - {p.line for p in problems}
-        if skip:  # rows good in A only: drop them so both feeds price the same taps
-            taps = _without_lines(text, taps, skip)
+    for p in problems:
+        print(f"{name}:{p}", file=sys.stderr)
+    if problems and args.on_bad_row == "reject":
+        raise UserError(f"{len(problems)} bad row(s) in {name}: nothing compared "
+                        "(--on-bad-row reject)")
     try:
         doc = compare(feed_a, feed_b, taps, top=args.top)
     except CompareError as exc:
@@ -169,19 +163,6 @@ def run_compare(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text_report(doc))
     return 0
-
-
-def _without_lines(text: str, taps: list[Tap], lines: set[int]) -> list[Tap]:
-    """``taps`` less those read from the given lines of the CSV ``text``."""
-    import csv  # noqa: PLC0415
-    import io  # noqa: PLC0415
-
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
-    header = next(reader)
-    col = header.index("tap_id")
-    drop = {values[col] for values in reader
-            if reader.line_num in lines and len(values) > col}
-    return [t for t in taps if t.tap_id not in drop]
 
 
 def read_taps_text(spec: str) -> tuple[str, str]:
