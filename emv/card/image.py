@@ -133,7 +133,7 @@ def _epurse_app_image(profile: CardProfile, app: Application, chosen: Cryptogram
         card_number=app.card_number or profile.pan, start=profile.effective,
         expiry=profile.expiry, algorithm=algorithm, purchase_master_key=app.epurse_key,
         load_master_key=app.load_key, tac_master_key=app.tac_key, key_version=app.key_version,
-        max_balance=app.max_balance,
+        max_balance=app.max_balance, city_code=bytes.fromhex(app.issuer_id),
     )
     fci_prop = tlv.encode([(0x50, app.label.encode("ascii")), (0x87, bytes((app.priority,))),
                            (0x9F08, b"\x02"), (0x9F0C, image.public_data.to_bytes())])

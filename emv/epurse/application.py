@@ -94,11 +94,13 @@ class EpurseImage:
 
 def epurse_image(*, card_number: str, start: dt.date, expiry: dt.date, algorithm: Algorithm,
                  purchase_master_key: bytes, load_master_key: bytes, tac_master_key: bytes,
-                 key_version: int = 1, max_balance: int = 100_000) -> EpurseImage:
+                 key_version: int = 1, max_balance: int = 100_000,
+                 city_code: bytes = b"\x00\x00") -> EpurseImage:
     """Personalise an e-purse: diversify the issuer's three master keys by the card number."""
     number = card_number.zfill(20)
     return EpurseImage(
-        public_data=PublicData(card_number=number, start=start, expiry=expiry),
+        public_data=PublicData(card_number=number, start=start, expiry=expiry,
+                               city_code=city_code),
         algorithm=algorithm, key_version=key_version, overdraft_limit=0,
         max_balance=max_balance,
         purchase_key=keys.diversify(purchase_master_key, number, algorithm),
