@@ -18,9 +18,11 @@ from backoffice.records import (
     AlertRow,
     CardRow,
     Changes,
+    ClearingItemRow,
     DebtRow,
     DenyEventRow,
     DenyRow,
+    EpurseTapRow,
     RejectRow,
     Snapshot,
     TapRow,
@@ -37,7 +39,7 @@ _TABLES = frozenset(
     (
         "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
         "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
-        "iss_captures",
+        "iss_captures", "epurse_taps", "clearing_items",
     )
 )  # fmt: skip
 
@@ -69,6 +71,8 @@ REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
 DENY_EVENT_COLS = DenyEventRow._fields
 ALERT_COLS = AlertRow._fields
+EPURSE_COLS = EpurseTapRow._fields
+CLEARING_COLS = ClearingItemRow._fields
 
 
 # Both sides of every entry: debits positive, credits negative.
@@ -213,6 +217,61 @@ class SqlStore(ABC):
                 _insert("iss_captures", ir.CAPTURE_COLS),
                 [ir.capture_row(c) for c in ch.captures.values()],
             )
+
+    # -- e-purse records and clearing -----------------------------------------------------
+
+    def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
+        """Keep accepted e-purse taps; a tap id already kept is ignored (a resend).  How many
+        were new."""
+        if not rows:
+            return 0
+        with self._tx():
+            marks = ", ".join("?" for _ in rows)
+            known = {r[0] for r in self._query(
+                f"SELECT tap_id FROM epurse_taps WHERE tap_id IN ({marks})",  # noqa: S608
+                [r.tap_id for r in rows])}
+            fresh = {r.tap_id: r for r in rows if r.tap_id not in known}
+            if fresh:
+                self._executemany(_insert_ignore("epurse_taps", EPURSE_COLS, "tap_id"),
+                                  list(fresh.values()))
+        return len(fresh)
+
+    def epurse_taps(self, day: str | None = None) -> list[EpurseTapRow]:
+        """Kept e-purse taps (of one clearing day, or all), in time order."""
+        where, params = ("WHERE day = ? ORDER BY time_us, tap_id", (day,)) if day else (
+            "ORDER BY time_us, tap_id", ())
+        return [EpurseTapRow(*r) for r in self._select("epurse_taps", EPURSE_COLS, where, params)]
+
+    def epurse_cleared_of_cards(self, cards: Iterable[tuple[str, str]]) -> list[EpurseTapRow]:
+        """The cleared e-purse taps of these (issuer id, card number) pairs, any day: the
+        history clearing checks a card's serials against."""
+        wanted = set(cards)
+        if not wanted:
+            return []
+        cols = ", ".join(f"e.{c}" for c in EPURSE_COLS)
+        rows = self._query(
+            f"SELECT {cols} FROM epurse_taps e JOIN clearing_items c "  # noqa: S608
+            "ON c.tap_id = e.tap_id WHERE c.status = ?", ("cleared",))
+        return [EpurseTapRow(*r) for r in rows if (r[1], r[2]) in wanted]
+
+    def add_clearing(self, items: Sequence[ClearingItemRow]) -> int:
+        """Record clearing decisions; a tap already decided keeps its first decision (a
+        re-run never settles twice).  How many were new."""
+        if not items:
+            return 0
+        with self._tx():
+            known = {r[0] for r in self._query("SELECT tap_id FROM clearing_items")}
+            fresh = [i for i in items if i.tap_id not in known]
+            if fresh:
+                self._executemany(_insert_ignore("clearing_items", CLEARING_COLS, "tap_id"),
+                                  fresh)
+        return len(fresh)
+
+    def clearing_items(self, day: str | None = None) -> list[ClearingItemRow]:
+        where, params = ("WHERE day = ? ORDER BY tap_id", (day,)) if day else (
+            "ORDER BY day, tap_id", ())
+        return [ClearingItemRow(*r)
+                for r in self._select("clearing_items", CLEARING_COLS, where, params)]
 
     # -- reading --------------------------------------------------------------------------
 

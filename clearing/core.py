@@ -1,0 +1,229 @@
+"""The clearing core: a day of e-purse purchases in, decisions and positions out (no I/O).
+
+    decisions = clear_day(records, history, issuers, verifier)
+    positions = settle(decisions)
+
+Each record is checked in a fixed order, and the first failed check is its refusal reason
+(``Reason``); only then does it count:
+
+1. ``duplicate``: its tap id was already decided, or it is the very purchase of a record
+   already cleared (same issuer, card, card serial, PSAM id, PSAM serial and TAC: the same
+   debit journaled twice).  Harmless, but never paid twice.
+2. ``incomplete-record``: it lacks what the TAC needs (issuer, card number, key version,
+   algorithm, date-time digits): a record from a validator that predates those fields.
+3. ``unknown-issuer`` / ``unknown-key``: no issuer with that id, or none of its TAC master
+   keys has the card's (key version, algorithm).
+4. ``tac-invalid``: the TAC recomputed with the issuer's TAC key (diversified by the card
+   number, over amount || 06 || PSAM terminal id || PSAM serial || date || time: JR/T
+   0025.2 ED/EP as JT/T 978 takes it over, ``emv.epurse.keys``) differs: forged or altered.
+5. ``replayed-serial``: another purchase with the same card serial of that card was already
+   cleared (a restored or cloned card spends the same serial twice).
+6. ``out-of-sequence``: a card's offline serial only goes up with time.  A record of card C
+   with serial s at time t is out of sequence when a cleared record of C has an *earlier*
+   time and a *higher* serial, or a *later* time and a *lower* serial.  Gaps are not
+   refusals (purchases elsewhere, not yet uploaded: they are pending, not wrong); equal
+   times compare by serial only.
+
+Records are decided in (time, tap id) order, so the first-come purchase of a serial is
+the one cleared, and a re-run over the same records decides the same way.  "Cleared"
+means: among ``history`` (decided before, any day) or accepted earlier in this run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from clearing.tac import TacVerifier
+from emv.epurse.issuers import IssuerRegistry
+
+
+class Reason(StrEnum):
+    DUPLICATE = "duplicate"
+    INCOMPLETE = "incomplete-record"
+    UNKNOWN_ISSUER = "unknown-issuer"
+    UNKNOWN_KEY = "unknown-key"
+    TAC_INVALID = "tac-invalid"
+    REPLAYED = "replayed-serial"
+    OUT_OF_SEQUENCE = "out-of-sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class PurseRecord:
+    """One e-purse purchase as the back office kept it (amount in fen)."""
+
+    tap_id: str
+    issuer_id: str | None
+    card_number: str | None = field(repr=False)
+    card_serial: int
+    amount: int
+    tac: str  # hex, 4 bytes
+    psam_id: str  # hex, the PSAM's 6-byte terminal id
+    psam_serial: int
+    key_version: int | None
+    algorithm_id: int | None
+    tac_time: str | None  # YYYYMMDDhhmmss
+    time_us: int
+    operator_id: str
+    day: str
+
+    @property
+    def card(self) -> tuple[str, str]:
+        return (self.issuer_id or "", self.card_number or "")
+
+    def same_purchase(self, other: PurseRecord) -> bool:
+        return (self.card == other.card and self.card_serial == other.card_serial
+                and self.psam_id == other.psam_id and self.psam_serial == other.psam_serial
+                and self.tac.upper() == other.tac.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    record: PurseRecord
+    reason: Reason | None  # None: cleared
+
+    @property
+    def cleared(self) -> bool:
+        return self.reason is None
+
+
+class _CardSerials:
+    """A card's cleared (time, serial) pairs in time order, for the sequence checks."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[int, int]] = []
+        self.by_serial: dict[int, PurseRecord] = {}
+
+    def add(self, r: PurseRecord) -> None:
+        bisect.insort(self.times, (r.time_us, r.card_serial))
+        self.by_serial.setdefault(r.card_serial, r)
+
+    def out_of_sequence(self, r: PurseRecord) -> bool:
+        i = bisect.bisect_left(self.times, (r.time_us, -1))
+        earlier, later = self.times[:i], self.times[i:]
+        # Strictly earlier records must have lower serials, strictly later ones higher.
+        if any(s > r.card_serial for t, s in earlier if t < r.time_us):
+            return True
+        return any(s < r.card_serial for t, s in later if t > r.time_us)
+
+
+def _check(r: PurseRecord, issuers: IssuerRegistry, verifier: TacVerifier) -> Reason | None:
+    if (r.issuer_id is None or r.card_number is None or r.key_version is None
+            or r.algorithm_id is None or r.tac_time is None):
+        return Reason.INCOMPLETE
+    if issuers.get(r.issuer_id) is None:
+        return Reason.UNKNOWN_ISSUER
+    master = issuers.tac_key(r.issuer_id, r.key_version, r.algorithm_id)
+    if master is None:
+        return Reason.UNKNOWN_KEY
+    expected = verifier.tac(master, r.issuer_id, r.key_version, r.algorithm_id, r.card_number,
+                            r.amount, bytes.fromhex(r.psam_id), r.psam_serial,
+                            bytes.fromhex(r.tac_time))
+    if not hmac.compare_digest(expected, bytes.fromhex(r.tac)):
+        return Reason.TAC_INVALID
+    return None
+
+
+def clear_day(records: Iterable[PurseRecord], history: Iterable[PurseRecord],
+              issuers: IssuerRegistry, verifier: TacVerifier | None = None,
+              decided: Iterable[str] = ()) -> list[Decision]:
+    """Decide every record (cleared or refused with its reason), in (time, tap id) order.
+
+    ``history``: records cleared before (any day) of the cards concerned; ``decided``: tap
+    ids already decided (a re-run skips nothing silently: they come back ``duplicate``)."""
+    verifier = verifier or TacVerifier()
+    seen_ids = set(decided)
+    cards: dict[tuple[str, str], _CardSerials] = {}
+    for h in history:
+        cards.setdefault(h.card, _CardSerials()).add(h)
+    out: list[Decision] = []
+    for r in sorted(records, key=lambda x: (x.time_us, x.tap_id)):
+        serials = cards.get(r.card)
+        reason: Reason | None = None
+        if r.tap_id in seen_ids:
+            reason = Reason.DUPLICATE
+        else:
+            seen_ids.add(r.tap_id)
+            first = serials.by_serial.get(r.card_serial) if serials else None
+            if first is not None and first.same_purchase(r):
+                reason = Reason.DUPLICATE
+            else:
+                reason = _check(r, issuers, verifier)
+            if reason is None and first is not None:
+                reason = Reason.REPLAYED
+            if reason is None and serials is not None and serials.out_of_sequence(r):
+                reason = Reason.OUT_OF_SEQUENCE
+        if reason is None:
+            cards.setdefault(r.card, _CardSerials()).add(r)
+        out.append(Decision(r, reason))
+    return out
+
+
+# -- positions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What one issuer owes one operator for a day: its cards' cleared purchases there."""
+
+    issuer_id: str
+    operator_id: str
+    count: int
+    amount: int  # fen
+
+
+@dataclass(frozen=True, slots=True)
+class Net:
+    """A party's net position: positive receives, negative pays (fen)."""
+
+    party: str  # "issuer:<id>" or "operator:<id>"
+    receives: int
+    pays: int
+
+    @property
+    def net(self) -> int:
+        return self.receives - self.pays
+
+
+@dataclass(frozen=True)
+class Settlement:
+    positions: list[Position]
+    nets: list[Net]
+    city_nets: list[tuple[str, str, int]]  # (payer issuer, payee issuer, fen), netted pairs
+
+
+def settle(decisions: Iterable[Decision],
+           home: Mapping[str, str] | None = None) -> Settlement:
+    """Gross positions issuer -> operator, each party's net, and (with ``home``: operator ->
+    its city's issuer id) the net between cities: what city X's issuer pays city Y's side
+    for X's cards ridden in Y, less the reverse, one payment per pair."""
+    gross: dict[tuple[str, str], list[int]] = {}
+    for d in decisions:
+        if d.cleared:
+            r = d.record
+            cell = gross.setdefault((r.issuer_id or "", r.operator_id), [0, 0])
+            cell[0] += 1
+            cell[1] += r.amount
+    positions = [Position(i, o, c, a) for (i, o), (c, a) in sorted(gross.items())]
+    parties: dict[str, list[int]] = {}
+    for p in positions:
+        parties.setdefault(f"issuer:{p.issuer_id}", [0, 0])[1] += p.amount
+        parties.setdefault(f"operator:{p.operator_id}", [0, 0])[0] += p.amount
+    nets = [Net(k, v[0], v[1]) for k, v in sorted(parties.items())]
+    city_nets: list[tuple[str, str, int]] = []
+    if home is not None:
+        owed: dict[tuple[str, str], int] = {}
+        for p in positions:
+            city = home.get(p.operator_id)
+            if city is not None and city != p.issuer_id:
+                owed[(p.issuer_id, city)] = owed.get((p.issuer_id, city), 0) + p.amount
+        for a, b in sorted({tuple(sorted(k)) for k in owed}):
+            diff = owed.get((a, b), 0) - owed.get((b, a), 0)
+            if diff > 0:
+                city_nets.append((a, b, diff))
+            elif diff < 0:
+                city_nets.append((b, a, -diff))
+    return Settlement(positions, nets, city_nets)
