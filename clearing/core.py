@@ -19,14 +19,17 @@ Each record is checked in a fixed order, and the first failed check is its refus
 5. ``replayed-serial``: another purchase with the same card serial of that card was already
    cleared (a restored or cloned card spends the same serial twice).
 6. ``out-of-sequence``: a card's offline serial only goes up with time.  A record of card C
-   with serial s at time t is out of sequence when a cleared record of C has an *earlier*
-   time and a *higher* serial, or a *later* time and a *lower* serial.  Gaps are not
-   refusals (purchases elsewhere, not yet uploaded: they are pending, not wrong); equal
-   times compare by serial only.
+   with serial s at time t is out of sequence when a record of C cleared before (``history``)
+   has an *earlier* time and a *higher* serial, or a *later* time and a *lower* serial; and,
+   among C's records of this run that passed every other check, when it is not on the
+   longest chain whose serials rise strictly with time (the chain ending earliest, if
+   several): the few records that contradict the rest are refused, not the many.  Gaps are
+   not refusals (purchases elsewhere, not yet uploaded: pending, not wrong); records of
+   equal time are ordered by serial.
 
-Records are decided in (time, tap id) order, so the first-come purchase of a serial is
-the one cleared, and a re-run over the same records decides the same way.  "Cleared"
-means: among ``history`` (decided before, any day) or accepted earlier in this run.
+Records are taken in (time, serial, tap id) order: of two purchases with one serial, the
+first is cleared and the second is the replay; a re-run over the same records decides the
+same way.
 """
 
 from __future__ import annotations
@@ -102,12 +105,9 @@ class _CardSerials:
         self.by_serial.setdefault(r.card_serial, r)
 
     def out_of_sequence(self, r: PurseRecord) -> bool:
-        i = bisect.bisect_left(self.times, (r.time_us, -1))
-        earlier, later = self.times[:i], self.times[i:]
         # Strictly earlier records must have lower serials, strictly later ones higher.
-        if any(s > r.card_serial for t, s in earlier if t < r.time_us):
-            return True
-        return any(s < r.card_serial for t, s in later if t > r.time_us)
+        return any((t < r.time_us and s > r.card_serial) or (t > r.time_us and s < r.card_serial)
+                   for t, s in self.times)
 
 
 def _check(r: PurseRecord, issuers: IssuerRegistry, verifier: TacVerifier) -> Reason | None:
@@ -127,39 +127,68 @@ def _check(r: PurseRecord, issuers: IssuerRegistry, verifier: TacVerifier) -> Re
     return None
 
 
+def _longest_rising(records: list[PurseRecord]) -> set[str]:
+    """Tap ids of the longest chain of ``records`` (in time order) whose serials rise
+    strictly; of several, the one ending earliest (patience sorting, deterministic)."""
+    tails: list[int] = []  # smallest last serial of a chain of each length
+    tail_at: list[int] = []  # index of that record
+    parent: list[int] = []
+    for i, r in enumerate(records):
+        k = bisect.bisect_left(tails, r.card_serial)
+        parent.append(tail_at[k - 1] if k else -1)
+        if k == len(tails):
+            tails.append(r.card_serial)
+            tail_at.append(i)
+        else:
+            tails[k], tail_at[k] = r.card_serial, i
+    chain: set[str] = set()
+    i = tail_at[-1] if tail_at else -1
+    while i >= 0:
+        chain.add(records[i].tap_id)
+        i = parent[i]
+    return chain
+
+
 def clear_day(records: Iterable[PurseRecord], history: Iterable[PurseRecord],
               issuers: IssuerRegistry, verifier: TacVerifier | None = None,
               decided: Iterable[str] = ()) -> list[Decision]:
     """Decide every record (cleared or refused with its reason), in (time, tap id) order.
 
     ``history``: records cleared before (any day) of the cards concerned; ``decided``: tap
-    ids already decided (a re-run skips nothing silently: they come back ``duplicate``)."""
+    ids already decided (given again, they come back ``duplicate``)."""
     verifier = verifier or TacVerifier()
     seen_ids = set(decided)
     cards: dict[tuple[str, str], _CardSerials] = {}
     for h in history:
         cards.setdefault(h.card, _CardSerials()).add(h)
-    out: list[Decision] = []
-    for r in sorted(records, key=lambda x: (x.time_us, x.tap_id)):
+    ordered = sorted(records, key=lambda x: (x.time_us, x.card_serial, x.tap_id))
+    reasons: dict[int, Reason | None] = {}
+    candidates: dict[tuple[str, str], list[tuple[int, PurseRecord]]] = {}
+    for n, r in enumerate(ordered):
         serials = cards.get(r.card)
-        reason: Reason | None = None
-        if r.tap_id in seen_ids:
+        past = serials.by_serial.get(r.card_serial) if serials else None
+        same_run = [c for _, c in candidates.get(r.card, []) if c.card_serial == r.card_serial]
+        reason: Reason | None
+        if r.tap_id in seen_ids or any(p.same_purchase(r) for p in [past, *same_run] if p):
             reason = Reason.DUPLICATE
         else:
-            seen_ids.add(r.tap_id)
-            first = serials.by_serial.get(r.card_serial) if serials else None
-            if first is not None and first.same_purchase(r):
-                reason = Reason.DUPLICATE
-            else:
-                reason = _check(r, issuers, verifier)
-            if reason is None and first is not None:
+            reason = _check(r, issuers, verifier)
+            if reason is None and (past is not None or same_run):
                 reason = Reason.REPLAYED
             if reason is None and serials is not None and serials.out_of_sequence(r):
                 reason = Reason.OUT_OF_SEQUENCE
+        seen_ids.add(r.tap_id)
+        reasons[n] = reason
         if reason is None:
-            cards.setdefault(r.card, _CardSerials()).add(r)
-        out.append(Decision(r, reason))
-    return out
+            candidates.setdefault(r.card, []).append((n, r))
+    # Among a card's records of this run, the longest chain whose serials rise with time is
+    # cleared; a record outside it broke the card's sequence.
+    for group in candidates.values():
+        chain = _longest_rising([r for _, r in group])
+        for n, r in group:
+            if r.tap_id not in chain:
+                reasons[n] = Reason.OUT_OF_SEQUENCE
+    return [Decision(r, reasons[n]) for n, r in enumerate(ordered)]
 
 
 # -- positions ------------------------------------------------------------------------------
