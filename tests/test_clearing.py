@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.consumer_map import EpurseTap, epurse_row, to_core
+from backoffice.consumer_map import EpurseTap, FareMediaLabels, epurse_row, to_core
 from backoffice.records import EpurseTapRow
 from backoffice.storage import SqlStore
 from clearing.core import PurseRecord, Reason, clear_day
@@ -37,6 +37,7 @@ from terminal.journal import Journal
 from terminal.readers import VirtualReader
 from terminal.validator import Validator, ValidatorConfig
 from tests.core_fixtures import BACKENDS, make_store
+from tests.fixtures.mosquitto import Broker
 from tests.fixtures.terminal import TERMINAL_EPURSE, StepClock
 from wire import TapRecord as WireTap
 from wire import TapOutcome
@@ -45,8 +46,7 @@ DAY = "2026-11-23"
 FARE_A, FARE_B = 200, 300  # fen: the flat fares of operator OPA (city A) and OPB (city B)
 HOME = {"OPA": TEST_CITY_A.issuer_id, "OPB": TEST_CITY_B.issuer_id}
 NOW = dt.datetime(2026, 11, 24, 3, 0, tzinfo=dt.UTC)
-MEDIA = __import__("backoffice.consumer_map", fromlist=["FareMediaLabels"]).FareMediaLabels(
-    {"tunion": 2, "cemv": 3})
+MEDIA = FareMediaLabels({"tunion": 2, "cemv": 3})
 
 
 @pytest.fixture(params=BACKENDS)
@@ -236,3 +236,37 @@ def test_a_city_b_card_is_refused_by_a_psam_without_city_b_keys(tmp_path: Path) 
                                                     issuer_keys={"9901": {}}))
     event = only_a.tap(_reader("sscard3-city-b"))
     assert event.result is not None and event.result.epurse_fallback == "epurse-key-unsupported"
+
+
+@pytest.mark.service
+def test_the_consumer_keeps_epurse_taps_once_and_acknowledges_them(
+        mosquitto: Broker, tmp_path: Path, day_taps: list[WireTap]) -> None:
+    """Over the broker: e-purse taps are kept (not charged), a resend is kept once."""
+    import asyncio
+
+    import aiomqtt
+
+    from backoffice.storage import open_store, sqlite_url
+    from tests.fixtures.backoffice import consumer, running, until
+    from tests.fixtures.terminal import TOKEN_KEY
+    from wire import encode, topics
+
+    db = sqlite_url(tmp_path / "bo.db")
+    items = [(topics.tap_topic(t.validator_id), encode(t)) for t in day_taps]
+
+    async def go() -> None:
+        async with running(consumer(mosquitto.host, mosquitto.port, db, TOKEN_KEY)) as c:
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                for topic, payload in [*items, items[0]]:  # the first one resent
+                    await client.publish(topic, payload, qos=1)
+            assert await until(lambda: c.stats.acked == len(items) + 1)
+        assert c.stats.epurse_kept == len(items) and c.stats.duplicates == 1
+        assert c.stats.ingested == 0  # paid on the chip: nothing charged
+
+    asyncio.run(go())
+    store = open_store(db)
+    try:
+        assert {r.tap_id for r in store.epurse_taps(DAY)} == {t.tap_id for t in day_taps}
+        assert store.count("taps") == 0
+    finally:
+        store.close()
