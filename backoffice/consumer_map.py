@@ -223,6 +223,7 @@ def read_dead_letter(data: bytes) -> DeadLetter:
 
 
 __all__ = [
-    "DEAD_LETTER_PAYLOAD_MAX", "DeadLetter", "EpurseTap", "FareMediaLabels", "Inbound", "Refused", "Skipped",
+    "DEAD_LETTER_PAYLOAD_MAX", "DeadLetter", "EpurseTap", "FareMediaLabels", "Inbound",
+    "Refused", "Skipped",
     "dead_letter", "epurse_row", "read_dead_letter", "read_tap", "scrub_text", "to_core",
 ]

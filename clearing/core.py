@@ -35,7 +35,6 @@ same way.
 from __future__ import annotations
 
 import bisect
-import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -110,21 +109,16 @@ class _CardSerials:
                    for t, s in self.times)
 
 
-def _check(r: PurseRecord, issuers: IssuerRegistry, verifier: TacVerifier) -> Reason | None:
+def _check(r: PurseRecord, verifier: TacVerifier) -> Reason | None:
     if (r.issuer_id is None or r.card_number is None or r.key_version is None
             or r.algorithm_id is None or r.tac_time is None):
         return Reason.INCOMPLETE
-    if issuers.get(r.issuer_id) is None:
-        return Reason.UNKNOWN_ISSUER
-    master = issuers.tac_key(r.issuer_id, r.key_version, r.algorithm_id)
-    if master is None:
-        return Reason.UNKNOWN_KEY
-    expected = verifier.tac(master, r.issuer_id, r.key_version, r.algorithm_id, r.card_number,
-                            r.amount, bytes.fromhex(r.psam_id), r.psam_serial,
-                            bytes.fromhex(r.tac_time))
-    if not hmac.compare_digest(expected, bytes.fromhex(r.tac)):
+    try:
+        why = verifier.verify(r.issuer_id, r.key_version, r.algorithm_id, r.card_number,
+                              r.amount, r.psam_id, r.psam_serial, r.tac_time, r.tac)
+    except (ValueError, OverflowError):  # not hex, wrong sizes: nothing a card would give
         return Reason.TAC_INVALID
-    return None
+    return None if why is None else Reason(why)
 
 
 def _longest_rising(records: list[PurseRecord]) -> set[str]:
@@ -155,8 +149,9 @@ def clear_day(records: Iterable[PurseRecord], history: Iterable[PurseRecord],
     """Decide every record (cleared or refused with its reason), in (time, tap id) order.
 
     ``history``: records cleared before (any day) of the cards concerned; ``decided``: tap
-    ids already decided (given again, they come back ``duplicate``)."""
-    verifier = verifier or TacVerifier()
+    ids already decided (given again, they come back ``duplicate``); ``verifier``: one made
+    with the same ``issuers`` (its card cache may be shared across days)."""
+    verifier = verifier or TacVerifier(issuers)
     seen_ids = set(decided)
     cards: dict[tuple[str, str], _CardSerials] = {}
     for h in history:
@@ -172,7 +167,7 @@ def clear_day(records: Iterable[PurseRecord], history: Iterable[PurseRecord],
         if r.tap_id in seen_ids or any(p.same_purchase(r) for p in [past, *same_run] if p):
             reason = Reason.DUPLICATE
         else:
-            reason = _check(r, issuers, verifier)
+            reason = _check(r, verifier)
             if reason is None and (past is not None or same_run):
                 reason = Reason.REPLAYED
             if reason is None and serials is not None and serials.out_of_sequence(r):

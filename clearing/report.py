@@ -95,7 +95,8 @@ def as_table(r: DayReport) -> str:
                   for c in r.city_nets]
     lines += ["", "refused:"]
     lines += [f"  {x['tap_id']}: {x['reason']} (issuer {x['issuer_id']}, operator "
-              f"{x['operator_id']}, {_yuan(x['amount_fen'])} CNY)" for x in r.refused] or ["  (none)"]
+              f"{x['operator_id']}, {_yuan(x['amount_fen'])} CNY)"
+              for x in r.refused] or ["  (none)"]
     return "\n".join(lines) + "\n"
 
 

@@ -42,7 +42,7 @@ def run_day(store: SqlStore, day: str, issuers: IssuerRegistry, now: dt.datetime
     decided = {i.tap_id for i in store.clearing_items(day)}
     fresh = [purse_record(r) for r in store.epurse_taps(day) if r.tap_id not in decided]
     history = [purse_record(r) for r in store.epurse_cleared_of_cards({r.card for r in fresh})]
-    decisions = clear_day(fresh, history, issuers, TacVerifier())
+    decisions = clear_day(fresh, history, issuers, TacVerifier(issuers))
     run_id = secrets.token_hex(6)
     at_us = int(now.timestamp() * 1_000_000)
     added = store.add_clearing([

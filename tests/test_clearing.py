@@ -39,8 +39,8 @@ from terminal.validator import Validator, ValidatorConfig
 from tests.core_fixtures import BACKENDS, make_store
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.terminal import TERMINAL_EPURSE, StepClock
-from wire import TapRecord as WireTap
 from wire import TapOutcome
+from wire import TapRecord as WireTap
 
 DAY = "2026-11-23"
 FARE_A, FARE_B = 200, 300  # fen: the flat fares of operator OPA (city A) and OPB (city B)

@@ -173,4 +173,4 @@ def test_written_out_constants_equal_the_domain_s() -> None:
     from clearing.report import FORMATS
     from tapsim.commands import clearing
 
-    assert clearing.FORMATS == tuple(FORMATS)
+    assert tuple(FORMATS) == clearing.FORMATS

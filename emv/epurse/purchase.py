@@ -47,6 +47,7 @@ from typing import Any
 
 from emv import tlv
 from emv.apdu import ResponseApdu, read_record
+from emv.epurse.issuers import issuer_id_of
 from emv.epurse.messages import (
     LOG_RECORDS,
     LOG_SFI,
@@ -65,7 +66,6 @@ from emv.epurse.messages import (
     initialize_for_purchase,
     parse_datetime_bcd,
 )
-from emv.epurse.issuers import issuer_id_of
 from emv.epurse.psam import Psam, PsamError, PurchaseSession
 
 
