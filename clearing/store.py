@@ -10,9 +10,10 @@ none, so nothing is settled twice) and reports the day from every kept decision.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from backoffice.records import ClearingItemRow, EpurseTapRow
 from backoffice.storage.sql import SqlStore
@@ -37,11 +38,17 @@ def _item(row: ClearingItemRow) -> Item:
 
 
 def run_day(store: SqlStore, day: str, issuers: IssuerRegistry, now: dt.datetime,
-            home: Mapping[str, str] | None = None) -> DayReport:
-    """Clear ``day`` (YYYY-MM-DD): idempotent, a re-run reports the same and settles nothing."""
+            home: Mapping[str, str] | None = None, *, freeze: bool = False) -> DayReport:
+    """Clear ``day`` (YYYY-MM-DD): idempotent, a re-run reports the same and settles nothing.
+
+    ``freeze``: once the day is loaded, move it out of the garbage collector's sight
+    (``gc.freeze``; a one-shot process such as ``tapsim clearing run`` may): collections then
+    walk what the decisions allocate, not the whole day again (benchmarks/test_bench_clearing)."""
     decided = {i.tap_id for i in store.clearing_items(day)}
     fresh = [purse_record(r) for r in store.epurse_taps(day) if r.tap_id not in decided]
     history = [purse_record(r) for r in store.epurse_cleared_of_cards({r.card for r in fresh})]
+    if freeze:
+        gc.freeze()
     decisions = clear_day(fresh, history, issuers, TacVerifier(issuers))
     run_id = secrets.token_hex(6)
     at_us = int(now.timestamp() * 1_000_000)
@@ -62,19 +69,26 @@ def day_report(store: SqlStore, day: str, home: Mapping[str, str] | None = None)
 
 @dataclass(frozen=True)
 class IssuerPosition:
-    """An issuer's e-purse purchases, fen: reconciliation's
-    loads - cleared - pending = the sum of its cards' chip balances (refused money left the
-    chip too: a refused genuine purchase is in ``refused``, a forged one never was)."""
+    """An issuer's e-purse purchases kept by the back office, fen.
+
+    Reconciliation per issuer: loads - cleared - pending - (refused purchases that did take
+    money from a chip) = the sum of its cards' chip balances.  Which refusals took money is
+    the reconciler's call, by reason: ``duplicate`` never does (the same debit, counted once
+    in ``cleared``), ``tac-invalid`` does not (no card gave that TAC); ``replayed-serial`` and
+    ``out-of-sequence`` did debit *a* chip (a restored or cloned one).
+    """
 
     issuer_id: str
     cleared: int
-    pending: int
+    pending: int  # kept, not yet decided by a clearing run
     refused: int
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 def issuer_positions(store: SqlStore) -> dict[str, IssuerPosition]:
     """Per issuer id: cleared, pending (kept, not yet decided) and refused purchases, fen."""
     sums: dict[str, list[int]] = {}
+    reasons: dict[str, dict[str, int]] = {}
     decided: dict[str, ClearingItemRow] = {i.tap_id: i for i in store.clearing_items()}
     for row in store.epurse_taps():
         issuer = row.issuer_id or ""
@@ -86,4 +100,8 @@ def issuer_positions(store: SqlStore) -> dict[str, IssuerPosition]:
             cell[0] += row.amount
         else:
             cell[2] += row.amount
-    return {k: IssuerPosition(k, *v) for k, v in sorted(sums.items())}
+            by = reasons.setdefault(issuer, {})
+            by[item.reason] = by.get(item.reason, 0) + row.amount
+    return {k: IssuerPosition(k, cleared=v[0], pending=v[1], refused=v[2],
+                              refused_by_reason=reasons.get(k, {}))
+            for k, v in sorted(sums.items())}

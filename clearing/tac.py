@@ -10,7 +10,7 @@ under the card's TAC key DTK (diversified from the issuer's TAC master key by th
 number); 3DES cards MAC with single DES under DTK's left half xor right half, SM4 cards with
 SM4 under DTK.  What makes it fast: one ECB context per issuer master key diversifies every
 card's key (one call); a card's key is diversified once and kept as a live CBC context (a
-card rides several times a day), and a verification is one call on it (``_Card``).
+card rides several times a day), and a verification is one call on it (``TacVerifier``).
 """
 
 from __future__ import annotations
@@ -56,18 +56,6 @@ def _encryptor(algorithm_id: int, key: bytes, mode: modes.Mode) -> CipherContext
     return _create(TripleDES(key + key[:8] if len(key) == 16 else key * 3), mode)
 
 
-class _Card:
-    """One card's TAC key as a live ECB context, and the last block it produced (CBC chains
-    across update calls: XOR-ing the next message's first block with that block makes the
-    context's chaining value zero again, so one update call MACs a whole message)."""
-
-    __slots__ = ("ctx", "last")
-
-    def __init__(self, ctx: CipherContext) -> None:
-        self.ctx = ctx
-        self.last = 0
-
-
 class TacVerifier:
     """Recomputes purchase TACs; remembers up to ``cards`` cards' cipher contexts.
     ``issuers``: where ``verify`` finds the TAC master keys."""
@@ -75,11 +63,17 @@ class TacVerifier:
     def __init__(self, issuers: IssuerRegistry | None = None, cards: int = 1 << 20) -> None:
         self._issuers = issuers
         self._cards = cards
-        self._ctx: dict[tuple[str, int, int, str], _Card] = {}
+        # A card's TAC key as a live CBC context, and the last block it produced: CBC chains
+        # across update calls, and XOR-ing the next message's first block with that block
+        # makes the chaining value zero again, so one update call MACs a whole message.
+        # Keyed by "issuer:version:algorithm:card number" (strings: the garbage collector
+        # has fewer objects to walk than with tuples or a small class per card).
+        self._ctx: dict[str, CipherContext] = {}
+        self._last: dict[str, int] = {}
         self._masters: dict[tuple[bytes, int], CipherContext] = {}
 
-    def _card(self, master: bytes, issuer_id: str, key_version: int, algorithm_id: int,
-              card_number: str) -> _Card:
+    def _card(self, slot: str, master: bytes, algorithm_id: int,
+              card_number: str) -> CipherContext:
         """Diversify a card's TAC key (``keys.diversify`` + ``keys.tac_mac_key``, written
         out) and keep it as a live CBC context."""
         diversifier = self._masters.get((master, algorithm_id))
@@ -98,56 +92,62 @@ class TacVerifier:
         # DTK = E(MK, D) || E(MK, not D) (3DES), SM4(MK, D || not D): one ECB call either way.
         dtk = diversifier.update((d << 64 | d ^ _ONES).to_bytes(16, "big"))
         if len(self._ctx) >= self._cards:
-            self._ctx.pop(next(iter(self._ctx)))
+            oldest = next(iter(self._ctx))
+            del self._ctx[oldest], self._last[oldest]
         if algorithm_id == _SM4:
             ctx = _create(algorithms.SM4(dtk), _CBC[16])
         else:  # single DES under DTK's left half xor right half (as 3DES K K K)
             folded = (int.from_bytes(dtk[:8], "big") ^ int.from_bytes(dtk[8:], "big"))
             ctx = _create(TripleDES(folded.to_bytes(8, "big") * 3), _CBC[8])
-        card = self._ctx[(issuer_id, key_version, algorithm_id, card_number)] = _Card(ctx)
-        return card
+        self._ctx[slot] = ctx
+        self._last[slot] = 0
+        return ctx
 
     def tac(self, master: bytes, issuer_id: str, key_version: int, algorithm_id: int,
             card_number: str, amount: int, psam_id: bytes, psam_serial: int,
             when: bytes) -> bytes:
         """The 4-byte TAC the genuine card gives for this purchase.  (Cards are filed by
         issuer, key slot and number: one issuer id, one master key per slot.)"""
-        card = self._ctx.get((issuer_id, key_version, algorithm_id, card_number))
-        if card is None:
-            card = self._card(master, issuer_id, key_version, algorithm_id, card_number)
+        slot = f"{issuer_id}:{key_version}:{algorithm_id}:{card_number}"
+        ctx = self._ctx.get(slot)
+        if ctx is None:
+            ctx = self._card(slot, master, algorithm_id, card_number)
         # amount 4 || 06 || PSAM 6 || serial 4 || date-time 7 || 80 || zeros to the block
-        return _mac(card, algorithm_id, amount,
-                    psam_id + psam_serial.to_bytes(4, "big") + when + b"\x80")
+        return self._mac(slot, ctx, algorithm_id, amount,
+                         psam_id + psam_serial.to_bytes(4, "big") + when + b"\x80")
 
     def verify(self, issuer_id: str, key_version: int, algorithm_id: int, card_number: str,
                amount: int, psam_id: str, psam_serial: int, when: str, tac: str) -> str | None:
         """None when ``tac`` (hex) is the genuine card's for this purchase (PSAM id and
         date-time digits in hex/BCD text, as records keep them); else why not:
         ``unknown-issuer``, ``unknown-key`` or ``tac-invalid``."""
-        card = self._ctx.get((issuer_id, key_version, algorithm_id, card_number))
-        if card is None:
+        slot = f"{issuer_id}:{key_version}:{algorithm_id}:{card_number}"
+        ctx = self._ctx.get(slot)
+        if ctx is None:
             issuer = None if self._issuers is None else self._issuers.get(issuer_id)
             if issuer is None:
                 return "unknown-issuer"
             master = issuer.tac_keys.get((key_version, algorithm_id))
             if master is None:
                 return "unknown-key"
-            card = self._card(master, issuer_id, key_version, algorithm_id, card_number)
+            ctx = self._card(slot, master, algorithm_id, card_number)
         tail = bytes.fromhex(f"{psam_id}{psam_serial:08X}{when}80")
-        ok = hmac.compare_digest(_mac(card, algorithm_id, amount, tail), bytes.fromhex(tac))
+        ok = hmac.compare_digest(self._mac(slot, ctx, algorithm_id, amount, tail),
+                                 bytes.fromhex(tac))
         return None if ok else "tac-invalid"
 
 
-def _mac(card: _Card, algorithm_id: int, amount: int, tail: bytes) -> bytes:
-    """The TAC: ``tail`` is the message after amount || 06, with the 80 pad byte (18 bytes)."""
-    if len(tail) != 18:
-        raise keys.EpurseKeyError("PSAM id 6 bytes, serial 4, date-time 7")
-    if algorithm_id == _SM4:
-        head = ((amount << 96 | 0x06 << 88 | int.from_bytes(tail[:11], "big")) ^ card.last)
-        out = card.ctx.update(head.to_bytes(16, "big") + tail[11:] + bytes(9))
-        card.last = int.from_bytes(out[16:], "big")
+    def _mac(self, slot: str, ctx: CipherContext, algorithm_id: int, amount: int,
+             tail: bytes) -> bytes:
+        """The TAC: ``tail`` is the message after amount || 06, with the 80 pad byte."""
+        if len(tail) != 18:
+            raise keys.EpurseKeyError("PSAM id 6 bytes, serial 4, date-time 7")
+        last = self._last[slot]
+        if algorithm_id == _SM4:
+            head = (amount << 96 | 0x06 << 88 | int.from_bytes(tail[:11], "big")) ^ last
+            out = ctx.update(head.to_bytes(16, "big") + tail[11:] + bytes(9))
+        else:
+            first = (amount << 32 | 0x06 << 24 | int.from_bytes(tail[:3], "big")) ^ last
+            out = ctx.update(first.to_bytes(8, "big") + tail[3:] + b"\x00")
+        self._last[slot] = int.from_bytes(out[16:], "big")
         return out[16:20]
-    first = ((amount << 32 | 0x06 << 24 | int.from_bytes(tail[:3], "big")) ^ card.last)
-    out = card.ctx.update(first.to_bytes(8, "big") + tail[3:] + b"\x00")
-    card.last = int.from_bytes(out[16:], "big")
-    return out[16:20]

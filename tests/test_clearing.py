@@ -168,6 +168,8 @@ def test_bad_records_are_refused_with_their_reason(store: SqlStore,
     assert sum(n["net_fen"] for n in report.nets if n["party"].startswith("operator")) == 1500
     refused = issuer_positions(store)
     assert refused["0000"].refused == 3 * FARE_A and refused["9901"].refused == FARE_A
+    assert refused["0000"].refused_by_reason == {
+        "tac-invalid": FARE_A, "replayed-serial": FARE_A, "duplicate": FARE_A}
 
 
 def test_the_three_formats_agree(store: SqlStore, day_taps: list[WireTap]) -> None:

@@ -51,7 +51,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     store = open_db(args.db)
     try:
-        report = run_day(store, args.day, TEST_ISSUERS, dt.datetime.now(dt.UTC))
+        report = run_day(store, args.day, TEST_ISSUERS, dt.datetime.now(dt.UTC), freeze=True)
     finally:
         store.close()
     text = RENDER[args.format](report)
