@@ -27,6 +27,14 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
 
 
+def _home(text: str) -> tuple[str, str]:
+    operator, _, issuer = text.partition("=")
+    issuer = issuer.upper()
+    if not operator or len(issuer) != 4 or any(c not in "0123456789ABCDEF" for c in issuer):
+        raise argparse.ArgumentTypeError(f"{text!r}: write OPERATOR=ISSUER, e.g. OPA=0000")
+    return operator, issuer
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cl = sub.add_parser("clearing", help="T-Union e-purse clearing: TACs, batches, settlement")
     cs = cl.add_subparsers(dest="clearing_command", metavar="ACTION")
@@ -38,6 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the clearing day: the purchases' local date as the card recorded it")
     run.add_argument("--format", choices=FORMATS, default="table",
                      help="report format (default: table)")
+    run.add_argument("--home", action="append", default=[], type=_home,
+                     metavar="OPERATOR=ISSUER",
+                     help="an operator's home city (issuer id, 4 hex digits), repeatable: the "
+                          "report then nets what each city's issuer owes the other city")
     run.add_argument("--out", type=Path, default=None, metavar="DIR",
                      help="write the report to DIR/clearing-<day>.<txt|json|csv> instead of "
                           "standard output")
@@ -51,7 +63,8 @@ def run_main(args: argparse.Namespace) -> int:
 
     store = open_db(args.db)
     try:
-        report = run_day(store, args.day, TEST_ISSUERS, dt.datetime.now(dt.UTC), freeze=True)
+        report = run_day(store, args.day, TEST_ISSUERS, dt.datetime.now(dt.UTC),
+                         dict(args.home) or None, freeze=True)
     finally:
         store.close()
     text = RENDER[args.format](report)
