@@ -30,7 +30,7 @@ from benchmarks.test_bench_fare import city_taps
 from clearing.core import PurseRecord, clear_day
 from clearing.tac import TacVerifier
 from emv.epurse.issuers import TEST_ISSUERS
-from emv.epurse.keys import ALGORITHM_IDS
+from emv.epurse.keys import ALGORITHM_IDS, Algorithm
 from fare.engine import price
 from fare.gtfs import load_feed
 from fare.samples import sample_feed_path
@@ -41,7 +41,7 @@ TARGET_TAC_PER_SECOND = 100_000
 PSAMS = [bytes.fromhex(f"3100000{i:05d}") for i in range(500)]
 
 
-def day_records(algorithm: str, seed: int = 18) -> list[PurseRecord]:
+def day_records(algorithm: Algorithm, seed: int = 18) -> list[PurseRecord]:
     rng = random.Random(seed)
     algorithm_id = ALGORITHM_IDS[algorithm]
     issuers = ["0000", "9901"]
@@ -69,7 +69,7 @@ def day_records(algorithm: str, seed: int = 18) -> list[PurseRecord]:
 
 
 @pytest.mark.parametrize("algorithm", ["tdes", "sm4"])
-def test_tac_verifications_per_second(benchmark, algorithm: str) -> None:  # type: ignore[no-untyped-def]
+def test_tac_verifications_per_second(benchmark, algorithm: Algorithm) -> None:  # type: ignore[no-untyped-def]
     records = day_records(algorithm)
     feed = load_feed(sample_feed_path("city"))
     taps = city_taps(N_RECORDS)

@@ -35,9 +35,11 @@ same way.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from clearing.tac import TacVerifier
 from emv.epurse.issuers import IssuerRegistry
@@ -82,8 +84,7 @@ class PurseRecord:
                 and self.tac.upper() == other.tac.upper())
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     record: PurseRecord
     reason: Reason | None  # None: cleared
 
@@ -157,28 +158,37 @@ def clear_day(records: Iterable[PurseRecord], history: Iterable[PurseRecord],
     for h in history:
         cards.setdefault(h.card, _CardSerials()).add(h)
     ordered = sorted(records, key=lambda x: (x.time_us, x.card_serial, x.tap_id))
-    reasons: dict[int, Reason | None] = {}
+    reasons: list[Reason | None] = []
+    # This run's records that passed every check so far, per card: in time order, and the
+    # first of each serial.
     candidates: dict[tuple[str, str], list[tuple[int, PurseRecord]]] = {}
+    run_serials: dict[tuple[str, str], dict[int, PurseRecord]] = {}
     for n, r in enumerate(ordered):
-        serials = cards.get(r.card)
+        card = (r.issuer_id or "", r.card_number or "")
+        serials = cards.get(card)
         past = serials.by_serial.get(r.card_serial) if serials else None
-        same_run = [c for _, c in candidates.get(r.card, []) if c.card_serial == r.card_serial]
+        ours = run_serials.get(card)
+        earlier = ours.get(r.card_serial) if ours else None
         reason: Reason | None
-        if r.tap_id in seen_ids or any(p.same_purchase(r) for p in [past, *same_run] if p):
+        if (r.tap_id in seen_ids or (past is not None and past.same_purchase(r))
+                or (earlier is not None and earlier.same_purchase(r))):
             reason = Reason.DUPLICATE
         else:
             reason = _check(r, verifier)
-            if reason is None and (past is not None or same_run):
+            if reason is None and (past is not None or earlier is not None):
                 reason = Reason.REPLAYED
             if reason is None and serials is not None and serials.out_of_sequence(r):
                 reason = Reason.OUT_OF_SEQUENCE
         seen_ids.add(r.tap_id)
-        reasons[n] = reason
+        reasons.append(reason)
         if reason is None:
-            candidates.setdefault(r.card, []).append((n, r))
+            candidates.setdefault(card, []).append((n, r))
+            run_serials.setdefault(card, {})[r.card_serial] = r
     # Among a card's records of this run, the longest chain whose serials rise with time is
     # cleared; a record outside it broke the card's sequence.
     for group in candidates.values():
+        if all(a[1].card_serial < b[1].card_serial for a, b in itertools.pairwise(group)):
+            continue  # already rising (the usual day): the chain is all of them
         chain = _longest_rising([r for _, r in group])
         for n, r in group:
             if r.tap_id not in chain:

@@ -31,6 +31,7 @@ from emv.card.image import personalise
 from emv.card.profile import load_profile
 from emv.epurse import keys
 from emv.epurse.issuers import TEST_CITY_A, TEST_CITY_B, TEST_ISSUERS
+from emv.epurse.keys import Algorithm
 from emv.epurse.psam import Psam
 from terminal.denylist import DenyList
 from terminal.journal import Journal
@@ -134,7 +135,7 @@ def _forge(row: EpurseTapRow, tap_id: str, *, serial: int | None = None, psam_se
     assert when is not None and row.issuer_id is not None and row.card_number is not None
     at = dt.datetime.strptime(when, "%Y%m%d%H%M%S") + dt.timedelta(minutes=minutes)
     when = at.strftime("%Y%m%d%H%M%S")
-    algorithm = "sm4" if row.algorithm_id == 4 else "tdes"
+    algorithm: Algorithm = "sm4" if row.algorithm_id == 4 else "tdes"
     master = TEST_ISSUERS.tac_key(row.issuer_id, 1, row.algorithm_id or 0)
     assert master is not None
     genuine = keys.purchase_tac(master, row.card_number, algorithm, row.amount,
@@ -214,7 +215,7 @@ def test_an_old_record_without_clearing_fields_is_refused_not_lost() -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["tdes", "sm4"])
-def test_the_fast_tac_equals_the_reference(algorithm: str) -> None:
+def test_the_fast_tac_equals_the_reference(algorithm: Algorithm) -> None:
     """Speed twin: clearing.tac against emv.epurse.keys.purchase_tac (the clear layout)."""
     verifier = TacVerifier(cards=2)
     for n, card in enumerate(["00006231900000000014", "09901000000000000030",
@@ -272,3 +273,32 @@ def test_the_consumer_keeps_epurse_taps_once_and_acknowledges_them(
         assert store.count("taps") == 0
     finally:
         store.close()
+
+
+def test_the_psam_picks_purchase_keys_by_the_cards_issuer() -> None:
+    from emv.epurse.psam import TEST_PURCHASE_KEYS
+
+    psam = Psam.test()
+    assert psam.supports(1, 0x00, "9901") and psam.supports(1, 0x04, "0000")
+    assert psam.supports(1, 0x00)  # a card that names no issuer: the default keys
+    a_only = Psam(bytes.fromhex("310000000009"), TEST_PURCHASE_KEYS, issuer_keys={"9901": {}})
+    assert a_only.supports(1, 0x00, "0000") and not a_only.supports(1, 0x00, "9901")
+    # A state saved before issuers existed (pending purchases without "issuer") still loads.
+    state = {"terminal_id": "310000000009", "serial": 3, "seen": {}, "pending": [{
+        "card_ref": "ab" * 16, "card_serial": 1, "random": "01020304", "key_version": 1,
+        "algorithm_id": 0, "terminal_serial": 3, "amount": 200, "when": "20261123073000",
+        "balance_before": 500, "mac1": "00000000"}]}
+    restored = Psam.from_dict(state, TEST_PURCHASE_KEYS)
+    assert restored.pending_count == 1 and restored.serial == 3
+
+
+def test_a_card_of_an_issuer_clearing_does_not_know_is_refused(
+        day_taps: list[WireTap]) -> None:
+    from clearing.core import clear_day as decide
+    from clearing.store import purse_record
+    from emv.epurse.issuers import IssuerRegistry
+
+    only_a = IssuerRegistry([TEST_CITY_A])
+    decisions = decide([purse_record(r) for r in _rows(day_taps)], [], only_a)
+    assert {d.record.issuer_id: d.reason for d in decisions if not d.cleared} == {
+        "9901": Reason.UNKNOWN_ISSUER}
