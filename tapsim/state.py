@@ -58,7 +58,7 @@ def load_psam(path: Path | None) -> Psam:
     if path is None or not path.exists():
         return Psam.test()
     try:
-        from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415
+        from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415 - next to the PSAM's keys
 
         return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS,
                               TEST_ISSUERS.purchase_keys())

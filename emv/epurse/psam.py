@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from emv.epurse import keys
+from emv.epurse.issuers import TEST_ISSUERS
 from emv.epurse.keys import Algorithm, algorithm_from_id
 from emv.epurse.messages import PurchaseInit
 
@@ -103,8 +104,6 @@ class Psam:
     def test(cls, terminal_id: bytes = TEST_TERMINAL_ID, serial: int = 0) -> Psam:
         """A PSAM with the TEST purchase master key (version 01) for both 3DES and SM4, and
         the purchase keys of every TEST city (``emv.epurse.issuers.TEST_ISSUERS``)."""
-        from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415 - issuers imports keys only
-
         return cls(terminal_id, TEST_PURCHASE_KEYS, serial=serial,
                    issuer_keys=TEST_ISSUERS.purchase_keys())
 
