@@ -302,3 +302,19 @@ def test_a_card_of_an_issuer_clearing_does_not_know_is_refused(
     decisions = decide([purse_record(r) for r in _rows(day_taps)], [], only_a)
     assert {d.record.issuer_id: d.reason for d in decisions if not d.cleared} == {
         "9901": Reason.UNKNOWN_ISSUER}
+
+
+def test_a_later_day_is_checked_against_the_cards_cleared_history(
+        store: SqlStore, day_taps: list[WireTap]) -> None:
+    rows = _rows(day_taps)
+    store.add_epurse(rows)
+    run_day(store, DAY, TEST_ISSUERS, NOW, HOME)
+    # The next day, card A's serial 0 (cleared yesterday) spent again: a restored card.
+    again = _forge(rows[0], "X:next-day", psam_serial=950, minutes=24 * 60)
+    assert again.tac_time is not None
+    next_day = f"{again.tac_time[:4]}-{again.tac_time[4:6]}-{again.tac_time[6:8]}"
+    store.add_epurse([again._replace(day=next_day)])
+    report = run_day(store, next_day, TEST_ISSUERS, NOW, HOME)
+    assert report.refused == [{"tap_id": "X:next-day", "issuer_id": "0000", "operator_id": "OPA",
+                               "card_serial": 0, "amount_fen": FARE_A,
+                               "reason": "replayed-serial"}]

@@ -136,6 +136,7 @@ TABLES: tuple[str, ...] = (
         validator_id TEXT NOT NULL,
         received_us BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS epurse_taps_day ON epurse_taps (day)",
+    "CREATE INDEX IF NOT EXISTS epurse_taps_card ON epurse_taps (card_number)",
     """CREATE TABLE IF NOT EXISTS clearing_items (
         tap_id TEXT PRIMARY KEY,
         day TEXT NOT NULL,

@@ -73,6 +73,7 @@ DENY_EVENT_COLS = DenyEventRow._fields
 ALERT_COLS = AlertRow._fields
 EPURSE_COLS = EpurseTapRow._fields
 CLEARING_COLS = ClearingItemRow._fields
+_CHUNK = 500  # ids per IN (...) query: far below SQLite's and PostgreSQL's parameter limits
 
 
 # Both sides of every entry: debits positive, credits negative.
@@ -220,16 +221,24 @@ class SqlStore(ABC):
 
     # -- e-purse records and clearing -----------------------------------------------------
 
+    def _existing(self, table: str, tap_ids: Sequence[str]) -> set[str]:
+        """Which of ``tap_ids`` ``table`` already holds (asked in chunks: bounded by the
+        batch, not by the table's history)."""
+        found: set[str] = set()
+        for i in range(0, len(tap_ids), _CHUNK):
+            chunk = tap_ids[i:i + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(r[0] for r in self._query(
+                f"SELECT tap_id FROM {table} WHERE tap_id IN ({marks})", chunk))  # noqa: S608
+        return found
+
     def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
         """Keep accepted e-purse taps; a tap id already kept is ignored (a resend).  How many
         were new."""
         if not rows:
             return 0
         with self._tx():
-            marks = ", ".join("?" for _ in rows)
-            known = {r[0] for r in self._query(
-                f"SELECT tap_id FROM epurse_taps WHERE tap_id IN ({marks})",  # noqa: S608
-                [r.tap_id for r in rows])}
+            known = self._existing("epurse_taps", [r.tap_id for r in rows])
             fresh = {r.tap_id: r for r in rows if r.tap_id not in known}
             if fresh:
                 self._executemany(_insert_ignore("epurse_taps", EPURSE_COLS, "tap_id"),
@@ -244,15 +253,20 @@ class SqlStore(ABC):
 
     def epurse_cleared_of_cards(self, cards: Iterable[tuple[str, str]]) -> list[EpurseTapRow]:
         """The cleared e-purse taps of these (issuer id, card number) pairs, any day: the
-        history clearing checks a card's serials against."""
+        history clearing checks a card's serials against (asked by card number, in chunks)."""
         wanted = set(cards)
-        if not wanted:
-            return []
+        numbers = sorted({number for _, number in wanted})
         cols = ", ".join(f"e.{c}" for c in EPURSE_COLS)
-        rows = self._query(
-            f"SELECT {cols} FROM epurse_taps e JOIN clearing_items c "  # noqa: S608
-            "ON c.tap_id = e.tap_id WHERE c.status = ?", ("cleared",))
-        return [EpurseTapRow(*r) for r in rows if (r[1], r[2]) in wanted]
+        out: list[EpurseTapRow] = []
+        for i in range(0, len(numbers), _CHUNK):
+            chunk = numbers[i:i + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._query(
+                f"SELECT {cols} FROM epurse_taps e JOIN clearing_items c "  # noqa: S608
+                f"ON c.tap_id = e.tap_id WHERE c.status = ? AND e.card_number IN ({marks})",
+                ("cleared", *chunk))
+            out += [EpurseTapRow(*r) for r in rows if (r[1], r[2]) in wanted]
+        return out
 
     def add_clearing(self, items: Sequence[ClearingItemRow]) -> int:
         """Record clearing decisions; a tap already decided keeps its first decision (a
@@ -260,7 +274,7 @@ class SqlStore(ABC):
         if not items:
             return 0
         with self._tx():
-            known = {r[0] for r in self._query("SELECT tap_id FROM clearing_items")}
+            known = self._existing("clearing_items", [i.tap_id for i in items])
             fresh = [i for i in items if i.tap_id not in known]
             if fresh:
                 self._executemany(_insert_ignore("clearing_items", CLEARING_COLS, "tap_id"),
