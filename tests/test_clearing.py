@@ -40,7 +40,7 @@ from terminal.validator import Validator, ValidatorConfig
 from tests.core_fixtures import BACKENDS, make_store
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.terminal import TERMINAL_EPURSE, StepClock
-from wire import TapOutcome
+from wire import TapOutcome, encode
 from wire import TapRecord as WireTap
 
 DAY = "2026-11-23"
@@ -102,6 +102,12 @@ def test_the_tap_record_carries_what_clearing_needs(day_taps: list[WireTap]) -> 
     assert (a.epurse_issuer, b.epurse_issuer) == ("0000", "9901")
     # city B's card carries its own e-purse card number, not its bank PAN (6231900000000000030)
     assert b.epurse_card == "09901000000000000030"
+    # and city A's, whose profile names none, one derived from (never equal to) its PAN
+    assert a.epurse_card == "00031000000000000013"
+    for t in day_taps:  # no bank PAN anywhere in what the validators send (and clearing keeps)
+        wire = encode(t)
+        for pan in ("6231900000000000014", "6231900000000000030"):
+            assert pan.encode() not in wire and bytes.fromhex(pan + "F") not in wire
     # the card's wall-clock digits: the tap's time in the validator's zone (UTC+8)
     assert a.epurse_when == a.time.astimezone(dt.timezone(dt.timedelta(hours=8))).strftime(
         "%Y%m%d%H%M%S")

@@ -69,7 +69,7 @@ class ApplicationSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tac_key: str | None = None
     issuer_id: str = "0000"  # the T-Union issuer (city code, 4 hex digits) in the public data
     epurse_algorithm: Literal["tdes", "sm4"] | None = None  # None: as crypto.cryptogram
-    card_number: str | None = None  # application serial, up to 20 digits; None: the PAN
+    card_number: str | None = None  # 16-20 digits; None: purse_number_of(PAN)
     key_version: int = 1
     max_balance: int = 100_000  # 1000.00 CNY, the usual T-Union cap
 
@@ -221,6 +221,9 @@ def _validate(spec: ProfileSpec, source: str) -> CardProfile:
                 app.card_number.isascii() and app.card_number.isdigit()
                 and 16 <= len(app.card_number) <= 20):
             raise ProfileError(source, f"{where}.card_number: 16 to 20 digits")
+        if app.card_number is not None and app.card_number.lstrip("0") == pan.lstrip("0"):
+            raise ProfileError(source, f"{where}.card_number: the purse's own number, not the "
+                                       "card's PAN (it is kept for clearing, where no PAN may go)")
         apps.append(Application(
             aid=aid, label=app.label, kind=app.kind, priority=app.priority,
             offline_spending_amount=app.offline_spending_amount, online_only=app.online_only,
