@@ -57,11 +57,20 @@ from backoffice.consumer_link import (
     publisher_id,
     worker_id,
 )
-from backoffice.consumer_map import FareMediaLabels, Refused, Skipped, dead_letter, read_tap
+from backoffice.consumer_map import (
+    EpurseTap,
+    FareMediaLabels,
+    Refused,
+    Skipped,
+    dead_letter,
+    epurse_row,
+    read_tap,
+)
 from backoffice.engine import BatchResult
 from backoffice.service import TransactionCore
 from backoffice.storage.base import StorageError
 from backoffice.taps import TapRecord
+from fare.clock import epoch_us
 from wire import topics
 from wire.aio import bounded, settle, wait_event
 from wire.codec import encode
@@ -114,8 +123,9 @@ class ConsumerStats:
     commit_acks: int = 0  # CommitAck messages published (each names many taps)
     commit_acked_taps: int = 0
     rejected: int = 0  # refused by the core (kept in its rejects table too)
+    epurse_kept: int = 0  # accepted e-purse taps kept for clearing (first time)
     skipped: Counter[str] = field(default_factory=Counter)  # not charged: refused at the
-    # validator (deny_listed, duplicate, declined) or paid on the e-purse
+    # validator (deny_listed, duplicate, declined)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     acked: int = 0
     not_acked: int = 0  # the connection was gone: the broker sends them again
@@ -141,6 +151,7 @@ class ConsumerStats:
         return {
             "received": self.received, "batches": self.batches, "ingested": self.ingested,
             "duplicates": self.duplicates, "rejected": self.rejected,
+            "epurse_kept": self.epurse_kept,
             "commit_acks": self.commit_acks, "commit_acked_taps": self.commit_acked_taps,
             "skipped": dict(self.skipped), "dead_letters": dict(self.dead_letters),
             "acked": self.acked, "not_acked": self.not_acked,
@@ -236,6 +247,15 @@ class Consumer:
             if core.refresh():  # a card issued or changed by another process
                 log.info("issuer records changed in the database: reloaded")
             return core.ingest(taps, now)
+        except StorageError:
+            self._drop()
+            raise
+
+    def _keep_epurse(self, taps: list[EpurseTap], now: dt.datetime) -> int:
+        """Keep accepted e-purse taps for clearing (a resent tap id is kept once)."""
+        core = self._open()
+        try:
+            return core.store.add_epurse([epurse_row(t.record, epoch_us(now)) for t in taps])
         except StorageError:
             self._drop()
             raise
@@ -441,6 +461,7 @@ class Consumer:
         self.stats.batches += 1
         refused: list[tuple[_Item, Refused]] = []
         taps: list[TapRecord] = []
+        epurse: list[tuple[_Item, EpurseTap]] = []
         items_of: dict[str, list[_Item]] = {}
         tap_of: dict[int, str] = {}  # id(item) -> its tap id, when it has one
         for item in batch:
@@ -452,6 +473,8 @@ class Consumer:
                 items_of.setdefault(inbound.tap_id, []).append(item)
             elif isinstance(inbound, Skipped):
                 self.stats.skipped[inbound.why] += 1
+            elif isinstance(inbound, EpurseTap):
+                epurse.append((item, inbound))
             else:
                 refused.append((item, inbound))
         arrived = {id(i): i.arrived for i in batch}
@@ -469,6 +492,15 @@ class Consumer:
                     self.stats.inside_ms.extend(
                         (now - arrived[id(i)]) * 1e3 for i in items_of.get(tap.tap_id, [])[:1])
         failed: set[int] = set()
+        if epurse:
+            try:
+                kept = await self._db(self._keep_epurse, [e for _, e in epurse], self.clock())
+                self.stats.epurse_kept += kept
+                self.stats.duplicates += len(epurse) - kept
+            except StorageError as exc:  # left unacknowledged: the broker redelivers them
+                log.error("database unavailable, %d e-purse taps left unacknowledged: %s",
+                          len(epurse), exc)
+                failed.update(id(item) for item, _ in epurse)
         for item, why in refused:
             if not await self._dead_letter(item, why):
                 failed.add(id(item))

@@ -6,8 +6,9 @@ schema), checks it came on its own validator's topic, and maps the wire record o
 core's :class:`~backoffice.taps.TapRecord` (``pan_masked`` -> ``masked_pan``, ``cryptogram``
 -> ``arqc``; ``ac_data`` is already exactly what the card MACed, which the issuer
 verifies).  Only **accepted QuickPass** taps are charged by the core: a tap the validator
-refused is not a ride, and an e-purse tap was paid on the card during the tap (its TAC is
-cleared by the T-Union clearing house, not through the card's bank).
+refused is not a ride.  An accepted e-purse tap was paid on the card during the tap: it is
+not charged but kept (:class:`EpurseTap`, :func:`epurse_row`, table ``epurse_taps``) for
+clearing, which verifies its TAC with the card issuer's key (``clearing/``).
 
 :func:`dead_letter` is the back office's dead-letter message: JSON naming the reason,
 the detail and the topic, with the payload (when small) in base64 after masking anything
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 
 import msgspec
 
+from backoffice.records import EpurseTapRow
 from backoffice.taps import Action, TapRecord
+from fare.clock import epoch_us
 from wire import topics
 from wire.codec import decode
 from wire.errors import Reason, WireError
@@ -54,7 +57,39 @@ class Skipped:
     tap_id: str
 
 
-Inbound = TapRecord | Refused | Skipped
+@dataclass(frozen=True, slots=True)
+class EpurseTap:
+    """An accepted e-purse tap: kept for clearing (deduplicated by tap id), not charged."""
+
+    record: WireTap
+
+    @property
+    def tap_id(self) -> str:
+        return self.record.tap_id
+
+
+Inbound = TapRecord | Refused | Skipped | EpurseTap
+
+
+def epurse_row(t: WireTap, received_us: int) -> EpurseTapRow:
+    """The kept row of an accepted e-purse tap.  The clearing day is the purchase's local
+    date as the card recorded it (the TAC's date digits), or the tap time's UTC date for
+    records that predate those digits."""
+    # An accepted epurse record carries these (the wire decoder refuses it otherwise).
+    assert t.epurse_serial is not None and t.tac is not None and t.psam_id is not None
+    assert t.psam_serial is not None
+    assert t.epurse_balance_before is not None and t.epurse_balance_after is not None
+    when = t.epurse_when
+    day = (f"{when[0:4]}-{when[4:6]}-{when[6:8]}" if when
+           else t.time.astimezone(dt.UTC).date().isoformat())
+    return EpurseTapRow(
+        tap_id=t.tap_id, issuer_id=t.epurse_issuer, card_number=t.epurse_card,
+        card_serial=t.epurse_serial, amount=t.epurse_balance_before - t.epurse_balance_after,
+        balance_before=t.epurse_balance_before, balance_after=t.epurse_balance_after,
+        tac=t.tac.hex().upper(), psam_id=t.psam_id, psam_serial=t.psam_serial,
+        key_version=t.epurse_key_version, algorithm_id=t.epurse_algorithm, tac_time=when,
+        day=day, time_us=epoch_us(t.time), operator_id=t.operator_id,
+        validator_id=t.validator_id, received_us=received_us)
 
 
 class FareMediaLabels:
@@ -97,12 +132,14 @@ def read_tap(topic: str, payload: bytes, media: FareMediaLabels, tz: dt.tzinfo) 
     return to_core(wire_tap, media, tz)
 
 
-def to_core(t: WireTap, media: FareMediaLabels, tz: dt.tzinfo) -> TapRecord | Skipped:
-    """The core's record of an accepted QuickPass tap; a skip for anything else."""
+def to_core(t: WireTap, media: FareMediaLabels,
+            tz: dt.tzinfo) -> TapRecord | Skipped | EpurseTap:
+    """The core's record of an accepted QuickPass tap; an accepted e-purse tap to keep for
+    clearing; a skip for anything else."""
     if t.outcome is not TapOutcome.ACCEPTED:
         return Skipped(t.outcome.value, t.tap_id)
     if t.method is not Method.EMV:
-        return Skipped("epurse", t.tap_id)
+        return EpurseTap(t)
     # An accepted emv record carries these (the wire decoder refuses it otherwise).
     assert t.atc is not None and t.cryptogram is not None and t.ac_data is not None
     assert t.scheme is not None
@@ -186,6 +223,7 @@ def read_dead_letter(data: bytes) -> DeadLetter:
 
 
 __all__ = [
-    "DEAD_LETTER_PAYLOAD_MAX", "DeadLetter", "FareMediaLabels", "Inbound", "Refused", "Skipped",
-    "dead_letter", "read_dead_letter", "read_tap", "scrub_text", "to_core",
+    "DEAD_LETTER_PAYLOAD_MAX", "DeadLetter", "EpurseTap", "FareMediaLabels", "Inbound",
+    "Refused", "Skipped",
+    "dead_letter", "epurse_row", "read_dead_letter", "read_tap", "scrub_text", "to_core",
 ]

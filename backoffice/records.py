@@ -346,6 +346,49 @@ class DenyEventRow(NamedTuple):
     at_us: int
 
 
+class EpurseTapRow(NamedTuple):
+    """An accepted T-Union e-purse tap, kept for clearing (paid on the chip during the tap).
+
+    ``card_number`` is the e-purse's application serial number (the T-Union card number,
+    which diversifies the TAC key; T-Union clearing files carry it), never a bank PAN.
+    The clearing fields are None on records from validators that predate them.
+    """
+
+    tap_id: str
+    issuer_id: str | None
+    card_number: str | None
+    card_serial: int
+    amount: int  # fen, what the chip was debited
+    balance_before: int
+    balance_after: int
+    tac: str  # hex
+    psam_id: str
+    psam_serial: int
+    key_version: int | None
+    algorithm_id: int | None
+    tac_time: str | None  # YYYYMMDDhhmmss, the wall-clock digits the TAC covers
+    day: str  # YYYY-MM-DD, the clearing day (the purchase's local date)
+    time_us: int
+    operator_id: str
+    validator_id: str
+    received_us: int
+
+
+class ClearingItemRow(NamedTuple):
+    """What clearing decided for one e-purse record: cleared (money moves) or refused."""
+
+    tap_id: str
+    day: str
+    issuer_id: str
+    operator_id: str
+    card_serial: int
+    amount: int
+    status: str  # "cleared" | "refused"
+    reason: str  # "" when cleared
+    run_id: str
+    cleared_us: int
+
+
 class RejectRow(NamedTuple):
     reject_id: str  # hash of the scrubbed record: the same record again is not kept twice
     tap_id: str | None

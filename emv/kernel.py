@@ -189,6 +189,14 @@ class TapResult:
     psam_serial: int | None = None
     epurse_recovered: dict[str, Any] | None = None  # a torn purchase settled on this tap
     epurse_fallback: str | None = None  # why the e-purse was not used, when it was tried
+    # For clearing (T-Union clearing files carry them): the e-purse's issuer id (city code),
+    # application serial number (the e-purse's card number, not a bank PAN: it diversifies
+    # the TAC key), key version, algorithm id and the date-time digits the TAC covers.
+    epurse_issuer: str | None = None
+    epurse_card_number: str | None = field(default=None, repr=False)
+    epurse_key_version: int | None = None
+    epurse_algorithm_id: int | None = None
+    epurse_when: str | None = None
     # The CVM the card asked for in its CTQ (online-pin, signature) or None; and whether an
     # online request may carry issuer update processing (card and reader both support it).
     cvm: str | None = None
@@ -454,6 +462,11 @@ class Kernel:
         res.psam_id = rec.psam_id
         res.psam_serial = rec.psam_serial
         res.epurse_recovered = rec.recovered
+        res.epurse_issuer = rec.issuer
+        res.epurse_card_number = rec.card_number
+        res.epurse_key_version = rec.key_version
+        res.epurse_algorithm_id = rec.algorithm_id
+        res.epurse_when = rec.when
         if rec.card_number is not None:
             try:
                 res.pan_masked = mask_pan(rec.card_number.lstrip("0"))

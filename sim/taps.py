@@ -41,6 +41,7 @@ from emv.appdata import (
 from emv.card.image import personalise
 from emv.card.profile import CardProfile
 from emv.crypto.cryptogram import CryptogramScheme, scheme
+from emv.epurse.issuers import TEST_ISSUERS
 from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
 from emv.kernel import T_UNION_EPURSE, UNIONPAY_DEBIT, TapResult, TerminalConfig
 from emv.tlv import TlvError
@@ -235,7 +236,8 @@ class FullTaps:
         """The PSAM in bus ``bus``'s validator (its own terminal number and serial)."""
         psam = self._psams.get(bus)
         if psam is None:
-            psam = self._psams[bus] = Psam(bytes.fromhex(f"31{bus:010d}"), TEST_PURCHASE_KEYS)
+            psam = self._psams[bus] = Psam(bytes.fromhex(f"31{bus:010d}"), TEST_PURCHASE_KEYS,
+                                           issuer_keys=TEST_ISSUERS.purchase_keys())
         return psam
 
     def _run(self, card: SimCard, amount: int, balance: int, at: dt.datetime, u: Uniforms,

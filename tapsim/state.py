@@ -58,7 +58,10 @@ def load_psam(path: Path | None) -> Psam:
     if path is None or not path.exists():
         return Psam.test()
     try:
-        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS)
+        from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415 - next to the PSAM's keys
+
+        return Psam.from_dict(json.loads(path.read_text()), TEST_PURCHASE_KEYS,
+                              TEST_ISSUERS.purchase_keys())
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise UserError(f"{path}: not a PSAM state file ({exc})") from None
 

@@ -269,7 +269,10 @@ class Validator:
                 epurse_serial=result.epurse_serial,
                 tac=bytes.fromhex(result.epurse_tac) if result.epurse_tac else None,
                 psam_id=result.psam_id.upper() if result.psam_id else None,
-                psam_serial=result.psam_serial)
+                psam_serial=result.psam_serial, epurse_issuer=result.epurse_issuer,
+                epurse_card=result.epurse_card_number,
+                epurse_key_version=result.epurse_key_version,
+                epurse_algorithm=result.epurse_algorithm_id, epurse_when=result.epurse_when)
         assert result.cryptogram is not None and result.atc is not None and aip is not None
         iad = bytes.fromhex(result.iad or "")
         terminal_data = b"".join(bytes.fromhex(result.ac_data[tlv.tag_hex(t)])

@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 from backoffice.consumer_deny import DownlinkBook, fare_version, feed_digest, net_delta, table_id
 from backoffice.consumer_map import (
     DEAD_LETTER_PAYLOAD_MAX,
+    EpurseTap,
     FareMediaLabels,
     Refused,
     Skipped,
     dead_letter,
+    epurse_row,
     read_dead_letter,
     read_tap,
     scrub_text,
@@ -79,9 +81,13 @@ def test_an_accepted_quickpass_tap_becomes_the_cores_record(taps: list[WireTap])
     assert wire.fare_media == "unionpay-quickpass" and core.fare_media == "cemv"
 
 
-def test_taps_the_core_does_not_charge_are_skipped(taps: list[WireTap]) -> None:
-    assert read_tap(TOPIC, encode(taps[1]), CITY_MEDIA, SHANGHAI) == \
-        Skipped("epurse", taps[1].tap_id)
+def test_taps_the_core_does_not_charge_are_skipped_or_kept_for_clearing(
+        taps: list[WireTap]) -> None:
+    epurse = read_tap(TOPIC, encode(taps[1]), CITY_MEDIA, SHANGHAI)
+    assert isinstance(epurse, EpurseTap) and epurse.tap_id == taps[1].tap_id
+    row = epurse_row(epurse.record, 0)
+    assert (row.issuer_id, row.card_serial, row.psam_id) == ("0000", 0, "310000000001")
+    assert row.amount == row.balance_before - row.balance_after == taps[1].amount
     assert taps[2].outcome is TapOutcome.DENY_LISTED
     assert read_tap(TOPIC, encode(taps[2]), CITY_MEDIA, SHANGHAI) == \
         Skipped("deny_listed", taps[2].tap_id)

@@ -45,6 +45,13 @@ def imported(tmp_path: Path, *args: str) -> set[str]:
     return set(json.loads(out.read_text()))
 
 
+def test_clearing_imports_the_store_and_clearing_not_the_validator(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    mods = imported(tmp_path, "clearing", "run", "--db", db, "--day", "2026-11-23")
+    assert {"clearing", "backoffice", "emv"} <= mods
+    assert not mods & {"terminal", "aiomqtt", "paho", "simpy", "matplotlib", "numpy", "sim"}
+
+
 @pytest.fixture
 def taps10(tmp_path: Path) -> Path:
     """Ten taps of the city sample (header + 10 rows)."""
@@ -163,3 +170,7 @@ def test_written_out_constants_equal_the_domain_s() -> None:
     assert tuple(r.value for r in ReplaceReason) == account.REPLACE_REASONS
     assert tuple(a.value for a in Action) == terminal.ACTIONS
     assert set(tap.OUTCOME_STYLE) == {o.value for o in Outcome}
+    from clearing.report import FORMATS
+    from tapsim.commands import clearing
+
+    assert tuple(FORMATS) == clearing.FORMATS

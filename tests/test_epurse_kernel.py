@@ -89,15 +89,17 @@ def test_epurse_purchase_when_the_terminal_prefers_it(name: str) -> None:
     assert (result.epurse_balance_before, result.epurse_balance_after) == (3000, 2800)
     assert (result.epurse_serial, result.psam_serial, result.psam_id) == (0, 1, "310000000001")
     assert result.epurse_mac2_ok is True and result.epurse_tac is not None
-    assert result.pan_masked is not None and result.pan_masked.endswith(
-        load_profile(name).pan[-4:])
+    # The purse's own number (the profile names none: 3100, the PAN less its BIN and check
+    # digit, a Luhn digit), never the bank PAN.
+    purse_number = {"sscard3": "31000000000000013", "sscard3-sm": "31000000000000021"}[name]
+    assert result.pan_masked == purse_number[:6] + "*" * 7 + purse_number[-4:]
     # SELECT PPSE, SELECT e-purse, INITIALIZE, DEBIT: four commands, no GPO, no records.
     assert [e.command[:2].hex() for e in trace] == ["00a4", "00a4", "8050", "8054"]
     assert balance(card) == 2800 and psam.pending_count == 0
     second = tap(card, psam)
     assert (second.epurse_serial, second.psam_serial, balance(card)) == (1, 2, 2600)
     # The TAC is what the clearing house recomputes.
-    number = load_profile(name).pan.zfill(20)
+    number = purse_number.zfill(20)  # the key is diversified by the purse's own number
     algorithm = "sm4" if name.endswith("-sm") else "tdes"
     assert second.epurse_tac == keys.purchase_tac(
         keys.TEST_TAC_MASTER_KEY, number, algorithm, 200, TEST_TERMINAL_ID, 2,
@@ -379,3 +381,22 @@ def test_cli_prefer_epurse(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert third["epurse_fallback"] == "epurse-insufficient-balance"
     assert main(["tap", "--card", "sscard3-sm", "--fresh", "--prefer", "epurse"]) == 0
     assert "epurse_balance_after" in capsys.readouterr().out
+
+
+def test_a_purse_never_takes_the_bank_pan_as_its_number(tmp_path: Path) -> None:
+    """The purse's number is kept for clearing, where no PAN may go: a profile naming the PAN
+    as its purse number is refused, and one naming none gets a number of its own."""
+    import emv.card.profiles
+    from emv.card.profile import ProfileError
+    from emv.epurse.application import purse_number_of
+    from emv.pan import luhn_ok
+
+    for pan in ("6231900000000000014", "6231900000000000022", "6250940000000000016"):
+        assert purse_number_of(pan).lstrip("0") != pan and luhn_ok(purse_number_of(pan))
+    profiles = Path(emv.card.profiles.__file__).parent
+    text = (profiles / "sscard3.toml").read_text().replace(
+        'kind = "epurse"\n', 'kind = "epurse"\ncard_number = "6231900000000000014"\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(ProfileError, match="card_number: the purse's own number, not"):
+        load_profile(str(bad))

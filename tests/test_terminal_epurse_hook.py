@@ -35,7 +35,10 @@ from tests.fixtures.terminal import rig
 from wire import Method, TapOutcome, TapRecord, decode
 
 TOKEN_KEY = b"tapsim-test-token-key-0000000000"
-SSCARD3_TOKEN = pan_token("6231900000000000014", TOKEN_KEY)
+# The card's T-Union e-purse has a number of its own (its application serial, as a real
+# purse's application serial is), so it is screened and deny-listed by that number's token.
+# (3100, the PAN less its BIN and check digit, a Luhn digit)
+SSCARD3_TOKEN = pan_token("31000000000000013", TOKEN_KEY)
 MORNING = dt.datetime(2026, 11, 23, 7, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
 PREFER_EPURSE = TerminalConfig(ca_keys=builtin_test_ca_keys(), token_key=TOKEN_KEY,
                                aid_priority=EPURSE_FIRST)
@@ -70,7 +73,7 @@ def test_a_refusing_screen_ends_the_tap_before_any_purchase_command() -> None:
     result, trace = tap(card, psam, screen)
     assert asked == [SSCARD3_TOKEN]  # once, with the card's token (never its number)
     assert result.outcome is Outcome.DECLINED and result.reason == "deny-listed"
-    assert result.pan_token == SSCARD3_TOKEN and result.pan_masked == "623190*********0014"
+    assert result.pan_token == SSCARD3_TOKEN and result.pan_masked == "310000*******0013"
     assert not [x for x in trace if x.command[1] in (INITIALIZE, DEBIT)]
     assert balance(card) == 3000 and result.epurse_balance_after is None
     assert psam.pending_count == 0

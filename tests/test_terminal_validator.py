@@ -19,6 +19,10 @@ from tests.fixtures.terminal import TOKEN_KEY, StepClock, card, rig
 from wire import Method, TapOutcome, TapRecord, decode
 
 SSCARD3_TOKEN = pan_token("6231900000000000014", TOKEN_KEY)
+# Its T-Union e-purse has a number of its own (the profile's card_number), not the bank PAN:
+# e-purse taps carry, and are deny-listed by, the purse's token.
+# (3100, the PAN less its BIN and check digit, a Luhn digit)
+SSCARD3_PURSE_TOKEN = pan_token("31000000000000013", TOKEN_KEY)
 
 
 def test_accepted_tap_is_journaled_with_a_complete_record(tmp_path: Path) -> None:
@@ -138,13 +142,13 @@ def test_epurse_purchase_is_journaled_with_its_proof(tmp_path: Path) -> None:
     assert rec.method is Method.EPURSE and rec.fare_media == "tunion-epurse"
     assert (rec.epurse_balance_before, rec.epurse_balance_after) == (3000, 2800)
     assert rec.tac is not None and len(rec.tac) == 4 and rec.psam_id == "310000000001"
-    assert rec.cryptogram is None and rec.pan_token == SSCARD3_TOKEN
+    assert rec.cryptogram is None and rec.pan_token == SSCARD3_PURSE_TOKEN
     assert decode(next(r.journal.entries()).payload, TapRecord) == rec
 
 
 def test_a_deny_listed_epurse_card_is_refused_before_it_pays(tmp_path: Path) -> None:
     """The kernel asks the validator before the DEBIT (tests/test_terminal_epurse_hook.py)."""
-    r = rig(tmp_path / "j.db", epurse=True, deny_list=DenyList(1, {SSCARD3_TOKEN}))
+    r = rig(tmp_path / "j.db", epurse=True, deny_list=DenyList(1, {SSCARD3_PURSE_TOKEN}))
     event = r.validator.tap(r.reader)
     assert event.verdict.outcome is TapOutcome.DENY_LISTED  # type: ignore[union-attr]
     assert event.record is not None and event.record.epurse_balance_after is None

@@ -126,6 +126,15 @@ class TapRecord(_Msg, tag="tap/1", frozen=True):
     tac: Annotated[bytes, msgspec.Meta(min_length=4, max_length=4)] | None = None
     psam_id: Annotated[str, msgspec.Meta(pattern=r"^(?:[0-9A-F]{2}){1,16}$")] | None = None
     psam_serial: Annotated[int, msgspec.Meta(ge=0, le=0xFFFFFFFF)] | None = None
+    # method "epurse", for clearing (appended later: optional, older records still decode).
+    # The e-purse's issuer id (city code), its application serial number (the e-purse's card
+    # number, not a bank PAN: clearing diversifies the TAC key from it), key version and
+    # algorithm id, and the date-time digits the TAC covers (validator's local wall clock).
+    epurse_issuer: Annotated[str, msgspec.Meta(pattern=r"^[0-9A-F]{4}$")] | None = None
+    epurse_card: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{16,20}$")] | None = None
+    epurse_key_version: Byte | None = None
+    epurse_algorithm: Byte | None = None
+    epurse_when: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{14}$")] | None = None
 
     def __post_init__(self) -> None:
         # Raised while decoding, msgspec reports it as a validation error (reason malformed).

@@ -9,16 +9,18 @@ written in the same transaction as the charge that touched them.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from backoffice.records import (
     AggregateRow,
     AlertRow,
     Changes,
+    ClearingItemRow,
     DebtRow,
     DenyEventRow,
     DenyRow,
+    EpurseTapRow,
     RejectRow,
     Snapshot,
     TapRow,
@@ -116,5 +118,20 @@ class Store(Protocol):
     def alerts(self) -> list[AlertRow]: ...
 
     def count(self, table: str) -> int: ...
+
+    # -- T-Union e-purse records and clearing --
+    def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
+        """Keep accepted e-purse taps, deduplicated by tap id; how many were new."""
+        ...
+
+    def epurse_taps(self, day: str | None = None) -> list[EpurseTapRow]: ...
+
+    def epurse_cleared_of_cards(self, cards: Iterable[tuple[str, str]]) -> list[EpurseTapRow]: ...
+
+    def add_clearing(self, items: Sequence[ClearingItemRow]) -> int:
+        """Record clearing decisions; a tap already decided keeps its first one."""
+        ...
+
+    def clearing_items(self, day: str | None = None) -> list[ClearingItemRow]: ...
 
     def close(self) -> None: ...

@@ -4,7 +4,8 @@
 dialect fills it in.  Money is BIGINT fen, times are BIGINT microseconds since the epoch
 (UTC), bytes are hex text, so every column means the same on both backends.  Unique keys
 are the last guard against a double charge: one tap per id, one ATC per card, one posting
-per capture, one capture per hold.
+per capture, one capture per hold, one clearing decision per e-purse tap.  Tables added
+later are created by ``CREATE TABLE IF NOT EXISTS`` when an older database is opened.
 """
 
 from __future__ import annotations
@@ -114,6 +115,40 @@ TABLES: tuple[str, ...] = (
         ref TEXT NOT NULL,
         detail TEXT NOT NULL,
         at_us BIGINT NOT NULL)""",
+    # -- T-Union e-purse taps (paid on the chip) and what clearing decided for each
+    """CREATE TABLE IF NOT EXISTS epurse_taps (
+        tap_id TEXT PRIMARY KEY,
+        issuer_id TEXT,
+        card_number TEXT,
+        card_serial INTEGER NOT NULL,
+        amount BIGINT NOT NULL,
+        balance_before BIGINT NOT NULL,
+        balance_after BIGINT NOT NULL,
+        tac TEXT NOT NULL,
+        psam_id TEXT NOT NULL,
+        psam_serial BIGINT NOT NULL,
+        key_version INTEGER,
+        algorithm_id INTEGER,
+        tac_time TEXT,
+        day TEXT NOT NULL,
+        time_us BIGINT NOT NULL,
+        operator_id TEXT NOT NULL,
+        validator_id TEXT NOT NULL,
+        received_us BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS epurse_taps_day ON epurse_taps (day)",
+    "CREATE INDEX IF NOT EXISTS epurse_taps_card ON epurse_taps (card_number)",
+    """CREATE TABLE IF NOT EXISTS clearing_items (
+        tap_id TEXT PRIMARY KEY,
+        day TEXT NOT NULL,
+        issuer_id TEXT NOT NULL,
+        operator_id TEXT NOT NULL,
+        card_serial INTEGER NOT NULL,
+        amount BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        cleared_us BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS clearing_items_day ON clearing_items (day)",
     # -- the issuer's records (the in-process bank shares the database and its transactions)
     """CREATE TABLE IF NOT EXISTS iss_accounts (
         account_id TEXT PRIMARY KEY,

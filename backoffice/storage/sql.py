@@ -18,9 +18,11 @@ from backoffice.records import (
     AlertRow,
     CardRow,
     Changes,
+    ClearingItemRow,
     DebtRow,
     DenyEventRow,
     DenyRow,
+    EpurseTapRow,
     RejectRow,
     Snapshot,
     TapRow,
@@ -37,7 +39,7 @@ _TABLES = frozenset(
     (
         "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
         "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
-        "iss_captures",
+        "iss_captures", "epurse_taps", "clearing_items",
     )
 )  # fmt: skip
 
@@ -69,6 +71,9 @@ REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
 DENY_EVENT_COLS = DenyEventRow._fields
 ALERT_COLS = AlertRow._fields
+EPURSE_COLS = EpurseTapRow._fields
+CLEARING_COLS = ClearingItemRow._fields
+_CHUNK = 500  # ids per IN (...) query: far below SQLite's and PostgreSQL's parameter limits
 
 
 # Both sides of every entry: debits positive, credits negative.
@@ -213,6 +218,74 @@ class SqlStore(ABC):
                 _insert("iss_captures", ir.CAPTURE_COLS),
                 [ir.capture_row(c) for c in ch.captures.values()],
             )
+
+    # -- e-purse records and clearing -----------------------------------------------------
+
+    def _existing(self, table: str, tap_ids: Sequence[str]) -> set[str]:
+        """Which of ``tap_ids`` ``table`` already holds (asked in chunks: bounded by the
+        batch, not by the table's history)."""
+        found: set[str] = set()
+        for i in range(0, len(tap_ids), _CHUNK):
+            chunk = tap_ids[i:i + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            found.update(r[0] for r in self._query(
+                f"SELECT tap_id FROM {table} WHERE tap_id IN ({marks})", chunk))  # noqa: S608
+        return found
+
+    def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
+        """Keep accepted e-purse taps; a tap id already kept is ignored (a resend).  How many
+        were new."""
+        if not rows:
+            return 0
+        with self._tx():
+            known = self._existing("epurse_taps", [r.tap_id for r in rows])
+            fresh = {r.tap_id: r for r in rows if r.tap_id not in known}
+            if fresh:
+                self._executemany(_insert_ignore("epurse_taps", EPURSE_COLS, "tap_id"),
+                                  list(fresh.values()))
+        return len(fresh)
+
+    def epurse_taps(self, day: str | None = None) -> list[EpurseTapRow]:
+        """Kept e-purse taps (of one clearing day, or all), in time order."""
+        where, params = ("WHERE day = ? ORDER BY time_us, tap_id", (day,)) if day else (
+            "ORDER BY time_us, tap_id", ())
+        return [EpurseTapRow(*r) for r in self._select("epurse_taps", EPURSE_COLS, where, params)]
+
+    def epurse_cleared_of_cards(self, cards: Iterable[tuple[str, str]]) -> list[EpurseTapRow]:
+        """The cleared e-purse taps of these (issuer id, card number) pairs, any day: the
+        history clearing checks a card's serials against (asked by card number, in chunks)."""
+        wanted = set(cards)
+        numbers = sorted({number for _, number in wanted})
+        cols = ", ".join(f"e.{c}" for c in EPURSE_COLS)
+        out: list[EpurseTapRow] = []
+        for i in range(0, len(numbers), _CHUNK):
+            chunk = numbers[i:i + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._query(
+                f"SELECT {cols} FROM epurse_taps e JOIN clearing_items c "  # noqa: S608
+                f"ON c.tap_id = e.tap_id WHERE c.status = ? AND e.card_number IN ({marks})",
+                ("cleared", *chunk))
+            out += [EpurseTapRow(*r) for r in rows if (r[1], r[2]) in wanted]
+        return out
+
+    def add_clearing(self, items: Sequence[ClearingItemRow]) -> int:
+        """Record clearing decisions; a tap already decided keeps its first decision (a
+        re-run never settles twice).  How many were new."""
+        if not items:
+            return 0
+        with self._tx():
+            known = self._existing("clearing_items", [i.tap_id for i in items])
+            fresh = [i for i in items if i.tap_id not in known]
+            if fresh:
+                self._executemany(_insert_ignore("clearing_items", CLEARING_COLS, "tap_id"),
+                                  fresh)
+        return len(fresh)
+
+    def clearing_items(self, day: str | None = None) -> list[ClearingItemRow]:
+        where, params = ("WHERE day = ? ORDER BY tap_id", (day,)) if day else (
+            "ORDER BY day, tap_id", ())
+        return [ClearingItemRow(*r)
+                for r in self._select("clearing_items", CLEARING_COLS, where, params)]
 
     # -- reading --------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from emv.appdata import ALGORITHM_SM4, ALGORITHM_TDES, CVN_SM4, CVN_TDES
 from emv.card.profile import Application, CardProfile
 from emv.crypto.cryptogram import CryptogramScheme, scheme
 from emv.dol import DolEntry
-from emv.epurse.application import EpurseImage, epurse_image
+from emv.epurse.application import EpurseImage, epurse_image, purse_number_of
 from emv.oda import card_oda
 
 PPSE_NAME = b"2PAY.SYS.DDF01"
@@ -130,10 +130,10 @@ def _epurse_app_image(profile: CardProfile, app: Application, chosen: Cryptogram
     """An e-purse: no PDOL, records or ODA; its public data (9F0C) in the SELECT answer."""
     algorithm = app.epurse_algorithm or ("sm4" if chosen.name == "sm4" else "tdes")
     image = epurse_image(
-        card_number=app.card_number or profile.pan, start=profile.effective,
+        card_number=app.card_number or purse_number_of(profile.pan), start=profile.effective,
         expiry=profile.expiry, algorithm=algorithm, purchase_master_key=app.epurse_key,
         load_master_key=app.load_key, tac_master_key=app.tac_key, key_version=app.key_version,
-        max_balance=app.max_balance,
+        max_balance=app.max_balance, city_code=bytes.fromhex(app.issuer_id),
     )
     fci_prop = tlv.encode([(0x50, app.label.encode("ascii")), (0x87, bytes((app.priority,))),
                            (0x9F08, b"\x02"), (0x9F0C, image.public_data.to_bytes())])

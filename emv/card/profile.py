@@ -18,7 +18,8 @@ from typing import Literal
 
 import msgspec
 
-from emv.epurse.keys import TEST_LOAD_MASTER_KEY, TEST_PURCHASE_MASTER_KEY, TEST_TAC_MASTER_KEY
+from emv.epurse.issuers import TEST_ISSUERS, check_issuer_id
+from emv.epurse.keys import ALGORITHM_IDS, EpurseKeyError
 from emv.pan import PanError, luhn_ok, normalize_pan
 
 BUILTIN_PACKAGE = "emv.card.profiles"
@@ -61,12 +62,14 @@ class ApplicationSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     online_only: bool = False  # card asks for online authorization on every tap
     balance: int = 0  # e-purse balance, minor units
     # e-purse (kind "epurse") only.  The issuer's TEST master keys (hex); the card holds keys
-    # diversified from them by its card number (emv.epurse.keys).
-    epurse_key: str = TEST_PURCHASE_MASTER_KEY.hex().upper()  # purchase master key
-    load_key: str = TEST_LOAD_MASTER_KEY.hex().upper()
-    tac_key: str = TEST_TAC_MASTER_KEY.hex().upper()
+    # diversified from them by its card number (emv.epurse.keys).  Left out: the keys of the
+    # TEST issuer ``issuer_id`` names (emv.epurse.issuers; 0000 has the historic TEST keys).
+    epurse_key: str | None = None  # purchase master key
+    load_key: str | None = None
+    tac_key: str | None = None
+    issuer_id: str = "0000"  # the T-Union issuer (city code, 4 hex digits) in the public data
     epurse_algorithm: Literal["tdes", "sm4"] | None = None  # None: as crypto.cryptogram
-    card_number: str | None = None  # application serial, up to 20 digits; None: the PAN
+    card_number: str | None = None  # 16-20 digits; None: purse_number_of(PAN)
     key_version: int = 1
     max_balance: int = 100_000  # 1000.00 CNY, the usual T-Union cap
 
@@ -102,6 +105,7 @@ class Application:
     card_number: str | None
     key_version: int
     max_balance: int
+    issuer_id: str = "0000"
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,31 @@ class CardProfile:
     crypto: Crypto
     applications: tuple[Application, ...]
     source: str
+
+
+def _issuer_id(source: str, where: str, issuer_id: str) -> str:
+    try:
+        return check_issuer_id(issuer_id)
+    except EpurseKeyError as exc:
+        raise ProfileError(source, f"{where}.issuer_id: {exc}") from None
+
+
+def _epurse_key(source: str, where: str, app: ApplicationSpec, field: str,
+                value: str | None) -> bytes:
+    """The key given in the profile, or the TEST issuer's key for the app's issuer id."""
+    if value is not None:
+        return _hex(source, f"{where}.{field}", value, 16)
+    issuer = TEST_ISSUERS.get(app.issuer_id)
+    table = {"epurse_key": "purchase_keys", "load_key": "load_keys", "tac_key": "tac_keys"}
+    algorithm = app.epurse_algorithm or "tdes"
+    key = None if issuer is None else getattr(issuer, table[field]).get(
+        (app.key_version, ALGORITHM_IDS[algorithm]))
+    if key is None and app.kind != "epurse":
+        return bytes(16)  # not an e-purse: the key is never used
+    if key is None:
+        raise ProfileError(source, f"{where}.{field}: no TEST key of issuer {app.issuer_id} "
+                                   f"version {app.key_version}: give it in the profile")
+    return bytes(key)
 
 
 def _hex(source: str, field: str, value: str, size: int | None = None) -> bytes:
@@ -192,14 +221,19 @@ def _validate(spec: ProfileSpec, source: str) -> CardProfile:
                 app.card_number.isascii() and app.card_number.isdigit()
                 and 16 <= len(app.card_number) <= 20):
             raise ProfileError(source, f"{where}.card_number: 16 to 20 digits")
+        if app.card_number is not None and app.card_number.lstrip("0") == pan.lstrip("0"):
+            raise ProfileError(source, f"{where}.card_number: the purse's own number, not the "
+                                       "card's PAN (it is kept for clearing, where no PAN may go)")
         apps.append(Application(
             aid=aid, label=app.label, kind=app.kind, priority=app.priority,
             offline_spending_amount=app.offline_spending_amount, online_only=app.online_only,
-            balance=app.balance, epurse_key=_hex(source, f"{where}.epurse_key", app.epurse_key, 16),
-            load_key=_hex(source, f"{where}.load_key", app.load_key, 16),
-            tac_key=_hex(source, f"{where}.tac_key", app.tac_key, 16),
+            balance=app.balance,
+            epurse_key=_epurse_key(source, where, app, "epurse_key", app.epurse_key),
+            load_key=_epurse_key(source, where, app, "load_key", app.load_key),
+            tac_key=_epurse_key(source, where, app, "tac_key", app.tac_key),
             epurse_algorithm=app.epurse_algorithm, card_number=app.card_number,
             key_version=app.key_version, max_balance=app.max_balance,
+            issuer_id=_issuer_id(source, where, app.issuer_id),
         ))
     holder = None
     if spec.holder is not None:

@@ -92,13 +92,30 @@ class EpurseImage:
         return self.public_data.card_number
 
 
+PURSE_NUMBER_PREFIX = "3100"
+
+
+def purse_number_of(pan: str) -> str:
+    """The T-Union card number a TEST profile's e-purse gets when it names none: a number of
+    its own, never the bank PAN (a real purse's application serial is issued by the transit
+    card company, not the bank), so clearing may keep it where no PAN may go.  Derived from
+    the PAN so that every card of a population (the simulation's riders) gets its own:
+    ``3100``, then the PAN without its 6-digit BIN and its check digit, then a Luhn digit."""
+    from emv.pan import normalize_pan, with_luhn_digit  # noqa: PLC0415 - a leaf module
+
+    digits = normalize_pan(pan)
+    return with_luhn_digit(PURSE_NUMBER_PREFIX + digits[6:-1])
+
+
 def epurse_image(*, card_number: str, start: dt.date, expiry: dt.date, algorithm: Algorithm,
                  purchase_master_key: bytes, load_master_key: bytes, tac_master_key: bytes,
-                 key_version: int = 1, max_balance: int = 100_000) -> EpurseImage:
+                 key_version: int = 1, max_balance: int = 100_000,
+                 city_code: bytes = b"\x00\x00") -> EpurseImage:
     """Personalise an e-purse: diversify the issuer's three master keys by the card number."""
     number = card_number.zfill(20)
     return EpurseImage(
-        public_data=PublicData(card_number=number, start=start, expiry=expiry),
+        public_data=PublicData(card_number=number, start=start, expiry=expiry,
+                               city_code=city_code),
         algorithm=algorithm, key_version=key_version, overdraft_limit=0,
         max_balance=max_balance,
         purchase_key=keys.diversify(purchase_master_key, number, algorithm),

@@ -10,7 +10,12 @@ next tap of that card resolves without charging twice.
 
 What it remembers is keyed by a keyed hash of the card number (``card_ref``), never the
 number itself, and holds no keys: a pending purchase keeps the card's random number and
-serials, from which the PSAM recomputes the session key when it needs it.  ``to_dict``
+serials, from which the PSAM recomputes the session key when it needs it.
+
+Several issuers (T-Union cities, ``emv.epurse.issuers``): a PSAM holds each accepted issuer's
+purchase master keys under its issuer id and picks them by the card's issuer id (its city
+code); ``purchase_keys`` given alone serve every card whose issuer has no keys of its own
+(single-city behaviour, and issuer 0000, the shipped profiles' default).  ``to_dict``
 gives that state to save (master keys are not part of it; they are given at construction).
 """
 
@@ -24,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from emv.epurse import keys
+from emv.epurse.issuers import TEST_ISSUERS
 from emv.epurse.keys import Algorithm, algorithm_from_id
 from emv.epurse.messages import PurchaseInit
 
@@ -54,32 +60,38 @@ class PurchaseSession:
     when: str  # hex, 7 bytes BCD
     balance_before: int
     mac1: str  # hex
+    issuer: str = ""  # the card's issuer id ("" in states saved before issuers existed)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PurchaseSession:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class Psam:
-    """A terminal's PSAM: purchase master keys by (key version, algorithm id), its terminal
-    number and its transaction serial."""
+    """A terminal's PSAM: purchase master keys by (key version, algorithm id), and per issuer
+    id for other issuers' cards, its terminal number and its transaction serial."""
 
     def __init__(self, terminal_id: bytes, purchase_keys: Mapping[tuple[int, int], bytes], *,
-                 serial: int = 0, key_index: int = 1, memory: int = 4096) -> None:
+                 serial: int = 0, key_index: int = 1, memory: int = 4096,
+                 issuer_keys: Mapping[str, Mapping[tuple[int, int], bytes]] | None = None
+                 ) -> None:
         if len(terminal_id) != 6:
             raise PsamError(f"terminal number is 6 bytes, got {len(terminal_id)}")
         if not 0 <= serial <= MAX_TERMINAL_SERIAL:
             raise PsamError("terminal transaction serial is 4 bytes")
-        for (version, algorithm_id), key in purchase_keys.items():
-            if algorithm_from_id(algorithm_id) is None or len(key) != keys.KEY_SIZE:
-                raise PsamError(f"purchase key version {version:02X}: unknown algorithm "
-                                f"{algorithm_id:02X} or not a 16-byte key")
+        tables = [purchase_keys, *(issuer_keys or {}).values()]
+        for table in tables:
+            for (version, algorithm_id), key in table.items():
+                if algorithm_from_id(algorithm_id) is None or len(key) != keys.KEY_SIZE:
+                    raise PsamError(f"purchase key version {version:02X}: unknown algorithm "
+                                    f"{algorithm_id:02X} or not a 16-byte key")
         self.terminal_id = terminal_id
         self.key_index = key_index
         self._keys = dict(purchase_keys)
+        self._issuer_keys = {i.upper(): dict(t) for i, t in (issuer_keys or {}).items()}
         self._serial = serial
         self._memory = memory
         self._ref_key = hashlib.sha256(
@@ -90,16 +102,22 @@ class Psam:
 
     @classmethod
     def test(cls, terminal_id: bytes = TEST_TERMINAL_ID, serial: int = 0) -> Psam:
-        """A PSAM with the TEST purchase master key (version 01) for both 3DES and SM4."""
-        return cls(terminal_id, TEST_PURCHASE_KEYS, serial=serial)
+        """A PSAM with the TEST purchase master key (version 01) for both 3DES and SM4, and
+        the purchase keys of every TEST city (``emv.epurse.issuers.TEST_ISSUERS``)."""
+        return cls(terminal_id, TEST_PURCHASE_KEYS, serial=serial,
+                   issuer_keys=TEST_ISSUERS.purchase_keys())
 
     @property
     def serial(self) -> int:
         """The last terminal transaction serial used (0: none yet)."""
         return self._serial
 
-    def supports(self, key_version: int, algorithm_id: int) -> bool:
-        return (key_version, algorithm_id) in self._keys
+    def _table(self, issuer: str) -> Mapping[tuple[int, int], bytes]:
+        return self._issuer_keys.get(issuer.upper(), self._keys)
+
+    def supports(self, key_version: int, algorithm_id: int, issuer: str = "") -> bool:
+        """True when this PSAM holds the purchase key of the card's issuer, version, algorithm."""
+        return (key_version, algorithm_id) in self._table(issuer)
 
     def card_ref(self, card_number: str) -> str:
         """The keyed hash the PSAM files a card under (no card number is kept in clear)."""
@@ -109,7 +127,7 @@ class Psam:
 
     def _session_key(self, card_number: str, s: PurchaseSession) -> tuple[bytes, Algorithm]:
         algorithm = algorithm_from_id(s.algorithm_id)
-        master = self._keys.get((s.key_version, s.algorithm_id))
+        master = self._table(s.issuer).get((s.key_version, s.algorithm_id))
         if algorithm is None or master is None:
             raise PsamError(f"no purchase key version {s.key_version:02X} "
                             f"for algorithm {s.algorithm_id:02X}")
@@ -118,14 +136,14 @@ class Psam:
                                          s.terminal_serial, algorithm), algorithm
 
     def begin_purchase(self, card_number: str, init: PurchaseInit, amount: int,
-                       when: bytes) -> PurchaseSession:
+                       when: bytes, issuer: str = "") -> PurchaseSession:
         """Number the next purchase and compute its MAC1 (the serial is spent even if the
         card never sees it, so serials only ever go up)."""
         if self._serial >= MAX_TERMINAL_SERIAL:
             raise PsamError("terminal transaction serial exhausted")
         if len(when) != 7:
             raise PsamError("date and time are 7 bytes BCD")
-        if not self.supports(init.key_version, init.algorithm_id):
+        if not self.supports(init.key_version, init.algorithm_id, issuer):
             raise PsamError(f"no purchase key version {init.key_version:02X} "
                             f"for algorithm {init.algorithm_id:02X}")
         self._serial += 1
@@ -133,7 +151,7 @@ class Psam:
             card_ref=self.card_ref(card_number), card_serial=init.serial,
             random=init.random.hex(), key_version=init.key_version,
             algorithm_id=init.algorithm_id, terminal_serial=self._serial, amount=amount,
-            when=when.hex(), balance_before=init.balance, mac1="")
+            when=when.hex(), balance_before=init.balance, mac1="", issuer=issuer.upper())
         key, algorithm = self._session_key(card_number, session)
         mac1 = keys.mac(key, keys.purchase_mac1_input(amount, self.terminal_id, when), algorithm)
         return PurchaseSession(**{**session.to_dict(), "mac1": mac1.hex()})
@@ -183,12 +201,14 @@ class Psam:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any],
-                  purchase_keys: Mapping[tuple[int, int], bytes]) -> Psam:
+                  purchase_keys: Mapping[tuple[int, int], bytes],
+                  issuer_keys: Mapping[str, Mapping[tuple[int, int], bytes]] | None = None
+                  ) -> Psam:
         """A PSAM restored from ``to_dict`` with the same master keys given again (its card
         references are keyed by them: other keys, and it no longer knows the cards)."""
         try:
             psam = cls(bytes.fromhex(data["terminal_id"]), purchase_keys,
-                       serial=int(data["serial"]))
+                       serial=int(data["serial"]), issuer_keys=issuer_keys)
             for raw in data.get("pending", []):
                 session = PurchaseSession.from_dict(raw)
                 psam._pending[session.card_ref] = session

@@ -47,6 +47,7 @@ from typing import Any
 
 from emv import tlv
 from emv.apdu import ResponseApdu, read_record
+from emv.epurse.issuers import issuer_id_of
 from emv.epurse.messages import (
     LOG_RECORDS,
     LOG_SFI,
@@ -90,6 +91,13 @@ class EpurseRecord:
     psam_serial: int | None = None
     mac2_ok: bool | None = None
     recovered: dict[str, Any] | None = None
+    # What clearing needs to recompute the TAC: the card's issuer id (its city code), the key
+    # version and algorithm id it answered INITIALIZE with, and the date-time digits (hex,
+    # 7 bytes BCD) the purchase was MACed with.
+    issuer: str | None = None
+    key_version: int | None = None
+    algorithm_id: int | None = None
+    when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,7 @@ class PurchaseFlow:
         self.record = EpurseRecord(psam_id=psam.terminal_id.hex().upper())
         self._state = _State.IDLE
         self._card = ""
+        self._issuer = ""
         self._resolved = False
         self._pending: PurchaseSession | None = None
         self._log_index = 0
@@ -141,7 +150,9 @@ class PurchaseFlow:
             return self._end(FlowKind.FALLBACK, "epurse-no-public-data")
         public = PublicData.parse(node.value)
         self._card = public.card_number
+        self._issuer = issuer_id_of(public.city_code)
         self.record.card_number = public.card_number
+        self.record.issuer = self._issuer
         if self.today < public.start:
             return self._end(FlowKind.FALLBACK, "epurse-not-yet-valid")
         if self.today > public.expiry:
@@ -189,6 +200,8 @@ class PurchaseFlow:
         init = PurchaseInit.parse(r.data)
         self.record.balance_before = init.balance
         self.record.card_serial = init.serial
+        self.record.key_version = init.key_version
+        self.record.algorithm_id = init.algorithm_id
         if self._pending is not None and not self._resolved:
             return self._resolve(self._pending, init)
         return self._purchase(init)
@@ -197,14 +210,16 @@ class PurchaseFlow:
         last = self.psam.last_serial(self._card)
         if last is not None and init.serial <= last:
             return self._end(FlowKind.DECLINED, "epurse-serial-replayed")
-        if not self.psam.supports(init.key_version, init.algorithm_id):
+        if not self.psam.supports(init.key_version, init.algorithm_id, self._issuer):
             return self._end(FlowKind.FALLBACK, "epurse-key-unsupported")
         if init.balance < self.amount:
             return self._end(FlowKind.FALLBACK, "epurse-insufficient-balance")
-        session = self.psam.begin_purchase(self._card, init, self.amount, self.when)
+        session = self.psam.begin_purchase(self._card, init, self.amount, self.when,
+                                           self._issuer)
         self.psam.hold(session)  # from here on a lost answer leaves a torn purchase to resolve
         self._session = session
         self.record.psam_serial = session.terminal_serial
+        self.record.when = self.when.hex().upper()
         self._state = _State.DEBIT
         return debit_for_purchase(session.terminal_serial, self.when, bytes.fromhex(session.mac1))
 
@@ -285,6 +300,9 @@ class PurchaseFlow:
         rec.balance_after = pending.balance_before - pending.amount
         rec.card_serial = pending.card_serial
         rec.psam_serial = pending.terminal_serial
+        rec.when = pending.when.upper()
+        rec.key_version = pending.key_version
+        rec.algorithm_id = pending.algorithm_id
         rec.tac = tac
         rec.mac2_ok = mac2_ok
         return self._end(FlowKind.APPROVED, None)

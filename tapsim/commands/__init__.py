@@ -16,4 +16,5 @@ COMMANDS: dict[str, str] = {
     "broker": "tapsim.commands.broker",
     "backoffice": "tapsim.commands.backoffice",
     "account": "tapsim.commands.account",
+    "clearing": "tapsim.commands.clearing",
 }

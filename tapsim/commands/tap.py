@@ -159,7 +159,7 @@ def result_dict(result: TapResult, trace: list[Exchange] | None) -> dict[str, An
     from emv.kernel import Outcome  # noqa: PLC0415
 
     out: dict[str, Any] = {k: (v.value if isinstance(v, Outcome) else v)
-                           for k, v in vars(result).items()}
+                           for k, v in vars(result).items() if k != "epurse_card_number"}
     if trace is not None:
         out["apdus"] = [{"c": e.command.hex().upper(), "r": safe_hex(e.response)} for e in trace]
     return out
