@@ -16,4 +16,6 @@ COMMANDS: dict[str, str] = {
     "broker": "tapsim.commands.broker",
     "backoffice": "tapsim.commands.backoffice",
     "account": "tapsim.commands.account",
+    "issuer": "tapsim.commands.issuer",
+    "load": "tapsim.commands.load",
 }
