@@ -126,7 +126,7 @@ class Dialect:
         return bytes(raw)
 
     def decode(self, data: bytes) -> Fields:
-        """The fields of one message (binary fields as bytes, the others as str)."""
+        """The fields of one message (no bitmaps: ``encode`` derives them again)."""
         try:
             doc, _ = iso8583.decode(data, cast(Any, self.spec))
         except iso8583.DecodeError as exc:
@@ -134,7 +134,8 @@ class Dialect:
             raise MessageFormatError(exc.msg, field=exc.field, mti=_mti(partial),
                                      stan=_stan(partial), partial=partial) from None
         fields: Fields = dict(doc)
-        fields.pop("h", None)
+        for derived in ("h", "p", "1"):  # the header and the bitmaps follow from the fields
+            fields.pop(derived, None)
         mti, stan = _mti(fields), _stan(fields)
         unknown = sorted((k for k in fields if k not in self.fields), key=_order)
         if unknown:
