@@ -15,6 +15,12 @@ answer after that is counted as late and not as a latency.
 
 Latency percentiles are nearest-rank over the answered requests, overall and per second
 of the schedule.
+
+One card's requests all go on one connection (card number modulo connections): an issuer
+remembers a window of recent ATCs per card (issuer/README.md), and a card tapping
+thousands of times a second over several connections would arrive out of ATC order by
+more than that window and be answered "59" (replayed).  Use many cards (``--cards``) to
+spread the load over the connections.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ class Planned:
     offset_s: float  # scheduled send time from the start of the run
     stan: str
     data: bytes  # framed
+    card: int  # which card tapped: its requests all go on one connection, in ATC order
 
 
 def schedule(rate: float, duration: float, arrivals: str, rng: random.Random) -> list[float]:
@@ -115,7 +122,7 @@ def plan(dialect: Dialect, tappers: Sequence[CardTapper], tokens: Sequence[str],
         fields = {**base, "7": transmission_time(at), "11": stan,
                   "37": f"{rrn_prefix}{i + 1:07d}", "48": tokens[card], "55": icc_data(values)}
         out.append(Planned(offset, stan, frame(dialect.encode(fields),
-                                               dialect.max_message_bytes)))
+                                               dialect.max_message_bytes), card))
     return out
 
 
@@ -194,7 +201,7 @@ async def _send(state: _Run, writers: list[asyncio.StreamWriter],
             await asyncio.sleep(due - now)
             continue
         while i < len(planned) and state.t0 + planned[i].offset_s <= now:
-            w = writers[i % n]
+            w = writers[planned[i].card % n]
             if not w.is_closing():
                 w.write(planned[i].data)
             state.send_lag_max = max(state.send_lag_max, now - state.t0 - planned[i].offset_s)

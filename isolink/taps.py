@@ -11,6 +11,7 @@ computes the ARQC over the terminal data with its own key, exactly as in a full 
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 from emv import tlv
@@ -20,11 +21,28 @@ from emv.card.image import PDOL, personalise
 from emv.card.profile import CardProfile
 from emv.card.state import CardState
 from emv.dol import build_dol
+from emv.pan import with_luhn_digit
 from emv.qualifiers import TTQ_ONLINE_CRYPTOGRAM_REQUIRED, TTQ_QPBOC, with_bits
+
+MAX_CARDS_PER_PROFILE = 9999
 
 
 class TapError(ValueError):
     """A card that cannot make a tap here (no QuickPass application, a refusal)."""
+
+
+def card_pans(pan: str, n: int) -> list[str]:
+    """``n`` TEST PANs of one profile: its own, then digits 11-14 of the body set to 1, 2, ...
+    (so two profiles whose PANs differ elsewhere never share one)."""
+    if not 1 <= n <= MAX_CARDS_PER_PROFILE or len(pan) < 16:
+        raise TapError(f"1 to {MAX_CARDS_PER_PROFILE} cards per profile of a PAN of 16-19 digits")
+    body = pan[:-1]
+    return [pan] + [with_luhn_digit(f"{body[:10]}{k:04d}{body[14:]}") for k in range(1, n)]
+
+
+def profile_cards(profile: CardProfile, n: int) -> list[CardProfile]:
+    """The profile as ``n`` cards (:func:`card_pans`): same keys, another card number."""
+    return [dataclasses.replace(profile, pan=p) for p in card_pans(profile.pan, n)]
 
 
 class CardTapper:

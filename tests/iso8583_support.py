@@ -30,9 +30,11 @@ DIALECT: Dialect = load_dialect()
 ACQUIRER = "10000000001"
 
 
-def issue(db: Path, profile: str, *, balance: int = 10_000, activate: bool = True) -> None:
+def issue(db: Path, profile: str, *, balance: int = 10_000, activate: bool = True,
+          pan: str | None = None) -> None:
     """`tapsim card issue` into ``db`` (in process: the command the user runs)."""
-    args = ["card", "issue", "--profile", profile, "--balance", str(balance), "--db", str(db)]
+    args = ["card", "issue", "--profile", profile, "--balance", str(balance), "--db", str(db),
+            *(["--pan", pan] if pan else [])]
     assert main([*args, *(["--activate"] if activate else [])]) == 0
 
 

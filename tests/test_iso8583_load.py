@@ -25,18 +25,24 @@ def load(port: int, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_load_run_reports_codes_latencies_and_seconds(tmp_path: Path) -> None:
     db = tmp_path / "bank.db"
-    issue(db, "sscard3")
-    issue(db, "unionpay-debit", activate=False)
+    cards = ["--card", "sscard3", "--card", "unionpay-debit", "--cards", "2"]
+    listed = load(0, *cards, "--list-pans")
+    assert listed.returncode == 0, listed.stderr
+    pairs = [line.split() for line in listed.stdout.splitlines()]
+    assert [p for p, _ in pairs] == ["sscard3", "sscard3", "unionpay-debit", "unionpay-debit"]
+    assert len({pan for _, pan in pairs}) == 4
+    for profile, pan in pairs:  # the sscard3 cards active, the unionpay-debit ones not
+        issue(db, profile, pan=pan, activate=profile == "sscard3")
     with running_host(db, tmp_path) as host:
-        run = load(host.port, "--rate", "40", "--duration", "3", "--card", "sscard3",
-                   "--card", "unionpay-debit", "--json")
+        run = load(host.port, "--rate", "40", "--duration", "3", *cards, "--json")
         assert run.returncode == 0, run.stderr
         report = json.loads(run.stdout)
         # The human table, from a second run with later ATCs (the first run's are spent).
         table = load(host.port, "--rate", "20", "--duration", "1", "--atc-from", "1000")
+    assert "is required" not in table.stderr
     assert report["scheduled"] == report["sent"] == report["answered"] > 0
     assert report["timeouts"] == 0
-    # Round-robin over an active card and one never activated: half and half.
+    # Round-robin over two active cards and two never activated: half and half.
     codes = report["codes"]
     assert set(codes) == {"00", "78"}
     assert abs(codes["00"] - codes["78"]) <= 1

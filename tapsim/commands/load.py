@@ -34,12 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "p50/p95/p99/max per second and overall, timeouts and response codes. "
                     "The cards must be issued (and activated) at the host, with the same "
                     "TAPSIM_TOKEN_KEY.")
-    iso.add_argument("--target", required=True, metavar="HOST:PORT", help="the host to load")
+    iso.add_argument("--target", metavar="HOST:PORT", help="the host to load (required)")
     add_spec_argument(iso)
-    iso.add_argument("--rate", required=True, type=number(0.1, 100_000, "requests/s"),
-                     metavar="R", help="mean requests per second (0.1-100000)")
-    iso.add_argument("--duration", required=True, type=number(0.1, 3600, "s"), metavar="S",
-                     help="seconds of schedule (0.1-3600)")
+    iso.add_argument("--rate", type=number(0.1, 100_000, "requests/s"),
+                     metavar="R", help="mean requests per second, 0.1-100000 (required)")
+    iso.add_argument("--duration", type=number(0.1, 3600, "s"), metavar="S",
+                     help="seconds of schedule, 0.1-3600 (required)")
     iso.add_argument("--arrivals", choices=ARRIVALS, default="poisson",
                      help="poisson (exponential gaps, default) or fixed (even spacing)")
     iso.add_argument("--connections", type=integer(1, 256, "connections"), default=4,
@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     iso.add_argument("--card", action="append", default=None, metavar="NAME|PATH",
                      help=f"a card profile to tap (repeatable; default {DEFAULT_CARD}); taps go "
                           "round-robin over the cards")
+    iso.add_argument("--cards", type=integer(1, 9999, "cards"), default=1, metavar="N",
+                     help="cards per profile (default 1: the profile's own PAN; more: other "
+                          "TEST PANs of it, see --list-pans)")
+    iso.add_argument("--list-pans", action="store_true",
+                     help="print 'PROFILE PAN' for every card of the run (to issue them at "
+                          "the host) and exit")
     iso.add_argument("--atc-from", type=integer(0, 0xFFFE), default=0, metavar="N",
                      help="the cards' ATC before the run (default 0, fresh cards); a second run "
                           "against the same host needs a higher one, or the issuer sees replays")
@@ -65,19 +71,28 @@ def iso_main(args: argparse.Namespace) -> int:
     from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
     from emv.pan import pan_token  # noqa: PLC0415
     from isolink.load import LoadError, LoadSettings, plan, run_load  # noqa: PLC0415
-    from isolink.taps import CardTapper, TapError  # noqa: PLC0415
+    from isolink.taps import CardTapper, TapError, profile_cards  # noqa: PLC0415
     from tapsim.commands.tap import token_key  # noqa: PLC0415
 
+    try:
+        named = [(name, load_profile(name)) for name in (args.card or [DEFAULT_CARD])]
+        cards = [(name, card) for name, p in named for card in profile_cards(p, args.cards)]
+        if args.list_pans:
+            for name, card in cards:
+                print(f"{name} {card.pan}")
+            return 0
+        tappers = [CardTapper(card, atc_from=args.atc_from) for _, card in cards]
+    except (ProfileError, TapError) as exc:
+        raise UserError(f"--card: {exc}") from None
+    for option in ("target", "rate", "duration"):
+        if getattr(args, option) is None:
+            raise UserError(f"--{option} is required (unless --list-pans)")
     host, port = parse_listen(args.target, "--target")
     if port == 0:
         raise UserError("--target: port 0 is not a host's port")
     dialect = load_spec(args.spec)
     key = token_key()
-    try:
-        profiles = [load_profile(name) for name in (args.card or [DEFAULT_CARD])]
-        tappers = [CardTapper(p, atc_from=args.atc_from) for p in profiles]
-    except (ProfileError, TapError) as exc:
-        raise UserError(f"--card: {exc}") from None
+    profiles = [card for _, card in cards]
     settings = LoadSettings(host=host, port=port, rate=args.rate, duration=args.duration,
                             arrivals=args.arrivals, connections=args.connections,
                             timeout=args.timeout, seed=args.seed)
