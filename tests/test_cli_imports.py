@@ -163,3 +163,10 @@ def test_written_out_constants_equal_the_domain_s() -> None:
     assert tuple(r.value for r in ReplaceReason) == account.REPLACE_REASONS
     assert tuple(a.value for a in Action) == terminal.ACTIONS
     assert set(tap.OUTCOME_STYLE) == {o.value for o in Outcome}
+
+
+def test_load_list_pans_imports_the_card_not_the_bank(tmp_path: Path) -> None:
+    mods = imported(tmp_path, "load", "iso8583", "--card", "sscard3", "--cards", "2",
+                    "--list-pans")
+    assert {"emv", "isolink"} <= mods
+    assert not mods & ({"fare", "issuer", "backoffice", "terminal", "iso8583"} | HEAVY)

@@ -176,7 +176,7 @@ def test_spec_file_errors_name_file_and_entry(tmp_path: Path) -> None:
         dialect_from_dict(raw)
     broken = tmp_path / "d.json"
     broken.write_text("{")
-    with pytest.raises(SpecError, match="d.json: not JSON"):
+    with pytest.raises(SpecError, match=r"d\.json: not JSON"):
         load_dialect(broken)
     with pytest.raises(SpecError, match="cannot read"):
         load_dialect(tmp_path / "none.json")

@@ -70,7 +70,6 @@ def iso_main(args: argparse.Namespace) -> int:
 
     from emv.card.profile import ProfileError, load_profile  # noqa: PLC0415
     from emv.pan import pan_token  # noqa: PLC0415
-    from isolink.load import LoadError, LoadSettings, plan, run_load  # noqa: PLC0415
     from isolink.taps import CardTapper, TapError, profile_cards  # noqa: PLC0415
     from tapsim.commands.tap import token_key  # noqa: PLC0415
 
@@ -87,6 +86,8 @@ def iso_main(args: argparse.Namespace) -> int:
     for option in ("target", "rate", "duration"):
         if getattr(args, option) is None:
             raise UserError(f"--{option} is required (unless --list-pans)")
+    from isolink.load import LoadError, LoadSettings, plan, run_load  # noqa: PLC0415
+
     host, port = parse_listen(args.target, "--target")
     if port == 0:
         raise UserError("--target: port 0 is not a host's port")
