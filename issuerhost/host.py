@@ -129,6 +129,8 @@ class IssuerHost:
             self.log(f"connection {name} closed: {exc}")
         except (ConnectionError, OSError):
             pass
+        except Exception as exc:  # a bug must not stop the host: this connection only
+            self.log(f"connection {name} closed: {type(exc).__name__}: {exc}")
         finally:
             self._writers.discard(writer)
             writer.close()
@@ -171,10 +173,16 @@ class IssuerHost:
         for fields, conn in batch:
             try:
                 reply = self.handler.handle(fields)
+                data = frame(self.dialect.encode(reply))
             except MessageFormatError as exc:
                 self._format_error(exc, conn)
                 continue
-            replies.append((frame(self.dialect.encode(reply)), conn))
+            except Exception as exc:  # a bug must not stop the host: this message only
+                self.stats.dropped += 1
+                self.log(f"dropped MTI {fields.get('t')} STAN {fields.get('11')} from "
+                         f"{conn.peer}: {type(exc).__name__}: {exc}")
+                continue
+            replies.append((data, conn))
             codes.append(str(reply["39"]))
         issuer = self.handler.issuer
         changes = issuer.drain_changes()

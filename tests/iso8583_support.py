@@ -30,7 +30,7 @@ DIALECT: Dialect = load_dialect()
 ACQUIRER = "10000000001"
 
 
-def issue(db: Path, profile: str, *, balance: int = 10_000, activate: bool = True,
+def issue(db: Path | str, profile: str, *, balance: int = 10_000, activate: bool = True,
           pan: str | None = None) -> None:
     """`tapsim card issue` into ``db`` (in process: the command the user runs)."""
     args = ["card", "issue", "--profile", profile, "--balance", str(balance), "--db", str(db),
@@ -46,7 +46,7 @@ def token(profile: str) -> str:
 class Host:
     proc: subprocess.Popen[str]
     port: int
-    db: Path
+    db: Path | str
     stderr_path: Path
 
     def stderr(self) -> str:
@@ -58,7 +58,7 @@ class Host:
         return self.proc.wait(timeout=30)
 
 
-def start_host(db: Path, tmp: Path, *extra: str) -> Host:
+def start_host(db: Path | str, tmp: Path, *extra: str) -> Host:
     """`tapsim issuer run` on a free port; returns once its ready: line is printed."""
     err = tmp / f"host-{time.monotonic_ns()}.err"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from backoffice.storage import StorageUnavailableError, open_store
 from emv.card.profile import load_profile
 from isolink.framing import frame
 from isolink.messages import original_data, request_key
 from isolink.taps import CardTapper
 from tapsim.cli import main
+from tests.core_fixtures import BACKENDS, backend_url, drop_schema, pg_unavailable
 from tests.iso8583_support import (
     DIALECT,
     Client,
@@ -244,8 +246,24 @@ def test_unknown_message_type_is_dropped(host: Host) -> None:
 # -- durability and signals --------------------------------------------------------------------
 
 
-def test_answers_survive_kill_9_and_restart(tmp_path: Path) -> None:
-    db = tmp_path / "bank.db"
+@pytest.fixture(params=BACKENDS)
+def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each backend (PostgreSQL: a schema of its own, dropped after)."""
+    url, schema = backend_url(request.param, tmp_path)
+    if schema is not None:
+        try:
+            open_store(url).close()
+        except StorageUnavailableError as exc:
+            pg_unavailable(str(exc))
+    try:
+        yield url
+    finally:
+        if schema is not None:
+            drop_schema(schema)
+
+
+def test_answers_survive_kill_9_and_restart(fresh_db: str, tmp_path: Path) -> None:
+    db = fresh_db
     issue(db, "sscard3", balance=500)
     issue(db, "unionpay-debit", activate=False)
     good, inactive = CardTapper(load_profile("sscard3")), CardTapper(load_profile("unionpay-debit"))
@@ -277,3 +295,29 @@ def test_signals_end_the_host_cleanly(db: Path, tmp_path: Path, sig: int, code: 
     _echo_ok(host.port)
     assert host.stop(sig) == code
     assert "tapsim: interrupted: answered 1 message(s)" in host.stderr()
+
+
+def test_the_same_request_on_two_connections_at_once_holds_once(
+        host: Host, card: CardTapper, db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    held = account(db, "sscard3", capsys)["held"]
+    request = authorization(card, token("sscard3"), amount=70)
+    clients = [Client(host.port) for _ in range(4)]
+    raw = frame(DIALECT.encode(request))
+    for c in clients:  # all sent before any answer is read
+        c.send_raw(raw)
+    answers = {c.receive_raw() for c in clients}
+    assert len(answers) == 1
+    assert DIALECT.decode(answers.pop())["39"] == "00"
+    assert account(db, "sscard3", capsys)["held"] == held + 70
+
+
+def test_a_card_issued_while_the_host_runs_is_known_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "bank.db"
+    issue(db, "sscard3")
+    with running_host(db, tmp_path) as host:
+        tapper = CardTapper(load_profile("sscard3-sm"))
+        c = Client(host.port)
+        assert c.ask(authorization(tapper, token("sscard3-sm")))["39"] == "14"  # unknown
+        issue(db, "sscard3-sm")  # `tapsim card issue` beside the running host
+        assert c.ask(authorization(tapper, token("sscard3-sm")))["39"] == "00"
+        assert "reloaded" in host.stderr()
