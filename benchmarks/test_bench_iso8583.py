@@ -7,6 +7,8 @@
   send to the last answer.  The host's CPU seconds (``/proc/PID/stat``) beside the wall
   clock.  Baseline in the same run: the same requests through the same code without the
   link (decode, ``IssuerHandler``, encode, one ``save_issuer`` per 1,024), in process.
+* One request at a time on one connection (nothing else in flight): the median round trip,
+  the floor under the latencies below.
 * `tapsim load iso8583` against the same host at 50 % and 90 % of the capacity just
   measured: open loop (Poisson), latency from the scheduled send, p50/p95/p99/max.
 
@@ -98,6 +100,22 @@ async def _closed_loop(port: int, framed: list[bytes]) -> tuple[float, dict[str,
     return time.perf_counter() - t0, codes
 
 
+async def _one_at_a_time(port: int, framed: list[bytes]) -> float:
+    """Median milliseconds of a request answered with nothing else in flight."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    frames = FrameReader()
+    times = []
+    for raw in framed:
+        t0 = time.perf_counter()
+        writer.write(raw)
+        got: list[bytes] = []
+        while not got:
+            got = frames.receive_data(await reader.read(65536))
+        times.append(time.perf_counter() - t0)
+    writer.close()
+    return sorted(times)[len(times) // 2] * 1000
+
+
 def _in_process(db: Path, framed: list[bytes]) -> tuple[float, float]:
     """(CPU s, wall s) of the same requests through the same code, without the link."""
     dialect = load_dialect()
@@ -150,6 +168,7 @@ def test_bench_iso8583_link(benchmark: Any, tmp_path: Path) -> None:
         assert codes == {"00": REQUESTS}, codes
         capacity = REQUESTS / wall
         per_card = REQUESTS // CARDS
+        single_ms = asyncio.run(_one_at_a_time(host.port, _requests(200, atc_from=30_000)))
         at50 = _load(host.port, 0.5 * capacity, atc_from=per_card + 10)
         at90 = _load(host.port, 0.9 * capacity, atc_from=2 * per_card + 10_000)
     finally:
@@ -160,6 +179,7 @@ def test_bench_iso8583_link(benchmark: Any, tmp_path: Path) -> None:
         "host_cpu_s": round(host_cpu, 3), "link_per_host_cpu_s": round(REQUESTS / host_cpu),
         "in_process_per_s_cpu": round(REQUESTS / base_cpu),
         "in_process_per_s_wall": round(REQUESTS / base_wall),
+        "one_at_a_time_ms_p50": round(single_ms, 2),
         "load_50": {k: at50[k] for k in ("rate_per_s", "answered", "timeouts", "latency_ms",
                                          "throughput_per_s", "codes", "send_lag_ms")},
         "load_90": {k: at90[k] for k in ("rate_per_s", "answered", "timeouts", "latency_ms",
