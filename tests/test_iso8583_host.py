@@ -14,6 +14,7 @@ import pytest
 
 from backoffice.storage import StorageUnavailableError, open_store
 from emv.card.profile import load_profile
+from isolink.dialect import DEFAULT_SPEC
 from isolink.framing import frame
 from isolink.messages import original_data, request_key
 from isolink.taps import CardTapper
@@ -321,3 +322,21 @@ def test_a_card_issued_while_the_host_runs_is_known_at_once(tmp_path: Path) -> N
         issue(db, "sscard3-sm")  # `tapsim card issue` beside the running host
         assert c.ask(authorization(tapper, token("sscard3-sm")))["39"] == "00"
         assert "reloaded" in host.stderr()
+
+
+def test_the_host_speaks_the_dialect_of_spec(tmp_path: Path) -> None:
+    raw = json.loads(DEFAULT_SPEC.read_text())
+    codes = raw["pos_condition_codes"]
+    codes["52"] = codes.pop("51")  # this bank's dialect: account verification is 52
+    spec = tmp_path / "bank-dialect.json"
+    spec.write_text(json.dumps(raw))
+    db = tmp_path / "bank.db"
+    issue(db, "sscard3")
+    tapper = CardTapper(load_profile("sscard3"))
+    with running_host(db, tmp_path, "--spec", str(spec)) as host:
+        c = Client(host.port)
+        ours = authorization(tapper, token("sscard3"))  # field 25 = 51, tapsim's dialect
+        assert c.ask(ours)["39"] == "30"
+        assert "POS condition code '51' unknown" in host.stderr()
+        theirs = {**authorization(tapper, token("sscard3")), "25": "52"}
+        assert c.ask(theirs)["39"] == "00"
