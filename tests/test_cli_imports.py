@@ -174,3 +174,10 @@ def test_written_out_constants_equal_the_domain_s() -> None:
     from tapsim.commands import clearing
 
     assert tuple(FORMATS) == clearing.FORMATS
+
+
+def test_load_list_pans_imports_the_card_not_the_bank(tmp_path: Path) -> None:
+    mods = imported(tmp_path, "load", "iso8583", "--card", "sscard3", "--cards", "2",
+                    "--list-pans")
+    assert {"emv", "isolink"} <= mods
+    assert not mods & ({"fare", "issuer", "backoffice", "terminal", "iso8583"} | HEAVY)

@@ -446,6 +446,19 @@ def backoffice_stopped(ran: Ran, ctx: Ctx) -> None:
     ctx.seen["backoffice"] = ran
 
 
+def issuer_stopped(ran: Ran, ctx: Ctx) -> None:
+    """Stopped by Ctrl-C at the block's end: 130 and what it answered (issuerhost/README)."""
+    assert ran.returncode == 130, ran.describe()
+    assert "tapsim: interrupted: answered" in ran.stderr, ran.describe()
+
+
+def load_iso8583(ran: Ran, ctx: Ctx) -> None:
+    """The card issued in the block is approved at every tap: no timeouts, only code 00."""
+    assert re.search(r"answered (\d+), timeouts 0 ", ran.stdout), ran.describe()
+    assert re.search(r"^00\s+\d+\s+approved$", ran.stdout, re.M), ran.describe()
+    assert not re.search(r"^(?!00)\d\d\s+\d+", ran.stdout, re.M), ran.describe()
+
+
 SIM_SMALLER = " --hours 1"
 
 RULES: tuple[Rule, ...] = (
@@ -505,6 +518,8 @@ RULES: tuple[Rule, ...] = (
     Rule(r"tapsim backoffice run ", backoffice_stopped, ready=backoffice_ready),
     Rule(r"tapsim terminal run --broker .* --taps 10", terminal_taps),
     Rule(r"^tapsim card serve \S+ --vpcd", card_served, ready=vpcd_card_ready, needs="pcscd"),
+    Rule(r"^tapsim issuer run ", issuer_stopped, ready=backoffice_ready),
+    Rule(r"^tapsim load iso8583 ", load_iso8583),
     Rule(r"^tapsim terminal run --reader \"pcsc:", terminal_pcsc, needs="pcscd"),
 )
 

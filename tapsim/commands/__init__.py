@@ -17,4 +17,6 @@ COMMANDS: dict[str, str] = {
     "backoffice": "tapsim.commands.backoffice",
     "account": "tapsim.commands.account",
     "clearing": "tapsim.commands.clearing",
+    "issuer": "tapsim.commands.issuer",
+    "load": "tapsim.commands.load",
 }

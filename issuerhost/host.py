@@ -1,0 +1,209 @@
+"""The issuer as an asyncio TCP host: many connections, one issuer, group commit.
+
+Every connection feeds an ``isolink.framing.FrameReader``; each whole message is decoded
+with the dialect and queued.  One processor task takes whatever is queued (up to
+``batch_max`` messages), answers each with :class:`~issuerhost.handler.IssuerHandler`
+against the issuer in memory, writes the issuer's change set in one transaction
+(``IssuerStore.save_issuer``), and only then sends the answers: an answer the acquirer
+saw is on disk, so after a kill -9 a repeat gets it again.  If the write fails the batch
+is not answered (the acquirer times out and repeats or reverses) and the issuer is
+reloaded from the database.
+
+Bad input never ends the host: a message that does not decode is answered "30" when its
+MTI is a request of the dialect and its STAN could be read, else dropped with a logged
+reason; a bad length header (zero, above the limit) ends that connection (the stream has
+lost its framing), logged; the other connections go on.
+
+Another process may change the issuer's records while the host runs (``tapsim card
+issue``, ``tapsim account activate``): ``save_issuer`` marks the database, and the host
+reloads before its next batch when the mark is not its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
+from isolink.dialect import Dialect, Fields, MessageFormatError
+from isolink.framing import FrameError, FrameReader, frame
+from isolink.messages import format_error_answer
+from issuer.service import Issuer
+from issuerhost.handler import IssuerHandler
+
+READ_CHUNK = 65536
+MAX_WRITE_BUFFER = 4 * 1024 * 1024  # bytes queued to a client that does not read: cut it off
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class HostStats:
+    connections: int = 0
+    answered: Counter[str] = field(default_factory=Counter)  # by response code
+    format_errors: int = 0
+    dropped: int = 0
+    batches: int = 0
+    store_failures: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"connections": self.connections, "answered": dict(sorted(self.answered.items())),
+                "format_errors": self.format_errors, "dropped": self.dropped,
+                "batches": self.batches, "store_failures": self.store_failures}
+
+
+class _Connection:
+    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.writer = writer
+        self.peer = peer
+
+    def send(self, data: bytes) -> None:
+        if self.writer.is_closing():
+            return
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self.writer.close()  # it does not read its answers
+
+
+class IssuerHost:
+    """See the module docstring; ``serve`` until ``stop`` is set."""
+
+    def __init__(self, store: Store, load_issuer: Callable[[], Issuer], dialect: Dialect, *,
+                 log: Log, batch_max: int = 1024,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.store = store
+        self.dialect = dialect
+        self.log = log
+        self.batch_max = batch_max
+        self.clock = clock
+        self.stats = HostStats()
+        self._load_issuer = load_issuer
+        self._mark = store.meta(ISSUER_CHANGED_KEY)
+        self.handler = IssuerHandler(load_issuer(), dialect, clock)
+        self._queue: asyncio.Queue[tuple[Fields, _Connection]] = asyncio.Queue()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def serve(self, host: str, port: int, stop: asyncio.Event,
+                    ready: Callable[[str, int], None] | None = None) -> HostStats:
+        server = await asyncio.start_server(self._client, host, port, limit=READ_CHUNK)
+        processor = asyncio.create_task(self._process())
+        try:
+            sock = server.sockets[0].getsockname()
+            if ready is not None:
+                ready(str(sock[0]), int(sock[1]))
+            await stop.wait()
+        finally:
+            server.close()
+            for w in list(self._writers):
+                w.close()
+            processor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processor
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        return self.stats
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        conn = _Connection(writer, name)
+        self._writers.add(writer)
+        self.stats.connections += 1
+        frames = FrameReader(self.dialect.max_message_bytes)
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    frames.close()
+                    break
+                for message in frames.receive_data(data):
+                    self._accept(message, conn)
+        except FrameError as exc:
+            self.stats.dropped += 1
+            self.log(f"connection {name} closed: {exc}")
+        except (ConnectionError, OSError):
+            pass
+        except Exception as exc:  # a bug must not stop the host: this connection only
+            self.log(f"connection {name} closed: {type(exc).__name__}: {exc}")
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    def _accept(self, message: bytes, conn: _Connection) -> None:
+        try:
+            fields = self.dialect.decode(message)
+            self.dialect.check_required(fields)
+        except MessageFormatError as exc:
+            self._format_error(exc, conn)
+            return
+        self._queue.put_nowait((fields, conn))
+
+    def _format_error(self, exc: MessageFormatError, conn: _Connection) -> None:
+        reply = format_error_answer(self.dialect, exc)
+        if reply is None:
+            self.stats.dropped += 1
+            self.log(f"dropped a message from {conn.peer}: {exc} (MTI {exc.mti or 'unread'}, "
+                     f"STAN {exc.stan or 'unread'})")
+            return
+        self.stats.format_errors += 1
+        self.stats.answered["30"] += 1
+        self.log(f"format error from {conn.peer}, MTI {exc.mti} STAN {exc.stan}: {exc}")
+        conn.send(frame(self.dialect.encode(reply)))
+
+    # -- the issuer -----------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self._run(batch)
+            await asyncio.sleep(0)  # let the readers queue the next batch
+
+    def _run(self, batch: list[tuple[Fields, _Connection]]) -> None:
+        self._reload_if_changed()
+        replies: list[tuple[bytes, _Connection]] = []
+        codes: list[str] = []
+        for fields, conn in batch:
+            try:
+                reply = self.handler.handle(fields)
+                data = frame(self.dialect.encode(reply))
+            except MessageFormatError as exc:
+                self._format_error(exc, conn)
+                continue
+            except Exception as exc:  # a bug must not stop the host: this message only
+                self.stats.dropped += 1
+                self.log(f"dropped MTI {fields.get('t')} STAN {fields.get('11')} from "
+                         f"{conn.peer}: {type(exc).__name__}: {exc}")
+                continue
+            replies.append((data, conn))
+            codes.append(str(reply["39"]))
+        issuer = self.handler.issuer
+        changes = issuer.drain_changes()
+        if changes:
+            try:
+                self.store.save_issuer(changes)
+                self._mark = self.store.meta(ISSUER_CHANGED_KEY)
+            except Exception as exc:  # any store failure: answer nothing
+                self.stats.store_failures += 1
+                self.log(f"database write failed, {len(replies)} answer(s) withheld "
+                         f"(the acquirers will repeat): {exc}")
+                self.handler.issuer = self._load_issuer()
+                return
+        self.stats.batches += 1
+        self.stats.answered.update(codes)
+        for data, conn in replies:
+            conn.send(data)
+
+    def _reload_if_changed(self) -> None:
+        mark = self.store.meta(ISSUER_CHANGED_KEY)
+        if mark != self._mark:
+            self.handler.issuer = self._load_issuer()
+            self._mark = mark
+            self.log("issuer records changed in the database: reloaded")

@@ -1,0 +1,136 @@
+"""`tapsim issuer run`: the card's bank as an ISO 8583 host over TCP (issuerhost/README.md).
+
+The same issuer (``issuer/``) over the same database `tapsim card issue` and the back
+office use; the dialect from ``--spec`` (default isolink/dialect.json).  Prints a
+``ready:`` line once listening; Ctrl-C or SIGTERM end it with 130 / 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tapsim.commands.backoffice import DEFAULT_DB, add_db_argument, db_banks, kek, open_db
+from tapsim.commands.tap import token_key
+from tapsim.errors import UserError
+
+if TYPE_CHECKING:
+    from isolink.dialect import Dialect
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("issuer", help="the card's bank as a network host (ISO 8583)")
+    cs = p.add_subparsers(dest="issuer_command", metavar="ACTION")
+    cs.required = True
+    run = cs.add_parser(
+        "run", help="answer ISO 8583 authorizations, financial requests and reversals over TCP",
+        description="The issuer of a database as an ISO 8583 host: 0100/0200/0400/0420/0800 "
+                    "requests framed by a 2-byte length, answered after they are durable; "
+                    "repeats get the same answer. Runs until Ctrl-C or SIGTERM.")
+    run.add_argument("--listen", required=True, metavar="HOST:PORT",
+                     help="address to listen on (port 0: any free port, named in the ready: "
+                          "line)")
+    add_db_argument(run)
+    add_spec_argument(run)
+    run.add_argument("--json", action="store_true",
+                     help="print the final figures as one JSON object")
+    run.set_defaults(func=run_main)
+
+
+def add_spec_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                   help="the ISO 8583 dialect as a JSON file (default: tapsim's own, "
+                        "isolink/dialect.json)")
+
+
+def load_spec(path: Path | None) -> Dialect:
+    from isolink.dialect import SpecError, load_dialect  # noqa: PLC0415
+
+    try:
+        return load_dialect(path)
+    except SpecError as exc:
+        raise UserError(f"--spec: {exc}") from None
+
+
+def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 in brackets) -> (host, port); a UserError naming the option."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UserError(f"{option} {text!r}: write HOST:PORT with a port 0-65535")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def run_main(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from backoffice.branch import key_store  # noqa: PLC0415
+    from backoffice.storage import StorageError, redact  # noqa: PLC0415
+    from issuer.service import Issuer  # noqa: PLC0415
+    from issuerhost.host import IssuerHost  # noqa: PLC0415
+
+    host, port = parse_listen(args.listen)
+    dialect = load_spec(args.spec)
+    spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
+    if "://" not in spec and not Path(spec).exists():
+        raise UserError(f"no database {spec} (tapsim card issue creates one)")
+    store = open_db(args.db)
+    keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
+    tokens = token_key()
+
+    def log(message: str) -> None:
+        print(f"issuer: {message}", file=sys.stderr, flush=True)
+
+    try:
+        banks = db_banks(store)
+
+        def load_issuer() -> Issuer:
+            return Issuer(keys, banks, tokens, store.load_issuer())
+
+        stopped_by: list[int] = []
+
+        async def main() -> dict[str, object]:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+
+            def on_signal(signum: int) -> None:
+                stopped_by.append(signum)
+                stop.set()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal, sig)
+            server = IssuerHost(store, load_issuer, dialect, log=log)
+
+            def ready(h: str, p: int) -> None:
+                print(f"ready: issuer host on {h}:{p} for {redact(store.url)}, dialect "
+                      f"{dialect.name} v{dialect.version}, {len(server.handler.issuer.cards)} "
+                      "card(s)", flush=True)
+
+            try:
+                stats = await server.serve(host, port, stop, ready)
+            except OSError as exc:
+                raise UserError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+            return stats.to_dict()
+
+        try:
+            figures = asyncio.run(main())
+        except StorageError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    answered = figures["answered"]
+    assert isinstance(answered, dict)
+    done = (f"answered {sum(answered.values())} message(s) on {figures['connections']} "
+            f"connection(s), {figures['format_errors']} format error(s), {figures['dropped']} "
+            "dropped")
+    if args.json:
+        print(json.dumps(figures))
+    if stopped_by:
+        print(f"tapsim: interrupted: {done}", file=sys.stderr)
+        return 128 + stopped_by[0]
+    print(done, file=sys.stderr)
+    return 0
