@@ -40,6 +40,7 @@ from typing import Protocol
 
 from emv import tlv
 from emv.apdu import ResponseApdu, read_record, select
+from emv.epurse.issuers import issuer_id_of
 from emv.epurse.keys import Algorithm
 from emv.epurse.load import T_UNION_EPURSE, LoadError, load_tac, open_session
 from emv.epurse.messages import (
@@ -145,8 +146,10 @@ def account_ledger(account_id: str) -> str:
 
 
 def epurse_issuer_id(public: PublicData) -> str:
-    """An e-purse issuer's name: city code and issuer id of the public data, hex."""
-    return (public.city_code + public.issuer).hex().upper()
+    """An e-purse issuer's name: the card's city code as 4 hex digits, the issuer id clearing
+    and the PSAMs file its keys under (emv.epurse.issuers), so loads and clearing reconcile
+    per issuer by the same name."""
+    return issuer_id_of(public.city_code)
 
 
 def loaded_by_issuer(entries: Iterable[JournalEntry]) -> dict[str, int]:

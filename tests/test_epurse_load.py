@@ -30,6 +30,7 @@ from emv.card.card import VirtualCard
 from emv.card.image import personalise
 from emv.card.profile import Application, CardProfile, load_profile
 from emv.epurse import keys
+from emv.epurse.application import purse_number_of
 from emv.epurse.load import T_UNION_EPURSE
 from issuer.epurse_load import (
     JournalEntry,
@@ -61,7 +62,7 @@ AT = datetime(2026, 3, 2, 10, 0, tzinfo=CST)
 BRANCH = bytes.fromhex("000000010001")  # the branch terminal number
 OPENING = 20_000  # the holder's account at the bank, fen
 CHIP_OPENING = 3_000  # sscard3.toml: the e-purse's balance = 3000
-ISSUER = "000000000000000000"  # the TEST profiles' public data: city code 0000, issuer 00..00
+ISSUER = "0000"  # the TEST profiles' issuer: city code 0000 (emv.epurse.issuers.TEST_CITY_A)
 CREDIT, INITIALIZE = 0x52, 0x50
 
 
@@ -174,7 +175,9 @@ def check_books(store: SqlStore, card: VirtualCard, *, loaded: int,
 def expected_tac(profile: CardProfile, record: LoadRecord) -> str:
     """The TAC a genuine card gives for this load (JR/T 0025.2 §5.2 load TAC input)."""
     purse = purse_of(profile)
-    number = (purse.card_number or profile.pan).zfill(20)
+    # The purse's own number: the profile's, else 3100 + the PAN less its BIN and check digit
+    # + a Luhn digit (emv.epurse.application.purse_number_of), never the PAN.
+    number = (purse.card_number or purse_number_of(profile.pan)).zfill(20)
     algorithm = algorithm_from_name(record.algorithm)
     assert algorithm is not None
     dtk = keys.diversify(purse.tac_key, number, algorithm)
