@@ -69,14 +69,8 @@ def day_report(store: SqlStore, day: str, home: Mapping[str, str] | None = None)
 
 @dataclass(frozen=True)
 class IssuerPosition:
-    """An issuer's e-purse purchases kept by the back office, fen.
-
-    Reconciliation per issuer: loads - cleared - pending - (refused purchases that did take
-    money from a chip) = the sum of its cards' chip balances.  Which refusals took money is
-    the reconciler's call, by reason: ``duplicate`` never does (the same debit, counted once
-    in ``cleared``), ``tac-invalid`` does not (no card gave that TAC); ``replayed-serial`` and
-    ``out-of-sequence`` did debit *a* chip (a restored or cloned one).
-    """
+    """An issuer's e-purse purchases kept by the back office, fen: what
+    :func:`clearing.reconcile.reconcile` takes, with the bank's loads and the chips."""
 
     issuer_id: str
     cleared: int
