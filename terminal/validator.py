@@ -13,10 +13,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from emv import tlv
 from emv.appdata import (
@@ -27,6 +29,7 @@ from emv.appdata import (
     IssuerApplicationData,
     ac_input,
 )
+from emv.epurse.messages import parse_datetime_bcd
 from emv.epurse.psam import Psam
 from emv.kernel import (
     EPURSE_AIDS,
@@ -229,8 +232,40 @@ class Validator:
             self.duplicates.remember(token, now)
         if self.on_journaled is not None:
             self.on_journaled(record)
+        earlier = self._recovered_record(now, result, category) if epurse else None
+        if earlier is not None:
+            self.journal.append(earlier.seq, earlier.tap_id, now, token, earlier.outcome.value,
+                                encode(earlier))
+            if self.on_journaled is not None:
+                self.on_journaled(earlier)
         display = display_for(verdict, category, self.config.rider_rules)
         return self._shown(TapEvent(verdict, display, result, record, kernel_s, journal_s))
+
+    def _recovered_record(self, now: dt.datetime, result: TapResult,
+                          category: str) -> TapRecord | None:
+        """A torn purchase this tap proved completed (the card's proof, with its TAC) that was
+        not this tap's own retry: the fare it took gets a record of its own, or no clearing
+        would ever pay it.  One completed only by the card's log has no TAC to clear with: it
+        is left to the clearing house, as the purchase flow's docstring says."""
+        rec = result.epurse_recovered
+        if not rec or rec.get("status") != "completed" or rec.get("tac") is None \
+                or rec.get("card_serial") == result.epurse_serial or "when" not in rec:
+            return None
+        seq = self.journal.last_seq + 1
+        amount = int(rec["amount"])
+        earlier = replace(result, epurse_serial=int(rec["card_serial"]),
+                          psam_serial=int(rec["psam_serial"]), epurse_tac=str(rec["tac"]),
+                          epurse_balance_before=int(rec["balance_before"]),
+                          epurse_balance_after=int(rec["balance_before"]) - amount,
+                          epurse_when=str(rec["when"]),
+                          epurse_key_version=int(rec["key_version"]),
+                          epurse_algorithm_id=int(rec["algorithm_id"]))
+        # Its own time: when the card took it (the digits its TAC covers, local wall clock).
+        then = parse_datetime_bcd(bytes.fromhex(str(rec["when"])), "torn purchase time")
+        record = self._record(seq, then.replace(tzinfo=self.config.timezone), earlier,
+                              Verdict(TapOutcome.ACCEPTED, None), category, True, None)
+        return msgspec.structs.replace(record, amount=amount,
+                                       reason="torn purchase completed earlier")
 
     def _screen(self, token: str, now: dt.datetime) -> Verdict | None:
         """The local refusals that must come before an e-purse pays (same order as decide)."""

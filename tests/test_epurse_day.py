@@ -101,13 +101,14 @@ def test_a_two_city_day_reconciles_to_the_fen(store: SqlStore, tmp_path: Path) -
                          TERMINAL_EPURSE, Journal(tmp_path / f"{op}.db"), DenyList(),
                          clock=clock, psam=Psam.test(terminal_id=bytes.fromhex(psam)))
            for op, psam in (("OPA", "310000000001"), ("OPB", "990100000001"))}
+    records: list[WireTap] = []  # every record the validators journal, in order
+    for v in bus.values():
+        v.on_journaled = records.append
     a, b = VirtualReader(chip_a), VirtualReader(chip_b)
-    records: list[WireTap] = []
 
     def ride(op: str, reader: VirtualReader) -> None:
         event = bus[op].tap(reader)
         assert event.record is not None and event.record.outcome is TapOutcome.ACCEPTED
-        records.append(event.record)
 
     ride("OPA", a)
     ride("OPA", b)
@@ -123,8 +124,17 @@ def test_a_two_city_day_reconciles_to_the_fen(store: SqlStore, tmp_path: Path) -
     ride("OPB", a)
     ride("OPA", clone)
     ride("OPB", b)
+    # Card B torn at OPB, and not presented again until its next trip ten minutes later:
+    # that tap pays its own fare, and the torn one (proved by the card) is journaled apart.
+    cut = bus["OPB"].tap(TornDebit(chip_b))
+    assert cut.record is None and cut.result is not None
+    clock.now += dt.timedelta(minutes=10)
+    ride("OPB", b)
     # Card A's serials: the settled retry is the torn purchase (2), the clone spends 3 again.
     assert [r.epurse_serial for r in records if r.epurse_issuer == "0000"] == [0, 1, 2, 3, 3]
+    assert [r.epurse_serial for r in records if r.epurse_issuer == "9901"] == [0, 1, 2, 4, 3]
+    assert records[-1].reason == "torn purchase completed earlier"
+    assert records[-1].time < records[-2].time  # when the card took it
 
     # The back office keeps them (a resend kept once), plus a forged record.
     rows: list[EpurseTapRow] = []
@@ -141,11 +151,12 @@ def test_a_two_city_day_reconciles_to_the_fen(store: SqlStore, tmp_path: Path) -
     assert {r["tap_id"]: r["reason"] for r in report.refused} == {
         records[6].tap_id: "replayed-serial", "X:forged": "tac-invalid"}
     # By hand: A paid OPA 200 (ride 1) + 200 (the torn one, settled), OPB 300 + 300;
-    # B paid OPA 200, OPB 300 + 300.  The clone's 200 and the forged 200 are refused.
-    assert operator_revenue(report.positions) == {"OPA": 600, "OPB": 1200}
+    # B paid OPA 200, OPB 300 + 300 + 300 (torn, later proved) + 300 (its next trip).
+    # The clone's 200 and the forged 200 are refused.
+    assert operator_revenue(report.positions) == {"OPA": 600, "OPB": 1800}
     positions = issuer_positions(store)
     chips = {"0000": chip_balance(chip_a), "9901": chip_balance(chip_b)}
-    assert chips == {"0000": 3000 + 6500 - 1000, "9901": 5000 + 2000 - 800}
+    assert chips == {"0000": 3000 + 6500 - 1000, "9901": 5000 + 2000 - 1400}
     for issuer_id in ("0000", "9901"):
         p = positions[issuer_id]
         books = reconcile(issuer_id, opening=opening[issuer_id],
@@ -154,4 +165,4 @@ def test_a_two_city_day_reconciles_to_the_fen(store: SqlStore, tmp_path: Path) -
                           chips=chips[issuer_id])
         assert books.difference == 0, books
     assert (positions["0000"].cleared, positions["0000"].refused) == (1000, 400)
-    assert (positions["9901"].cleared, positions["9901"].pending) == (800, 0)
+    assert (positions["9901"].cleared, positions["9901"].pending) == (1400, 0)

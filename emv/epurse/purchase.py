@@ -317,5 +317,9 @@ class PurchaseFlow:
         self.record.recovered = {
             "status": status, "card_serial": pending.card_serial,
             "psam_serial": pending.terminal_serial, "amount": pending.amount, "tac": tac,
+            # what a record of it needs when this tap is not its retry (the validator journals
+            # it apart, or the fare it took would reach no clearing)
+            "when": pending.when.upper(), "balance_before": pending.balance_before,
+            "key_version": pending.key_version, "algorithm_id": pending.algorithm_id,
         }
         self._resolved = True
