@@ -9,6 +9,7 @@ reached the back office and clears.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from dataclasses import replace
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sim.model import TapTrace
+from sim.model import ShardSim, TapTrace, _clear_full
 from sim.population import HOME_ISSUER, OTHER_ISSUER, TUNION, Population, PopulationConfig
 from sim.report import RunInfo, build, summary_rows
 from sim.results import EPURSE, ShardResult, merge
@@ -39,8 +40,10 @@ class Traced:
         self.taps: list[tuple[TapTrace, bool]] = []  # (tap, still offline at the cut-off)
         self.payers: set[tuple[int, int, str]] = set()  # (shard, card, purse issuer)
         results: list[ShardResult] = []
+        self.sims: list[ShardSim] = []
         for job in p.jobs:
             sim = build_shard(job, trace=True)
+            self.sims.append(sim)
             results.append(sim.run())
             assert sim.tap_log is not None
             for t in sim.tap_log:
@@ -138,3 +141,20 @@ def test_full_fidelity_clearing_verifies_every_tac_and_clears_what_was_sent() ->
         assert got["cleared"] + got["pending"] + got["refused"] == w["paid"]
     # City B's purses were bought from with city B's purchase key and cleared with its TAC key.
     assert want["other_city"]["sent"] > 0 and want["home"]["sent"] > 0
+    # The same records through the clearing core again, two of them altered: a TAC with a
+    # flipped bit, and a city B purchase filed as city A's (the wrong issuer's TAC key).
+    sim = run.sims[0]
+    sent = list(sim.purse_sent)
+    home = next(i for i, r in enumerate(sent) if r.result.epurse_issuer == HOME_ISSUER)
+    other = next(i for i, r in enumerate(sent) if r.result.epurse_issuer == OTHER_ISSUER)
+    tac = sent[home].result.epurse_tac
+    assert tac is not None
+    forged = f"{int(tac, 16) ^ 1:08X}"
+    sent[home] = sent[home]._replace(result=dataclasses.replace(sent[home].result,
+                                                                epurse_tac=forged))
+    sent[other] = sent[other]._replace(result=dataclasses.replace(sent[other].result,
+                                                                  epurse_issuer=HOME_ISSUER))
+    decided = {r.tap_id: why for r, why in _clear_full(sent, "op", "2026-03-02", sim.t0)}
+    assert decided.pop(sent[home].tap_id) == "tac-invalid"
+    assert decided.pop(sent[other].tap_id) == "tac-invalid"
+    assert set(decided.values()) == {None}
