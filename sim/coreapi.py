@@ -28,6 +28,7 @@ class SimCard:
     category: str
     expiry: dt.date
     issuer_master_key: bytes
+    purse_issuer: str = "0000"  # the T-Union issuer (city) of the card's e-purse
 
 
 class SimTap(NamedTuple):

@@ -10,6 +10,12 @@ stop's accepted taps go up the bus's link as one message into the back-office qu
 into the validator's journal while the link is down.  When a message's service ends, the
 real transaction core ingests it; the deny-list changes it makes are published to the
 fleet.
+
+E-purse records (the fare was paid on the chip) follow the bus's link: sent at once while it
+is up, journaled while it is down and sent when it comes back.  The day's clearing is cut at
+the end of the service period (``clearing``): what reached the back office by then is
+cleared (full fidelity: by the real clearing core, every TAC verified with the issuers'
+keys) or refused; what is still journaled is pending (it clears in the next day's batch).
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ from sim.population import (
     CATEGORIES,
     CEMV,
     EXPIRED,
+    HOME_ISSUER,
     INSUFFICIENT,
+    ISSUER_GROUPS,
     KINDS,
+    OTHER_ISSUER,
     STATES,
     Population,
 )
@@ -96,6 +105,18 @@ class TapTrace(NamedTuple):
     epurse_fare: int  # fen paid from the purse at the gate (0 unless the purse paid)
     epurse_refund: int  # fen owed back to the purse (a negative fare at the gate)
     refusal: str | None  # the gate's reason, when the validator refused the tap
+    purse_issuer: str = ""  # an e-purse purchase: the card's T-Union issuer (city)
+    journaled: bool = False  # an e-purse purchase made while the bus's link was down
+
+
+class PurseRecord(NamedTuple):
+    """An e-purse purchase on its way to clearing (``result``: the kernel's, full fidelity)."""
+
+    tap_id: str
+    time: float
+    group: int  # sim.population.ISSUER_GROUPS index
+    fare: int  # fen debited from the purse
+    result: TapResult
 
 
 class ShardSim:
@@ -135,6 +156,10 @@ class ShardSim:
         self._cat = population.category.tolist()
         self._atc = population.atc.tolist()
         self._balance = population.balance.tolist()
+        self._other = population.other.tolist()
+        # E-purse records: sent to the back office, and journaled per bus (link down).
+        self.purse_sent: list[PurseRecord] = []
+        self.purse_journals: list[list[PurseRecord]] = [[] for _ in self.buses]
         self.cards: dict[int, SimCard] = {}
         self.by_token: dict[str, int] = {}
         self._last: dict[tuple[int, int, int], float] = {}
@@ -179,7 +204,8 @@ class ShardSim:
         card = SimCard(index=c, pan=pan, psn=profile.psn, token=pan_token(pan, self.token_key),
                        masked=mask_pan(pan), scheme=profile.crypto.cryptogram, kind=kind,
                        state=STATES[state], category=CATEGORIES[self._cat[c]], expiry=expiry,
-                       issuer_master_key=profile.crypto.issuer_master_key)
+                       issuer_master_key=profile.crypto.issuer_master_key,
+                       purse_issuer=OTHER_ISSUER if self._other[c] else HOME_ISSUER)
         self.cards[c] = card
         self.by_token[card.token] = c
         t0 = perf_counter()
@@ -202,6 +228,7 @@ class ShardSim:
         for process in started:
             env.process(process)
         env.run(until=cfg.horizon)
+        self._clear()  # the day's clearing, cut at the end of the service period
         t_day, c_day = time.perf_counter(), time.thread_time()
         # Whatever is still journaled or queued arrives once links are back (buses stopped).
         env.run(until=cfg.horizon + DRAIN)
@@ -265,6 +292,9 @@ class ShardSim:
             yield env.timeout(down)
             links.come_up(b, env.now, since)
             up = True
+            if self.purse_journals[b]:
+                self.purse_sent.extend(self.purse_journals[b])
+                self.purse_journals[b] = []
             self._flush(b)
 
     def _bus(self, b: int, bus: Bus) -> Generator[Any, Any, None]:
@@ -440,6 +470,12 @@ class ShardSim:
                                          None))
         if ct.epurse:
             counts["taps_epurse"] += 1
+            group = 1 if self._other[c] else 0
+            rec = PurseRecord(tap_id, now, group, max(fare, 0), ct.result)
+            (self.purse_sent if online else self.purse_journals[b]).append(rec)
+            if self.tap_log is not None:
+                self.tap_log[-1] = self.tap_log[-1]._replace(
+                    purse_issuer=card.purse_issuer, journaled=not online)
             return secs
         counts["taps_quickpass"] += 1  # accepted at the gate, on its way to the back office
         outbox.append(SimTap(tap_id, vid, card, when, stop_id, route, action, ct.atc, ct.arqc,
@@ -518,6 +554,33 @@ class ShardSim:
 
     # --- after the day ------------------------------------------------------------------
 
+    def _clear(self) -> None:
+        """The day's e-purse clearing at the end of the service period: records sent by then
+        are cleared or refused, records still journaled on buses are pending.  Full fidelity
+        runs the real clearing core (``clearing.core.clear_day``: each TAC verified with the
+        TEST issuers' keys); calibrated taps carry no TAC, so what was sent counts cleared."""
+        out = self.res.clearing
+        operator = self.cfg.operator_id
+        decided: list[tuple[PurseRecord, str | None]]
+        if self.taps.fidelity == "full":
+            decided = _clear_full(self.purse_sent, operator, self.cfg.date.isoformat(),
+                                  self.t0)
+        else:
+            decided = [(r, None) for r in self.purse_sent]
+        issuers = (HOME_ISSUER, OTHER_ISSUER)
+        for r, reason in decided:
+            what = "cleared" if reason is None else "refused"
+            out[f"{ISSUER_GROUPS[r.group]}:{what}"] += r.fare
+            out[f"{ISSUER_GROUPS[r.group]}:{what}_n"] += 1
+            if reason is None:
+                out[f"position:{issuers[r.group]}:{operator}"] += r.fare
+            else:
+                out[f"reason:{reason}"] += 1
+        for journal in self.purse_journals:
+            for r in journal:
+                out[f"{ISSUER_GROUPS[r.group]}:pending"] += r.fare
+                out[f"{ISSUER_GROUPS[r.group]}:pending_n"] += 1
+
     def _settle(self) -> None:
         """Close the service day, then run the recovery schedule with holders topping up."""
         cfg = self.cfg
@@ -572,3 +635,23 @@ class ShardSim:
         res.link_outages = self.links.outages
         res.link_down_seconds = self.links.down_seconds
 
+
+
+def _clear_full(records: list[PurseRecord], operator: str, day: str,
+                t0: dt.datetime) -> list[tuple[PurseRecord, str | None]]:
+    """Each sent record through the real clearing core, with the kernel's TAC and fields."""
+    from clearing.core import PurseRecord as Cleared  # noqa: PLC0415
+    from clearing.core import clear_day  # noqa: PLC0415
+    from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415
+
+    by_id = {r.tap_id: r for r in records}
+    base_us = int(t0.timestamp() * 1e6)
+    rows = [Cleared(
+        tap_id=r.tap_id, issuer_id=res.epurse_issuer, card_number=res.epurse_card_number,
+        card_serial=res.epurse_serial or 0, amount=r.fare, tac=res.epurse_tac or "",
+        psam_id=res.psam_id or "", psam_serial=res.psam_serial or 0,
+        key_version=res.epurse_key_version, algorithm_id=res.epurse_algorithm_id,
+        tac_time=res.epurse_when, time_us=base_us + round(r.time * 1e6),
+        operator_id=operator, day=day) for r in records for res in (r.result,)]
+    return [(by_id[d.record.tap_id], None if d.reason is None else str(d.reason))
+            for d in clear_day(rows, (), TEST_ISSUERS)]

@@ -51,6 +51,7 @@ class NaiveSim(ShardSim):
         for b, bus in enumerate(self.buses):
             env.process(self._naive_bus(b, bus))
         env.run(until=cfg.horizon)
+        self._clear()
         self._settle()
         self._finish()
         return self.res

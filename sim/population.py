@@ -32,6 +32,11 @@ CEMV, TUNION = 0, 1
 CATEGORIES = ("adult", "senior", "student")
 ADULT, SENIOR, STUDENT = 0, 1, 2
 
+# T-Union card issuers (emv.epurse.issuers, the TEST cities): a rider's purse is the home
+# city's (city A, the issuer of every shipped profile) or another city's (city B).
+HOME_ISSUER, OTHER_ISSUER = "0000", "9901"
+ISSUER_GROUPS = ("home", "other_city")
+
 STATES = ("active", "not_activated", "lost", "dormant", "expired", "insufficient_funds")
 ACTIVE, NOT_ACTIVATED, LOST, DORMANT, EXPIRED, INSUFFICIENT = range(6)
 
@@ -42,6 +47,9 @@ class PopulationConfig:
 
     cash: float = 0.05  # boardings paid in cash
     tunion: float = 0.25  # card holders who pay from a T-Union e-purse
+    # of the T-Union purse riders, those whose card another city issued (they pay from the
+    # purse too); 0.2 x tunion 0.25 = 5 % of card holders: a modelling default, not measured
+    other_city: float = 0.2
     social_security: float = 0.6  # bank-card taps made with a social security card
     sm: float = 0.7  # social security cards in the national suite (SM2/SM4)
     senior: float = 0.15  # social security card holders with the senior category
@@ -56,7 +64,7 @@ class PopulationConfig:
     epurse_mean_balance: int = 3000  # fen; e-purse balances are exponential around it
 
     def __post_init__(self) -> None:
-        for name in ("cash", "tunion", "social_security", "sm", "senior", "student",
+        for name in ("cash", "tunion", "other_city", "social_security", "sm", "senior", "student",
                      "not_activated", "lost", "dormant", "expired", "insufficient", "topup"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -84,6 +92,10 @@ class Population:
         # Only social security cards carry an e-purse in this model (T-Union on the card).
         self.path: NDArray[np.int8] = np.where(social & (u[2] < cfg.tunion / max(
             cfg.social_security, 1e-9)), TUNION, CEMV).astype(np.int8)
+        # Another city's purse: the low end of the same uniform that made the holder a purse
+        # rider, so no draw is added and every other column is as it was before.
+        self.other: NDArray[np.bool_] = social & (u[2] < cfg.other_city * cfg.tunion / max(
+            cfg.social_security, 1e-9))
         cat = np.full(n, ADULT, dtype=np.int8)
         cat[social & (u[3] < cfg.senior)] = SENIOR
         cat[(self.path == TUNION) & (cat == ADULT) & (u[3] > 1 - cfg.student)] = STUDENT
@@ -116,6 +128,8 @@ class Population:
                      "tunion": int((self.path == TUNION).sum())},
             "category": {CATEGORIES[i]: int((self.category == i).sum())
                          for i in range(len(CATEGORIES))},
+            "purse_issuer": {"home": int(((self.path == TUNION) & ~self.other).sum()),
+                             "other_city": int(self.other.sum())},
             "state": {STATES[i]: int((self.state == i).sum()) for i in range(len(STATES))},
         }
 

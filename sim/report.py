@@ -258,7 +258,7 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "settle_days": cfg.settle_days,
             "epurse_fares": money.get("epurse_fares", 0),
             "epurse_refunds_owed": money.get("epurse_refunds_owed", 0),
-            "by_payment_path": _by_path(money),
+            "by_payment_path": _by_path(money, epurse_clearing(r.clearing, cfg)),
         },
         "declines": {
             "at_gate": dict(r.gate_declines.most_common()),
@@ -299,9 +299,45 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
     }
 
 
-def _by_path(money: Mapping[str, int]) -> dict[str, Any]:
+ISSUER_NAMES = {"home": "0000 TEST city A (home)", "other_city": "9901 TEST city B (other)"}
+CLEARING_STATEMENT = {
+    "full": "full fidelity: the real clearing core (clearing.core.clear_day, TEST issuers "
+            "0000 and 9901) verified the TAC of every e-purse record that reached the back "
+            "office by the end of the service period (cleared or refused with its reason); "
+            "records still journaled on buses then are pending (the next day's batch)",
+    "calibrated": "calibrated fidelity: simulated taps carry no TAC, so clearing is modelled: "
+                  "e-purse records that reached the back office by the end of the service "
+                  "period count as cleared, those still journaled on buses as pending (the "
+                  "next day's batch); refused is 0 by construction (no record to refuse; "
+                  "--fidelity full verifies every TAC)",
+}
+
+
+def epurse_clearing(c: Mapping[str, int], cfg: SimConfig) -> dict[str, Any]:
+    """The day's e-purse clearing (fen): cleared, pending and refused per card issuer, the
+    refusals by reason and what each issuer owes each operator (sim.model, ``_clear``)."""
+    by_issuer = {group: {"issuer": name,
+                         **{w: c.get(f"{group}:{w}", 0) for w in ("cleared", "pending",
+                                                                  "refused")},
+                         **{f"{w}_records": c.get(f"{group}:{w}_n", 0)
+                            for w in ("cleared", "pending", "refused")}}
+                 for group, name in ISSUER_NAMES.items()}
+    positions = [{"issuer": k.split(":")[1], "operator": k.split(":", 2)[2], "owes": v}
+                 for k, v in sorted(c.items()) if k.startswith("position:")]
+    return {"statement": CLEARING_STATEMENT[cfg.fidelity],
+            "cut_off": "end of the service period",
+            "by_issuer": by_issuer,
+            "total": {w: sum(b[w] for b in by_issuer.values())
+                      for w in ("cleared", "pending", "refused")},
+            "refused_by_reason": {k.split(":", 1)[1]: v for k, v in sorted(c.items())
+                                  if k.startswith("reason:")},
+            "positions": positions}
+
+
+def _by_path(money: Mapping[str, int], clearing: dict[str, Any]) -> dict[str, Any]:
     """Fare revenue by how it was paid (fen): the QuickPass aggregates charged to the bank
-    account through the back office, and the e-purse fares paid on the card at the gate."""
+    account through the back office, and the e-purse fares paid on the card at the gate
+    (with what the day's clearing did with them)."""
     day_charged = money.get("day_charged", 0)
     quickpass = {
         "fares_priced": money.get("day_fares", 0),
@@ -310,14 +346,16 @@ def _by_path(money: Mapping[str, int]) -> dict[str, Any]:
         "lost_first_ride": money.get("final_first_ride_loss", 0),
         "still_outstanding": money.get("final_receivable", money.get("day_receivable", 0)),
     }
-    epurse = {"fares_paid_at_gate": money.get("epurse_fares", 0),
-              "refunds_owed": money.get("epurse_refunds_owed", 0)}
-    total = quickpass["fares_priced"] + epurse["fares_paid_at_gate"]
+    paid = money.get("epurse_fares", 0)
+    epurse: dict[str, Any] = {"fares_paid_at_gate": paid,
+                              "refunds_owed": money.get("epurse_refunds_owed", 0),
+                              "clearing": clearing}
+    total = quickpass["fares_priced"] + paid
     return {"quickpass_aggregate": quickpass, "epurse": epurse,
             "share_of_fares_pct": {
                 "quickpass_aggregate": round(100 * quickpass["fares_priced"] / total, 2)
                 if total else 0.0,
-                "epurse": round(100 * epurse["fares_paid_at_gate"] / total, 2)
+                "epurse": round(100 * paid / total, 2)
                 if total else 0.0},
             "cash": "not counted (cash boardings are riders, not revenue, in this model)"}
 
@@ -391,6 +429,11 @@ QUICKPASS_PARTS = (("charged_by_day_close", "charged by the day close", "#3a7ca5
                    ("recovered_after_day", "recovered after the day", "#81c3d7"),
                    ("still_outstanding", "still owed", "#edae49"),
                    ("lost_first_ride", "lost (first ride written off)", "#d1495b"))
+
+
+EPURSE_PARTS = (("cleared", "cleared by the day's clearing", "#00a878"),
+                ("pending", "pending (journaled on buses)", "#9bd6c2"),
+                ("refused", "refused by clearing", "#d1495b"))
 
 
 def _wrap(label: str, width: int = 30) -> str:
@@ -488,8 +531,11 @@ def figures(report: Mapping[str, Any], r: ShardResult) -> dict[str, Any]:
         value = qp[key] / 100
         a1.barh(rows[0], value, left=left, color=colour, label=f"QuickPass: {label}")
         left += value
-    a1.barh(rows[1], ep["fares_paid_at_gate"] / 100, color=PATH_COLOURS["epurse"],
-            label="e-purse: paid at the gate")
+    left = 0.0
+    for key, label, colour in EPURSE_PARTS:
+        value = ep["clearing"]["total"][key] / 100
+        a1.barh(rows[1], value, left=left, color=colour, label=f"e-purse: {label}")
+        left += value
     share = paths["share_of_fares_pct"]
     for y, (total, pct) in enumerate(((qp["fares_priced"], share["quickpass_aggregate"]),
                                       (ep["fares_paid_at_gate"], share["epurse"]))):
@@ -581,6 +627,7 @@ def summary_rows(report: Mapping[str, Any], machine: bool = True) -> list[tuple[
                     f"{qp['lost_first_ride'] / 100:,.2f}); e-purse: "
                     f"{ep['fares_paid_at_gate'] / 100:,.2f} {cur} paid at the gate "
                     f"({share['epurse']:g}%); cash not counted"),
+        ("e-purse clearing", _clearing_line(ep["clearing"], cur)),
         ("back office", f"{bo['servers']} servers per shard, utilisation "
                         f"{100 * bo['utilisation']:.3g}%, "
                         f"mean wait {bo['wait_ms']['mean']:.2f} ms"),
@@ -613,6 +660,15 @@ def _yuan(fen: int) -> str:
     return f"{fen / 100:,.2f}"
 
 
+def _clearing_line(c: Mapping[str, Any], cur: str) -> str:
+    parts = [f"{name}: cleared {b['cleared'] / 100:,.2f}, pending {b['pending'] / 100:,.2f}, "
+             f"refused {b['refused'] / 100:,.2f}" for name, b in
+             (("home", c["by_issuer"]["home"]), ("other cities", c["by_issuer"]["other_city"]))]
+    owed = ", ".join(f"{p['issuer']} owes {p['operator']} {p['owes'] / 100:,.2f}"
+                     for p in c["positions"]) or "nothing owed"
+    return f"{'; '.join(parts)} {cur}; {owed}"
+
+
 def _html(report: Mapping[str, Any], images: list[str]) -> str:
     rows = "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
                      for k, v in summary_rows(report, machine=False))
@@ -631,6 +687,13 @@ def _html(report: Mapping[str, Any], images: list[str]) -> str:
          ("T-Union e-purse (paid at the gate)", "fares paid", _yuan(ep["fares_paid_at_gate"])),
          ("", "refunds owed to purses", _yuan(ep["refunds_owed"])),
          ("", "share of all fares", f"{share['epurse']:g} %"),
+         *[(f"e-purse clearing: {b['issuer']}", what, _yuan(b[key]))
+           for b in ep["clearing"]["by_issuer"].values()
+           for key, what in (("cleared", "cleared"), ("pending", "pending (journaled)"),
+                             ("refused", "refused by clearing"))],
+         *[("e-purse clearing: positions", f"{p['issuer']} owes {p['operator']}",
+            _yuan(p["owes"])) for p in ep["clearing"]["positions"]],
+         ("e-purse clearing", "how", ep["clearing"]["statement"]),
          ("cash", "not counted", "-")])
     by_path = report["tap_latency_by_payment_path_ms"]
     latency = _table(("payment path", "taps", "p50 (ms)", "p95 (ms)", "p99 (ms)", "mean (ms)"),

@@ -88,6 +88,10 @@ class ShardResult:
     backlog_queue: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     propagation: list[tuple[float, float, float]] = field(default_factory=list)  # mean,p95,max
     money: Counter[str] = field(default_factory=Counter)  # fen
+    # E-purse clearing (sim.model, "clearing"): "<home|other_city>:<cleared|pending|refused>"
+    # in fen and the same with "_n" in records; "reason:<why>" refused records;
+    # "position:<issuer>:<operator>" fen the issuer owes the operator for the day.
+    clearing: Counter[str] = field(default_factory=Counter)
     link_outages: int = 0  # outages overlapping the service period
     link_down_seconds: float = 0.0  # bus-seconds of outage within the service period
     lateness_sum: float = 0.0  # s buses ended their trips behind schedule, summed
@@ -117,7 +121,7 @@ def merge(parts: list[ShardResult]) -> ShardResult:
             for k, count in table.items():
                 dst[k] = dst.get(k, 0) + count
         for name in ("counts", "gate_declines", "issuer_declines", "deny_reasons", "core_events",
-                     "alerts", "money"):
+                     "alerts", "money", "clearing"):
             getattr(out, name).update(getattr(p, name))
         out.latency_hist += p.latency_hist
         for name, hist in p.latency_by_path.items():

@@ -22,6 +22,7 @@ kernel fall back to QuickPass (``emv.kernel``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from emv.card.image import personalise
 from emv.card.profile import CardProfile
 from emv.crypto.cryptogram import CryptogramScheme, scheme
 from emv.epurse.issuers import TEST_ISSUERS
+from emv.epurse.keys import ALGORITHM_IDS
 from emv.epurse.psam import TEST_PURCHASE_KEYS, Psam
 from emv.kernel import T_UNION_EPURSE, UNIONPAY_DEBIT, TapResult, TerminalConfig
 from emv.tlv import TlvError
@@ -242,8 +244,10 @@ class FullTaps:
 
     def _run(self, card: SimCard, amount: int, balance: int, at: dt.datetime, u: Uniforms,
              bus: int | None) -> tuple[TimedTap, float]:
-        profile = card_profile(self.profiles[card.kind], card.pan, expiry=card.expiry,
-                               category=card.category)
+        base = self.profiles[card.kind]
+        if card.purse_issuer != "0000":
+            base = purse_of_issuer(base, card.purse_issuer)
+        profile = card_profile(base, card.pan, expiry=card.expiry, category=card.category)
         vcard = self.kernel.card(card.index, profile, balance)
         un = int(u.u() * 2**32).to_bytes(4, "big")
         if bus is None:
@@ -268,6 +272,37 @@ class FullTaps:
                bus: int, u: Uniforms, cryptogram: bool = True) -> CardTap:
         timed, latency = self._run(card, fare, balance, at, u, bus)
         return _from_result(timed, latency, atc)
+
+
+_OTHER_PROFILES: dict[tuple[str, str], CardProfile] = {}
+
+
+def purse_of_issuer(profile: CardProfile, issuer_id: str) -> CardProfile:
+    """``profile`` whose T-Union purse another TEST city issued: the purse's issuer id and
+    its purchase, TAC and load keys are that city's (``emv.epurse.issuers``), so the PSAM
+    picks that city's key and only that city's clearing verifies the TAC; the card number
+    stays the one made from the rider's PAN (one per card)."""
+    key = (profile.name, issuer_id)
+    hit = _OTHER_PROFILES.get(key)
+    if hit is not None:
+        return hit
+    issuer = TEST_ISSUERS.get(issuer_id)
+    if issuer is None:
+        raise ValueError(f"no TEST T-Union issuer {issuer_id}")
+    apps = []
+    for app in profile.applications:
+        if app.aid == T_UNION_EPURSE:
+            algorithm = app.epurse_algorithm or (
+                "sm4" if profile.crypto.cryptogram == "sm4" else "tdes")  # as emv.card.image
+            slot = (app.key_version, ALGORITHM_IDS[algorithm])
+            apps.append(dataclasses.replace(app, issuer_id=issuer_id,
+                                            epurse_key=bytes(issuer.purchase_keys[slot]),
+                                            tac_key=bytes(issuer.tac_keys[slot]),
+                                            load_key=bytes(issuer.load_keys[slot])))
+        else:
+            apps.append(app)
+    out = _OTHER_PROFILES[key] = dataclasses.replace(profile, applications=tuple(apps))
+    return out
 
 
 def _from_result(timed: TimedTap, latency: float, atc: int) -> CardTap:

@@ -50,6 +50,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -259,6 +260,18 @@ def sim_synthetic_json(ran: Ran, ctx: Ctx) -> None:
     report = json.loads(redirected.read_text() if "> report.json" in ran.code else ran.stdout)
     assert report["city"]["blocks"] == 200 and report["run"]["hours"] == 1  # smaller: --hours 1
     assert report["taps"]["total"] > 0
+
+
+def sim_clearing_day(ran: Ran, ctx: Ctx) -> None:
+    """The e-purse clearing block (sim/README.md, "The report"): every fen paid at the gate is
+    cleared, pending or refused, and what the issuers owe is what was cleared."""
+    report = _report(ran.cwd / "clearing-day" / "report.json")
+    epurse: Any = report["revenue_fen"]["by_payment_path"]["epurse"]  # type: ignore[index]
+    c = epurse["clearing"]
+    assert sum(c["total"].values()) == epurse["fares_paid_at_gate"] > 0
+    assert c["by_issuer"]["other_city"]["cleared"] > 0 and c["total"]["refused"] == 0
+    assert sum(p["owes"] for p in c["positions"]) == c["total"]["cleared"]
+    assert "e-purse clearing home: cleared" in ran.stdout
 
 
 def sim_full(ran: Ran, ctx: Ctx) -> None:
@@ -481,6 +494,7 @@ RULES: tuple[Rule, ...] = (
          "(benchmarks/test_bench_sim.py with TAPSIM_SIM_BENCH_BUSES=20000 measures it); a "
          "shorter day of 20,000 buses from 05:00 has next to no riders"),
     Rule(r"^tapsim sim .*--buses 480 .*--out day/", sim_out_day, smaller=SIM_SMALLER, memo=True),
+    Rule(r"^tapsim sim --city synthetic:.*--out clearing-day/", sim_clearing_day, memo=True),
     Rule(r"^tapsim sim --city synthetic:", sim_synthetic_json, smaller=SIM_SMALLER, memo=True),
     Rule(r"^tapsim sim --city \S+\.zip --fidelity full", sim_full, smaller=SIM_SMALLER),
     Rule(r"^tapsim sim --config ", sim_config, smaller=SIM_SMALLER, memo=True),
