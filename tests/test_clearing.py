@@ -324,3 +324,14 @@ def test_a_later_day_is_checked_against_the_cards_cleared_history(
     assert report.refused == [{"tap_id": "X:next-day", "issuer_id": "0000", "operator_id": "OPA",
                                "card_serial": 0, "amount_fen": FARE_A,
                                "reason": "replayed-serial"}]
+
+
+def test_clearing_a_database_that_is_not_there_is_an_error_not_an_empty_day(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backoffice.storage import sqlite_url
+    from tapsim.cli import main
+
+    missing = tmp_path / "typo.db"
+    assert main(["clearing", "run", "--db", sqlite_url(missing), "--day", DAY]) == 2
+    assert "no database at" in capsys.readouterr().err
+    assert not missing.exists()  # nothing made on the way
