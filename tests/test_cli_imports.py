@@ -46,7 +46,10 @@ def imported(tmp_path: Path, *args: str) -> set[str]:
 
 
 def test_clearing_imports_the_store_and_clearing_not_the_validator(tmp_path: Path) -> None:
-    db = str(tmp_path / "c.db")
+    from backoffice.storage import open_store, sqlite_url
+
+    db = sqlite_url(tmp_path / "c.db")
+    open_store(db).close()  # a back office's database (clearing refuses one that is not there)
     mods = imported(tmp_path, "clearing", "run", "--db", db, "--day", "2026-11-23")
     assert {"clearing", "backoffice", "emv"} <= mods
     assert not mods & {"terminal", "aiomqtt", "paho", "simpy", "matplotlib", "numpy", "sim"}
