@@ -505,8 +505,10 @@ def test_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     assert rows == (1,)
 
 
-def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixture[str],
-                                                     tmp_path: Path) -> None:
+def pending_load_of_issued_card(capsys: pytest.CaptureFixture[str], tmp_path: Path, *,
+                                after_card: bool, load_id: str) -> str:
+    """sscard3 issued by the CLI, then a 20.00 load torn at CREDIT (the card credited first
+    when ``after_card``) and left pending; the card's state saved where the CLI finds it."""
     db = sqlite_url(tmp_path / "bank.db")
     profile = load_profile("sscard3")
     assert run(capsys, "card", "issue", "--profile", "sscard3", "--balance", str(OPENING),
@@ -515,12 +517,18 @@ def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixtur
     try:
         token = new_issuer(s, profile).token_of(profile.pan)
         card = chip(profile)
-        lost = host_for(s, profile).load(Torn(card, CREDIT, after_card=True), token=token,
-                                         amount=2000, load_id="lost-1")
-        assert lost.state is LoadState.PENDING
+        pending = host_for(s, profile).load(Torn(card, CREDIT, after_card=after_card),
+                                            token=token, amount=2000, load_id=load_id)
+        assert pending.state is LoadState.PENDING
     finally:
         s.close()
     save_card_state(card.state, card_state_path("sscard3"))
+    return db
+
+
+def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    db = pending_load_of_issued_card(capsys, tmp_path, after_card=True, load_id="lost-1")
     code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--amount", "100",
                          "--db", db)
     assert code == 0, err
@@ -531,20 +539,7 @@ def test_the_command_settles_an_earlier_lost_answer(capsys: pytest.CaptureFixtur
 
 def test_the_command_settles_without_loading(capsys: pytest.CaptureFixture[str],
                                              tmp_path: Path) -> None:
-    db = sqlite_url(tmp_path / "bank.db")
-    profile = load_profile("sscard3")
-    assert run(capsys, "card", "issue", "--profile", "sscard3", "--balance", str(OPENING),
-               "--activate", "--db", db)[0] == 0
-    s = open_store(db)
-    try:
-        token = new_issuer(s, profile).token_of(profile.pan)
-        card = chip(profile)
-        lost = host_for(s, profile).load(Torn(card, CREDIT, after_card=False), token=token,
-                                         amount=2000, load_id="gone-1")
-        assert lost.state is LoadState.PENDING
-    finally:
-        s.close()
-    save_card_state(card.state, card_state_path("sscard3"))
+    db = pending_load_of_issued_card(capsys, tmp_path, after_card=False, load_id="gone-1")
     code, out, err = run(capsys, "card", "load", "--card", "sscard3", "--settle", "--db", db,
                          "--json")
     assert code == 0, err
@@ -557,7 +552,7 @@ def test_the_command_settles_without_loading(capsys: pytest.CaptureFixture[str],
     assert code == 2 and "give --amount for a load, or --settle alone" in err
     s = open_store(db)
     try:
-        check_books(s, VirtualCard(personalise(profile),
+        check_books(s, VirtualCard(personalise(load_profile("sscard3")),
                                    load_card_state(card_state_path("sscard3"))), loaded=0)
     finally:
         s.close()
