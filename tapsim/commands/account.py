@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tapsim.checks import MAX_AMOUNT, amount, positive_amount
@@ -20,6 +19,7 @@ from tapsim.commands.backoffice import (
     add_db_argument,
     db_banks,
     kek,
+    missing_sqlite_file,
     money,
     open_db,
     parse_at,
@@ -167,7 +167,7 @@ class _Branch:
         # Only `card issue` may create a database; the others need a card in one, and
         # opening a mistyped SQLite path would leave an empty database behind.
         spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
-        if not create and "://" not in spec and not Path(spec).exists():
+        if not create and missing_sqlite_file(args.db) is not None:
             raise UserError(f"no database {spec} (tapsim card issue creates one)")
         self.store: SqlStore = open_db(args.db)
         try:

@@ -70,6 +70,23 @@ def db_url(arg: str | None) -> str:
         raise UserError(str(exc)) from None
 
 
+def missing_sqlite_file(arg: str | None) -> str | None:
+    """The file of the SQLite database ``--db`` names when it is not there, else None (it is,
+    or the database is not a SQLite file).  A command that needs an existing database asks
+    this first: opening a mistyped path would make an empty database and act on nothing."""
+    from backoffice.storage import StorageError  # noqa: PLC0415
+    from backoffice.storage.urls import is_sqlite, parse_sqlite_url  # noqa: PLC0415
+
+    url = db_url(arg)
+    if not is_sqlite(url):
+        return None
+    try:
+        parsed = parse_sqlite_url(url)
+    except StorageError as exc:
+        raise UserError(str(exc)) from None
+    return None if parsed.in_memory or Path(parsed.path).exists() else parsed.path
+
+
 def check_db_url(url: str) -> None:
     """A URL whose host and port can be read, or a UserError naming it (urllib's
     ValueError for ``postgresql://[::1`` would otherwise end in a traceback)."""

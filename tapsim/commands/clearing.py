@@ -12,7 +12,7 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-from tapsim.commands.backoffice import add_db_argument, db_url, open_db
+from tapsim.commands.backoffice import add_db_argument, missing_sqlite_file, open_db
 from tapsim.errors import UserError
 
 # Written out for the parser (tested equal to the domain's): clearing.report.FORMATS.
@@ -56,29 +56,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.set_defaults(func=run_main)
 
 
-def _existing_database(url: str) -> None:
-    """Clearing reads a back office's records: a SQLite file that is not there is a typo, not
-    a day without purchases (opening it would make an empty database and settle nothing)."""
-    from backoffice.storage import StorageError  # noqa: PLC0415
-    from backoffice.storage.urls import is_sqlite, parse_sqlite_url  # noqa: PLC0415
-
-    if not is_sqlite(url):
-        return
-    try:
-        parsed = parse_sqlite_url(url)
-    except StorageError as exc:
-        raise UserError(str(exc)) from None
-    if not parsed.in_memory and not Path(parsed.path).exists():
-        raise UserError(f"--db: no database at {parsed.path} (clearing reads the back "
-                        "office's; tapsim backoffice run or replay writes it)")
-
-
 def run_main(args: argparse.Namespace) -> int:
     from clearing.report import FORMATS as RENDER  # noqa: PLC0415
     from clearing.store import run_day  # noqa: PLC0415
     from emv.epurse.issuers import TEST_ISSUERS  # noqa: PLC0415
 
-    _existing_database(db_url(args.db))
+    missing = missing_sqlite_file(args.db)
+    if missing is not None:  # a typo, not a day without purchases
+        raise UserError(f"--db: no database at {missing} (clearing reads the back office's; "
+                        "tapsim backoffice run or replay writes it)")
     store = open_db(args.db)
     try:
         report = run_day(store, args.day, TEST_ISSUERS, dt.datetime.now(dt.UTC),
