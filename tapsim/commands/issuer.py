@@ -15,7 +15,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tapsim.commands.backoffice import DEFAULT_DB, add_db_argument, db_banks, kek, open_db
+from tapsim.commands.backoffice import (
+    DEFAULT_DB,
+    add_db_argument,
+    db_banks,
+    kek,
+    missing_sqlite_file,
+    open_db,
+)
 from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
@@ -75,8 +82,8 @@ def run_main(args: argparse.Namespace) -> int:
 
     host, port = parse_listen(args.listen)
     dialect = load_spec(args.spec)
-    spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
-    if "://" not in spec and not Path(spec).exists():
+    if missing_sqlite_file(args.db) is not None:
+        spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
         raise UserError(f"no database {spec} (tapsim card issue creates one)")
     store = open_db(args.db)
     keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
