@@ -232,18 +232,23 @@ class SqlStore(ABC):
                 f"SELECT tap_id FROM {table} WHERE tap_id IN ({marks})", chunk))  # noqa: S608
         return found
 
-    def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
-        """Keep accepted e-purse taps; a tap id already kept is ignored (a resend).  How many
-        were new."""
+    def _add_new(self, table: str, cols: Sequence[str],
+                 rows: Sequence[EpurseTapRow] | Sequence[ClearingItemRow]) -> int:
+        """Insert the rows whose tap id ``table`` does not hold yet (each tap id once); how
+        many were new."""
         if not rows:
             return 0
         with self._tx():
-            known = self._existing("epurse_taps", [r.tap_id for r in rows])
+            known = self._existing(table, [r.tap_id for r in rows])
             fresh = {r.tap_id: r for r in rows if r.tap_id not in known}
             if fresh:
-                self._executemany(_insert_ignore("epurse_taps", EPURSE_COLS, "tap_id"),
-                                  list(fresh.values()))
+                self._executemany(_insert_ignore(table, cols, "tap_id"), list(fresh.values()))
         return len(fresh)
+
+    def add_epurse(self, rows: Sequence[EpurseTapRow]) -> int:
+        """Keep accepted e-purse taps; a tap id already kept is ignored (a resend).  How many
+        were new."""
+        return self._add_new("epurse_taps", EPURSE_COLS, rows)
 
     def epurse_taps(self, day: str | None = None) -> list[EpurseTapRow]:
         """Kept e-purse taps (of one clearing day, or all), in time order."""
@@ -271,15 +276,7 @@ class SqlStore(ABC):
     def add_clearing(self, items: Sequence[ClearingItemRow]) -> int:
         """Record clearing decisions; a tap already decided keeps its first decision (a
         re-run never settles twice).  How many were new."""
-        if not items:
-            return 0
-        with self._tx():
-            known = self._existing("clearing_items", [i.tap_id for i in items])
-            fresh = [i for i in items if i.tap_id not in known]
-            if fresh:
-                self._executemany(_insert_ignore("clearing_items", CLEARING_COLS, "tap_id"),
-                                  fresh)
-        return len(fresh)
+        return self._add_new("clearing_items", CLEARING_COLS, items)
 
     def clearing_items(self, day: str | None = None) -> list[ClearingItemRow]:
         where, params = ("WHERE day = ? ORDER BY tap_id", (day,)) if day else (
