@@ -89,7 +89,7 @@ class Links:
             self.outages += 1
             self.down_seconds += clipped
 
-    def come_up(self, bus: int, now: float, since: float) -> None:
+    def come_up(self, bus: int) -> None:
         self.down_until[bus] = self._until[bus] = 0.0
 
     def delivered(self, bus: int, published: float) -> float:

@@ -73,15 +73,15 @@ def fare_feed(city: City) -> Feed | None:
         raise CityError(city.source, f"fare tables: {exc}") from None
 
 
-def pricing(city: City, cfg: SimConfig) -> dict[str, object]:
+def pricing(city: City, cfg: SimConfig, feed: Feed | None) -> dict[str, object]:
     """How the run prices rides, for the report; refuses what would price them by surprise.
 
     A city with GTFS-Fares v2 tables is priced by them, and ``--flat-fare`` is refused (one
     price per run).  A city without them is refused unless ``cfg.flat_fare`` names the flat
     fare to charge: every boarding (QuickPass or e-purse) that much, tap-offs nothing, no
     discounts or caps.  Checked before the run starts, so a wrong feed costs no simulation.
+    ``feed``: the city's :func:`fare_feed` (parsed once by the caller).
     """
-    feed = fare_feed(city)
     if feed is not None:
         if cfg.flat_fare is not None:
             raise ConfigError(f"--flat-fare: {city.source} has its own fare tables "
@@ -100,9 +100,9 @@ def pricing(city: City, cfg: SimConfig) -> dict[str, object]:
                          "transfers or caps"}
 
 
-def tap_off_routes(city: City) -> frozenset[str]:
-    """Routes whose fare depends on where the rider gets off (riders tap off there)."""
-    feed = fare_feed(city)
+def tap_off_routes(city: City, feed: Feed | None) -> frozenset[str]:
+    """Routes whose fare depends on where the rider gets off (riders tap off there);
+    ``feed``: the city's :func:`fare_feed`."""
     if feed is None:
         return frozenset()
     by_net: set[str | None] = {r.network_id for r in feed.leg_rules

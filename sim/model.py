@@ -290,7 +290,7 @@ class ShardSim:
             down = links.down_time(u)
             links.go_down(b, since, since + down)
             yield env.timeout(down)
-            links.come_up(b, env.now, since)
+            links.come_up(b)
             up = True
             if self.purse_journals[b]:
                 self.purse_sent.extend(self.purse_journals[b])

@@ -202,12 +202,8 @@ def build(result: ShardResult, cfg: SimConfig, cal: Calibration, info: RunInfo,
             "model": asdict(cfg.latency),
         },
         "taps": {"total": taps, **counts},
-        "tap_latency_ms": {
-            "p50": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.50)),
-            "p95": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.95)),
-            "p99": _ms(quantile(r.latency_hist, LATENCY_BIN, 0.99)),
-            "mean": _ms(hist_mean(r.latency_hist, LATENCY_BIN)),
-        },
+        "tap_latency_ms": {k: v for k, v in _latency_stats(r.latency_hist).items()
+                           if k != "taps"},
         "tap_latency_by_payment_path_ms": {name: _latency_stats(r.latency_by_path[name])
                                            for name in PAYMENT_PATHS},
         "dwell_s": {

@@ -119,9 +119,10 @@ def prepare(city_spec: str, cfg: SimConfig, *, token_key: bytes = DEMO_TOKEN_KEY
 
     city = load_city(city_spec, day=cfg.date)
     buses = fleet(city, cfg.buses)
-    pricing = real_core.pricing(city, cfg)  # before the calibration: a refusal costs nothing
+    feed = real_core.fare_feed(city)  # parsed once for the two questions below
+    pricing = real_core.pricing(city, cfg, feed)  # before the calibration: costs nothing
     factory: CoreFactory = core_factory or real_core.make_core
-    tap_off = real_core.tap_off_routes(city)
+    tap_off = real_core.tap_off_routes(city, feed)
     cal = calibrate(cfg.date, cfg.calibration_samples, cfg.kernel_amount, token_key,
                     recalibrate=recalibrate, directory=calibration_dir)
     shards = cfg.shards if cfg.shards is not None else auto_shards(city, buses, cfg)
