@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -219,12 +219,6 @@ class _Purse:
     card_number: str = field(repr=False)
 
 
-def _evolve(record: LoadRecord, **changes: object) -> LoadRecord:
-    from dataclasses import replace  # noqa: PLC0415 - rare path
-
-    return replace(record, **changes)  # type: ignore[arg-type]
-
-
 class LoadHost:
     """The bank's load host for one branch terminal; see the module docstring."""
 
@@ -301,7 +295,7 @@ class LoadHost:
     def _capture(self, record: LoadRecord, tac: str | None, reason: str) -> LoadRecord:
         now = self.clock()
         self.issuer.capture(record.hold_id, record.amount, f"cap:{record.hold_id}", now)
-        done = _evolve(record, state=LoadState.CAPTURED, reason=reason, resolved_at=now, tac=tac)
+        done = replace(record, state=LoadState.CAPTURED, reason=reason, resolved_at=now, tac=tac)
         entry = JournalEntry(LOAD_ENTRY_PREFIX + record.load_id, now,
                              account_ledger(record.account_id),
                              float_account(record.epurse_issuer), record.amount, record.currency,
@@ -312,7 +306,7 @@ class LoadHost:
     def _release(self, record: LoadRecord, reason: str) -> LoadRecord:
         now = self.clock()
         self.issuer.release(record.hold_id, now)
-        done = _evolve(record, state=LoadState.RELEASED, reason=reason, resolved_at=now)
+        done = replace(record, state=LoadState.RELEASED, reason=reason, resolved_at=now)
         self._save([done])
         return done
 
@@ -411,7 +405,7 @@ class LoadHost:
 
     def _refuse(self, base: LoadRecord, reason: str, message: str,
                 resolved: tuple[LoadOutcome, ...] = ()) -> LoadOutcome:
-        record = _evolve(base, state=LoadState.REFUSED, reason=reason,
+        record = replace(base, state=LoadState.REFUSED, reason=reason,
                          resolved_at=self.clock())
         self._save([record])
         return LoadOutcome(record, f"refused: {message}", resolved=resolved)
@@ -442,7 +436,7 @@ class LoadHost:
         if isinstance(purse, str):
             return self._refuse(base, purse, "the card has no T-Union e-purse"
                                 if purse == "no-epurse" else purse, resolved)
-        base = _evolve(base, purse_token=self.issuer.epurse_token(purse.card_number),
+        base = replace(base, purse_token=self.issuer.epurse_token(purse.card_number),
                        epurse_issuer=epurse_issuer_id(purse.public))
         if self.max_balance is not None:
             bal = self._send(transceive, bytes((0x80, GET_BALANCE, 0x00, P2_EPURSE, 0x04)))
@@ -474,7 +468,7 @@ class LoadHost:
             return self._refuse(base, "malformed-response", "malformed card answer", resolved)
         except LoadError:
             return self._refuse(base, "unknown-algorithm", "unknown card algorithm", resolved)
-        base = _evolve(base, online_serial=init.serial, balance_before=init.balance,
+        base = replace(base, online_serial=init.serial, balance_before=init.balance,
                        algorithm="" if session is None else session.algorithm)
         if session is None:
             return self._refuse(base, "card-mac1-invalid",
@@ -488,7 +482,7 @@ class LoadHost:
             return self._refuse(base, code.value, f"{code.value} {DESCRIPTIONS[code]}", resolved)
         when = datetime_bcd(now)
         mac2 = session.mac2(when)
-        pending = _evolve(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
+        pending = replace(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
                           reason="00")
         self._save([pending])
         # Step 5: CREDIT FOR LOAD; from here on the outcome lives in the pending record.
@@ -503,7 +497,7 @@ class LoadHost:
                                      f"({answer.sw:04X}); the hold was given back",
                                resolved=resolved)
         if not self._tac_ok(pending, purse.card_number, algorithm, answer.data):
-            held = _evolve(pending, reason="credited-tac-not-verified",
+            held = replace(pending, reason="credited-tac-not-verified",
                            tac=answer.data.hex().upper())
             self._save([held])
             return LoadOutcome(held, "pending: the card took the load but its TAC does not "

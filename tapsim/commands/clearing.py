@@ -28,11 +28,17 @@ def _day(text: str) -> str:
 
 
 def _home(text: str) -> tuple[str, str]:
+    from emv.epurse.issuers import check_issuer_id  # noqa: PLC0415
+    from emv.epurse.keys import EpurseKeyError  # noqa: PLC0415
+
     operator, _, issuer = text.partition("=")
-    issuer = issuer.upper()
-    if not operator or len(issuer) != 4 or any(c not in "0123456789ABCDEF" for c in issuer):
-        raise argparse.ArgumentTypeError(f"{text!r}: write OPERATOR=ISSUER, e.g. OPA=0000")
-    return operator, issuer
+    try:
+        if not operator:
+            raise EpurseKeyError("no operator")
+        return operator, check_issuer_id(issuer)
+    except EpurseKeyError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write OPERATOR=ISSUER, e.g. OPA=0000") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
