@@ -299,31 +299,6 @@ def feed_index(feed: Feed) -> FareIndex:
     return built
 
 
-class BatchPricer:
-    """:func:`price` one tap at a time, for callers that price several feeds in one pass over
-    the same taps (``fare.compare``): feed the taps in time order, then call ``finish``."""
-
-    def __init__(self, feed: Feed) -> None:
-        self.feed = feed
-        self.ix = feed_index(feed)
-        self.states: dict[str, CardFareState] = {}
-
-    def tap(self, tap: Tap, posix: float, out: list[Charge]) -> None:
-        """Append to ``out`` the charges ``tap`` makes (at POSIX time ``posix``): its own, and
-        any incomplete journey of the card it settles first."""
-        card = tap.card
-        self.states[card] = price_into(self.ix, self.states.get(card), tap.tap_id, card,
-                                       tap.time, tap.stop_id, tap.route_id, tap.action == "on",
-                                       tap.rider_category, tap.fare_media, out, posix)
-
-    def finish(self, out: list[Charge]) -> None:
-        """Append the charges of legs left open (incomplete), as :func:`price` does."""
-        for st in self.states.values():
-            if st.journey is not None and st.journey.pending >= 0:
-                out.extend(close_card(self.feed, st)[1])
-        self.states = {}
-
-
 @contextmanager
 def cycles_not_collected() -> Iterator[None]:
     """:func:`_cycles_not_collected`, for other batch loops of the package."""
