@@ -45,7 +45,7 @@ def test_link_state_kept_twice_agrees() -> None:
     links.go_down(1, 100.0, 400.0)
     assert [links.is_up(b, 200.0) for b in range(3)] == [True, False, True]
     assert [bool(links.down_until[b] <= 200.0) for b in range(3)] == [True, False, True]
-    links.come_up(1, 400.0, 100.0)
+    links.come_up(1)
     assert links.is_up(1, 400.0) and links.down_until[1] == 0.0
 
 
