@@ -121,7 +121,7 @@ def check_input_file(path: Path, what: str) -> None:
 
 class TlsBroker(Protocol):
     """What a broker address of either side offers (terminal.uplink.BrokerSettings,
-    backoffice.consumer_link.BrokerAddress): the checks need no more."""
+    backoffice.consumer.link.BrokerAddress): the checks need no more."""
 
     @property
     def host(self) -> str: ...

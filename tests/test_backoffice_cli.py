@@ -432,12 +432,12 @@ def test_bad_taps_files_feeds_and_options(
 def test_the_replay_reports_progress_batch_by_batch(tmp_path: Path) -> None:
     """The library form the CLI drives (its progress bar is this callback on stderr)."""
     from backoffice.branch import TEST_KEK, key_store
-    from backoffice.cardsfile import load_cards
     from backoffice.fare_pricer import FarePricer
-    from backoffice.replay import Replay, read_taps
     from backoffice.service import TransactionCore
     from fare.gtfs import load_feed
     from fare.samples import sample_feed_path
+    from replay.cardsfile import load_cards
+    from replay.day import Replay, read_taps
     from tapsim.commands.backoffice import core_config
     from tapsim.commands.tap import DEMO_TOKEN_KEY
 

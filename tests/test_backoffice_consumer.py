@@ -15,8 +15,8 @@ import aiomqtt
 import msgspec
 import pytest
 
-from backoffice.consumer_link import BrokerAddress, BrokerUrlError, Link
-from backoffice.consumer_map import read_dead_letter
+from backoffice.consumer.gate import read_dead_letter
+from backoffice.consumer.link import BrokerAddress, BrokerUrlError, Link
 from backoffice.service import TransactionCore
 from backoffice.storage import StorageError, open_store, sqlite_url
 from backoffice.writer_lock import WriterLock, WriterLockError

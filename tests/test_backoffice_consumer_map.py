@@ -15,8 +15,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backoffice.consumer_deny import DownlinkBook, fare_version, feed_digest, net_delta, table_id
-from backoffice.consumer_map import (
+from backoffice.consumer.downlink import (
+    DownlinkBook,
+    fare_version,
+    feed_digest,
+    net_delta,
+    table_id,
+)
+from backoffice.consumer.gate import (
     DEAD_LETTER_PAYLOAD_MAX,
     EpurseTap,
     FareMediaLabels,

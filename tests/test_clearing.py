@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.consumer_map import EpurseTap, FareMediaLabels, epurse_row, to_core
+from backoffice.consumer.gate import EpurseTap, FareMediaLabels, epurse_row, to_core
 from backoffice.records import EpurseTapRow
 from backoffice.storage import SqlStore
 from clearing.core import PurseRecord, Reason, clear_day

@@ -22,7 +22,7 @@ import aiomqtt
 import msgspec
 import pytest
 
-from backoffice.consumer_map import read_dead_letter
+from backoffice.consumer.gate import read_dead_letter
 from backoffice.storage import open_store, sqlite_url
 from tapsim.cli import main
 from tests.fixtures.backoffice import (

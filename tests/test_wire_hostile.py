@@ -14,7 +14,7 @@ import aiomqtt
 import pytest
 
 from backoffice.consumer import Consumer
-from backoffice.consumer_link import BrokerAddress
+from backoffice.consumer.link import BrokerAddress
 from backoffice.storage import open_store, sqlite_url
 from tests.fixtures.backoffice import consumer, exactly_once, issue_cards, running, until
 from tests.fixtures.mosquitto import Broker, BrokerFactory

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backoffice.consumer_link import BrokerAddress
+from backoffice.consumer.link import BrokerAddress
 from tapsim.cli import main
 from terminal.uplink import BrokerSettings
 from tests.fixtures.mosquitto import BrokerFactory

@@ -4,7 +4,7 @@
 verified against ``--ca`` or the system trust store: :mod:`wire.tls`).  The password may come
 from $TAPSIM_MQTT_PASSWORD instead of the URL (a URL shows up in ``ps`` and shell history),
 and no error names the URL, which may hold it.  ``terminal.uplink.BrokerSettings`` and
-``backoffice.consumer_link.BrokerAddress`` are this plus what each side connects with.
+``backoffice.consumer.link.BrokerAddress`` are this plus what each side connects with.
 """
 
 from __future__ import annotations

@@ -27,23 +27,23 @@ from tapsim.commands.tap import token_key
 from tapsim.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
-    from backoffice.cardsfile import CardsFile
     from backoffice.consumer import ConsumerStats
     from backoffice.fare_pricer import FarePricer
     from backoffice.policy import BackOfficeConfig
-    from backoffice.replay import ReplayReport, TapsFile
     from backoffice.service import TransactionCore
     from backoffice.storage import SqlStore
     from fare.model import Feed
     from issuer.keys import KeyStore
     from issuer.policy import BankPolicy
+    from replay.cardsfile import CardsFile
+    from replay.day import ReplayReport, TapsFile
     from wire.messages import FareTableVersion
     from wire.signing import Signer
 
 DEFAULT_DB = "tapsim.db"  # in the current directory: sqlite:///tapsim.db
 CURRENCY_META_KEY = "backoffice.currency"
 PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
-DEFAULT_BATCH = 500  # backoffice.replay.DEFAULT_BATCH, written out for the parser
+DEFAULT_BATCH = 500  # replay.day.DEFAULT_BATCH, written out for the parser
 MAX_BATCH = 1_000_000  # taps in one database transaction
 MAX_WORKERS = 64  # backoffice.consumer.ConsumerConfig's limit, written out for the parser
 
@@ -238,11 +238,11 @@ def open_core(
 
 def replay_main(args: argparse.Namespace) -> int:
     from backoffice.branch import BranchError, key_store  # noqa: PLC0415
-    from backoffice.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
     from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
-    from backoffice.replay import ReplayError, read_taps  # noqa: PLC0415
     from backoffice.storage import StorageError  # noqa: PLC0415
     from issuer.errors import IssuerError  # noqa: PLC0415
+    from replay.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
+    from replay.day import ReplayError, read_taps  # noqa: PLC0415
 
     feed = open_feed(args.feed)
     text, source = read_taps_text(args.taps)
@@ -289,7 +289,7 @@ def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFil
     from rich.console import Console  # noqa: PLC0415 - only the terminal output needs rich
     from rich.progress import Progress  # noqa: PLC0415
 
-    from backoffice.replay import Replay  # noqa: PLC0415
+    from replay.day import Replay  # noqa: PLC0415
 
     console = Console(stderr=True)
     total = len(taps_file.taps)
@@ -487,9 +487,9 @@ def run_main(args: argparse.Namespace) -> int:
 
     from backoffice.branch import key_store  # noqa: PLC0415
     from backoffice.consumer import Consumer, ConsumerConfig  # noqa: PLC0415
-    from backoffice.consumer_deny import fare_version, feed_digest  # noqa: PLC0415
-    from backoffice.consumer_link import BrokerAddress, BrokerUrlError  # noqa: PLC0415
-    from backoffice.consumer_map import FareMediaLabels  # noqa: PLC0415
+    from backoffice.consumer.downlink import fare_version, feed_digest  # noqa: PLC0415
+    from backoffice.consumer.gate import FareMediaLabels  # noqa: PLC0415
+    from backoffice.consumer.link import BrokerAddress, BrokerUrlError  # noqa: PLC0415
     from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
     from backoffice.storage import StorageError, open_store, redact  # noqa: PLC0415
     from backoffice.writer_lock import WriterLock  # noqa: PLC0415

@@ -9,9 +9,9 @@ How the work is shared (the core is one writer per database, backoffice/README.m
   with the connection it came on, into one queue.
 * **One writer** takes the queue in arrival order, in batches of what has arrived (at most
   ``max_batch``; a batch grows while the previous one commits), decodes and checks each
-  payload (:func:`backoffice.consumer_map.read_tap`), runs the batch through the core on
+  payload (:func:`backoffice.consumer.gate.read_tap`), runs the batch through the core on
   the writer's own thread (one transaction), and only then acknowledges every message of
-  the batch to the broker (manual PUBACKs, :mod:`backoffice.consumer_link`).  Payloads it
+  the batch to the broker (manual PUBACKs, :mod:`backoffice.consumer.link`).  Payloads it
   refuses, and taps the core rejects, go to the dead-letter topic with the reason first.
   Decoding is microseconds; the commit is the cost, which is why one writer with batches
   beats several writers on one database (and several would break the core's memory).
@@ -48,16 +48,8 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from backoffice.consumer_deny import DeltaMessage, DownlinkBook
-from backoffice.consumer_link import (
-    CLIENT_PREFIX,
-    BrokerAddress,
-    Link,
-    manual_acks,
-    publisher_id,
-    worker_id,
-)
-from backoffice.consumer_map import (
+from backoffice.consumer.downlink import DeltaMessage, DownlinkBook
+from backoffice.consumer.gate import (
     EpurseTap,
     FareMediaLabels,
     Refused,
@@ -65,6 +57,14 @@ from backoffice.consumer_map import (
     dead_letter,
     epurse_row,
     read_tap,
+)
+from backoffice.consumer.link import (
+    CLIENT_PREFIX,
+    BrokerAddress,
+    Link,
+    manual_acks,
+    publisher_id,
+    worker_id,
 )
 from backoffice.engine import BatchResult
 from backoffice.service import TransactionCore

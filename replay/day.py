@@ -27,9 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backoffice.branch import BranchError, act, end_of, issue, replace
-from backoffice.cardsfile import CardEvent, CardsFile, CardSpec
 from backoffice.engine import BatchResult, Outcome
-from backoffice.kernel_taps import tap_record
 from backoffice.records import from_us
 from backoffice.reports import Reconciliation
 from backoffice.service import TransactionCore
@@ -43,6 +41,8 @@ from fare.model import Feed, Tap
 from fare.tapfile import RowProblem, TapFileError, parse_taps
 from issuer.codes import DESCRIPTIONS, ResponseCode
 from issuer.models import Account, AuthRecord
+from replay.cardsfile import CardEvent, CardsFile, CardSpec
+from replay.kernel_taps import tap_record
 
 VCARD_META = "replay.vcard."  # + pan token: the chip's counters between replays
 EVENT_META = "replay.event."  # + hash of (card, time, action, amount): done once
