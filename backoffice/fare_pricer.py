@@ -29,7 +29,7 @@ from fare.engine import (
     close_card,
     feed_index,
     open_journey,
-    price_event,
+    price_into,
 )
 from fare.errors import TapError
 from fare.explain import Charge, ChargeKind, render
@@ -59,7 +59,7 @@ class FarePricer:
     (a typo would otherwise pay the default category's or an unknown medium's price).
     """
 
-    __slots__ = ("_categories", "_explains", "_media", "currency", "feed", "strict_labels")
+    __slots__ = ("_categories", "_explains", "_ix", "_media", "currency", "feed", "strict_labels")
 
     def __init__(self, feed: Feed, *, strict_labels: bool = True) -> None:
         self.feed = feed
@@ -67,6 +67,7 @@ class FarePricer:
         self.strict_labels = strict_labels
         self._categories = frozenset(feed.rider_categories)
         self._media = frozenset(feed.fare_media)
+        self._ix = feed_index(feed)  # price_into's index, looked up once, not on every tap
         # explanation key -> (text, the objects whose ids are in the key, kept alive)
         self._explains: dict[Hashable, tuple[str, tuple[object, ...]]] = {}
 
@@ -131,10 +132,11 @@ class FarePricer:
             raise PricingError(f"tap {tap.tap_id}: time {when.isoformat()} has no UTC offset")
         if state is not None and not isinstance(state, CardFareState):
             raise PricingError(f"not a fare-engine card state: {type(state).__name__}")
+        charges: list[Charge] = []
         try:
-            new, charges = price_event(
-                self.feed, state, tap.tap_id, tap.pan_token, when, tap.stop_id, tap.route_id,
-                tap.action is not _TAP_OFF, category, media,
+            new = price_into(
+                self._ix, state, tap.tap_id, tap.pan_token, when, tap.stop_id, tap.route_id,
+                tap.action is not _TAP_OFF, category, media, charges,
                 tap_us / 1_000_000 if tap_us is not None else None,
             )  # fmt: skip
         except TapError as exc:

@@ -20,6 +20,7 @@ from backoffice.pricing import Pricer
 from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
 from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
 from backoffice.taps import TapRecord
+from fare.engine import cycles_not_collected
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
 from issuer.service import Issuer
@@ -84,13 +85,20 @@ class TransactionCore:
 
     def run(self, action: Callable[[], T], *, meta: Mapping[str, str] | None = None) -> T:
         """Run ``action`` against memory, then make its effects durable (or undo them);
-        ``meta`` rows (settings, simulator state) are written in the same transaction."""
+        ``meta`` rows (settings, simulator state) are written in the same transaction.
+
+        The cyclic garbage collector is paused for the call and what it leaves is moved to
+        the oldest generation unwalked (:func:`fare.engine.cycles_not_collected`, as the fare
+        engine's own batches do): the core's records form no reference cycles, and left on,
+        the collector walked the growing working state again and again, 7-21 % of the core's
+        time (issue 15; benchmarks/test_bench_core.py times batches the same way)."""
         try:
-            result = action()
-            changes = self.core.drain_changes()
-            if meta:
-                changes.meta.update(meta)
-            self.store.commit(changes, self.issuer.drain_changes())
+            with cycles_not_collected():
+                result = action()
+                changes = self.core.drain_changes()
+                if meta:
+                    changes.meta.update(meta)
+                self.store.commit(changes, self.issuer.drain_changes())
         except BaseException:
             # Memory is thrown away and reloaded from the store when next used, not here:
             # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
