@@ -18,7 +18,7 @@ from emv.card.profile import CardProfile
 from issuer.errors import IssuerError
 from issuer.keys import KeyStore
 from issuer.lifecycle import Event
-from issuer.models import Account, Card, ReplaceReason
+from issuer.models import Account, AccountStatus, Card, ReplaceReason
 from issuer.policy import BankPolicy, ExpiryPolicy
 from issuer.service import Issuer
 
@@ -221,6 +221,8 @@ def transfer(
     try:
         source = issuer.account(issuer.card(token).account_id)
         target = issuer.card(to_token).account_id
+        if source.status is AccountStatus.CLOSED:
+            raise BranchError(f"account {source.account_id!r} is closed")
         if amount is None:
             amount = source.available
             if amount <= 0:

@@ -182,11 +182,19 @@ def explain(
     if state is S.REPLACED and card.replacement is not None:
         rep = card.replacement
         where = "this bank" if rep.same_bank else "another bank"
-        moved = ("its balance has moved" if rep.balance_moved else
-                 "the holder confirms the balance transfer (confirm-transfer)" if rep.same_bank
-                 else f"its account closes {(rep.at + policy.replacement_grace).date()} "
-                      f"(grace {policy.replacement_grace.days} days), the balance moving to the "
-                      "new card's account unless withdrawn or transferred before")
+        closes = (rep.at + policy.replacement_grace).date().isoformat()
+        if rep.balance_moved:
+            moved = "its balance has moved and its account is closed"
+        elif rep.same_bank:
+            moved = "its balance moves when the holder confirms the transfer (confirm-transfer)"
+        elif now >= rep.at + policy.replacement_grace:
+            moved = (f"the grace period ended on {closes}: its balance moves to the new card's "
+                     "account and its account closes (done by the next branch command or "
+                     "`tapsim account sweep`)")
+        else:
+            moved = (f"its account closes on {closes} (grace {policy.replacement_grace.days} "
+                     "days), the balance moving to the new card's account unless withdrawn or "
+                     "transferred before")
         return state, (f"replaced on {rep.at.date().isoformat()} ({rep.reason.value}) by a new "
                        f"card at {where}; {moved}")
     return state, reasons.get(state, state.value)

@@ -175,11 +175,11 @@ def test_amounts_are_range_checked_at_the_bank() -> None:
         with pytest.raises(AccountError, match="deposit amount must be a whole number of minor "
                                                r"units from 1 to 999,999,999,999"):
             issuer.deposit(card.account_id, bad, T0)  # type: ignore[arg-type]
-    with pytest.raises(AccountError, match="opening balance must be .* from 0 to"):
+    with pytest.raises(AccountError, match=r"opening balance must be .* from 0 to"):
         issuer.open_account("acct-x", "ICBC", "CNY", T0, 10**20)
     with pytest.raises(AccountError, match="withdrawal amount"):
         issuer.withdraw(card.account_id, 10**20, T0)
-    with pytest.raises(AccountError, match="0 available .*cannot withdraw 1"):
+    with pytest.raises(AccountError, match=r"0 available .*cannot withdraw 1"):
         issuer.withdraw(card.account_id, 1, T0)
     issuer.deposit(card.account_id, MAX_AMOUNT, T0)  # the largest single amount is fine
     assert issuer.account(card.account_id).balance == MAX_AMOUNT

@@ -356,6 +356,8 @@ def show_main(args: argparse.Namespace) -> int:
     try:
         token = branch.token(args.card)
         issuer = branch.issuer
+        # What the bank's clock makes due is shown done (in memory only: show writes nothing).
+        due = [a.account_id for a in issuer.close_after_grace(now)]
         out = _card_dict(issuer, issuer.card(token), now)
         denied = [r for r in branch.store.deny_list() if r.pan_token == token]
         debts = [d for d in branch.store.debts() if d.pan_token == token
@@ -370,6 +372,7 @@ def show_main(args: argparse.Namespace) -> int:
         "debts": [{"debt": d.debt_id, "amount": d.amount, "status": d.status,
                    "attempts": d.attempts, "last_code": d.last_code} for d in debts],
     }  # fmt: skip
+    out["due_closings"] = due
     out["recent_authorizations"] = [
         {"request": a.request_id, "kind": a.kind.value, "amount": a.amount, "code": a.code.value,
          "meaning": DESCRIPTIONS[a.code], "at": a.at.isoformat()} for a in auths
@@ -378,6 +381,9 @@ def show_main(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
         return 0
     _print_card(out)
+    if due:
+        print(f"due         closed at this clock after the grace period: {', '.join(due)} "
+              "(written by the next branch command or `tapsim account sweep`)")
     cur = out["account"]["currency"]
     bo = out["back_office"]
     print(f"deny list   {'yes (' + str(bo['deny_reason']) + ')' if bo['deny_listed'] else 'no'}")
