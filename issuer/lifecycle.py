@@ -176,7 +176,10 @@ def explain(
         S.LOST: "reported lost; unfreeze at a branch to undo",
         S.SEALED: "social security status sealed; re-activation at the bank lifts it",
         S.DORMANT: "marked dormant; restore at a branch",
-        S.EXPIRED: "expired",
+        S.EXPIRED: (f"expired ({last_day} was its last day); bank {policy.bank_id} "
+                    + ("keeps the financial function after expiry (expiry policy keep)"
+                       if policy.expiry is ExpiryPolicy.KEEP else
+                       "stops the financial function after expiry (expiry policy stop)")),
         S.CANCELLED: "cancelled, the account closed",
     }
     if state is S.REPLACED and card.replacement is not None:
