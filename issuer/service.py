@@ -340,10 +340,11 @@ class Issuer:
                 raise IllegalTransitionError(
                     card.masked_pan, card.state.value, event.value, "account moved recently"
                 )
-        elif event is not Event.EXPIRE:
-            # The bank acts on the effective state: a card that went dormant or expired by
-            # the clock is restored (or refused) as such, sweep or no sweep.
-            card = lifecycle.sweep(card, account, now, policy)
+        elif event is Event.RESTORE and card.state is CardState.ACTIVE and \
+                lifecycle.effective_state(card, account, now, policy) is CardState.DORMANT:
+            # The bank acts on the effective state: an account dormant by the clock is
+            # restored as such, whether or not the nightly sweep marked it.
+            card = lifecycle.transition(card, Event.GO_DORMANT, now)
         card = lifecycle.transition(card, event, now)
         if event is Event.CANCEL:
             self._close_account(card.account_id, now)  # raises before anything changes

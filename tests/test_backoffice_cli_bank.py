@@ -198,3 +198,17 @@ def test_huge_amounts_are_one_line_naming_the_argument(
     assert err.splitlines()[-1].endswith(
         f"error: argument {argv[-1]}: 100000000000000000000 is out of range: {low} to "
         "999,999,999,999 minor units")
+
+
+def test_a_huge_balance_in_a_cards_file_names_the_file_and_field(
+    capsys: pytest.CaptureFixture[str], sqlite_db: str, tmp_path: Path
+) -> None:
+    cards = tmp_path / "cards.toml"
+    cards.write_text(f'[cards.u]\nprofile = "unionpay-debit"\nbalance = {10**20}\n')
+    taps = tmp_path / "t.csv"
+    taps.write_text("tap_id,card,time,stop_id,route_id,action\n"
+                    "a,u,2025-03-03T08:00:00+08:00,S01,1,on\n")  # fmt: skip
+    err = fails(capsys, "backoffice", "replay", "--feed", "city", "--taps", str(taps),
+                "--cards", str(cards), "--db", sqlite_db)  # fmt: skip
+    assert err == (f"tapsim: error: {cards}: cards.u.balance: must be 0 to 999,999,999,999 minor "
+                   "units, got 100000000000000000000\n")
