@@ -18,7 +18,7 @@ from emv.card.profile import CardProfile
 from issuer.errors import IssuerError
 from issuer.keys import KeyStore
 from issuer.lifecycle import Event
-from issuer.models import Account, Card, ReplaceReason
+from issuer.models import Account, AccountStatus, Card, ReplaceReason
 from issuer.policy import BankPolicy, ExpiryPolicy
 from issuer.service import Issuer
 
@@ -51,7 +51,8 @@ EVENTS: dict[str, Event] = {
     "expire": Event.EXPIRE,
     "cancel": Event.CANCEL,
 }
-ACTIONS = ("deposit", *EVENTS, "confirm-transfer")
+ACTIONS = ("deposit", "withdraw", *EVENTS, "confirm-transfer")
+MONEY_ACTIONS = ("deposit", "withdraw")
 
 
 class BranchError(ValueError):
@@ -188,21 +189,56 @@ def issue(
 
 
 def act(
-    issuer: Issuer, token: str, action: str, now: datetime, *, amount: int | None = None
+    issuer: Issuer, token: str, action: str, now: datetime, *, amount: int | None = None,
+    ref: str | None = None,
 ) -> Card | Account:
-    """One branch action by name (``deposit`` needs ``amount``); what it changed."""
+    """One branch action by name (``deposit`` and ``withdraw`` need ``amount``; ``ref``, the
+    branch's request id, names their journal row); what it changed."""
     try:
         card = issuer.card(token)
-        if action == "deposit":
+        if action in MONEY_ACTIONS:
             if amount is None:
-                raise BranchError("deposit needs an amount")
-            return issuer.deposit(card.account_id, amount, now)
+                raise BranchError(f"{action} needs an amount")
+            move = issuer.deposit if action == "deposit" else issuer.withdraw
+            return move(card.account_id, amount, now, ref=ref)
         if action == "confirm-transfer":
             return issuer.confirm_balance_transfer(token, now)
         event = EVENTS.get(action)
         if event is None:
             raise BranchError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
         return issuer.apply(token, event, now)
+    except IssuerError as exc:
+        raise BranchError(_message(exc)) from None
+
+
+def transfer(
+    issuer: Issuer, token: str, to_token: str, now: datetime, *, amount: int | None = None,
+    ref: str | None = None,
+) -> tuple[Account, Account]:
+    """Move money from one card's account to another's at the counter (``amount`` None: all
+    that is available), e.g. a card replaced at another bank to its new card.  A replaced
+    card's account emptied this way closes."""
+    try:
+        source = issuer.account(issuer.card(token).account_id)
+        target = issuer.card(to_token).account_id
+        if source.status is AccountStatus.CLOSED:
+            raise BranchError(f"account {source.account_id!r} is closed")
+        if amount is None:
+            amount = source.available
+            if amount <= 0:
+                raise BranchError(f"account {source.account_id} has nothing available to "
+                                  f"transfer (balance {source.balance}, held {source.held})")
+        return issuer.transfer(source.account_id, target, amount, now, ref=ref)
+    except IssuerError as exc:
+        raise BranchError(_message(exc)) from None
+
+
+def housekeeping(issuer: Issuer, now: datetime) -> list[Account]:
+    """What the bank's clock makes due before any branch work: old accounts of cards replaced
+    at another bank whose grace is over close, their balance moved to the new card's account.
+    The accounts closed (as they were before)."""
+    try:
+        return issuer.close_after_grace(now)
     except IssuerError as exc:
         raise BranchError(_message(exc)) from None
 

@@ -82,16 +82,21 @@ def remember_atc(card: Card, atc: int, window: int) -> Card:
 
 
 def state_code(card: Card, account: Account, now: datetime, policy: BankPolicy) -> ResponseCode:
-    """Approved, or the code of the state that stops a payment from this card now."""
-    if account.status is _CLOSED:
-        return RC.CLOSED_ACCOUNT
+    """Approved, or the code of the state that stops a payment from this card now.
+
+    The card's effective state answers first (a replaced card is 04 even once its account
+    closed with the balance transfer; a cancelled one 46); a closed account under a card
+    whose state would pay answers 46.
+    """
     state = effective_state(card, account, now, policy)
     if state is _ACTIVE:
-        return _APPROVED
+        return RC.CLOSED_ACCOUNT if account.status is _CLOSED else _APPROVED
     if state is _EXPIRED and policy.expiry is _KEEP:
-        # The bank keeps the financial function; dormancy still applies.
+        # Expired by hand at a bank that keeps the financial function: dormancy still applies.
+        if account.status is _CLOSED:
+            return RC.CLOSED_ACCOUNT
         return RC.NOT_PERMITTED if is_dormant_due(account, now, policy) else _APPROVED
-    return STATE_CODES.get(state, _APPROVED)
+    return STATE_CODES.get(state, RC.CLOSED_ACCOUNT if account.status is _CLOSED else _APPROVED)
 
 
 def _check_shape(request: AuthorizationRequest, account: Account) -> ResponseCode | None:

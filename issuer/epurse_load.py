@@ -62,12 +62,16 @@ from emv.epurse.messages import (
 from emv.tlv import TlvError
 from issuer.codes import DESCRIPTIONS, ResponseCode
 from issuer.errors import IssuerError
+from issuer.journal import (
+    FLOAT_PREFIX,
+    JournalEntry,
+    account_ledger,
+    ledger_balances,
+)
 from issuer.service import Issuer
 from issuer.store import IssuerChanges
 
 MAX_LOAD = 0xFFFFFFFF  # the 4-byte amount of INITIALIZE FOR LOAD
-FLOAT_PREFIX = "epurse_float:"
-ACCOUNT_PREFIX = "account:"
 LOAD_ENTRY_PREFIX = "load:"
 _SW_OK = 0x9000
 _SW_PROOF_UNAVAILABLE = 0x9406
@@ -122,27 +126,9 @@ class LoadRecord:
         return f"load:{self.load_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One money movement at the bank: one debit, one credit, a positive amount."""
-
-    entry_id: str
-    at: datetime
-    debit: str
-    credit: str
-    amount: int
-    currency: str
-    ref: str
-
-
 def float_account(epurse_issuer: str) -> str:
     """The ledger account holding an e-purse issuer's float at the bank."""
     return FLOAT_PREFIX + epurse_issuer
-
-
-def account_ledger(account_id: str) -> str:
-    """A holder's financial account as a ledger account name."""
-    return ACCOUNT_PREFIX + account_id
 
 
 def epurse_issuer_id(public: PublicData) -> str:
@@ -161,15 +147,6 @@ def loaded_by_issuer(entries: Iterable[JournalEntry]) -> dict[str, int]:
             key = e.credit[len(FLOAT_PREFIX):]
             totals[key] = totals.get(key, 0) + e.amount
     return totals
-
-
-def ledger_balances(entries: Iterable[JournalEntry]) -> dict[str, int]:
-    """Every ledger account's balance from the rows (debits positive, credits negative)."""
-    out: dict[str, int] = {}
-    for e in entries:
-        out[e.debit] = out.get(e.debit, 0) + e.amount
-        out[e.credit] = out.get(e.credit, 0) - e.amount
-    return out
 
 
 class LoadStore(Protocol):
@@ -294,13 +271,11 @@ class LoadHost:
 
     def _capture(self, record: LoadRecord, tac: str | None, reason: str) -> LoadRecord:
         now = self.clock()
-        self.issuer.capture(record.hold_id, record.amount, f"cap:{record.hold_id}", now)
+        # The capture writes the journal row load:<id>: held money -> the issuer's float.
+        self.issuer.capture(record.hold_id, record.amount, f"cap:{record.hold_id}", now,
+                            entry_id=LOAD_ENTRY_PREFIX + record.load_id)
         done = replace(record, state=LoadState.CAPTURED, reason=reason, resolved_at=now, tac=tac)
-        entry = JournalEntry(LOAD_ENTRY_PREFIX + record.load_id, now,
-                             account_ledger(record.account_id),
-                             float_account(record.epurse_issuer), record.amount, record.currency,
-                             f"e-purse load, online serial {record.online_serial}")
-        self._save([done], [entry])
+        self._save([done])
         return done
 
     def _release(self, record: LoadRecord, reason: str) -> LoadRecord:

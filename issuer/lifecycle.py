@@ -8,12 +8,12 @@ authorization gives the same answer whether or not the bank's nightly sweep has 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta, tzinfo
 from enum import StrEnum
 
 from issuer.errors import IllegalTransitionError
 from issuer.models import Account, Card, CardState, Replacement, ReplaceReason, evolve
-from issuer.policy import BankPolicy
+from issuer.policy import BankPolicy, ExpiryPolicy
 
 
 class Event(StrEnum):
@@ -80,16 +80,17 @@ def transition(
     elif event is Event.REPLACE:
         if replacement is None or policy is None:
             raise ValueError("REPLACE needs the replacement and the bank policy")
-        if (
-            replacement.reason is ReplaceReason.RENEWAL
-            and now < card.expires_at - policy.renewal_window
-        ):
-            raise IllegalTransitionError(
-                card.masked_pan,
-                card.state.value,
-                event.value,
-                f"renewal opens {policy.renewal_window.days} days before expiry",
-            )
+        if replacement.reason is ReplaceReason.RENEWAL:
+            opens = renewal_opens(card, policy, now.tzinfo)  # days as the branch counts them
+            if now.date() < opens:
+                raise IllegalTransitionError(
+                    card.masked_pan,
+                    card.state.value,
+                    event.value,
+                    f"renewal opens {policy.renewal_window.days} days before expiry "
+                    f"(on {opens.isoformat()}, the card's last day being "
+                    f"{last_valid_day(card, now.tzinfo).isoformat()})",
+                )
         changes["replacement"] = replacement
     return evolve(card, **changes)
 
@@ -100,23 +101,103 @@ def is_dormant_due(account: Account, now: datetime, policy: BankPolicy) -> bool:
 
 
 _ACTIVE, _EXPIRED, _DORMANT = S.ACTIVE, S.EXPIRED, S.DORMANT  # read once, not per call
+_STOP = ExpiryPolicy.STOP
+#: States the clock expires (under an expiry policy ``stop``); a bank that keeps the
+#: financial function after expiry (``keep``) expires no card by the clock.
+_CLOCK_EXPIRES = (S.NOT_ACTIVATED, S.ACTIVE, S.DORMANT)
 
 
 def effective_state(card: Card, account: Account, now: datetime, policy: BankPolicy) -> CardState:
-    """The state the card is in *now*, counting sweeps that are due but have not run."""
+    """The state the card is in *now*, counting sweeps that are due but have not run.
+
+    Exactly what :func:`sweep` would make of the card: past the expiry date under a ``stop``
+    policy -> expired (before anything else); an active card whose account has not moved for
+    the dormancy period -> dormant.
+    """
     state = card.state
     if state is _ACTIVE:
-        if now >= card.expires_at:
+        if now >= card.expires_at and policy.expiry is _STOP:
             return _EXPIRED
         if now - account.last_movement >= policy.dormancy_after:  # is_dormant_due, inlined
             return _DORMANT
+    elif state in _CLOCK_EXPIRES and now >= card.expires_at and policy.expiry is _STOP:
+        return _EXPIRED
     return state
 
 
 def sweep(card: Card, account: Account, now: datetime, policy: BankPolicy) -> Card:
     """Apply the clock-driven transitions (expiry first, then dormancy) that are due."""
-    if card.state in (S.NOT_ACTIVATED, S.ACTIVE, S.DORMANT) and now >= card.expires_at:
+    due = effective_state(card, account, now, policy)
+    if due is card.state:
+        return card
+    if due is _EXPIRED:
         return transition(card, Event.EXPIRE, now)
-    if card.state is S.ACTIVE and is_dormant_due(account, now, policy):
-        return transition(card, Event.GO_DORMANT, now)
-    return card
+    return transition(card, Event.GO_DORMANT, now)
+
+
+def last_valid_day(card: Card, tz: tzinfo | None = None) -> date:
+    """The last day the card is valid (``expires_at`` is the first moment after it), on the
+    calendar of ``tz`` (the branch's clock; default the zone ``expires_at`` carries)."""
+    last = card.expires_at - timedelta(microseconds=1)
+    return (last.astimezone(tz) if tz is not None else last).date()
+
+
+def renewal_opens(card: Card, policy: BankPolicy, tz: tzinfo | None = None) -> date:
+    """The first day a renewal is allowed: ``renewal_window`` days before the last valid day,
+    that day included (60 days before an expiry on 31 December is 1 November)."""
+    return last_valid_day(card, tz) - timedelta(days=policy.renewal_window.days)
+
+
+def explain(
+    card: Card, account: Account, now: datetime, policy: BankPolicy
+) -> tuple[CardState, str]:
+    """The state the bank acts on now, and why, in words (``tapsim account show``)."""
+    state = effective_state(card, account, now, policy)
+    quiet = (now - account.last_movement).days
+    last_day = last_valid_day(card, now.tzinfo).isoformat()
+    if state is not card.state:
+        if state is _EXPIRED:
+            why = (f"past its expiry ({last_day} was its last day) and "
+                   f"bank {policy.bank_id} stops the financial function after expiry "
+                   f"(expiry policy {policy.expiry.value})")
+        else:
+            why = (f"no account movement since {account.last_movement.date().isoformat()} "
+                   f"({quiet} days; bank {policy.bank_id} makes an account dormant after "
+                   f"{policy.dormancy_after.days} days): taps are refused until it is restored "
+                   "at a branch")
+        return state, why + f"; stored state {card.state.value} (the nightly sweep has not run)"
+    if state is _ACTIVE and now >= card.expires_at:
+        return state, (f"past its expiry ({last_day}), but bank "
+                       f"{policy.bank_id} keeps the financial function (expiry policy keep)")
+    reasons = {
+        S.NOT_ACTIVATED: "the financial function was never activated at a branch",
+        S.ACTIVE: (f"last account movement {account.last_movement.date().isoformat()} "
+                   f"({quiet} days ago; dormant after {policy.dormancy_after.days} days)"),
+        S.LOST: "reported lost; unfreeze at a branch to undo",
+        S.SEALED: "social security status sealed; re-activation at the bank lifts it",
+        S.DORMANT: "marked dormant; restore at a branch",
+        S.EXPIRED: (f"expired ({last_day} was its last day); bank {policy.bank_id} "
+                    + ("keeps the financial function after expiry (expiry policy keep)"
+                       if policy.expiry is ExpiryPolicy.KEEP else
+                       "stops the financial function after expiry (expiry policy stop)")),
+        S.CANCELLED: "cancelled, the account closed",
+    }
+    if state is S.REPLACED and card.replacement is not None:
+        rep = card.replacement
+        where = "this bank" if rep.same_bank else "another bank"
+        closes = (rep.at + policy.replacement_grace).date().isoformat()
+        if rep.balance_moved:
+            moved = "its balance has moved and its account is closed"
+        elif rep.same_bank:
+            moved = "its balance moves when the holder confirms the transfer (confirm-transfer)"
+        elif now >= rep.at + policy.replacement_grace:
+            moved = (f"the grace period ended on {closes}: its balance moves to the new card's "
+                     "account and its account closes (done by the next branch command or "
+                     "`tapsim account sweep`)")
+        else:
+            moved = (f"its account closes on {closes} (grace {policy.replacement_grace.days} "
+                     "days), the balance moving to the new card's account unless withdrawn or "
+                     "transferred before")
+        return state, (f"replaced on {rep.at.date().isoformat()} ({rep.reason.value}) by a new "
+                       f"card at {where}; {moved}")
+    return state, reasons.get(state, state.value)

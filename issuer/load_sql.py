@@ -9,7 +9,11 @@ its hold and a capture never without its journal row:
   and captured loads keeps one card serial to one load that may have credited the chip (a
   released load frees its serial: the card never used it);
 * ``iss_journal``: the bank's money movements, one debit and one credit per row
-  (``account:<id>`` -> ``epurse_float:<issuer>`` for a load).
+  (``held:<id>`` -> ``epurse_float:<issuer>`` for a load; every other movement of the bank
+  is written there too, with the account rows it changes: ``issuer.journal``).
+
+:func:`reconcile_db` checks the bank's account rows against the journal's sums, in SQL
+(one row per ledger account read, never the journal's history).
 
 The tables are created here, not in ``backoffice/storage/schema.py``: the adapter works
 with the back office's ``SqlStore`` through the small :class:`SqlBackend` surface (its
@@ -24,13 +28,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from issuer.epurse_load import (
-    FLOAT_PREFIX,
     LOAD_ENTRY_PREFIX,
     JournalEntry,
     LoadRecord,
     LoadState,
     LoadStoreError,
 )
+from issuer.journal import FLOAT_PREFIX, Reconciliation, reconcile
+from issuer.models import Account, AccountStatus
 from issuer.store import IssuerChanges
 
 # backoffice.storage.base.ISSUER_CHANGED_KEY, written out (issuer does not import backoffice):
@@ -214,3 +219,36 @@ class SqlLoadStore:
             (LOAD_ENTRY_PREFIX + "%", FLOAT_PREFIX + "%"),  # bound: psycopg reads a bare % itself
         )
         return {r[0].split(":", 1)[1]: int(r[1]) for r in rows}
+
+
+_SIDES = ("SELECT debit AS name, amount AS amt FROM iss_journal "
+          "UNION ALL SELECT credit, -amount FROM iss_journal")
+_ACCOUNT_COLS = ("account_id, bank_id, currency, balance, held, status, opened_us, "
+                 "last_movement_us")
+
+
+def journal_entry(db: SqlBackend, entry_id: str) -> JournalEntry | None:
+    """The journal row with this id, or None (a branch request id seen before?)."""
+    rows = db._query(f"{_SELECT_JOURNAL} WHERE entry_id = ?", (entry_id,))
+    return _entry(rows[0]) if rows else None
+
+
+def reconcile_db(db: SqlBackend) -> Reconciliation:
+    """The bank's account rows, holds and captures against what its journal rows sum to
+    (:func:`issuer.journal.reconcile`), read with GROUP BY queries: the result has one
+    number per ledger account, however long the journal."""
+    with db._transaction():  # one consistent view of accounts, holds and rows
+        balances = {str(r[0]): int(r[1]) for r in db._query(
+            f"SELECT name, SUM(amt) FROM ({_SIDES}) x GROUP BY name")}  # noqa: S608
+        count = int(db._query("SELECT COUNT(*) FROM iss_journal")[0][0])
+        accounts = [
+            Account(r[0], r[1], r[2], int(r[3]), int(r[4]), AccountStatus(r[5]), _at(int(r[6])),
+                    _at(int(r[7])))
+            for r in db._query(f"SELECT {_ACCOUNT_COLS} FROM iss_accounts")  # noqa: S608
+        ]
+        holds = {str(r[0]): int(r[1]) for r in db._query(
+            "SELECT account_id, SUM(amount) FROM iss_holds WHERE status = ? GROUP BY account_id",
+            ("active",))}
+        captured = {str(r[0]): int(r[1]) for r in db._query(
+            "SELECT merchant_id, SUM(amount) FROM iss_captures GROUP BY merchant_id")}
+    return reconcile(accounts, balances, active_holds=holds, captured=captured, entries=count)

@@ -10,6 +10,7 @@ by their ids, because an acquirer that crashed will ask again.
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -25,6 +26,15 @@ from issuer.errors import (
     KeyStoreError,
     UnknownAccountError,
     UnknownCardError,
+)
+from issuer.journal import (
+    MAX_AMOUNT,
+    MAX_BALANCE,
+    JournalEntry,
+    account_ledger,
+    cash_ledger,
+    held_ledger,
+    merchant_ledger,
 )
 from issuer.keys import KeyStore
 from issuer.lifecycle import Event
@@ -49,12 +59,24 @@ from issuer.store import IssuerChanges, IssuerSnapshot
 
 # The request kinds whose cryptogram the issuer checks itself (the others refer to a record).
 _CHECKS_CRYPTOGRAM = (AuthKind.ACCOUNT_VERIFICATION, AuthKind.PURCHASE)
+# Lifecycle events at the counter that count as account movement (dormancy counts from them).
+_MOVEMENTS = (Event.ACTIVATE, Event.RESTORE)
 
 
 def _aware(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise ValueError("issuer time must be timezone-aware")
     return now
+
+
+def check_amount(amount: int, what: str = "amount", *, zero: bool = False) -> int:
+    """An amount a branch operation may move: a whole number of minor units, 1 (0 if
+    ``zero``) to :data:`~issuer.journal.MAX_AMOUNT`; else an AccountError naming ``what``."""
+    low = 0 if zero else 1
+    if isinstance(amount, bool) or not isinstance(amount, int) or not low <= amount <= MAX_AMOUNT:
+        raise AccountError(f"{what} must be a whole number of minor units from {low} to "
+                           f"{MAX_AMOUNT:,}, got {amount!r}")
+    return amount
 
 
 class Issuer:
@@ -113,6 +135,24 @@ class Issuer:
         self.holds[hold.hold_id] = hold
         self._changes.holds[hold.hold_id] = hold
 
+    def _journal(
+        self, entry_id: str, now: datetime, debit: str, credit: str, amount: int, currency: str,
+        ref: str,
+    ) -> None:
+        """Record one money movement for the caller's transaction (with the accounts it
+        changed).  An id already pending here is refused: the same request twice."""
+        if amount <= 0:
+            return  # nothing moved
+        journal = self._changes.journal
+        if entry_id in journal:
+            raise DuplicateError(f"journal entry {entry_id!r} is already recorded")
+        journal[entry_id] = JournalEntry(entry_id, now, debit, credit, amount, currency, ref)
+
+    def _hold_entry(self, hold: Hold, now: datetime) -> None:
+        self._journal("hold:" + hold.hold_id, now, account_ledger(hold.account_id),
+                      held_ledger(hold.account_id), hold.amount, hold.currency,
+                      f"hold for {hold.merchant_id}")
+
     # -- lookups -----------------------------------------------------------------------
 
     def policy(self, bank_id: str) -> BankPolicy:
@@ -153,23 +193,104 @@ class Issuer:
             raise DuplicateError(f"account {account_id!r} exists")
         if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
             raise AccountError(f"currency must be an ISO 4217 code like 'CNY', got {currency!r}")
-        if balance < 0:
-            raise AccountError(f"opening balance must not be negative, got {balance}")
+        check_amount(balance, "opening balance", zero=True)
         account = Account(account_id, bank_id, currency, balance, 0, AccountStatus.OPEN, now, now)
+        self._journal("open:" + account_id, now, cash_ledger(bank_id), account_ledger(account_id),
+                      balance, currency, "opening balance")
         self._put_account(account)
         return account
 
-    def deposit(self, account_id: str, amount: int, now: datetime) -> Account:
-        """Counter business (a branch deposit): allowed whatever the card's state."""
-        _aware(now)
+    def _open_account(self, account_id: str) -> Account:
         account = self.account(account_id)
         if account.status is AccountStatus.CLOSED:
             raise AccountError(f"account {account_id!r} is closed")
-        if amount <= 0:
-            raise AccountError(f"deposit must be positive, got {amount}")
+        return account
+
+    @staticmethod
+    def _credit_room(account: Account, amount: int) -> None:
+        if account.balance + amount > MAX_BALANCE:
+            raise AccountError(f"account {account.account_id!r} would hold more than "
+                               f"{MAX_BALANCE:,} minor units, the most an account may hold")
+
+    def deposit(
+        self, account_id: str, amount: int, now: datetime, *, ref: str | None = None
+    ) -> Account:
+        """Counter business (a branch deposit): allowed whatever the card's state.  ``ref``
+        (the branch's request id) names the journal row ``deposit:<ref>``: the same request
+        again is refused by the journal instead of depositing twice."""
+        _aware(now)
+        account = self._open_account(account_id)
+        check_amount(amount, "deposit amount")
+        self._credit_room(account, amount)
+        self._journal(f"deposit:{ref or uuid.uuid4().hex}", now, cash_ledger(account.bank_id),
+                      account_ledger(account_id), amount, account.currency, "branch deposit")
         account = evolve(account, balance=account.balance + amount, last_movement=now)
         self._put_account(account)
         return account
+
+    def withdraw(
+        self, account_id: str, amount: int, now: datetime, *, ref: str | None = None
+    ) -> Account:
+        """Counter business (cash out at a branch): allowed whatever the card's state (a
+        replaced or dormant card's account too), up to the available balance."""
+        _aware(now)
+        account = self._open_account(account_id)
+        check_amount(amount, "withdrawal amount")
+        if amount > account.available:
+            raise AccountError(f"account {account_id!r} has {account.available} available "
+                               f"(balance {account.balance}, held {account.held}): cannot "
+                               f"withdraw {amount}")
+        self._journal(f"withdraw:{ref or uuid.uuid4().hex}", now, account_ledger(account_id),
+                      cash_ledger(account.bank_id), amount, account.currency, "branch withdrawal")
+        account = evolve(account, balance=account.balance - amount, last_movement=now)
+        self._put_account(account)
+        self._close_if_emptied(account, now)
+        return self.accounts[account_id]
+
+    def transfer(
+        self, from_account: str, to_account: str, amount: int, now: datetime, *,
+        ref: str | None = None,
+    ) -> tuple[Account, Account]:
+        """Counter business: move money between two accounts this issuer holds (a replaced
+        card's balance to the new card at another bank, say).  Both accounts move."""
+        _aware(now)
+        source = self._open_account(from_account)
+        target = self._open_account(to_account)
+        if source.account_id == target.account_id:
+            raise AccountError("a transfer needs two different accounts")
+        if source.currency != target.currency:
+            raise AccountError(f"account {from_account!r} is in {source.currency}, "
+                               f"{to_account!r} in {target.currency}")
+        check_amount(amount, "transfer amount")
+        if amount > source.available:
+            raise AccountError(f"account {from_account!r} has {source.available} available "
+                               f"(balance {source.balance}, held {source.held}): cannot "
+                               f"transfer {amount}")
+        self._credit_room(target, amount)
+        self._journal(f"transfer:{ref or uuid.uuid4().hex}", now, account_ledger(from_account),
+                      account_ledger(to_account), amount, source.currency,
+                      f"branch transfer to {to_account}")
+        self._put_account(evolve(source, balance=source.balance - amount, last_movement=now))
+        self._put_account(evolve(target, balance=target.balance + amount, last_movement=now))
+        self._close_if_emptied(self.accounts[from_account], now)
+        return self.accounts[from_account], self.accounts[to_account]
+
+    def _replaced_card_of(self, account_id: str) -> Card | None:
+        for card in self.cards.values():
+            if card.account_id == account_id and card.state is CardState.REPLACED:
+                return card
+        return None
+
+    def _close_if_emptied(self, account: Account, now: datetime) -> None:
+        """A replaced card's account that the holder emptied at the counter (withdrawal or
+        transfer) has done its work: it closes, and the replacement counts as settled."""
+        if account.balance or account.held:
+            return
+        card = self._replaced_card_of(account.account_id)
+        if card is None or card.replacement is None:
+            return
+        self._put_account(evolve(account, status=AccountStatus.CLOSED))
+        self._put_card(evolve(card, replacement=evolve(card.replacement, balance_moved=True)))
 
     # -- cards and their lifecycle -----------------------------------------------------
 
@@ -212,15 +333,25 @@ class Issuer:
         if event is Event.REPLACE:
             raise IssuerError("use Issuer.replace to replace a card")
         card = self.card(token)
+        account = self.account(card.account_id)
+        policy = self.policy(card.bank_id)
         if event is Event.GO_DORMANT:
-            account = self.account(card.account_id)
-            if not lifecycle.is_dormant_due(account, now, self.policy(card.bank_id)):
+            if not lifecycle.is_dormant_due(account, now, policy):
                 raise IllegalTransitionError(
                     card.masked_pan, card.state.value, event.value, "account moved recently"
                 )
+        elif event is Event.RESTORE and card.state is CardState.ACTIVE and \
+                lifecycle.effective_state(card, account, now, policy) is CardState.DORMANT:
+            # The bank acts on the effective state: an account dormant by the clock is
+            # restored as such, whether or not the nightly sweep marked it.
+            card = lifecycle.transition(card, Event.GO_DORMANT, now)
         card = lifecycle.transition(card, event, now)
         if event is Event.CANCEL:
             self._close_account(card.account_id, now)  # raises before anything changes
+        elif event in _MOVEMENTS:
+            # Restore and activation are account movement at the counter: the dormancy
+            # period counts from them, as from a deposit.
+            self._put_account(evolve(account, last_movement=now))
         self._put_card(card)
         return card
 
@@ -292,16 +423,29 @@ class Issuer:
         source = self.account(old.account_id)
         if source.held:
             raise AccountError("the old account still has holds; capture or release them first")
-        target = self.account(self.card(rep.new_token).account_id)
-        target = evolve(target, balance=target.balance + source.balance, last_movement=now)
-        self._put_account(target)
+        target = self._open_account(self.card(rep.new_token).account_id)
+        self._move_and_close(old, source, target, now)
+        return self.accounts[target.account_id]
+
+    def _move_and_close(self, old: Card, source: Account, target: Account, now: datetime) -> None:
+        """The replacement's balance move (journal row ``replace:<old account>``), then the
+        old account closes and the replacement counts as settled."""
+        assert old.replacement is not None
+        self._credit_room(target, source.balance)
+        self._journal("replace:" + source.account_id, now, account_ledger(source.account_id),
+                      account_ledger(target.account_id), source.balance, source.currency,
+                      f"replacement balance to {target.account_id}")
+        if source.balance:
+            target = evolve(target, balance=target.balance + source.balance, last_movement=now)
+            self._put_account(target)
         self._put_account(evolve(source, balance=0, status=AccountStatus.CLOSED, last_movement=now))
-        self._put_card(evolve(old, replacement=evolve(rep, balance_moved=True)))
-        return target
+        self._put_card(evolve(old, replacement=evolve(old.replacement, balance_moved=True)))
 
     def close_after_grace(self, now: datetime) -> list[Account]:
-        """Other bank: close old accounts whose grace period is over (balance paid out at the
-        counter); returns the closed accounts as they were just before closing."""
+        """Other bank: old accounts whose grace period is over close, after their balance
+        moved to the new card's account (journal row ``replace:<old account>``; paid out at
+        the counter if that account is closed too).  An account with holds waits for them.
+        Returns the closed accounts as they were just before closing."""
         _aware(now)
         closed = []
         for card in list(self.cards.values()):
@@ -312,13 +456,25 @@ class Issuer:
             grace = self.policy(card.bank_id).replacement_grace
             if account.status is AccountStatus.OPEN and not account.held and now >= rep.at + grace:
                 closed.append(account)
-                self._close_account(account.account_id, now)
+                new_card = self.cards.get(rep.new_token)
+                target = self.accounts.get(new_card.account_id) if new_card else None
+                if target is not None and target.status is AccountStatus.OPEN \
+                        and target.currency == account.currency:
+                    self._move_and_close(card, account, target, now)
+                else:
+                    self._close_account(account.account_id, now)
+                    self._put_card(evolve(card, replacement=evolve(rep, balance_moved=True)))
         return closed
 
     def _close_account(self, account_id: str, now: datetime) -> None:
+        """Close an account; what is left on it is paid out at the counter (row
+        ``payout:<account>``)."""
         account = self.account(account_id)
         if account.held:
             raise AccountError(f"account {account_id!r} has holds of {account.held}; settle first")
+        self._journal("payout:" + account_id, now, account_ledger(account_id),
+                      cash_ledger(account.bank_id), account.balance, account.currency,
+                      "balance paid out at closing")
         self._put_account(
             evolve(account, balance=0, status=AccountStatus.CLOSED, last_movement=now)
         )
@@ -373,6 +529,7 @@ class Issuer:
         hold = decision.hold
         if hold is not None:
             self.holds[hold.hold_id] = changes.holds[hold.hold_id] = hold
+            self._hold_entry(hold, now)
         if decision.original is not None:
             self._put_auth(decision.original)
         return AuthResponse(
@@ -401,10 +558,17 @@ class Issuer:
         if hold is not None:
             self._put_account(account)
             self._put_hold(hold)
+            self._hold_entry(hold, now)
         return code, hold
 
-    def capture(self, hold_id: str, amount: int, capture_id: str, now: datetime) -> Capture:
-        """Take money under a hold; the same ``capture_id`` again returns the first capture."""
+    def capture(
+        self, hold_id: str, amount: int, capture_id: str, now: datetime, *,
+        entry_id: str | None = None,
+    ) -> Capture:
+        """Take money under a hold; the same ``capture_id`` again returns the first capture.
+
+        Journal: ``capture:<capture_id>`` (or ``entry_id``) moves the amount from the held
+        money to the merchant; the rest of the hold goes back as ``release:<hold_id>``."""
         _aware(now)
         done = self.captures.get(capture_id)
         if done is not None:
@@ -414,9 +578,16 @@ class Issuer:
         hold = self.holds.get(hold_id)
         if hold is None:
             raise HoldError(f"no hold {hold_id}")
-        account, hold, cap = authorization.capture(
+        account, settled, cap = authorization.capture(
             self.account(hold.account_id), hold, amount, capture_id, now
         )
+        held = held_ledger(hold.account_id)
+        self._journal(entry_id or "capture:" + capture_id, now, held,
+                      merchant_ledger(hold.merchant_id), amount, hold.currency,
+                      f"capture of hold {hold_id}")
+        self._journal("release:" + hold_id, now, held, account_ledger(hold.account_id),
+                      hold.amount - amount, hold.currency, f"rest of hold {hold_id}")
+        hold = settled
         self._put_account(account)
         self._put_hold(hold)
         self.captures[capture_id] = cap
@@ -431,7 +602,11 @@ class Issuer:
             raise HoldError(f"no hold {hold_id}")
         if hold.status is HoldStatus.RELEASED:
             return hold
-        account, hold = authorization.release(self.account(hold.account_id), hold, now)
+        account, released = authorization.release(self.account(hold.account_id), hold, now)
+        self._journal("release:" + hold_id, now, held_ledger(hold.account_id),
+                      account_ledger(hold.account_id), hold.amount, hold.currency,
+                      f"release of hold {hold_id}")
+        hold = released
         self._put_account(account)
         self._put_hold(hold)
         return hold

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from issuer.journal import JournalEntry
 from issuer.models import Account, AuthRecord, Capture, Card, Hold
 
 
@@ -27,16 +28,22 @@ class IssuerSnapshot:
 
 @dataclass(slots=True)
 class IssuerChanges:
-    """Records created or changed since the last drain (latest version of each wins)."""
+    """Records created or changed since the last drain (latest version of each wins), and
+    the journal rows of the money that moved meanwhile (inserted, never updated: a row whose
+    id the table already holds fails the transaction, so a retry never moves money twice)."""
 
     accounts: dict[str, Account] = field(default_factory=dict)
     cards: dict[str, Card] = field(default_factory=dict)
     auths: dict[str, AuthRecord] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     captures: dict[str, Capture] = field(default_factory=dict)
+    journal: dict[str, JournalEntry] = field(default_factory=dict)  # new rows only (by id)
 
     def __bool__(self) -> bool:
-        return bool(self.accounts or self.cards or self.auths or self.holds or self.captures)
+        return bool(
+            self.accounts or self.cards or self.auths or self.holds or self.captures
+            or self.journal
+        )
 
 
 class IssuerStore(Protocol):

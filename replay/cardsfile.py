@@ -27,6 +27,7 @@ from backoffice.branch import (
 )
 from emv.card.profile import CardProfile, ProfileError, builtin_names, load_profile
 from emv.pan import PanError, luhn_ok, mask_pan, normalize_pan
+from issuer.journal import MAX_AMOUNT
 from issuer.models import ReplaceReason
 from issuer.policy import BankPolicy
 
@@ -162,8 +163,9 @@ def parse_cards(text: bytes, source: str, *, base: Path = Path(".")) -> CardsFil
             if not luhn_ok(pan):
                 raise CardsFileError(source, f"{where}.pan: Luhn check digit is wrong")
             profile = dataclasses.replace(profile, pan=pan)
-        if c.balance < 0:
-            raise CardsFileError(source, f"{where}.balance: must not be negative")
+        if not 0 <= c.balance <= MAX_AMOUNT:
+            raise CardsFileError(source, f"{where}.balance: must be 0 to {MAX_AMOUNT:,} minor "
+                                         f"units, got {c.balance}")
         if c.bank not in bank_ids:
             raise CardsFileError(
                 source, f"{where}.bank: no bank {c.bank!r} (known: {', '.join(sorted(bank_ids))})"

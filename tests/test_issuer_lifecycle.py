@@ -62,16 +62,26 @@ def test_unfreeze_returns_to_the_state_before_the_loss(before: CardState) -> Non
     assert back.state is before and back.state_before_lost is None
 
 
-def test_renewal_only_within_sixty_days_of_expiry() -> None:
+@pytest.mark.parametrize(("days_before", "allowed_now"), [(61, False), (60, True), (59, True)])
+def test_renewal_window_is_inclusive_of_its_sixtieth_day(days_before: int,
+                                                         allowed_now: bool) -> None:
+    """The card's last valid day is 30 December 2030 (expires_at: 31 December 00:00): renewal
+    opens on its 60th day before, 31 October, any hour of it; 30 October is refused."""
     card, issuer = _card(S.ACTIVE)
     policy = issuer.policy("ICBC")
-    early = card.expires_at - timedelta(days=61)
-    rep = Replacement("0" * 32, True, ReplaceReason.RENEWAL, early)
-    with pytest.raises(IllegalTransitionError, match="60 days"):
-        transition(card, Event.REPLACE, early, replacement=rep, policy=policy)
-    ok = card.expires_at - timedelta(days=59)
-    assert transition(card, Event.REPLACE, ok, replacement=rep, policy=policy).state is S.REPLACED
+    last_day = datetime(2030, 12, 30, 17, 30, tzinfo=CST)
+    for hour in (0, 23):  # first and last hour of the day, on the branch's calendar
+        at = (last_day - timedelta(days=days_before)).replace(hour=hour)
+        rep = Replacement("0" * 32, True, ReplaceReason.RENEWAL, at)
+        if allowed_now:
+            new = transition(card, Event.REPLACE, at, replacement=rep, policy=policy)
+            assert new.state is S.REPLACED
+        else:
+            with pytest.raises(IllegalTransitionError, match="60 days before expiry"
+                               r" \(on 2030-10-31, the card's last day being 2030-12-30\)"):
+                transition(card, Event.REPLACE, at, replacement=rep, policy=policy)
     # A lost card may be replaced at any time.
+    early = last_day - timedelta(days=400)
     lost = transition(card, Event.REPORT_LOST, early)
     rep_loss = Replacement("0" * 32, True, ReplaceReason.LOSS, early)
     assert transition(lost, Event.REPLACE, early, replacement=rep_loss, policy=policy).replacement

@@ -7,6 +7,7 @@ from typing import Any
 
 from backoffice.records import from_us, to_us
 from issuer.codes import ResponseCode
+from issuer.journal import JournalEntry
 from issuer.models import (
     Account,
     AccountStatus,
@@ -44,6 +45,7 @@ CAPTURE_COLS = (
     "capture_id", "hold_id", "account_id", "pan_token", "merchant_id", "amount", "currency",
     "at_us",
 )  # fmt: skip
+JOURNAL_COLS = ("entry_id", "at_us", "debit", "credit", "amount", "currency", "ref")
 
 Row = tuple[Any, ...]
 
@@ -169,3 +171,11 @@ def capture_row(c: Capture) -> Row:
 
 def capture_from(r: Row) -> Capture:
     return Capture(r[0], r[1], r[2], r[3], r[4], r[5], r[6], from_us(r[7]))
+
+
+def journal_row(e: JournalEntry) -> Row:
+    return (e.entry_id, to_us(e.at), e.debit, e.credit, e.amount, e.currency, e.ref)
+
+
+def journal_from(r: Row) -> JournalEntry:
+    return JournalEntry(r[0], from_us(r[1]), r[2], r[3], int(r[4]), r[5], r[6])

@@ -210,4 +210,13 @@ TABLES: tuple[str, ...] = (
         amount BIGINT NOT NULL,
         currency TEXT NOT NULL,
         at_us BIGINT NOT NULL)""",
+    # the bank's journal: every money movement, one row (issuer/README.md, "Journal")
+    """CREATE TABLE IF NOT EXISTS iss_journal (
+        entry_id TEXT PRIMARY KEY,
+        at_us BIGINT NOT NULL,
+        debit TEXT NOT NULL,
+        credit TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        ref TEXT NOT NULL)""",
 )

@@ -39,7 +39,7 @@ _TABLES = frozenset(
     (
         "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
         "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
-        "iss_captures", "epurse_taps", "clearing_items",
+        "iss_captures", "iss_journal", "epurse_taps", "clearing_items",
     )
 )  # fmt: skip
 
@@ -217,6 +217,11 @@ class SqlStore(ABC):
             self._executemany(
                 _insert("iss_captures", ir.CAPTURE_COLS),
                 [ir.capture_row(c) for c in ch.captures.values()],
+            )
+        if ch.journal:  # plain INSERT: an entry id seen before fails the transaction
+            self._executemany(
+                _insert("iss_journal", ir.JOURNAL_COLS),
+                [ir.journal_row(e) for e in ch.journal.values()],
             )
 
     # -- e-purse records and clearing -----------------------------------------------------

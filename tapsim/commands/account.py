@@ -1,8 +1,11 @@
 """`tapsim account ...` and `tapsim card issue`: the bank branch of a transaction core's database.
 
 Every command works on the issuer's records of one database (``--db``): issue a card with its
-account, show it, deposit, and move it through its lifecycle (issuer/README.md).  ``--at`` sets
-the branch's clock (default now), so a simulation can age an account into dormancy.
+account, show it, deposit, withdraw, transfer, move it through its lifecycle, run the bank's
+nightly sweep and reconcile the accounts with the bank's journal (issuer/README.md).  ``--at``
+sets the branch's clock (default now), so a simulation can age an account into dormancy.
+Before any branch work the clock's due closings run (a card replaced at another bank: its old
+account closes once the grace period is over, its balance moved to the new card).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from backoffice.storage import SqlStore
     from emv.card.profile import CardProfile
     from issuer.models import Account, Card
@@ -39,15 +44,17 @@ DEFAULT_BANK = "ICBC"
 REPLACE_REASONS = ("renewal", "loss", "damage")
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
+_REQUEST_ID = re.compile(r"[!-~]{1,64}")  # printable ASCII, no spaces
 
 # sub-command -> (help, what it does at the branch)
 LIFECYCLE: dict[str, str] = {
-    "activate": "activate the financial function (first time, or after sealing)",
+    "activate": "activate the financial function (first time, or after sealing; counts as "
+                "account movement)",
     "lost": "report the card lost (挂失)",
     "unfreeze": "lift a loss report (解挂): back to the state before it",
     "seal": "seal: social security status sealed (封存)",
     "dormant": "mark dormant: no account movement for the bank's dormancy period",
-    "restore": "restore a dormant account at the branch",
+    "restore": "restore a dormant account at the branch (counts as account movement)",
     "expire": "expire the card (on or after its expiry date)",
     "cancel": "cancel the card and close its account (注销)",
 }
@@ -64,18 +71,55 @@ def _common(p: argparse.ArgumentParser, *, card: bool = True) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _request_id(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--request-id", default=None, metavar="ID",
+                   help="the branch's id for this request (1-64 printable characters): the "
+                        "same id again moves nothing twice (default: a new id each run)")
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     acc = sub.add_parser("account", help="a card's bank account and lifecycle, in a database")
     cs = acc.add_subparsers(dest="account_command", metavar="ACTION")
     cs.required = True
-    show = cs.add_parser("show", help="the card, its account, and the back office's view of it")
+    show = cs.add_parser("show", help="the card, its account, the state the bank acts on and "
+                                      "why, and the back office's view of it")  # fmt: skip
     _common(show)
     show.set_defaults(func=show_main)
     dep = cs.add_parser("deposit", help="deposit money at the branch (counter business)")
     _common(dep)
     dep.add_argument("--amount", type=positive_amount, required=True, metavar="MINOR",
                      help=f"amount in minor units (fen), 1 to {MAX_AMOUNT:,}")
+    _request_id(dep)
     dep.set_defaults(func=action_main, action="deposit")
+    wd = cs.add_parser("withdraw", help="pay money out at the branch (counter business, any "
+                                        "card state: e.g. a replaced card's old account)")
+    _common(wd)
+    wd.add_argument("--amount", type=positive_amount, required=True, metavar="MINOR",
+                    help=f"amount in minor units (fen), 1 to {MAX_AMOUNT:,}, at most the "
+                         "available balance")
+    _request_id(wd)
+    wd.set_defaults(func=action_main, action="withdraw")
+    tr = cs.add_parser("transfer", help="move money from this card's account to another card's "
+                                        "(counter business; a replaced card's old account "
+                                        "emptied this way closes)")  # fmt: skip
+    _common(tr)
+    tr.add_argument("--to", required=True, metavar="TOKEN|PROFILE",
+                    help="the card whose account receives the money")
+    tr.add_argument("--amount", type=positive_amount, default=None, metavar="MINOR",
+                    help=f"amount in minor units (fen), 1 to {MAX_AMOUNT:,} (default: all "
+                         "that is available)")
+    _request_id(tr)
+    tr.set_defaults(func=transfer_main)
+    sw = cs.add_parser("sweep", help="the bank's nightly job: expiry and dormancy that are due, "
+                                     "old accounts of replaced cards closed after grace")
+    _common(sw, card=False)
+    sw.set_defaults(func=sweep_main)
+    rc = cs.add_parser("reconcile",
+                       help="check every account's balance and holds against the bank's "
+                            "journal rows; exit 1 on a mismatch")  # fmt: skip
+    add_db_argument(rc)
+    rc.add_argument("--json", action="store_true", help="print one JSON object")
+    rc.set_defaults(func=reconcile_main)
     for name, text in LIFECYCLE.items():
         p = cs.add_parser(name, help=text)
         _common(p)
@@ -87,10 +131,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     rep.add_argument("--new-pan", default=None, metavar="PAN",
                      help="another TEST PAN for the new card (default: the profile's)")
     rep.add_argument("--reason", choices=REPLACE_REASONS, default="loss",
-                     help="renewal (from 60 days before expiry), loss or damage")
+                     help="renewal (from the 60th day before the card's last valid day, that "
+                          "day included), loss or damage")
     rep.add_argument("--bank", default=None, metavar="ID",
-                     help="the new card's bank (default: the old card's; another bank closes "
-                          "the old account after a grace period)")
+                     help="the new card's bank (default: the old card's; at another bank the "
+                          "old account closes after the bank's grace period, its balance "
+                          "moved to the new card unless withdrawn or transferred before)")
     rep.add_argument("--balance", type=amount, default=0, metavar="MINOR",
                      help=f"opening balance of the new card's account, 0 to {MAX_AMOUNT:,} "
                           "minor units")
@@ -193,19 +239,42 @@ class _Branch:
                             "currency code (stored by an older tapsim that did not check it)")
         return token
 
+    def housekeeping(self, now: datetime) -> None:
+        """The closings the bank's clock makes due (backoffice.branch.housekeeping)."""
+        from backoffice.branch import BranchError, housekeeping  # noqa: PLC0415
+
+        try:
+            housekeeping(self.issuer, now)
+        except BranchError as exc:
+            raise UserError(str(exc)) from None
+
     def save(self) -> None:
-        self.store.save_issuer(self.issuer.drain_changes())
+        from backoffice.storage import StorageError  # noqa: PLC0415
+
+        try:
+            self.store.save_issuer(self.issuer.drain_changes())
+        except StorageError as exc:
+            raise UserError(f"{self.store.url}: nothing was written: {exc}") from None
 
     def close(self) -> None:
         self.store.close()
 
 
-def _card_dict(issuer: Issuer, card: Card) -> dict[str, Any]:
+def _card_dict(issuer: Issuer, card: Card, now: datetime) -> dict[str, Any]:
+    from issuer.authorization import state_code  # noqa: PLC0415
+    from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
+    from issuer.lifecycle import explain  # noqa: PLC0415
+
     account = issuer.account(card.account_id)
+    policy = issuer.policy(card.bank_id)
+    effective, why = explain(card, account, now, policy)
+    code = state_code(card, account, now, policy)
     out: dict[str, Any] = {
         "token": card.pan_token, "masked_pan": card.masked_pan, "psn": card.psn,
         "bank": card.bank_id, "scheme": card.scheme, "state": card.state.value,
         "state_changed_at": card.state_changed_at.isoformat(),
+        "effective_state": effective.value, "why": why, "at": now.isoformat(),
+        "payment_code": code.value, "payment_meaning": DESCRIPTIONS[code],
         "expires_at": card.expires_at.isoformat(),
         "account": _account_dict(account),
     }  # fmt: skip
@@ -229,9 +298,11 @@ def _print_card(d: dict[str, Any]) -> None:
     a = d["account"]
     cur = a["currency"]
     print(f"card        {d['masked_pan']} (token {d['token']})")
-    print(f"state       {d['state']} since {d['state_changed_at']}"
+    print(f"state       {d['state']} since {d['state_changed_at']} (stored)"
           + (f" (before the loss report: {d['state_before_lost']})"
              if "state_before_lost" in d else ""))  # fmt: skip
+    print(f"acts as     {d['effective_state']} at {d['at'][:19]}: {d['why']}")
+    print(f"payment     {d['payment_code']} {d['payment_meaning']}")
     print(f"bank        {d['bank']}, {d['scheme']} cryptograms, expires {d['expires_at']}")
     print(f"account     {a['account_id']} {a['status']}: balance {money(a['balance'], cur)} "
           f"{cur}, held {money(a['held'], cur)}, available {money(a['available'], cur)}")
@@ -254,6 +325,7 @@ def issue_main(args: argparse.Namespace) -> int:
     check_currency(args.currency)
     branch = _Branch(args, [profile], create=True)
     try:
+        branch.housekeeping(now)
         try:
             done = issue(branch.issuer, profile, bank=args.bank, balance=args.balance,
                          currency=args.currency, now=now)  # fmt: skip
@@ -265,7 +337,7 @@ def issue_main(args: argparse.Namespace) -> int:
         except BranchError as exc:
             raise UserError(str(exc)) from None
         branch.save()
-        out = _card_dict(branch.issuer, card)
+        out = _card_dict(branch.issuer, card, now)
     finally:
         branch.close()
     if args.json:
@@ -279,12 +351,14 @@ def issue_main(args: argparse.Namespace) -> int:
 def show_main(args: argparse.Namespace) -> int:
     from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
 
-    parse_at(args.at)  # not used by show, but a bad one is still an error
+    now = parse_at(args.at)  # the clock the effective state is told at
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
         issuer = branch.issuer
-        out = _card_dict(issuer, issuer.card(token))
+        # What the bank's clock makes due is shown done (in memory only: show writes nothing).
+        due = [a.account_id for a in issuer.close_after_grace(now)]
+        out = _card_dict(issuer, issuer.card(token), now)
         denied = [r for r in branch.store.deny_list() if r.pan_token == token]
         debts = [d for d in branch.store.debts() if d.pan_token == token
                  and d.status in ("open", "written_off")]  # fmt: skip
@@ -298,6 +372,7 @@ def show_main(args: argparse.Namespace) -> int:
         "debts": [{"debt": d.debt_id, "amount": d.amount, "status": d.status,
                    "attempts": d.attempts, "last_code": d.last_code} for d in debts],
     }  # fmt: skip
+    out["due_closings"] = due
     out["recent_authorizations"] = [
         {"request": a.request_id, "kind": a.kind.value, "amount": a.amount, "code": a.code.value,
          "meaning": DESCRIPTIONS[a.code], "at": a.at.isoformat()} for a in auths
@@ -306,6 +381,9 @@ def show_main(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=1))
         return 0
     _print_card(out)
+    if due:
+        print(f"due         closed at this clock after the grace period: {', '.join(due)} "
+              "(written by the next branch command or `tapsim account sweep`)")
     cur = out["account"]["currency"]
     bo = out["back_office"]
     print(f"deny list   {'yes (' + str(bo['deny_reason']) + ')' if bo['deny_listed'] else 'no'}")
@@ -318,29 +396,170 @@ def show_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _request(args: argparse.Namespace) -> str | None:
+    rid: str | None = getattr(args, "request_id", None)
+    if rid is not None and not _REQUEST_ID.fullmatch(rid):
+        raise UserError(f"--request-id {rid!r}: 1 to 64 printable characters without spaces")
+    return rid
+
+
+def _done_before(branch: _Branch, entry_id: str, rid: str, account_id: str,
+                 amount: int | None) -> bool:
+    """True when the journal already holds this request (the same account and amount); a
+    UserError when the request id was used for something else."""
+    from issuer.journal import account_ledger  # noqa: PLC0415
+    from issuer.load_sql import journal_entry  # noqa: PLC0415
+
+    entry = journal_entry(branch.store, entry_id)
+    if entry is None:
+        return False
+    if account_ledger(account_id) not in (entry.debit, entry.credit) or (
+            amount is not None and entry.amount != amount):
+        raise UserError(f"--request-id {rid!r} was already used for another account or amount "
+                        f"({entry.amount} on {entry.at.isoformat()[:19]})")
+    return True
+
+
 def action_main(args: argparse.Namespace) -> int:
-    from backoffice.branch import BranchError, act  # noqa: PLC0415
+    from backoffice.branch import MONEY_ACTIONS, BranchError, act  # noqa: PLC0415
 
     now = parse_at(args.at)
+    rid = _request(args)
     branch = _Branch(args)
     try:
         token = branch.token(args.card)
         amount = getattr(args, "amount", None)
-        try:
-            act(branch.issuer, token, args.action, now, amount=amount)
-        except BranchError as exc:
-            raise UserError(f"{args.action}: {exc}") from None
-        branch.save()
-        out = _card_dict(branch.issuer, branch.issuer.card(token))
+        account_id = branch.issuer.card(token).account_id
+        repeated = rid is not None and args.action in MONEY_ACTIONS and _done_before(
+            branch, f"{args.action}:{rid}", rid, account_id, amount)
+        if not repeated:
+            branch.housekeeping(now)
+            try:
+                act(branch.issuer, token, args.action, now, amount=amount, ref=rid)
+            except BranchError as exc:
+                raise UserError(f"{args.action}: {exc}") from None
+            branch.save()
+        out = _card_dict(branch.issuer, branch.issuer.card(token), now)
     finally:
         branch.close()
+    if repeated:
+        out["repeated"] = True
     if args.json:
         print(json.dumps(out, indent=1))
     else:
-        what = f"deposit {money(amount, out['account']['currency'])}" if amount else args.action
-        print(f"{what}: done")
+        cur = out["account"]["currency"]
+        what = f"{args.action} {money(amount, cur)}" if amount else args.action
+        print(f"{what}: already done by request {rid}, nothing moved again" if repeated
+              else f"{what}: done")
         _print_card(out)
     return 0
+
+
+def transfer_main(args: argparse.Namespace) -> int:
+    from backoffice.branch import BranchError, transfer  # noqa: PLC0415
+
+    now = parse_at(args.at)
+    rid = _request(args)
+    branch = _Branch(args)
+    try:
+        token = branch.token(args.card)
+        to = branch.token(args.to)
+        issuer = branch.issuer
+        repeated = rid is not None and _done_before(
+            branch, f"transfer:{rid}", rid, issuer.card(token).account_id, args.amount)
+        if not repeated:
+            branch.housekeeping(now)
+            before = issuer.account(issuer.card(token).account_id).balance
+            try:
+                transfer(issuer, token, to, now, amount=args.amount, ref=rid)
+            except BranchError as exc:
+                raise UserError(f"transfer: {exc}") from None
+            moved = before - issuer.account(issuer.card(token).account_id).balance
+            branch.save()
+        out: dict[str, Any] = {"from": _card_dict(issuer, issuer.card(token), now),
+                               "to": _card_dict(issuer, issuer.card(to), now)}  # fmt: skip
+    finally:
+        branch.close()
+    out["repeated"] = repeated
+    if not repeated:
+        out["amount"] = moved
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    cur = out["from"]["account"]["currency"]
+    if repeated:
+        print(f"transfer: already done by request {rid}, nothing moved again")
+    else:
+        print(f"transfer {money(moved, cur)} from {out['from']['masked_pan']} to "
+              f"{out['to']['masked_pan']}: done")
+    _print_card(out["from"])
+    return 0
+
+
+def sweep_main(args: argparse.Namespace) -> int:
+    now = parse_at(args.at)
+    branch = _Branch(args)
+    try:
+        issuer = branch.issuer
+        closed = issuer.close_after_grace(now)
+        changed = issuer.sweep(now)
+        branch.save()
+    finally:
+        branch.close()
+    out: dict[str, Any] = {
+        "at": now.isoformat(),
+        "cards": [{"card": c.masked_pan, "token": c.pan_token, "state": c.state.value}
+                  for c in changed],
+        "closed_accounts": [{"account_id": a.account_id, "balance_moved": a.balance}
+                            for a in closed],
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for c in out["cards"]:
+        print(f"card        {c['card']} -> {c['state']}")
+    for a in out["closed_accounts"]:
+        print(f"closed      {a['account_id']} (balance {a['balance_moved']} moved to the new "
+              "card's account)")
+    print(f"sweep at {now.isoformat()}: {len(changed)} card(s) changed, {len(closed)} old "
+          "account(s) closed")
+    return 0
+
+
+def reconcile_main(args: argparse.Namespace) -> int:
+    from backoffice.storage import StorageError  # noqa: PLC0415
+    from issuer.load_sql import reconcile_db  # noqa: PLC0415
+
+    spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
+    if missing_sqlite_file(args.db) is not None:
+        raise UserError(f"no database {spec}")
+    store = open_db(args.db)
+    try:
+        result = reconcile_db(store)
+    except StorageError as exc:
+        raise UserError(f"{store.url}: {exc}") from None
+    finally:
+        store.close()
+    out = {
+        "ok": result.ok, "accounts": result.accounts, "journal_rows": result.entries,
+        "rows_sum": result.total, "bank_side": result.bank_side,
+        "mismatches": [{"account": m.account_id, "what": m.what, "stored": m.stored,
+                        "journal": m.journal, "message": str(m)} for m in result.mismatches],
+    }  # fmt: skip
+    if args.json:
+        print(json.dumps(out, indent=1))
+    else:
+        for m in result.mismatches:
+            print(f"mismatch    {m}")
+        for name, value in result.bank_side.items():
+            print(f"ledger      {name} {value:+d}")
+        if result.total:
+            print(f"mismatch    the journal's sides sum to {result.total}, not 0")
+        verdict = "OK" if result.ok else f"MISMATCH ({len(result.mismatches)})"
+        print(f"{verdict}: {result.accounts} account(s), {result.entries} journal row(s): "
+              + ("balances and holds equal the journal rows" if result.ok
+                 else "the bank's rows and its journal disagree"))
+    return 0 if result.ok else 1
 
 
 def replace_main(args: argparse.Namespace) -> int:
@@ -352,14 +571,15 @@ def replace_main(args: argparse.Namespace) -> int:
     branch = _Branch(args, [new])
     try:
         token = branch.token(args.card)
+        branch.housekeeping(now)
         try:
             done = replace(branch.issuer, token, new, reason=ReplaceReason(args.reason), now=now,
                            bank=args.bank, balance=args.balance)  # fmt: skip
         except BranchError as exc:
             raise UserError(f"replace: {exc}") from None
         branch.save()
-        old = _card_dict(branch.issuer, branch.issuer.card(token))
-        out = {"old": old, "new": _card_dict(branch.issuer, done.card)}
+        old = _card_dict(branch.issuer, branch.issuer.card(token), now)
+        out = {"old": old, "new": _card_dict(branch.issuer, done.card, now)}
     finally:
         branch.close()
     if args.json:
@@ -368,4 +588,3 @@ def replace_main(args: argparse.Namespace) -> int:
         print(f"replaced {old['masked_pan']} by {out['new']['masked_pan']} ({args.reason})")
         _print_card(out["new"])
     return 0
-
