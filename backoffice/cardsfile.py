@@ -31,6 +31,9 @@ from issuer.models import ReplaceReason
 from issuer.policy import BankPolicy
 
 DEFAULT_BALANCE = 10_000  # 100.00 in minor units
+MAX_AMOUNT = 999_999_999_999
+"""The largest balance or deposit, minor units: EMV's 12-digit amount, as tapsim.checks'
+MAX_AMOUNT (tested equal), far inside the database's 64-bit columns."""
 STATES = ("active", "not-activated", "lost", "sealed", "dormant", "expired", "cancelled",
           "replaced")  # fmt: skip
 _CARD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -162,8 +165,9 @@ def parse_cards(text: bytes, source: str, *, base: Path = Path(".")) -> CardsFil
             if not luhn_ok(pan):
                 raise CardsFileError(source, f"{where}.pan: Luhn check digit is wrong")
             profile = dataclasses.replace(profile, pan=pan)
-        if c.balance < 0:
-            raise CardsFileError(source, f"{where}.balance: must not be negative")
+        if not 0 <= c.balance <= MAX_AMOUNT:
+            raise CardsFileError(source, f"{where}.balance: {c.balance} is out of range: 0 to "
+                                         f"{MAX_AMOUNT:,} minor units")
         if c.bank not in bank_ids:
             raise CardsFileError(
                 source, f"{where}.bank: no bank {c.bank!r} (known: {', '.join(sorted(bank_ids))})"
@@ -187,8 +191,9 @@ def parse_cards(text: bytes, source: str, *, base: Path = Path(".")) -> CardsFil
                                              f"{', '.join(ACTIONS)}")  # fmt: skip
             if (e.action == "deposit") != (e.amount is not None):
                 raise CardsFileError(source, f"{ew}: amount is for deposits, and they need one")
-            if e.amount is not None and e.amount <= 0:
-                raise CardsFileError(source, f"{ew}.amount: must be positive")
+            if e.amount is not None and not 1 <= e.amount <= MAX_AMOUNT:
+                raise CardsFileError(source, f"{ew}.amount: {e.amount} is out of range: 1 to "
+                                             f"{MAX_AMOUNT:,} minor units")
             events.append(CardEvent(e.at, e.action, e.amount))
         cards[card_id] = CardSpec(
             card_id, profile, c.balance, c.bank, state, c.expires, c.replaced_by, reason,

@@ -13,8 +13,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from backoffice.storage.base import StorageError, StorageUnavailableError
+from backoffice.storage.owner import Survey
+from backoffice.storage.schema import APPLICATION_ID
 from backoffice.storage.sql import Params, SqlStore
 
 SYNCHRONOUS = ("off", "normal", "full", "extra")
@@ -23,52 +26,101 @@ SYNCHRONOUS = ("off", "normal", "full", "extra")
 class SqliteStore(SqlStore):
     backend = "sqlite"
 
-    def __init__(self, url: str, path: str, synchronous: str = "full") -> None:
+    def __init__(self, url: str, path: str, synchronous: str = "full", *,
+                 read_only: bool = False) -> None:
         super().__init__(url)
         if synchronous not in SYNCHRONOUS:
             raise StorageError(f"sqlite synchronous must be one of {', '.join(SYNCHRONOUS)}")
+        self._path = path
+        self._synchronous = synchronous
         if path != ":memory:":
             parent = Path(path).parent
             if not parent.is_dir():
                 raise StorageUnavailableError(f"sqlite: directory {parent} does not exist")
+            if read_only and not Path(path).exists():
+                raise StorageUnavailableError(f"sqlite: no database file {path}")
         try:
-            self._conn = sqlite3.connect(path, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            if read_only and path != ":memory:":  # SQLite itself then refuses every write
+                uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro"
+                self._conn = sqlite3.connect(uri, isolation_level=None, uri=True)
+            else:
+                self._conn = sqlite3.connect(path, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout=5000")
-            self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
         except sqlite3.Error as exc:
             raise StorageUnavailableError(f"sqlite: cannot open {path}: {exc}") from None
-        self._create_schema()
+        try:
+            self._open_schema(read_only=read_only)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _where(self) -> str:
+        return f"sqlite file {self._path}"
+
+    def _survey(self) -> Survey:
+        try:
+            app_id = int(self._conn.execute("PRAGMA application_id").fetchone()[0])
+            tables = frozenset(r[0] for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"))
+        except sqlite3.DatabaseError as exc:  # "file is not a database", unreadable file
+            raise StorageError(f"{self._where()} cannot be read as an SQLite database "
+                               f"({exc})") from None
+        marker, version = self._meta_rows(tables)
+        return Survey(tables, app_id, marker, version)
+
+    def _prepare_writes(self) -> None:
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: indexes stay in memory
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _stamp(self) -> None:
+        self._execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    def _error(self, exc: Exception) -> StorageError:
+        """A storage error naming the file; a read-only or full disk said in words."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
+            return StorageError(f"{self._where()} is read-only: cannot write to it ({exc}; "
+                                "check the permissions of the file and its folder)")
+        if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+            return StorageError(f"{self._where()}: the disk is full, nothing written ({exc})")
+        if isinstance(exc, OverflowError):
+            return StorageError(f"{self._where()}: a number too large for a 64-bit column "
+                                f"({exc}); nothing written")
+        return StorageError(f"sqlite: {exc}")
 
     def _execute(self, sql: str, params: Params = ()) -> None:
         try:
             self._conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StorageError(f"sqlite: {exc}") from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            raise self._error(exc) from exc
 
     def _executemany(self, sql: str, rows: Sequence[Params]) -> None:
         try:
             self._conn.executemany(sql, rows)
-        except sqlite3.Error as exc:
-            raise StorageError(f"sqlite: {exc}") from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            raise self._error(exc) from exc
 
     def _query(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"sqlite: {exc}") from exc
+        except (sqlite3.Error, OverflowError) as exc:
+            raise self._error(exc) from exc
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
-        self._execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
