@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -42,7 +42,9 @@ def split_schema(url: str) -> tuple[str, str]:
             kept.append((key, value))
     if schema is not None and not _SCHEMA.fullmatch(schema):
         raise StorageError("postgresql: schema must be a lowercase SQL identifier")
-    return urlunsplit(parts._replace(query=urlencode(kept))), schema or DEFAULT_SCHEMA
+    # quote, not quote_plus: libpq reads %20 as a space (options=-c%20x%3Dy) but not "+"
+    return (urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))),
+            schema or DEFAULT_SCHEMA)
 
 
 def _names_schema(url: str) -> bool:

@@ -8,6 +8,7 @@ batch survive power loss, ``normal`` only a process crash (choose with
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,17 @@ from backoffice.storage.schema import APPLICATION_ID
 from backoffice.storage.sql import Params, SqlStore
 
 SYNCHRONOUS = ("off", "normal", "full", "extra")
+
+
+def _read_only_uri(path: Path) -> str:
+    """The URI opening ``path`` read-only.  In a folder this process cannot write, SQLite
+    could not make the -shm file a WAL database's readers need; with no -wal file there
+    either, nothing can be writing it, so it is read as an immutable file instead."""
+    uri = f"file:{quote(str(path.absolute()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if not os.access(path.parent, os.W_OK) and not wal.exists():
+        uri += "&immutable=1"
+    return uri
 
 
 class SqliteStore(SqlStore):
@@ -41,8 +53,8 @@ class SqliteStore(SqlStore):
                 raise StorageUnavailableError(f"sqlite: no database file {path}")
         try:
             if read_only and path != ":memory:":  # SQLite itself then refuses every write
-                uri = f"file:{quote(str(Path(path).absolute()))}?mode=ro"
-                self._conn = sqlite3.connect(uri, isolation_level=None, uri=True)
+                self._conn = sqlite3.connect(_read_only_uri(Path(path)), isolation_level=None,
+                                             uri=True)
             else:
                 self._conn = sqlite3.connect(path, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout=5000")
@@ -63,9 +75,10 @@ class SqliteStore(SqlStore):
             tables = frozenset(r[0] for r in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
                 "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"))
-        except sqlite3.DatabaseError as exc:  # "file is not a database", unreadable file
-            raise StorageError(f"{self._where()} cannot be read as an SQLite database "
-                               f"({exc})") from None
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+                raise StorageError(f"{self._where()} is not an SQLite database ({exc})") from None
+            raise self._error(exc) from None
         marker, version = self._meta_rows(tables)
         return Survey(tables, app_id, marker, version)
 
@@ -88,6 +101,9 @@ class SqliteStore(SqlStore):
                                 "check the permissions of the file and its folder)")
         if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
             return StorageError(f"{self._where()}: the disk is full, nothing written ({exc})")
+        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+            return StorageError(f"{self._where()}: cannot read or write it ({exc}; is the disk "
+                                "full, or the device failing?)")
         if isinstance(exc, OverflowError):
             return StorageError(f"{self._where()}: a number too large for a 64-bit column "
                                 f"({exc}); nothing written")
