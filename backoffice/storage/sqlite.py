@@ -3,7 +3,8 @@
 One connection, explicit ``BEGIN IMMEDIATE`` / ``COMMIT`` per batch.  WAL lets readers
 (reports) run beside the writer; ``synchronous=FULL`` (the default here) makes a committed
 batch survive power loss, ``normal`` only a process crash (choose with
-``sqlite:///path.db?synchronous=normal``).
+``sqlite:///path.db?synchronous=normal``).  WAL is switched on only once the file is known to be
+tapsim's (``backoffice.storage.owner``): another program's file is refused untouched.
 """
 
 from __future__ import annotations
