@@ -141,10 +141,8 @@ def parse_tap(raw: Mapping[str, object] | TapRecord) -> TapRecord:
         raise MalformedTapError("record", f"must be a mapping, got {type(raw).__name__}")
     tap_id: str | None = None
     tap_id = _ident(raw, "tap_id", None)
-    if _DIGIT_RUN.search(tap_id):  # refused, and the id left out of the reject (scrubbed raw)
-        raise MalformedTapError(
-            "tap_id", "holds a run of 12 to 19 digits, which may be a card number (never "
-            "stored in clear): split long numbers in tap ids with a separator", None)
+    if pan_like(tap_id):  # refused, and the id left out of the reject (its raw is scrubbed)
+        raise MalformedTapError("tap_id", PAN_LIKE_ID, None)
     for name in _CLEAR_PAN_FIELDS:
         if raw.get(name) not in (None, ""):
             raise MalformedTapError(
@@ -221,6 +219,15 @@ def tap_to_mapping(tap: TapRecord) -> dict[str, str]:
 
 def _mask_run(match: re.Match[str]) -> str:
     return mask_pan(match.group(0))
+
+
+PAN_LIKE_ID = ("holds a run of 12 to 19 digits, which may be a card number (never stored in "
+               "clear): split long numbers in tap ids with a separator")
+
+
+def pan_like(text: str) -> bool:
+    """Whether ``text`` holds a run of 12 to 19 digits: what :func:`scrub` masks as a PAN."""
+    return _DIGIT_RUN.search(text) is not None
 
 
 def scrub_id(text: str | None) -> str | None:

@@ -80,6 +80,7 @@ def commands(db: str, tmp_path: Path) -> list[list[str]]:
         ["card", "load", "--db", db, "--card", "sscard3", "--amount", "100",
          "--state", str(tmp_path / "card.json")],
         ["issuer", "run", "--db", db, "--listen", "127.0.0.1:0"],
+        ["backoffice", "run", "--db", db, "--broker", "mqtt://127.0.0.1:1"],  # refused first
     ]  # fmt: skip
 
 
@@ -548,3 +549,29 @@ def test_many_rejects_are_counted_after_the_first_ones(
     named = [line for line in err.splitlines() if "no card 'nobody'" in line]
     assert len(named) == REJECT_LINES == 20
     assert f"{taps}: 5 more record(s) rejected" in err
+
+
+def test_a_wire_tap_with_a_card_number_in_its_id_is_dead_lettered_masked(
+    tmp_path: Path,
+) -> None:
+    """The broker's path builds the core's record without parse_tap: the same rule there."""
+    import datetime as dt
+    import json
+
+    import msgspec
+
+    from backoffice.consumer_map import FareMediaLabels, Refused, dead_letter, read_tap
+    from tests.fixtures.terminal import rig
+    from wire import encode
+
+    qp = rig(tmp_path / "qp.db", validator_id="V1", stop_id="S01", route_id="1",
+             card_name="unionpay-debit")
+    record = qp.validator.tap(qp.reader).record
+    assert record is not None
+    wire = msgspec.structs.replace(record, tap_id=f"V1:{PAN}")
+    media = FareMediaLabels({"cemv": 3})
+    got = read_tap("tapsim/v1/taps/V1", encode(wire), media, dt.UTC)
+    assert isinstance(got, Refused) and got.reason == "malformed"
+    assert got.tap_id == "V1:622202*********0026" and "tap_id: holds a run" in got.detail
+    letter = dead_letter("tapsim/v1/taps/V1", encode(wire), got, dt.datetime.now(dt.UTC))
+    assert PAN not in json.dumps(json.loads(letter))

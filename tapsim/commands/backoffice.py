@@ -576,6 +576,7 @@ def run_main(args: argparse.Namespace) -> int:
         ready.cancel()
         return await run
 
+    open_db(url).close()  # another program's database: refused before a lock is made beside it
     try:
         with WriterLock(url):
             stats = asyncio.run(main())
