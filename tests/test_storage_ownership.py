@@ -575,3 +575,21 @@ def test_a_wire_tap_with_a_card_number_in_its_id_is_dead_lettered_masked(
     assert got.tap_id == "V1:622202*********0026" and "tap_id: holds a run" in got.detail
     letter = dead_letter("tapsim/v1/taps/V1", encode(wire), got, dt.datetime.now(dt.UTC))
     assert PAN not in json.dumps(json.loads(letter))
+
+
+def test_a_storage_error_no_command_caught_is_still_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tapsim/cli.py's net: the database failing after it was opened (here: at the write)."""
+    from backoffice.storage.sql import SqlStore
+
+    db = str(tmp_path / "bank.db")
+    ok(capsys, "card", "issue", "--db", db, "--profile", "unionpay-debit", "--activate")
+
+    def fail(self: SqlStore, changes: object) -> None:
+        raise StorageError(f"sqlite file {db} is read-only: cannot write to it (simulated)")
+
+    monkeypatch.setattr(SqlStore, "save_issuer", fail)
+    err = refused(capsys, "account", "deposit", "--db", db, "--card", "unionpay-debit",
+                  "--amount", "100")
+    assert err == f"tapsim: error: sqlite file {db} is read-only: cannot write to it (simulated)"
