@@ -166,8 +166,8 @@ class SqlStore(ABC):
         if owner is Owner.EMPTY and read_only:
             raise StorageError(f"{self._where()} holds no tapsim data yet (nothing to read; "
                                "tapsim card issue or a replay creates it)")
-        version = survey.marker or survey.version
-        if owner is not Owner.EMPTY and version != SCHEMA_VERSION:
+        version = survey.marker or survey.version  # None: marked, but its rows are gone
+        if version is not None and version != SCHEMA_VERSION:
             raise StorageError(f"{self._where()} has schema version {version}, "
                                f"this tapsim needs {SCHEMA_VERSION}")
         if read_only:
