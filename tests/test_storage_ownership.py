@@ -593,3 +593,33 @@ def test_a_storage_error_no_command_caught_is_still_one_line(
     err = refused(capsys, "account", "deposit", "--db", db, "--card", "unionpay-debit",
                   "--amount", "100")
     assert err == f"tapsim: error: sqlite file {db} is read-only: cannot write to it (simulated)"
+
+
+def test_a_postgresql_role_that_may_only_read_gets_a_message_from_writing_commands(
+    capsys: pytest.CaptureFixture[str], pg_admin: psycopg.Connection[tuple[object, ...]],
+    pg_schema: str,
+) -> None:  # fmt: skip
+    ok(capsys, "card", "issue", "--db", pg_url(pg_schema), "--profile", "unionpay-debit",
+       "--balance", "500", "--at", AT, "--activate")  # fmt: skip
+    role = "r_" + uuid.uuid4().hex[:12]
+    schema, who = sql.Identifier(pg_schema), sql.Identifier(role)
+    pg_admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(who))
+    try:
+        pg_admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, who))
+        pg_admin.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(
+            schema, who))
+        parts = pg_url(pg_schema).split("://", 1)
+        url = f"{parts[0]}://{role}@{parts[1].split('@', 1)[-1]}"
+        try:
+            psycopg.connect(url.split("?", maxsplit=1)[0], connect_timeout=5).close()
+        except psycopg.OperationalError as exc:
+            pytest.skip(f"cannot log in as a new role here ({exc}): role test NOT run")
+        for args in WRITERS[:3]:
+            err = refused(capsys, *args, "--db", url)
+            assert f"postgresql schema {pg_schema} of " in err and "not allowed (permission " \
+                "denied" in err, (args, err)
+        out = ok(capsys, "account", "show", "--db", url, "--card", "unionpay-debit")
+        assert "balance 5.00 CNY" in out
+    finally:
+        pg_admin.execute(sql.SQL("DROP OWNED BY {}").format(who))
+        pg_admin.execute(sql.SQL("DROP ROLE {}").format(who))
