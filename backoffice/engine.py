@@ -76,7 +76,14 @@ from backoffice.records import (
     tap_row,
     to_us,
 )
-from backoffice.taps import MalformedTapError, TapRecord, parse_tap, scrub, tap_to_mapping
+from backoffice.taps import (
+    MalformedTapError,
+    TapRecord,
+    parse_tap,
+    scrub,
+    scrub_id,
+    tap_to_mapping,
+)
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 
 # FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
@@ -734,6 +741,7 @@ class BackOffice:
         res: BatchResult,
         alert: str | None = None,
     ) -> None:
+        tap_id = scrub_id(tap_id)  # a PAN-like tap id is kept and reported masked
         text = scrub(tap_to_mapping(raw) if isinstance(raw, TapRecord) else raw)
         reject_id = hashlib.sha256(f"{text}|{field_name}|{reason}".encode()).hexdigest()[:32]
         if reject_id in self.reject_ids:

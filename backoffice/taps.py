@@ -3,7 +3,9 @@
 Validators send tap records (later as ``wire`` messages; from CSV or JSON in replays).
 :func:`parse_tap` turns a loose mapping into a :class:`TapRecord` or raises
 :class:`MalformedTapError` naming the field and the reason; the caller keeps such a record
-in the rejects table (scrubbed by :func:`scrub`) rather than dropping it.
+in the rejects table (scrubbed by :func:`scrub`) rather than dropping it.  A tap id holding
+a run of 12 to 19 digits (a card number's length, the runs :func:`scrub` masks) is refused:
+a tap id is stored and sent back to its validator as it is, so it must never be a PAN.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def parse_tap(raw: Mapping[str, object] | TapRecord) -> TapRecord:
         raise MalformedTapError("record", f"must be a mapping, got {type(raw).__name__}")
     tap_id: str | None = None
     tap_id = _ident(raw, "tap_id", None)
+    if pan_like(tap_id):  # refused, and the id left out of the reject (its raw is scrubbed)
+        raise MalformedTapError("tap_id", PAN_LIKE_ID, None)
     for name in _CLEAR_PAN_FIELDS:
         if raw.get(name) not in (None, ""):
             raise MalformedTapError(
@@ -215,6 +219,21 @@ def tap_to_mapping(tap: TapRecord) -> dict[str, str]:
 
 def _mask_run(match: re.Match[str]) -> str:
     return mask_pan(match.group(0))
+
+
+PAN_LIKE_ID = ("holds a run of 12 to 19 digits, which may be a card number (never stored in "
+               "clear): split long numbers in tap ids with a separator")
+
+
+def pan_like(text: str) -> bool:
+    """Whether ``text`` holds a run of 12 to 19 digits: what :func:`scrub` masks as a PAN."""
+    return _DIGIT_RUN.search(text) is not None
+
+
+def scrub_id(text: str | None) -> str | None:
+    """An identifier (a tap id) with any PAN-like digit run masked, as :func:`scrub` masks
+    them in a record: what a rejected record's tap id is kept and reported as."""
+    return None if text is None else _DIGIT_RUN.sub(_mask_run, text)
 
 
 def scrub(raw: object) -> str:

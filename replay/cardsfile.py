@@ -164,8 +164,8 @@ def parse_cards(text: bytes, source: str, *, base: Path = Path(".")) -> CardsFil
                 raise CardsFileError(source, f"{where}.pan: Luhn check digit is wrong")
             profile = dataclasses.replace(profile, pan=pan)
         if not 0 <= c.balance <= MAX_AMOUNT:
-            raise CardsFileError(source, f"{where}.balance: must be 0 to {MAX_AMOUNT:,} minor "
-                                         f"units, got {c.balance}")
+            raise CardsFileError(source, f"{where}.balance: {c.balance} is out of range: 0 to "
+                                         f"{MAX_AMOUNT:,} minor units")
         if c.bank not in bank_ids:
             raise CardsFileError(
                 source, f"{where}.bank: no bank {c.bank!r} (known: {', '.join(sorted(bank_ids))})"
@@ -189,8 +189,9 @@ def parse_cards(text: bytes, source: str, *, base: Path = Path(".")) -> CardsFil
                                              f"{', '.join(ACTIONS)}")  # fmt: skip
             if (e.action == "deposit") != (e.amount is not None):
                 raise CardsFileError(source, f"{ew}: amount is for deposits, and they need one")
-            if e.amount is not None and e.amount <= 0:
-                raise CardsFileError(source, f"{ew}.amount: must be positive")
+            if e.amount is not None and not 1 <= e.amount <= MAX_AMOUNT:
+                raise CardsFileError(source, f"{ew}.amount: {e.amount} is out of range: 1 to "
+                                             f"{MAX_AMOUNT:,} minor units")
             events.append(CardEvent(e.at, e.action, e.amount))
         cards[card_id] = CardSpec(
             card_id, profile, c.balance, c.bank, state, c.expires, c.replaced_by, reason,

@@ -70,6 +70,13 @@ def _terminated(signum: int, frame: object) -> None:
     raise Interrupted(signum)
 
 
+def _is_storage_error(exc: Exception) -> bool:
+    """A database failure no command turned into a UserError (its message names the
+    database and says why): looked up, not imported, to keep the fast start."""
+    base = sys.modules.get("backoffice.storage.base")
+    return base is not None and isinstance(exc, base.StorageError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     # Only the main thread may set handlers (tests call main() from threads too).
@@ -87,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop = exc if isinstance(exc, Interrupted) else Interrupted.of(exc, "")
         print(f"tapsim: interrupted{': ' + stop.done if stop.done else ''}", file=sys.stderr)
         return stop.exit_code
+    except Exception as exc:
+        if not _is_storage_error(exc):
+            raise
+        print(f"tapsim: error: {exc}", file=sys.stderr)  # a read-only database, a full disk
+        return 2
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

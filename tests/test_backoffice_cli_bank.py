@@ -210,5 +210,5 @@ def test_a_huge_balance_in_a_cards_file_names_the_file_and_field(
                     "a,u,2025-03-03T08:00:00+08:00,S01,1,on\n")  # fmt: skip
     err = fails(capsys, "backoffice", "replay", "--feed", "city", "--taps", str(taps),
                 "--cards", str(cards), "--db", sqlite_db)  # fmt: skip
-    assert err == (f"tapsim: error: {cards}: cards.u.balance: must be 0 to 999,999,999,999 minor "
-                   "units, got 100000000000000000000\n")
+    assert err == (f"tapsim: error: {cards}: cards.u.balance: 100000000000000000000 is out of "
+                   "range: 0 to 999,999,999,999 minor units\n")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from backoffice.records import EpurseTapRow
-from backoffice.taps import Action, TapRecord
+from backoffice.taps import PAN_LIKE_ID, Action, TapRecord, pan_like, scrub_id
 from fare.clock import epoch_us
 from wire import topics
 from wire.codec import decode
@@ -129,6 +129,8 @@ def read_tap(topic: str, payload: bytes, media: FareMediaLabels, tz: dt.tzinfo) 
         return Refused(Reason.WRONG_TOPIC.value,
                        f"a record of validator {wire_tap.validator_id!r} on {topic!r}",
                        wire_tap.tap_id)
+    if pan_like(wire_tap.tap_id):  # parse_tap's rule: never kept or sent on in clear
+        return Refused(Reason.MALFORMED.value, f"tap_id: {PAN_LIKE_ID}", scrub_id(wire_tap.tap_id))
     return to_core(wire_tap, media, tz)
 
 

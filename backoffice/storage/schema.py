@@ -12,6 +12,13 @@ from __future__ import annotations
 
 SCHEMA_VERSION = "1"
 
+# How tapsim knows its own database (backoffice/README.md, "Storage"): SQLite's header field
+# ``PRAGMA application_id`` holds APPLICATION_ID ("TAPS" in ASCII), and on both backends the
+# meta table holds MARKER_KEY = SCHEMA_VERSION (beside the older VERSION_KEY row).
+APPLICATION_ID = 0x54415053
+MARKER_KEY = "tapsim.schema"
+VERSION_KEY = "schema_version"
+
 TABLES: tuple[str, ...] = (
     """CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
@@ -220,3 +227,10 @@ TABLES: tuple[str, ...] = (
         currency TEXT NOT NULL,
         ref TEXT NOT NULL)""",
 )
+
+
+def table_names(ddl: tuple[str, ...]) -> frozenset[str]:
+    """The tables ``ddl`` creates (its ``CREATE TABLE IF NOT EXISTS name`` statements)."""
+    prefix = "CREATE TABLE IF NOT EXISTS "
+    return frozenset(d[len(prefix):].split(None, 1)[0].rstrip("(") for d in ddl
+                     if d.startswith(prefix))

@@ -29,7 +29,8 @@ from backoffice.records import (
 )
 from backoffice.storage import issuer_rows as ir
 from backoffice.storage.base import ISSUER_CHANGED_KEY, BalanceRow, FareRow, StorageError
-from backoffice.storage.schema import SCHEMA_VERSION, TABLES
+from backoffice.storage.owner import Owner, Survey, classify, refusal
+from backoffice.storage.schema import MARKER_KEY, SCHEMA_VERSION, TABLES, VERSION_KEY
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
@@ -126,21 +127,59 @@ class SqlStore(ABC):
 
     # -- schema ---------------------------------------------------------------------------
 
-    def _create_schema(self) -> None:
+    @abstractmethod
+    def _survey(self) -> Survey:
+        """What the database holds (its tables, and SQLite's application id)."""
+
+    def _where(self) -> str:
+        """The database named for a message: which file, or which schema of which database."""
+        return f"{self.backend} database {self._url}"
+
+    def _prepare_writes(self) -> None:
+        """Settings a writer needs, made only once the database is known to be tapsim's
+        (SQLite: WAL, so another program's file is never switched to it)."""
+        return
+
+    def _stamp(self) -> None:
+        """Mark the database as tapsim's beyond the meta rows (SQLite: its application id)."""
+        return
+
+    def _meta_rows(self, tables: frozenset[str]) -> tuple[str | None, str | None]:
+        """The marker and version rows of the meta table, if there is one."""
+        if "meta" not in tables:
+            return None, None
+        try:
+            rows = dict(self._query("SELECT key, value FROM meta WHERE key IN (?, ?)",
+                                    (MARKER_KEY, VERSION_KEY)))
+        except StorageError:  # another program's meta table, without these columns
+            return None, None
+        return rows.get(MARKER_KEY), rows.get(VERSION_KEY)
+
+    def _open_schema(self, *, read_only: bool = False) -> None:
+        """Check the database is tapsim's (an empty one is made tapsim's, unless
+        ``read_only``) and of this tapsim's schema version, else a StorageError saying so;
+        then, for a writer, create any missing table and the marker."""
+        survey = self._survey()
+        owner = classify(survey)
+        if owner is Owner.FOREIGN:
+            raise StorageError(refusal(self._where(), survey))
+        if owner is Owner.EMPTY and read_only:
+            raise StorageError(f"{self._where()} holds no tapsim data yet (nothing to read; "
+                               "tapsim card issue or a replay creates it)")
+        version = survey.marker or survey.version  # None: marked, but its rows are gone
+        if version is not None and version != SCHEMA_VERSION:
+            raise StorageError(f"{self._where()} has schema version {version}, "
+                               f"this tapsim needs {SCHEMA_VERSION}")
+        if read_only:
+            return
+        self._prepare_writes()
         with self._tx():
             for ddl in TABLES:
                 self._execute(ddl.replace("{serial}", self._serial()))
-            rows = self._query("SELECT value FROM meta WHERE key = ?", ("schema_version",))
-            if not rows:
-                self._execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    ("schema_version", SCHEMA_VERSION),
-                )
-            elif rows[0][0] != SCHEMA_VERSION:
-                raise StorageError(
-                    f"{self.backend} database at {self._url} has schema version {rows[0][0]}, "
-                    f"this tapsim needs {SCHEMA_VERSION}"
-                )
+            for key in (VERSION_KEY, MARKER_KEY):
+                self._execute(_insert_ignore("meta", ("key", "value"), "key"),
+                              (key, SCHEMA_VERSION))
+            self._stamp()
 
     @contextmanager
     def _tx(self) -> Iterator[None]:

@@ -206,7 +206,7 @@ class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
     def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None,
-                 *, create: bool = False):
+                 *, create: bool = False, read_only: bool = False):
         from backoffice.branch import key_store  # noqa: PLC0415
         from issuer.service import Issuer  # noqa: PLC0415
 
@@ -215,7 +215,7 @@ class _Branch:
         spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
         if not create and missing_sqlite_file(args.db) is not None:
             raise UserError(f"no database {spec} (tapsim card issue creates one)")
-        self.store: SqlStore = open_db(args.db)
+        self.store: SqlStore = open_db(args.db, read_only=read_only)
         try:
             banks = db_banks(self.store)
             self.issuer = Issuer(key_store(kek(), profiles or []), banks, token_key(),
@@ -352,7 +352,7 @@ def show_main(args: argparse.Namespace) -> int:
     from issuer.codes import DESCRIPTIONS  # noqa: PLC0415
 
     now = parse_at(args.at)  # the clock the effective state is told at
-    branch = _Branch(args)
+    branch = _Branch(args, read_only=True)  # creates nothing, changes nothing
     try:
         token = branch.token(args.card)
         issuer = branch.issuer

@@ -46,6 +46,7 @@ PROGRESS_FROM = 200  # taps: a progress bar for inputs at least this long
 DEFAULT_BATCH = 500  # replay.day.DEFAULT_BATCH, written out for the parser
 MAX_BATCH = 1_000_000  # taps in one database transaction
 MAX_WORKERS = 64  # backoffice.consumer.ConsumerConfig's limit, written out for the parser
+REJECT_LINES = 20  # rejected records named one per line on stderr; the rest counted
 
 
 # -- shared with `card issue` and `account` -----------------------------------------------
@@ -100,13 +101,15 @@ def check_db_url(url: str) -> None:
         raise UserError(f"database URL {redact(url)!r}: {exc}") from None
 
 
-def open_db(arg: str | None) -> SqlStore:
+def open_db(arg: str | None, *, read_only: bool = False) -> SqlStore:
+    """The tapsim database ``--db`` names, or a UserError (another program's database, an
+    unreachable server...); ``read_only``: one that exists already, opened without writing."""
     from backoffice.storage import StorageError, open_store  # noqa: PLC0415
 
     url = db_url(arg)
     check_db_url(url)
     try:
-        return open_store(url)
+        return open_store(url, read_only=read_only)
     except StorageError as exc:
         raise UserError(str(exc)) from None
 
@@ -277,11 +280,28 @@ def replay_main(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         store.close()
+    print_rejects(report, source, {p.line for p in taps_file.problems})
     if args.json:
         print(report.to_json())
     else:
         print_report(report)
     return 0 if report.reconciliation.get("ok") else 1
+
+
+def print_rejects(report: ReplayReport, source: str, printed: set[int]) -> None:
+    """The records the core rejected during the run (a card the cards file lacks, a tap id
+    like a card number, a replayed ATC...) on stderr with their reason, as the bad rows were
+    before it: the first REJECT_LINES, then a count (all are in the report and `rejects`)."""
+    from backoffice.taps import scrub_id  # noqa: PLC0415
+
+    rest = [x for x in report.rejects if x["line"] not in printed]
+    for x in rest[:REJECT_LINES]:
+        where = f"{source}:{x['line']}" if x["line"] else source
+        tap = f" tap {scrub_id(x['tap_id'])}:" if x["tap_id"] else ""
+        print(f"{where}:{tap} {x['field']}: {x['reason']} (kept as a reject)", file=sys.stderr)
+    if len(rest) > REJECT_LINES:
+        print(f"{source}: {len(rest) - REJECT_LINES} more record(s) rejected (kept as rejects; "
+              "all in the report)", file=sys.stderr)
 
 
 def _run(core: TransactionCore, feed: Feed, cards: CardsFile, taps_file: TapsFile, source: str,
@@ -311,6 +331,8 @@ def print_report(r: ReplayReport) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
+
+    from backoffice.taps import scrub_id  # noqa: PLC0415
 
     cur = r.currency
     console = Console(highlight=False, emoji=False)
@@ -378,7 +400,8 @@ def print_report(r: ReplayReport) -> None:
         for x in r.refused
     ])  # fmt: skip
     table("Rejected records (kept)", ["line", "tap", "field", "reason"], [
-        [str(x["line"] or ""), x["tap_id"] or "", x["field"], x["reason"]] for x in r.rejects
+        [str(x["line"] or ""), scrub_id(x["tap_id"]) or "", x["field"], x["reason"]]
+        for x in r.rejects
     ])  # fmt: skip
     table("Alerts", ["time", "card", "kind", "ref"], [
         [hm(a["time"]), a["card"], a["kind"], a["ref"]] for a in r.alerts
@@ -553,6 +576,7 @@ def run_main(args: argparse.Namespace) -> int:
         ready.cancel()
         return await run
 
+    open_db(url).close()  # another program's database: refused before a lock is made beside it
     try:
         with WriterLock(url):
             stats = asyncio.run(main())
