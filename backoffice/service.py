@@ -11,7 +11,7 @@ re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import TypeVar
 
 from backoffice.engine import BackOffice, BatchResult
@@ -49,6 +49,7 @@ class TransactionCore:
         self._issuer: Issuer
         self._core: BackOffice
         self._stale = False
+        self._bank_day: date | None = None  # the service day the bank's day job last ran
         self._reload()
 
     def __repr__(self) -> str:
@@ -114,7 +115,20 @@ class TransactionCore:
         return self.run(lambda: self.core.ingest(records, now))
 
     def close_due(self, now: datetime) -> BatchResult:
-        return self.run(lambda: self.core.close_due(now))
+        """The core's closes due at ``now``; once a service day, with them, the in-process
+        bank's day job: old accounts of cards replaced at another bank close after their
+        grace period (issuer/README.md).  Once a day, not every tick: it visits every card."""
+        day = self.config.aggregation.service_day.day_of(now)
+        if day == self._bank_day:
+            return self.run(lambda: self.core.close_due(now))
+
+        def day_close() -> BatchResult:
+            self.issuer.close_after_grace(now)
+            return self.core.close_due(now)
+
+        result = self.run(day_close)
+        self._bank_day = day
+        return result
 
     def run_recovery(self, now: datetime) -> BatchResult:
         return self.run(lambda: self.core.run_recovery(now))

@@ -216,3 +216,40 @@ def test_explain_names_the_reason_beside_the_stored_state() -> None:
     assert why.endswith("stored state active (the nightly sweep has not run)")
     state, why = explain(card, account, card.expires_at + DAY, issuer.policy("ICBC"))
     assert state is S.EXPIRED and "expiry policy stop" in why
+
+
+def test_the_core_s_day_close_runs_the_bank_s_day_job_once_a_service_day(
+    tmp_path: Path,
+) -> None:
+    """Nothing unattended closed old accounts before: the transaction core's first day close
+    of each service day now runs the in-process bank's day job, and it is durable."""
+    from backoffice.service import TransactionCore
+    from backoffice.storage import open_store, sqlite_url
+    from tests.core_fixtures import BANKS, TOKEN_KEY, config, flat_pricer, keystore
+
+    url = sqlite_url(str(tmp_path / "core.db"))
+    store = open_store(url)
+    try:
+        core = TransactionCore(store, flat_pricer(), keystore(), BANKS, TOKEN_KEY, config())
+        old = new = TestCard(pan_for(0))
+        old_account = ""
+
+        def setup() -> None:
+            nonlocal old, new, old_account
+            old, new, old_account = _replace_at_other_bank(core.issuer)
+
+        core.run(setup)
+        grace_end = T0 + core.issuer.policy("BOC").replacement_grace
+        core.close_due(grace_end - DAY)  # the day before: still open
+        assert core.issuer.account(old_account).status is AccountStatus.OPEN
+        core.close_due(grace_end)  # on the day: closed, the balance moved
+        assert core.issuer.account(old_account).status is AccountStatus.CLOSED
+    finally:
+        store.close()
+    store = open_store(url)  # durable: read back by a new core
+    try:
+        again = TransactionCore(store, flat_pricer(), keystore(), BANKS, TOKEN_KEY, config())
+        assert again.issuer.account(old_account).status is AccountStatus.CLOSED
+        assert again.issuer.account(again.issuer.card(new.token).account_id).balance == 500
+    finally:
+        store.close()
