@@ -160,10 +160,11 @@ def test_an_unknown_command_is_told_the_known_ones(capsys: pytest.CaptureFixture
 
 
 def test_written_out_constants_equal_the_domain_s() -> None:
-    from backoffice import branch, replay
+    from backoffice import branch
     from emv.kernel import Outcome
     from fare.samples import sample_names
     from issuer.models import ReplaceReason
+    from replay import day as replay
     from tapsim.commands import account, backoffice, fare, tap, terminal
     from wire.messages import Action
 

@@ -384,6 +384,12 @@ def account_deposit(ran: Ran, ctx: Ctx) -> None:
     assert "balance 70.00 CNY" in ran.stdout, ran.describe()
 
 
+def bank_deposit(ran: Ran, ctx: Ctx) -> None:
+    """issuer/README.md's journal example: issued with 10.00, then 5.00 deposited."""
+    assert "deposit 5.00: done" in ran.stdout and "balance 15.00 CNY" in ran.stdout, \
+        ran.describe()
+
+
 def account_activate(ran: Ran, ctx: Ctx) -> None:
     assert re.search(r"state\s+active", ran.stdout), ran.describe()
 
@@ -523,6 +529,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim card issue", issued),
     Rule(r"^tapsim account show", account_show),
     Rule(r"^tapsim account lost", account_lost),
+    Rule(r"^tapsim account deposit --db sqlite:///bank\.db .*--request-id", bank_deposit),
     Rule(r"^tapsim account deposit", account_deposit),
     Rule(r"^tapsim account activate", account_activate),
     Rule(r"^tapsim account replace", account_replace),
