@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from backoffice.storage.base import (
     BalanceRow,
     FareRow,
+    IssuerConflictError,
     StorageError,
     StorageUnavailableError,
     Store,
@@ -39,6 +40,7 @@ def open_store(url: str) -> SqlStore:
 __all__ = [
     "BalanceRow",
     "FareRow",
+    "IssuerConflictError",
     "PostgresStore",
     "SqlStore",
     "SqliteStore",

@@ -160,7 +160,7 @@ class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
     def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None,
-                 *, create: bool = False):
+                 *, create: bool = False, write: bool = False):
         from backoffice.branch import key_store  # noqa: PLC0415
         from issuer.service import Issuer  # noqa: PLC0415
 
@@ -171,11 +171,13 @@ class _Branch:
             raise UserError(f"no database {spec} (tapsim card issue creates one)")
         self.store: SqlStore = open_db(args.db)
         try:
+            if write:  # the issuer lock from this read to save(): a running core waits, redoes
+                self.store.hold_issuer()
             banks = db_banks(self.store)
             self.issuer = Issuer(key_store(kek(), profiles or []), banks, token_key(),
                                  self.store.load_issuer())  # fmt: skip
         except BaseException:
-            self.store.close()
+            self.close()
             raise
 
     def token(self, spec: str) -> str:
@@ -197,7 +199,10 @@ class _Branch:
         self.store.save_issuer(self.issuer.drain_changes())
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.release_issuer()  # not saved: nothing written
+        finally:
+            self.store.close()
 
 
 def _card_dict(issuer: Issuer, card: Card) -> dict[str, Any]:
@@ -252,7 +257,7 @@ def issue_main(args: argparse.Namespace) -> int:
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
     check_currency(args.currency)
-    branch = _Branch(args, [profile], create=True)
+    branch = _Branch(args, [profile], create=True, write=True)
     try:
         try:
             done = issue(branch.issuer, profile, bank=args.bank, balance=args.balance,
@@ -322,7 +327,7 @@ def action_main(args: argparse.Namespace) -> int:
     from backoffice.branch import BranchError, act  # noqa: PLC0415
 
     now = parse_at(args.at)
-    branch = _Branch(args)
+    branch = _Branch(args, write=True)
     try:
         token = branch.token(args.card)
         amount = getattr(args, "amount", None)
@@ -349,7 +354,7 @@ def replace_main(args: argparse.Namespace) -> int:
 
     now = parse_at(args.at)
     new = _profile(args.new_profile, args.new_pan)
-    branch = _Branch(args, [new])
+    branch = _Branch(args, [new], write=True)
     try:
         token = branch.token(args.card)
         try:

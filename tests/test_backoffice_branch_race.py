@@ -1,0 +1,191 @@
+"""Branch work while a core runs (issue 15): a card reported lost and a 777.00 deposit at the
+branch between the core's load and its commit are never overwritten by the core's stale copy.
+
+The core's commit checks the issuer's change mark under the issuer lock the branch also takes;
+a moved mark rolls the commit back and the batch is done again on a fresh load.  Each runner
+is tested with a branch write injected at the worst moment (after its decisions, before its
+commit), on SQLite and PostgreSQL: the transaction core (`tapsim backoffice run`'s writer),
+`tapsim backoffice replay`, and the issuer host (`tapsim issuer run`).  The streaming races,
+with `tapsim backoffice run` as a process and a real broker, are in
+test_backoffice_branch_race_live.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backoffice.service import TransactionCore
+from backoffice.storage import SqlStore, StorageUnavailableError, open_store
+from issuer.models import Card
+from tapsim.cli import main
+from tests.core_fixtures import (
+    BACKENDS,
+    BANKS,
+    KEK,
+    T0,
+    TOKEN_KEY,
+    TestCard,
+    backend_url,
+    config,
+    drop_schema,
+    flat_pricer,
+    keystore,
+    make_store,
+    new_issuer,
+    open_card,
+    pan_for,
+    pg_unavailable,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPOSIT = 77_700  # 777.00
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SqlStore, str]]:
+    yield from make_store(request.param, tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each backend (PostgreSQL: a schema of its own, dropped after)."""
+    url, schema = backend_url(request.param, tmp_path)
+    if schema is not None:
+        try:
+            open_store(url).close()
+        except StorageUnavailableError as exc:
+            pg_unavailable(str(exc))
+    try:
+        yield url
+    finally:
+        if schema is not None:
+            drop_schema(schema)
+
+
+def branch(capsys: pytest.CaptureFixture[str], url: str, action: str, card: str,
+           *extra: str) -> dict[str, Any]:
+    """`tapsim account ACTION` (in process: the command the user runs, its own connection)."""
+    capsys.readouterr()
+    code = main(["account", action, "--db", url, "--card", card, "--json", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+def card_of(store: SqlStore, token: str) -> Card:
+    return {c.pan_token: c for c in store.load_issuer().cards}[token]
+
+
+def balance_of(store: SqlStore, token: str) -> tuple[int, int]:
+    """(balance, captured) of the card's account, as the database holds them."""
+    account_id = card_of(store, token).account_id
+    account = {a.account_id: a for a in store.load_issuer().accounts}[account_id]
+    captured = sum(c.amount for c in store.captures() if c.account_id == account_id)
+    return account.balance, captured
+
+
+# -- the transaction core ----------------------------------------------------------------------
+
+
+def test_a_branch_write_between_the_cores_decision_and_commit_is_kept(
+        store_url: tuple[SqlStore, str], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """x pays a closing aggregate (its account row is written by the batch); y, active when the
+    core loaded, is reported lost before the commit.  The commit conflicts, the batch is done
+    again: the deposit is in x's balance, y's first tap is declined 41 and y stays lost."""
+    store, url = store_url
+    monkeypatch.setenv("TAPSIM_TOKEN_KEY", TOKEN_KEY.hex())
+    monkeypatch.setenv("TAPSIM_KEK", KEK.hex())
+    issuer = new_issuer()
+    x, y = TestCard(pan_for(1)), TestCard(pan_for(2))
+    open_card(issuer, x, balance=10_000)
+    open_card(issuer, y, balance=10_000)
+    store.save_issuer(issuer.drain_changes())
+    core = TransactionCore(store, flat_pricer(), keystore(), BANKS, TOKEN_KEY,
+                           config(spend_limit=300))
+    core.ingest([x.tap("x1", T0)], T0)  # x's aggregate opens, verified
+    at = (T0 + timedelta(minutes=5)).isoformat()
+    real_commit = store.commit
+    fired: list[str] = []
+
+    def commit_after_the_branch(*args: Any, **kw: Any) -> None:
+        if not fired:  # the core has decided the batch in memory: now the branch writes
+            fired.append(branch(capsys, url, "deposit", x.token, "--amount", str(DEPOSIT),
+                                "--at", at)["account"]["balance"])
+            assert branch(capsys, url, "lost", y.token, "--at", at)["state"] == "lost"
+        real_commit(*args, **kw)
+
+    monkeypatch.setattr(store, "commit", commit_after_the_branch)
+    later = T0 + timedelta(minutes=10)
+    result = core.ingest([x.tap("x2", later), y.tap("y1", later + timedelta(seconds=1))],
+                         later + timedelta(minutes=1))
+    assert fired == [10_000 + DEPOSIT]
+    assert result.accepted == 2
+    codes = {(e.kind, e.code) for e in result.events if e.masked_pan == y.masked}
+    assert ("deny_add", "41") in codes, result.events
+
+    check = open_store(url)  # what another process sees
+    try:
+        balance, captured = balance_of(check, x.token)
+        assert captured == 400  # x's aggregate closed over the spend limit in that batch
+        assert balance == 10_000 + DEPOSIT - captured
+        assert card_of(check, y.token).state.value == "lost"
+        y_auths = [r for r in check._query("SELECT code FROM iss_auths WHERE pan_token = ?",
+                                           (y.token,))]
+        assert y_auths == [("41",)]
+        assert y.token in {r.pan_token for r in check.deny_list()}
+        assert core.reconcile().ok
+    finally:
+        check.close()
+    assert core.redone == 1  # the batch was done twice, committed once
+
+
+def test_a_core_without_branch_writes_commits_once(store_url: tuple[SqlStore, str]) -> None:
+    """The check costs one read; nothing is redone when no one else wrote."""
+    store, _ = store_url
+    issuer = new_issuer()
+    x = TestCard(pan_for(3))
+    open_card(issuer, x)
+    store.save_issuer(issuer.drain_changes())
+    core = TransactionCore(store, flat_pricer(), keystore(), BANKS, TOKEN_KEY, config())
+    for k in range(3):
+        core.ingest([x.tap(f"x{k}", T0 + timedelta(minutes=k))], T0 + timedelta(minutes=k))
+    assert core.redone == 0 and store.count("taps") == 3
+
+
+def test_a_branch_operation_waits_for_a_held_issuer_and_sees_its_commit(
+        store_url: tuple[SqlStore, str]) -> None:
+    """The lock both sides take: a branch command (a real process) started while the core
+    holds the issuer waits, then reads what the core committed, so the core's write is not
+    overwritten by the branch either."""
+    store, url = store_url
+    issuer = new_issuer()
+    x = TestCard(pan_for(4))
+    account = open_card(issuer, x, balance=10_000).account_id
+    store.save_issuer(issuer.drain_changes())
+    env = {**os.environ, "TAPSIM_TOKEN_KEY": TOKEN_KEY.hex(), "PYTHONPATH": str(ROOT)}
+    with store.issuer_held():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapsim.cli", "account", "deposit", "--db", url, "--card",
+             x.token, "--amount", str(DEPOSIT), "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2.0)
+        assert proc.poll() is None, "the branch did not wait for the held issuer"
+        # What a core writes while it holds the issuer: 300 captured from x's account.
+        store._execute("UPDATE iss_accounts SET balance = balance - 300 WHERE account_id = ?",
+                       (account,))
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["account"]["balance"] == 10_000 - 300 + DEPOSIT
