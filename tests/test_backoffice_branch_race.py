@@ -117,7 +117,7 @@ def test_a_branch_write_between_the_cores_decision_and_commit_is_kept(
     core.ingest([x.tap("x1", T0)], T0)  # x's aggregate opens, verified
     at = (T0 + timedelta(minutes=5)).isoformat()
     real_commit = store.commit
-    fired: list[str] = []
+    fired: list[int] = []
 
     def commit_after_the_branch(*args: Any, **kw: Any) -> None:
         if not fired:  # the core has decided the batch in memory: now the branch writes
@@ -189,3 +189,150 @@ def test_a_branch_operation_waits_for_a_held_issuer_and_sees_its_commit(
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert json.loads(out)["account"]["balance"] == 10_000 - 300 + DEPOSIT
+
+
+# -- a replay ------------------------------------------------------------------------------------
+
+REPLAY_CARDS = """
+[cards.ann]
+profile = "unionpay-debit"
+balance = 5000
+
+[cards.ben]
+profile = "unionpay-debit"
+pan = "6222020000000000026"
+balance = 5000
+"""
+
+
+def test_a_branch_write_during_a_replay_is_kept(
+        fresh_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tapsim backoffice replay`, one tap a transaction; before the commit of Monday's third
+    tap the branch takes a 777.00 deposit for ann and a loss report for ben.  The replay never
+    reloads by itself: without the check its day-end charges would write ann's balance from
+    before the deposit and approve ben's charge.  Here the commit conflicts and is redone:
+    ann keeps the deposit, ben's charge is declined 41, the report counts each tap once."""
+    from emv.pan import pan_token
+    from tapsim.commands.tap import token_key
+
+    cards = tmp_path / "cards.toml"
+    cards.write_text(REPLAY_CARDS)
+    rows = ["tap_id,card,time,stop_id,route_id,action,rider_category,fare_media"]
+    rows += [f"{c}{k},{name},2025-03-03T{8 + k:02d}:0{i}:00+08:00,S01,1,on,,cemv"
+             for k in range(3) for i, (c, name) in enumerate((("a", "ann"), ("b", "ben")))]
+    taps = tmp_path / "taps.csv"
+    taps.write_text("\n".join(rows) + "\n")
+    ben = pan_token("6222020000000000026", token_key())
+    real_commit = SqlStore.commit
+    commits: list[int] = []
+
+    def commit_after_the_branch(self: SqlStore, *args: Any, **kw: Any) -> None:
+        commits.append(1)
+        if len(commits) == 4:  # issue, a0, b0, then a1 decided: the branch writes now
+            at = "2025-03-03T08:30:00+08:00"
+            branch(capsys, fresh_url, "deposit", "unionpay-debit", "--amount", str(DEPOSIT),
+                   "--at", at)
+            branch(capsys, fresh_url, "lost", ben, "--at", at)
+        real_commit(self, *args, **kw)
+
+    monkeypatch.setattr(SqlStore, "commit", commit_after_the_branch)
+    capsys.readouterr()
+    code = main(["backoffice", "replay", "--feed", "city", "--taps", str(taps), "--cards",
+                 str(cards), "--db", fresh_url, "--batch", "1", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    monkeypatch.undo()
+    r = json.loads(out)
+    assert r["counts"]["accepted"] == 6 and len(r["cards"]) == 2
+    charges = {c["card"]: c["amount"] for c in r["charges"]}
+    declines = {(d["card"], d["kind"], d["code"]) for d in r["declines"]}
+    assert ("ben", "deferred", "41") in declines and "ben" not in charges
+    after = {c["card"]: c for c in r["cards"]}
+    assert charges["ann"] > 0
+    assert after["ann"]["balance_after"] == 5000 + DEPOSIT - charges["ann"]
+    assert r["reconciliation"]["ok"]
+    check = open_store(fresh_url)
+    try:
+        assert card_of(check, ben).state.value == "lost"
+    finally:
+        check.close()
+
+
+# -- the issuer host -----------------------------------------------------------------------------
+
+
+class _Conn:
+    """Where the host sends a batch's answers (stands in for a TCP connection)."""
+
+    peer = "test"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+def test_a_branch_write_during_an_issuer_host_batch_is_kept(
+        fresh_url: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tapsim issuer run`'s processor: a batch holds sscard3's 100.00 and verifies
+    sscard3-sm; the branch deposits 777.00 on sscard3 and reports sscard3-sm lost before the
+    batch's commit.  The commit conflicts; the batch is answered again on a fresh load: the
+    deposit stays, sscard3-sm is refused 41, and each request is answered once."""
+    from backoffice.branch import key_store
+    from emv.card.profile import load_profile
+    from isolink.framing import FrameReader
+    from isolink.taps import CardTapper
+    from issuer.service import Issuer
+    from issuerhost.host import IssuerHost
+    from tapsim.commands.backoffice import db_banks, kek
+    from tapsim.commands.tap import token_key
+    from tests.iso8583_support import DIALECT, authorization, issue, token
+
+    issue(fresh_url, "sscard3", balance=10_000)
+    issue(fresh_url, "sscard3-sm", balance=10_000)
+    store = open_store(fresh_url)
+    try:
+        banks = db_banks(store)
+
+        def load() -> Issuer:
+            return Issuer(key_store(kek()), banks, token_key(), store.load_issuer())
+
+        logs: list[str] = []
+        host = IssuerHost(store, load, DIALECT, log=logs.append)
+        real_save = store.save_issuer
+        fired: list[bool] = []
+
+        def save_after_the_branch(*args: Any, **kw: Any) -> str:
+            if not fired:
+                fired.append(True)
+                branch(capsys, fresh_url, "deposit", "sscard3", "--amount", str(DEPOSIT))
+                branch(capsys, fresh_url, "lost", "sscard3-sm")
+            return real_save(*args, **kw)
+
+        monkeypatch.setattr(store, "save_issuer", save_after_the_branch)
+        conn = _Conn()
+        batch = [authorization(CardTapper(load_profile("sscard3")), token("sscard3"),
+                               amount=10_000),
+                 authorization(CardTapper(load_profile("sscard3-sm")), token("sscard3-sm"))]
+        host._run([(fields, conn) for fields in batch])  # type: ignore[misc]
+        answers = [DIALECT.decode(m) for data in conn.sent
+                   for m in FrameReader().receive_data(data)]
+        assert [(a["11"], a["39"]) for a in answers] == [(batch[0]["11"], "00"),
+                                                         (batch[1]["11"], "41")]
+        assert host.stats.redone == 1 and host.stats.batches == 1
+        assert any("batch answered again" in line for line in logs)
+        monkeypatch.undo()
+        check = open_store(fresh_url)
+        try:
+            tok = token("sscard3")
+            account_id = card_of(check, tok).account_id
+            account = {a.account_id: a for a in check.load_issuer().accounts}[account_id]
+            assert (account.balance, account.held) == (10_000 + DEPOSIT, 10_000)
+            assert card_of(check, token("sscard3-sm")).state.value == "lost"
+        finally:
+            check.close()
+    finally:
+        store.close()
