@@ -1,7 +1,8 @@
 """The races of issue 15 as the user met them: `tapsim backoffice run` (a real process, a real
-Mosquitto) charging a stream of taps while `tapsim account deposit` and `tapsim account lost`
-run beside it, on SQLite and PostgreSQL.  Afterwards the deposit is in the balance and every
-authorization the core decided after the loss report is a 41.
+Mosquitto) charging a stream of taps, or `tapsim issuer run` answering bursts of requests,
+while `tapsim account deposit` and `tapsim account lost` run beside it, on SQLite and
+PostgreSQL.  Afterwards the deposit is in the balance and every authorization decided after
+the loss report is a 41.
 
 Each tap of the two cards falls three hours after the previous one, so every few taps a card's
 aggregate closes (a capture: its account row written) and a new one opens (an account
@@ -144,3 +145,80 @@ def _taps(url: str) -> set[str]:
     finally:
         store.close()
 
+
+
+# -- `tapsim issuer run` --------------------------------------------------------------------
+
+
+def test_deposit_and_loss_report_while_the_issuer_host_answers(
+        tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tapsim issuer run` (a real process) answering bursts of 40 holds of 1.00 on sscard3
+    and account verifications of sscard3-sm, while the branch deposits 777.00 on sscard3 and
+    reports sscard3-sm lost: the deposit and every hold are in the account, and every request
+    of sscard3-sm after the report is refused 41."""
+    from emv.card.profile import load_profile
+    from isolink.taps import CardTapper
+    from tests.iso8583_support import Client, authorization, issue, start_host, token
+
+    issue(url, "sscard3", balance=10_000)
+    issue(url, "sscard3-sm", balance=10_000)
+    payer, loser = CardTapper(load_profile("sscard3")), CardTapper(load_profile("sscard3-sm"))
+    host = start_host(url, tmp_path, "--json")
+    approved: list[int] = []
+    codes_after: list[str] = []
+    reported = threading.Event()
+    failures: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            c = Client(host.port)
+            after = 0
+            while after < 3:  # bursts all along, three more once the branch is done
+                late = reported.is_set()
+                after += late
+                asks = []
+                for k in range(40):
+                    if k % 8 == 7:
+                        asks.append(("loser", authorization(loser, token("sscard3-sm"))))
+                    else:
+                        asks.append(("payer", authorization(payer, token("sscard3"),
+                                                            amount=100)))
+                for _, fields in asks:
+                    c.send(fields)
+                for who, fields in asks:
+                    answer = c.receive()
+                    assert answer["11"] == fields["11"]
+                    if who == "payer" and answer["39"] == "00":
+                        approved.append(100)
+                    if who == "loser" and late:
+                        codes_after.append(str(answer["39"]))
+        except BaseException as exc:  # handed to the test's thread
+            failures.append(exc)
+
+    sender = threading.Thread(target=stream)
+    try:
+        sender.start()
+        time.sleep(0.5)
+        capsys.readouterr()
+        assert main(["account", "deposit", "--db", url, "--card", "sscard3", "--amount",
+                     str(DEPOSIT), "--json"]) == 0
+        assert main(["account", "lost", "--db", url, "--card", "sscard3-sm", "--json"]) == 0
+        capsys.readouterr()
+        reported.set()
+        sender.join(120)
+        assert not failures, failures
+    finally:
+        assert host.stop() == 143
+    assert host.proc.stdout is not None
+    figures = json.loads(host.proc.stdout.read().strip().splitlines()[-1])
+    print(f"\nbatches {figures['batches']}, redone {figures['redone']}")
+    assert codes_after and set(codes_after) == {"41"}, codes_after
+    store = open_store(url)
+    try:
+        issuer = store.load_issuer()
+        cards = {c.pan_token: c for c in issuer.cards}
+        account = {a.account_id: a for a in issuer.accounts}[cards[token("sscard3")].account_id]
+        assert (account.balance, account.held) == (10_000 + DEPOSIT, sum(approved))
+        assert cards[token("sscard3-sm")].state.value == "lost"
+    finally:
+        store.close()
