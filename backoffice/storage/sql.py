@@ -215,7 +215,16 @@ class SqlStore(ABC):
         if self._held is not None:
             raise StorageError(f"{self.backend}: the issuer is already held")
         stack = ExitStack()
-        mark = stack.enter_context(self.issuer_held())
+        try:
+            mark = stack.enter_context(self.issuer_held())
+        except StorageError as exc:
+            if "database is locked" not in str(exc):
+                raise
+            raise StorageError(
+                f"{self.backend} database at {self._url} is busy: another writer (a running "
+                "`tapsim backoffice run`, `backoffice replay` or `tapsim issuer run` "
+                "committing, or another branch operation) held it longer than the busy "
+                "timeout; nothing was changed, try again") from None
         self._held = stack
         return mark
 
