@@ -339,20 +339,21 @@ def test_a_branch_write_during_an_issuer_host_batch_is_kept(
 
 
 def test_a_branch_operation_kept_waiting_too_long_is_refused_with_a_message(
-        tmp_path: Path) -> None:
-    """SQLite's busy timeout over (shortened here): the branch is told who may hold the
-    database, and nothing is written."""
-    from backoffice.storage import StorageError, sqlite_url
+        store_url: tuple[SqlStore, str]) -> None:
+    """The lock held past the wait (SQLite's busy timeout, PostgreSQL's lock timeout; both
+    shortened here): the branch is told who may hold the database, and nothing is written."""
+    from backoffice.storage import StorageError
 
-    url = sqlite_url(tmp_path / "busy.db")
-    core, branch_store = open_store(url), open_store(url)
+    core, url = store_url
+    branch_store = open_store(url)
     try:
-        branch_store._execute("PRAGMA busy_timeout=200")
+        if branch_store.backend == "sqlite":
+            branch_store._execute("PRAGMA busy_timeout=200")
+        branch_store.hold_wait_ms = 200
         busy = r"is busy: another writer \(a running `tapsim backoffice run`.*try again"
         with core.issuer_held(), pytest.raises(StorageError, match=busy):
             branch_store.hold_issuer()
         assert branch_store.hold_issuer() == ""  # free again: taken at once
         branch_store.release_issuer()
     finally:
-        core.close()
         branch_store.close()

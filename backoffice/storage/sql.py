@@ -98,6 +98,9 @@ class SqlStore(ABC):
 
     backend: str = "sql"
     _lock_clause = ""  # added to the issuer lock's read (PostgreSQL: " FOR UPDATE")
+    # How long a branch operation waits for the issuer lock (PostgreSQL; SQLite's busy
+    # timeout is the same 5 s): then it is refused with a message, not kept waiting.
+    hold_wait_ms = 5000
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -209,6 +212,14 @@ class SqlStore(ABC):
         with self._tx():
             yield self._lock_issuer()
 
+    @contextmanager
+    def _held_waiting(self) -> Iterator[str]:
+        """``issuer_held``, waiting at most ``hold_wait_ms`` for the lock."""
+        with self._tx():
+            if self._lock_clause:  # PostgreSQL: for this transaction only
+                self._execute(f"SET LOCAL lock_timeout = {int(self.hold_wait_ms)}")
+            yield self._lock_issuer()
+
     def hold_issuer(self) -> str:
         """Begin a branch operation: ``issuer_held`` until ``save_issuer`` commits it or
         ``release_issuer`` rolls it back.  Returns the mark."""
@@ -216,9 +227,9 @@ class SqlStore(ABC):
             raise StorageError(f"{self.backend}: the issuer is already held")
         stack = ExitStack()
         try:
-            mark = stack.enter_context(self.issuer_held())
+            mark = stack.enter_context(self._held_waiting())
         except StorageError as exc:
-            if "database is locked" not in str(exc):
+            if "database is locked" not in str(exc) and "lock timeout" not in str(exc):
                 raise
             raise StorageError(
                 f"{self.backend} database at {self._url} is busy: another writer (a running "
