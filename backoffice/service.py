@@ -6,6 +6,13 @@ in-memory state, then writes every resulting row of both in one transaction.  If
 fails — the decision, the write, the commit — the in-memory state is thrown away and
 reloaded from the store (when next used), so memory never runs ahead of what is durable.  Validators
 re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
+
+Branch operations (``tapsim account``, ``tapsim card issue``/``load``) change the issuer's rows
+while the core runs.  The core remembers the issuer's change mark as of its load, and every
+commit checks it under the issuer lock the branch also takes: when it moved, the commit is
+rolled back (:class:`~backoffice.storage.base.IssuerConflictError`), and the call is done
+again on a fresh load, this time holding the lock from the reload to the commit, so it goes
+through.  A branch change is never overwritten with the core's stale copy.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from backoffice.engine import BackOffice, BatchResult
 from backoffice.policy import BackOfficeConfig
 from backoffice.pricing import Pricer
 from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
-from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
+from backoffice.storage.base import IssuerConflictError, Store
 from backoffice.taps import TapRecord
 from fare.engine import cycles_not_collected
 from issuer.keys import KeyStore
@@ -50,13 +57,14 @@ class TransactionCore:
         self._core: BackOffice
         self._stale = False
         self._bank_day: date | None = None  # the service day the bank's day job last ran
+        self.redone = 0  # calls done again after a branch changed the issuer under them
         self._reload()
 
     def __repr__(self) -> str:
         return f"TransactionCore(store={self.store.url!r})"
 
     def _reload(self) -> None:
-        self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
+        self._issuer_mark = self.store.issuer_mark()
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
                               self.store.load_issuer())
         self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
@@ -79,7 +87,7 @@ class TransactionCore:
     def refresh(self) -> bool:
         """Reload when another process changed the issuer's records since (a card issued,
         an account activated while the back office runs); True when it did."""
-        if self.store.meta(ISSUER_CHANGED_KEY) == self._issuer_mark:
+        if self.store.issuer_mark() == self._issuer_mark:
             return False
         self._reload()
         return True
@@ -88,18 +96,39 @@ class TransactionCore:
         """Run ``action`` against memory, then make its effects durable (or undo them);
         ``meta`` rows (settings, simulator state) are written in the same transaction.
 
-        The cyclic garbage collector is paused for the call and what it leaves is moved to
-        the oldest generation unwalked (:func:`fare.engine.cycles_not_collected`, as the fare
-        engine's own batches do): the core's records form no reference cycles, and left on,
-        the collector walked the growing working state again and again, 7-21 % of the core's
-        time (issue 15; benchmarks/test_bench_core.py times batches the same way)."""
+        ``action`` may run twice: when a branch changed the issuer's records between the
+        load and the commit, it runs again on a fresh load (so it must do nothing outside
+        the core and the issuer but return its result).
+
+        The cyclic garbage collector is paused for each attempt and what it leaves is moved
+        to the oldest generation unwalked (:func:`fare.engine.cycles_not_collected`, as the
+        fare engine's own batches do): the core's records form no reference cycles
+        (tests/test_backoffice_gc.py), and left on, the collector walked the growing working
+        state again and again (issue 15; benchmarks/test_bench_core.py times batches the same
+        way)."""
+        try:
+            return self._attempt(action, meta)
+        except IssuerConflictError:
+            self.redone += 1
+        # Again, holding the issuer lock from the reload to the commit: no branch write can
+        # come between this time (a branch operation waits for the commit, then sees it).
+        try:
+            with self.store.issuer_held():
+                self._reload()
+                return self._attempt(action, meta)
+        except BaseException:
+            self._stale = True
+            raise
+
+    def _attempt(self, action: Callable[[], T], meta: Mapping[str, str] | None) -> T:
         try:
             with cycles_not_collected():
                 result = action()
                 changes = self.core.drain_changes()
                 if meta:
                     changes.meta.update(meta)
-                self.store.commit(changes, self.issuer.drain_changes())
+                self.store.commit(changes, self.issuer.drain_changes(),
+                                  issuer_mark=self._issuer_mark)
         except BaseException:
             # Memory is thrown away and reloaded from the store when next used, not here:
             # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
@@ -112,7 +141,8 @@ class TransactionCore:
         self, records: Iterable[Mapping[str, object] | TapRecord], now: datetime
     ) -> BatchResult:
         """One batch of tap records, committed as one transaction."""
-        return self.run(lambda: self.core.ingest(records, now))
+        batch = list(records)  # read again if the batch is redone
+        return self.run(lambda: self.core.ingest(batch, now))
 
     def close_due(self, now: datetime) -> BatchResult:
         """The core's closes due at ``now``; once a service day, with them, the in-process

@@ -102,6 +102,8 @@ class SqlBackend(Protocol):
 
     def _write_issuer(self, ch: IssuerChanges) -> None: ...
 
+    def _lock_issuer(self) -> str: ...
+
 
 def _us(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(microseconds=1)
@@ -176,7 +178,8 @@ class SqlLoadStore:
 
         def write() -> None:
             with self.db._transaction():
-                if issuer:
+                if issuer:  # the issuer lock first, as every writer of the issuer's rows
+                    self.db._lock_issuer()
                     self.db._write_issuer(issuer)
                 for r in loads:
                     self.db._execute(_SAVE_LOAD, _row(r))

@@ -16,7 +16,10 @@ lost its framing), logged; the other connections go on.
 
 Another process may change the issuer's records while the host runs (``tapsim card
 issue``, ``tapsim account activate``): ``save_issuer`` marks the database, and the host
-reloads before its next batch when the mark is not its own.
+reloads before its next batch when the mark is not its own.  A branch write that lands
+between that check and the batch's commit makes the commit conflict (the mark is checked
+under the issuer lock both take): nothing is written, and the batch is answered again on a
+fresh load, holding the lock from the reload to the commit, before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
+from backoffice.storage.base import IssuerConflictError, Store
 from isolink.dialect import Dialect, Fields, MessageFormatError
 from isolink.framing import FrameError, FrameReader, frame
 from isolink.messages import format_error_answer
 from issuer.service import Issuer
+from issuer.store import IssuerChanges
 from issuerhost.handler import IssuerHandler
 
 READ_CHUNK = 65536
@@ -49,11 +53,13 @@ class HostStats:
     dropped: int = 0
     batches: int = 0
     store_failures: int = 0
+    redone: int = 0  # batches answered again: a branch changed the issuer under them
 
     def to_dict(self) -> dict[str, object]:
         return {"connections": self.connections, "answered": dict(sorted(self.answered.items())),
                 "format_errors": self.format_errors, "dropped": self.dropped,
-                "batches": self.batches, "store_failures": self.store_failures}
+                "batches": self.batches, "store_failures": self.store_failures,
+                "redone": self.redone}
 
 
 class _Connection:
@@ -69,6 +75,17 @@ class _Connection:
             self.writer.close()  # it does not read its answers
 
 
+@dataclass
+class _Answered:
+    """A batch answered in memory, before its commit."""
+
+    replies: list[tuple[bytes, _Connection]] = field(default_factory=list)
+    codes: list[str] = field(default_factory=list)
+    format_errors: list[tuple[MessageFormatError, _Connection]] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    changes: IssuerChanges = field(default_factory=IssuerChanges)
+
+
 class IssuerHost:
     """See the module docstring; ``serve`` until ``stop`` is set."""
 
@@ -82,7 +99,7 @@ class IssuerHost:
         self.clock = clock
         self.stats = HostStats()
         self._load_issuer = load_issuer
-        self._mark = store.meta(ISSUER_CHANGED_KEY)
+        self._mark = store.issuer_mark()
         self.handler = IssuerHandler(load_issuer(), dialect, clock)
         self._queue: asyncio.Queue[tuple[Fields, _Connection]] = asyncio.Queue()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -168,41 +185,59 @@ class IssuerHost:
 
     def _run(self, batch: list[tuple[Fields, _Connection]]) -> None:
         self._reload_if_changed()
-        replies: list[tuple[bytes, _Connection]] = []
-        codes: list[str] = []
+        try:
+            try:
+                answered = self._answer(batch)
+                if answered.changes:
+                    self._mark = self.store.save_issuer(answered.changes, issuer_mark=self._mark)
+            except IssuerConflictError:
+                self.stats.redone += 1
+                self.log("issuer records changed in the database during a batch: reloaded, "
+                         "batch answered again")
+                with self.store.issuer_held() as held:  # no branch write until the commit
+                    self.handler.issuer = self._load_issuer()
+                    answered = self._answer(batch)
+                    mark = held if not answered.changes else \
+                        self.store.save_issuer(answered.changes, issuer_mark=held)
+                self._mark = mark
+        except Exception as exc:  # any store failure: answer nothing
+            self.stats.store_failures += 1
+            self.log(f"database write failed, {len(batch)} message(s) not answered "
+                     f"(the acquirers will repeat): {exc}")
+            self.handler.issuer = self._load_issuer()
+            return
+        for error, conn in answered.format_errors:
+            self._format_error(error, conn)
+        for note in answered.dropped:
+            self.stats.dropped += 1
+            self.log(note)
+        self.stats.batches += 1
+        self.stats.answered.update(answered.codes)
+        for data, conn in answered.replies:
+            conn.send(data)
+
+    def _answer(self, batch: list[tuple[Fields, _Connection]]) -> _Answered:
+        """Every message of the batch against the issuer in memory; nothing sent or counted
+        yet (a batch may be answered twice, see ``_run``)."""
+        out = _Answered()
         for fields, conn in batch:
             try:
                 reply = self.handler.handle(fields)
                 data = frame(self.dialect.encode(reply))
             except MessageFormatError as exc:
-                self._format_error(exc, conn)
+                out.format_errors.append((exc, conn))
                 continue
             except Exception as exc:  # a bug must not stop the host: this message only
-                self.stats.dropped += 1
-                self.log(f"dropped MTI {fields.get('t')} STAN {fields.get('11')} from "
-                         f"{conn.peer}: {type(exc).__name__}: {exc}")
+                out.dropped.append(f"dropped MTI {fields.get('t')} STAN {fields.get('11')} "
+                                   f"from {conn.peer}: {type(exc).__name__}: {exc}")
                 continue
-            replies.append((data, conn))
-            codes.append(str(reply["39"]))
-        issuer = self.handler.issuer
-        changes = issuer.drain_changes()
-        if changes:
-            try:
-                self.store.save_issuer(changes)
-                self._mark = self.store.meta(ISSUER_CHANGED_KEY)
-            except Exception as exc:  # any store failure: answer nothing
-                self.stats.store_failures += 1
-                self.log(f"database write failed, {len(replies)} answer(s) withheld "
-                         f"(the acquirers will repeat): {exc}")
-                self.handler.issuer = self._load_issuer()
-                return
-        self.stats.batches += 1
-        self.stats.answered.update(codes)
-        for data, conn in replies:
-            conn.send(data)
+            out.replies.append((data, conn))
+            out.codes.append(str(reply["39"]))
+        out.changes = self.handler.issuer.drain_changes()
+        return out
 
     def _reload_if_changed(self) -> None:
-        mark = self.store.meta(ISSUER_CHANGED_KEY)
+        mark = self.store.issuer_mark()
         if mark != self._mark:
             self.handler.issuer = self._load_issuer()
             self._mark = mark

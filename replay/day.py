@@ -210,9 +210,11 @@ class Replay:
     def _name(self, token: str, masked: str = "") -> str:
         return self._names.get(token) or masked or token[:8]
 
-    def _issue_all(self, first: datetime) -> None:
-        """Issue the cards the database does not hold yet, in their cards-file state."""
+    def _issue_all(self, first: datetime) -> list[dict[str, Any]]:
+        """Issue the cards the database does not hold yet, in their cards-file state; the
+        report's card lines (kept by the caller: a redone call must not report twice)."""
         issuer = self.core.issuer
+        lines: list[dict[str, Any]] = []
         successors = {s.replaced_by for s in self.cards.cards.values() if s.replaced_by}
         before = first - timedelta(days=1)
         for spec in sorted(self.cards.cards.values(), key=lambda s: s.card_id):
@@ -220,7 +222,7 @@ class Replay:
             if spec.card_id in successors:
                 continue  # issued by the replacement of its predecessor
             if token in issuer.cards:
-                self._card_line(spec, token, issued=False)
+                lines.append(self._card_line(spec, token, issued=False))
                 continue
             policy = issuer.policy(spec.bank)
             opened = first - _SETUP_LEAD
@@ -241,7 +243,7 @@ class Replay:
             if action is not None:
                 act(issuer, token, action, before)
             if spec.replaced_by is None:
-                self._card_line(spec, token, issued=True)
+                lines.append(self._card_line(spec, token, issued=True))
             else:
                 new = self.cards.cards[spec.replaced_by]
                 if new.state not in ("active", "not-activated"):
@@ -252,17 +254,18 @@ class Replay:
                 new_token = issuer.token_of(new.profile.pan)
                 if new.state == "active":
                     act(issuer, new_token, "activate", before)
-                self._card_line(spec, token, issued=True)
-                self._card_line(new, new_token, issued=True)
+                lines.append(self._card_line(spec, token, issued=True))
+                lines.append(self._card_line(new, new_token, issued=True))
+        return lines
 
-    def _card_line(self, spec: CardSpec, token: str, *, issued: bool) -> None:
+    def _card_line(self, spec: CardSpec, token: str, *, issued: bool) -> dict[str, Any]:
         issuer = self.core.issuer
         card = issuer.card(token)
         account = issuer.account(card.account_id)
-        self.report.cards.append({
+        return {
             "card": spec.card_id, "masked_pan": card.masked_pan, "bank": card.bank_id,
             "state": card.state.value, "balance": account.balance, "issued": issued,
-        })  # fmt: skip
+        }  # fmt: skip
 
     def _rig(self, spec: CardSpec) -> _Rig:
         rig = self._rigs.get(spec.card_id)
@@ -296,13 +299,15 @@ class Replay:
         if not times:  # nothing to tap: keep the bad rows, and say so
             if problems:
                 now = datetime.now(UTC)
-                self.core.run(lambda: self._reject_rows(taps_file, source, now))
+                self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, now)),
+                              now)
             self._finish(auths_before)
             return self.report
         first = min(times)
-        self.core.run(lambda: self._issue_all(first))
+        self.report.cards += self.core.run(lambda: self._issue_all(first))
         if problems:
-            self.core.run(lambda: self._reject_rows(taps_file, source, first))
+            self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, first)),
+                          first)
         timeline = self._timeline(taps, events, first, until)
         pending: list[ReplayTap] = []
         for when, _, kind, item in timeline:
@@ -415,7 +420,7 @@ class Replay:
             return None
         return parse_tap(tap_to_mapping(record))  # the gate every record passes
 
-    def _reject_rows(self, taps_file: TapsFile, source: str, now: datetime) -> None:
+    def _reject_rows(self, taps_file: TapsFile, source: str, now: datetime) -> BatchResult:
         res = BatchResult()
         for p in taps_file.problems:
             row = taps_file.rows.get(p.line, {})
@@ -429,7 +434,7 @@ class Replay:
                                           e.code, e.detail))  # fmt: skip
                 self._lines[f"line {p.line}"] = p.line
                 self._row_taps[p.line] = tap_id
-        self._collect(res, now)
+        return res
 
     def _tick(self, t: datetime) -> BatchResult:
         res = self.core.core.close_due(t)
@@ -442,10 +447,11 @@ class Replay:
         token = self.core.issuer.token_of(self.cards.cards[card_id].profile.pan)
         key = _event_key(token, event)
         if self.core.store.meta(key) is None:
-            self.core.run(functools.partial(self._branch, card_id, event),
-                          meta={key: event.at.isoformat()})  # fmt: skip
+            self.report.branch.append(self.core.run(
+                functools.partial(self._branch, card_id, event),
+                meta={key: event.at.isoformat()}))  # fmt: skip
 
-    def _branch(self, card_id: str, event: CardEvent) -> None:
+    def _branch(self, card_id: str, event: CardEvent) -> dict[str, Any]:
         spec = self.cards.cards[card_id]
         token = self.core.issuer.token_of(spec.profile.pan)
         line: dict[str, Any] = {"card": card_id, "time": event.at.isoformat(),
@@ -457,7 +463,7 @@ class Replay:
         else:
             line["result"] = (f"balance {done.balance}" if isinstance(done, Account)
                               else f"state {done.state.value}")  # fmt: skip
-        self.report.branch.append(line)
+        return line
 
     # -- reporting -----------------------------------------------------------------------
 

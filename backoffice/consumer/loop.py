@@ -130,6 +130,7 @@ class ConsumerStats:
     acked: int = 0
     not_acked: int = 0  # the connection was gone: the broker sends them again
     storage_retries: int = 0
+    redone: int = 0  # batches and ticks done again: a branch changed the issuer under them
     ticks: int = 0
     deny_version: int = 0
     deltas: int = 0
@@ -155,7 +156,8 @@ class ConsumerStats:
             "commit_acks": self.commit_acks, "commit_acked_taps": self.commit_acked_taps,
             "skipped": dict(self.skipped), "dead_letters": dict(self.dead_letters),
             "acked": self.acked, "not_acked": self.not_acked,
-            "storage_retries": self.storage_retries, "ticks": self.ticks,
+            "storage_retries": self.storage_retries, "redone": self.redone,
+            "ticks": self.ticks,
             "deny_version": self.deny_version, "deltas": self.deltas,
             "snapshots": self.snapshots,
             "tap_to_ledger_ms": summary(self.latencies_ms),
@@ -243,6 +245,7 @@ class Consumer:
 
     def _ingest(self, taps: list[TapRecord], now: dt.datetime) -> BatchResult:
         core = self._open()
+        before = core.redone
         try:
             if core.refresh():  # a card issued or changed by another process
                 log.info("issuer records changed in the database: reloaded")
@@ -250,6 +253,13 @@ class Consumer:
         except StorageError:
             self._drop()
             raise
+        finally:
+            self._redone(core, before)
+
+    def _redone(self, core: TransactionCore, before: int) -> None:
+        if core.redone > before:  # a branch write came between the core's load and commit
+            self.stats.redone += core.redone - before
+            log.info("issuer records changed by a branch during a batch: reloaded, redone")
 
     def _keep_epurse(self, taps: list[EpurseTap], now: dt.datetime) -> int:
         """Keep accepted e-purse taps for clearing (a resent tap id is kept once)."""
@@ -262,11 +272,14 @@ class Consumer:
 
     def _tick(self, now: dt.datetime) -> list[BatchResult]:
         core = self._open()
+        before = core.redone
         try:
             return [core.close_due(now), core.run_recovery(now)]
         except StorageError:
             self._drop()
             raise
+        finally:
+            self._redone(core, before)
 
     def _sessions(self, workers: int) -> int:
         """Worker sessions the broker may hold from earlier runs (recorded, then raised)."""

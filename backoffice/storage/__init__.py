@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from backoffice.storage.base import (
     BalanceRow,
     FareRow,
+    IssuerConflictError,
     StorageError,
     StorageUnavailableError,
     Store,
@@ -44,6 +45,7 @@ def open_store(url: str, *, read_only: bool = False) -> SqlStore:
 __all__ = [
     "BalanceRow",
     "FareRow",
+    "IssuerConflictError",
     "PostgresStore",
     "SqlStore",
     "SqliteStore",

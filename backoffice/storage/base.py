@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import NamedTuple, Protocol
 
 from backoffice.records import (
@@ -28,7 +29,8 @@ from backoffice.records import (
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
-# Meta key rewritten whenever the issuer's records change outside a running back office.
+# Meta key rewritten whenever the issuer's records change outside a running back office;
+# checked under the issuer lock by every commit of an in-memory issuer (backoffice/README.md).
 ISSUER_CHANGED_KEY = "issuer.changed"
 
 
@@ -38,6 +40,11 @@ class StorageError(Exception):
 
 class StorageUnavailableError(StorageError):
     """The database cannot be reached (not running, refused, wrong URL)."""
+
+
+class IssuerConflictError(StorageError):
+    """Another process changed the issuer's records since they were loaded (the
+    ISSUER_CHANGED_KEY mark moved): the transaction was rolled back, nothing written."""
 
 
 class BalanceRow(NamedTuple):
@@ -74,11 +81,23 @@ class Store(Protocol):
 
     def load_issuer(self) -> IssuerSnapshot: ...
 
-    def commit(self, changes: Changes, issuer: IssuerChanges | None = None) -> None:
-        """Write one batch's rows (and the issuer's) in one transaction: all or nothing."""
+    def commit(self, changes: Changes, issuer: IssuerChanges | None = None, *,
+               issuer_mark: str | None = None) -> None:
+        """Write one batch's rows (and the issuer's) in one transaction: all or nothing;
+        IssuerConflictError when ``issuer_mark`` is not the mark any more."""
         ...
 
-    def save_issuer(self, changes: IssuerChanges) -> None: ...
+    def save_issuer(self, changes: IssuerChanges, *, issuer_mark: str | None = None) -> str:
+        """Write the issuer's records under the issuer lock with a new mark (returned)."""
+        ...
+
+    def issuer_mark(self) -> str:
+        """The issuer's change mark now ("" when none was written)."""
+        ...
+
+    def issuer_held(self) -> AbstractContextManager[str]:
+        """A transaction holding the issuer lock from its first read to its commit."""
+        ...
 
     def meta(self, key: str) -> str | None:
         """A value of the key/value table (settings kept with the data), or None."""

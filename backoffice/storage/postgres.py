@@ -57,6 +57,7 @@ def _pg(statement: str) -> str:
 
 class PostgresStore(SqlStore):
     backend = "postgresql"
+    _lock_clause = " FOR UPDATE"  # the issuer lock (SqlStore._lock_issuer)
 
     def __init__(self, url: str, connect_timeout: int = 5, *, read_only: bool = False) -> None:
         super().__init__(redact(url))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from backoffice.ledger import ACCOUNTS, Entry
@@ -28,7 +28,13 @@ from backoffice.records import (
     TapRow,
 )
 from backoffice.storage import issuer_rows as ir
-from backoffice.storage.base import ISSUER_CHANGED_KEY, BalanceRow, FareRow, StorageError
+from backoffice.storage.base import (
+    ISSUER_CHANGED_KEY,
+    BalanceRow,
+    FareRow,
+    IssuerConflictError,
+    StorageError,
+)
 from backoffice.storage.owner import Owner, Survey, classify, refusal
 from backoffice.storage.schema import MARKER_KEY, SCHEMA_VERSION, TABLES, VERSION_KEY
 from issuer.models import Capture
@@ -43,6 +49,10 @@ _TABLES = frozenset(
         "iss_captures", "iss_journal", "epurse_taps", "clearing_items",
     )
 )  # fmt: skip
+
+
+class _ReleasedError(Exception):
+    """Thrown into a held issuer transaction to roll it back."""
 
 
 def _cols(fields: Sequence[str]) -> str:
@@ -88,9 +98,15 @@ class SqlStore(ABC):
     """The shared implementation of :class:`backoffice.storage.base.Store`."""
 
     backend: str = "sql"
+    _lock_clause = ""  # added to the issuer lock's read (PostgreSQL: " FOR UPDATE")
+    # How long a branch operation waits for the issuer lock (PostgreSQL; SQLite's busy
+    # timeout is the same 5 s): then it is refused with a message, not kept waiting.
+    hold_wait_ms = 5000
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._depth = 0  # open transactions of _tx: inner ones run inside the outer one
+        self._held: ExitStack | None = None  # hold_issuer's transaction, until saved
 
     @property
     def url(self) -> str:
@@ -183,25 +199,122 @@ class SqlStore(ABC):
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self._transaction():
+        """One transaction; inside another one (``issuer_held``) it is part of that one,
+        which commits or rolls back everything."""
+        if self._depth:
             yield
+            return
+        with self._transaction():
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+
+    # -- the issuer's records: one writer at a time, conflicts detected --------------------
+
+    def _lock_issuer(self) -> str:
+        """Inside a write transaction: take the issuer lock every writer of the issuer's
+        records takes, and return the ISSUER_CHANGED_KEY mark ("" when none was written).
+
+        On SQLite the write transaction (BEGIN IMMEDIATE) already is that lock (one writer
+        per database): one read of the meta table's primary key.  PostgreSQL's write
+        transactions run side by side, so the mark's row is read ``FOR UPDATE`` (created
+        first, empty, if no one wrote a mark yet): the same one read, and it waits for a
+        writer holding that row, then sees what it committed."""
+        select = "SELECT value FROM meta WHERE key = ?" + self._lock_clause  # noqa: S608
+        rows = self._query(select, (ISSUER_CHANGED_KEY,))
+        if not rows and self._lock_clause:
+            self._execute(_insert_ignore("meta", ("key", "value"), "key"),
+                          (ISSUER_CHANGED_KEY, ""))
+            rows = self._query(select, (ISSUER_CHANGED_KEY,))
+        return str(rows[0][0] or "") if rows else ""
+
+    def issuer_mark(self) -> str:
+        """The ISSUER_CHANGED_KEY mark as of now ("" when none was written): what an
+        in-memory issuer remembers at its load, and gives back to ``commit``."""
+        return self.meta(ISSUER_CHANGED_KEY) or ""
+
+    def _check_issuer(self, issuer_mark: str | None) -> str:
+        current = self._lock_issuer()
+        if issuer_mark is not None and current != issuer_mark:
+            raise IssuerConflictError(
+                f"{self.backend} database at {self._url}: the issuer's records were changed "
+                "by another process (a branch operation) since they were loaded")
+        return current
+
+    @contextmanager
+    def issuer_held(self) -> Iterator[str]:
+        """A transaction holding the issuer lock from its first read to its commit: what is
+        read inside is the latest, and no other writer of the issuer's records commits in
+        between (``commit``/``save_issuer`` inside are part of it).  Yields the mark."""
+        with self._tx():
+            yield self._lock_issuer()
+
+    @contextmanager
+    def _held_waiting(self) -> Iterator[str]:
+        """``issuer_held``, waiting at most ``hold_wait_ms`` for the lock."""
+        with self._tx():
+            if self._lock_clause:  # PostgreSQL: for this transaction only
+                self._execute(f"SET LOCAL lock_timeout = {int(self.hold_wait_ms)}")
+            yield self._lock_issuer()
+
+    def hold_issuer(self) -> str:
+        """Begin a branch operation: ``issuer_held`` until ``save_issuer`` commits it or
+        ``release_issuer`` rolls it back.  Returns the mark."""
+        if self._held is not None:
+            raise StorageError(f"{self.backend}: the issuer is already held")
+        stack = ExitStack()
+        try:
+            mark = stack.enter_context(self._held_waiting())
+        except StorageError as exc:
+            if "database is locked" not in str(exc) and "lock timeout" not in str(exc):
+                raise
+            raise StorageError(
+                f"{self.backend} database at {self._url} is busy: another writer (a running "
+                "`tapsim backoffice run`, `backoffice replay` or `tapsim issuer run` "
+                "committing, or another branch operation) held it longer than the busy "
+                "timeout; nothing was changed, try again") from None
+        self._held = stack
+        return mark
+
+    def release_issuer(self) -> None:
+        """End a held branch operation that did not save: nothing of it is written."""
+        stack, self._held = self._held, None
+        if stack is not None:
+            stack.__exit__(_ReleasedError, _ReleasedError(), None)  # rolls the transaction back
 
     # -- writing --------------------------------------------------------------------------
 
-    def commit(self, changes: Changes, issuer: IssuerChanges | None = None) -> None:
+    def commit(self, changes: Changes, issuer: IssuerChanges | None = None, *,
+               issuer_mark: str | None = None) -> None:
+        """One batch of the core, all or nothing.  With ``issuer_mark`` (the mark the core's
+        issuer was loaded at), the transaction first takes the issuer lock and checks the
+        mark: another process changed the issuer's records since -> IssuerConflictError,
+        nothing written (the core reloads and redoes the batch)."""
         with self._tx():
+            if issuer_mark is not None:
+                self._check_issuer(issuer_mark)
             self._write(changes)
             if issuer:
                 self._write_issuer(issuer)
 
-    def save_issuer(self, changes: IssuerChanges) -> None:
+    def save_issuer(self, changes: IssuerChanges, *, issuer_mark: str | None = None) -> str:
         """The issuer's records changed outside a running back office (``tapsim card issue``,
-        ``tapsim account``): written with a new ISSUER_CHANGED_KEY mark, which tells a
-        running back office to reload them (TransactionCore.refresh)."""
+        ``tapsim account``, ``tapsim issuer run``): written under the issuer lock with a new
+        ISSUER_CHANGED_KEY mark, which makes a running back office's next commit conflict
+        and redo (and its next ``refresh`` reload).  With ``issuer_mark``, a mark that moved
+        since is an IssuerConflictError.  Commits a ``hold_issuer`` transaction; returns the
+        new mark."""
+        mark = secrets.token_hex(8)
         with self._tx():
+            self._check_issuer(issuer_mark)
             self._write_issuer(changes)
-            self._execute(_upsert("meta", ("key", "value"), "key"),
-                          (ISSUER_CHANGED_KEY, secrets.token_hex(8)))
+            self._execute(_upsert("meta", ("key", "value"), "key"), (ISSUER_CHANGED_KEY, mark))
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()  # commits
+        return mark
 
     def _write(self, ch: Changes) -> None:
         self._bulk_insert("taps", TAP_COLS, ch.taps)

@@ -206,7 +206,7 @@ class _Branch:
     """The issuer of a database, opened for one branch operation."""
 
     def __init__(self, args: argparse.Namespace, profiles: list[CardProfile] | None = None,
-                 *, create: bool = False, read_only: bool = False):
+                 *, create: bool = False, read_only: bool = False, write: bool = False):
         from backoffice.branch import key_store  # noqa: PLC0415
         from issuer.service import Issuer  # noqa: PLC0415
 
@@ -217,11 +217,13 @@ class _Branch:
             raise UserError(f"no database {spec} (tapsim card issue creates one)")
         self.store: SqlStore = open_db(args.db, read_only=read_only)
         try:
+            if write:  # the issuer lock from this read to save(): a running core waits, redoes
+                self.store.hold_issuer()
             banks = db_banks(self.store)
             self.issuer = Issuer(key_store(kek(), profiles or []), banks, token_key(),
                                  self.store.load_issuer())  # fmt: skip
         except BaseException:
-            self.store.close()
+            self.close()
             raise
 
     def token(self, spec: str) -> str:
@@ -257,7 +259,10 @@ class _Branch:
             raise UserError(f"{self.store.url}: nothing was written: {exc}") from None
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.release_issuer()  # not saved: nothing written
+        finally:
+            self.store.close()
 
 
 def _card_dict(issuer: Issuer, card: Card, now: datetime) -> dict[str, Any]:
@@ -323,7 +328,7 @@ def issue_main(args: argparse.Namespace) -> int:
     profile = _profile(args.profile, args.pan)
     now = parse_at(args.at)
     check_currency(args.currency)
-    branch = _Branch(args, [profile], create=True)
+    branch = _Branch(args, [profile], create=True, write=True)
     try:
         branch.housekeeping(now)
         try:
@@ -425,7 +430,7 @@ def action_main(args: argparse.Namespace) -> int:
 
     now = parse_at(args.at)
     rid = _request(args)
-    branch = _Branch(args)
+    branch = _Branch(args, write=True)
     try:
         token = branch.token(args.card)
         amount = getattr(args, "amount", None)
@@ -460,7 +465,7 @@ def transfer_main(args: argparse.Namespace) -> int:
 
     now = parse_at(args.at)
     rid = _request(args)
-    branch = _Branch(args)
+    branch = _Branch(args, write=True)
     try:
         token = branch.token(args.card)
         to = branch.token(args.to)
@@ -498,7 +503,7 @@ def transfer_main(args: argparse.Namespace) -> int:
 
 def sweep_main(args: argparse.Namespace) -> int:
     now = parse_at(args.at)
-    branch = _Branch(args)
+    branch = _Branch(args, write=True)
     try:
         issuer = branch.issuer
         closed = issuer.close_after_grace(now)
@@ -568,7 +573,7 @@ def replace_main(args: argparse.Namespace) -> int:
 
     now = parse_at(args.at)
     new = _profile(args.new_profile, args.new_pan)
-    branch = _Branch(args, [new])
+    branch = _Branch(args, [new], write=True)
     try:
         token = branch.token(args.card)
         branch.housekeeping(now)
