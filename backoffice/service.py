@@ -11,11 +11,13 @@ re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
 from backoffice.engine import BackOffice, BatchResult
 from backoffice.policy import BackOfficeConfig
+from backoffice.ports import IssuerGateway
 from backoffice.pricing import Pricer
 from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
 from backoffice.storage.base import ISSUER_CHANGED_KEY, Store
@@ -23,6 +25,7 @@ from backoffice.taps import TapRecord
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
 from issuer.service import Issuer
+from issuer.store import IssuerChanges
 
 T = TypeVar("T")
 
@@ -38,8 +41,13 @@ class TransactionCore:
         policies: Iterable[BankPolicy],
         token_key: bytes,
         config: BackOfficeConfig | None = None,
+        gateway: IssuerGateway | None = None,
     ) -> None:
         self.store = store
+        # The bank over the wire (backoffice.acquirer), or None: the issuer in process. With
+        # a gateway the in-process issuer serves only branch operations (card issue, deposits)
+        # on the issuer's rows, and is reloaded when the bank's host wrote them.
+        self.gateway = gateway
         self.pricer = pricer
         self.config = config or BackOfficeConfig()
         self._keys = keys
@@ -57,8 +65,14 @@ class TransactionCore:
         self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
                               self.store.load_issuer())
-        self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
+        issuer: IssuerGateway = self._issuer if self.gateway is None else self.gateway
+        self._core = BackOffice(self.pricer, issuer, self.config, self.store.load())
         self._stale = False
+
+    def _reload_issuer(self) -> None:
+        self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
+        self._issuer = Issuer(self._keys, self._policies, self._token_key,
+                              self.store.load_issuer())
 
     @property
     def core(self) -> BackOffice:
@@ -72,12 +86,18 @@ class TransactionCore:
         """The issuer in memory, as of the last commit."""
         if self._stale:
             self._reload()
+        elif self.gateway is not None and self.store.meta(ISSUER_CHANGED_KEY) != \
+                self._issuer_mark:
+            self._reload_issuer()  # the bank's host wrote its rows: the core is unaffected
         return self._issuer
 
     def refresh(self) -> bool:
         """Reload when another process changed the issuer's records since (a card issued,
         an account activated while the back office runs); True when it did."""
         if self.store.meta(ISSUER_CHANGED_KEY) == self._issuer_mark:
+            return False
+        if self.gateway is not None:
+            self._reload_issuer()
             return False
         self._reload()
         return True
@@ -90,7 +110,12 @@ class TransactionCore:
             changes = self.core.drain_changes()
             if meta:
                 changes.meta.update(meta)
-            self.store.commit(changes, self.issuer.drain_changes())
+            issuer_changes = self.issuer.drain_changes()
+            self.store.commit(changes, issuer_changes)
+            if self.gateway is not None and issuer_changes:
+                # A branch operation on the bank's rows: marked, so the bank's host reloads.
+                self.store.save_issuer(IssuerChanges())
+                self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
         except BaseException:
             # Memory is thrown away and reloaded from the store when next used, not here:
             # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
@@ -112,7 +137,11 @@ class TransactionCore:
         return self.run(lambda: self.core.run_recovery(now))
 
     def figures(self) -> Figures:
-        return store_figures(self.store, self.config.merchant_id)
+        figures = store_figures(self.store, self.config.merchant_id)
+        captured: Callable[[], int] | None = getattr(self.gateway, "bank_captured", None)
+        if captured is not None:  # the bank over the wire: what it said it captured
+            figures = replace(figures, issuer_captured=captured())
+        return figures
 
     def reconcile(self) -> Reconciliation:
         return reconcile(self.figures())
