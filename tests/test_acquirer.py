@@ -1,0 +1,245 @@
+"""The back office as ISO 8583 acquirer (`--issuer iso8583://`) against `tapsim issuer run`
+as a real process on 127.0.0.1, directly and through a misbehaving proxy.
+
+* the sample day replayed through the link gives the same ledger as the in-process issuer;
+* faults (host killed -9 mid-run and restarted, answers after the timeout, dropped,
+  garbled, a cut between request and answer, a silent bank): afterwards every aggregate is
+  charged once or is a debt, the bank's captures equal the operator's ledger per card, and
+  nothing is charged twice; no clear PAN in the acquirer's log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backoffice.acquirer.gateway import NetworkIssuer
+from backoffice.acquirer.mapping import AcquirerConfig
+from backoffice.branch import key_store
+from backoffice.cardsfile import load_cards
+from backoffice.fare_pricer import FarePricer
+from backoffice.ledger import ISSUER_SETTLEMENT
+from backoffice.replay import Replay, read_taps
+from backoffice.service import TransactionCore
+from backoffice.storage import open_store
+from emv.card.profile import load_profile
+from tapsim.commands.fare import open_feed
+from isolink.taps import card_pans
+from tapsim.commands.backoffice import core_config, db_banks, kek
+from tapsim.commands.tap import token_key
+from tests.acquirer_proxy import FaultProxy
+from tests.iso8583_support import DIALECT, ROOT, Host, start_host
+
+SAMPLES = ROOT / "backoffice" / "samples"
+CLOCK_FROM = "2025-03-02T00:00:00+08:00"  # the bank's clock for the sample days
+MERCHANT = "tapsim-transit"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "tapsim.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300, check=False)
+
+
+def _new_db(path: Path) -> str:
+    url = f"sqlite:///{path}"
+    open_store(url).close()
+    return url
+
+
+def _ledger(db: Path) -> dict[str, Any]:
+    """What must be equal between two runs: ledger rows per account, operator and day;
+    aggregates (status, total); debts (status, amount); fares; the deny list."""
+    with sqlite3.connect(db) as c:
+        return {
+            "ledger": sorted(c.execute(
+                "SELECT debit, credit, operator_id, service_day, SUM(amount), COUNT(*) "
+                "FROM ledger GROUP BY debit, credit, operator_id, service_day").fetchall()),
+            "entries": sorted(c.execute(
+                "SELECT txn_id, debit, credit, amount FROM ledger").fetchall()),
+            "aggregates": sorted(c.execute(
+                "SELECT aggregate_id, status, total FROM aggregates").fetchall()),
+            "debts": sorted(c.execute("SELECT debt_id, status, amount FROM debts").fetchall()),
+            "taps": sorted(c.execute("SELECT tap_id, amount FROM taps").fetchall()),
+            "deny": sorted(c.execute("SELECT pan_token FROM deny_list").fetchall()),
+        }
+
+
+def test_sample_day_through_the_link_gives_the_same_ledger(tmp_path: Path) -> None:
+    common = ["backoffice", "replay", "--feed", "city", "--taps", str(SAMPLES / "taps.csv"),
+              "--cards", str(SAMPLES / "cards.toml"), "--json"]
+    done = _cli(*common, "--db", "inproc.db", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    _new_db(tmp_path / "wire.db")
+    host = start_host(tmp_path / "wire.db", tmp_path, "--clock-from", CLOCK_FROM)
+    try:
+        wire = _cli(*common, "--db", "wire.db", "--issuer", f"iso8583://127.0.0.1:{host.port}",
+                    cwd=tmp_path)
+    finally:
+        host.stop()
+    assert wire.returncode == 0, wire.stderr
+    a, b = json.loads(done.stdout), json.loads(wire.stdout)
+    assert b["acquirer"]["link"]["answered"] > 0
+    assert b["acquirer"]["adapter"]["stood_in"] == 0
+    assert a["reconciliation"] == b["reconciliation"]
+    assert a["charges"] == b["charges"] and a["recoveries"] == b["recoveries"]
+    assert a["deny_list"] == b["deny_list"]
+    assert sorted((d["card"], d["kind"], d["code"]) for d in a["declines"]) == \
+        sorted((d["card"], d["kind"], d["code"]) for d in b["declines"])
+    assert _ledger(tmp_path / "inproc.db") == _ledger(tmp_path / "wire.db")
+    # The bank's own table: what it captured is what the operator's ledger collected.
+    with sqlite3.connect(tmp_path / "wire.db") as c:
+        captured = c.execute("SELECT COALESCE(SUM(amount), 0) FROM iss_captures").fetchone()[0]
+    assert captured == b["reconciliation"]["ledger"][ISSUER_SETTLEMENT] > 0
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+CARDS = 14
+STOPS = [("07:50", "S01", "1", "on"), ("08:30", "S05", "2", "on"), ("18:00", "D01", "801", "on"),
+         ("18:30", "D04", "801", "off")]
+
+
+def _scenario(tmp: Path) -> tuple[Path, Path, list[str]]:
+    """A day of CARDS cards, four taps each, two of them short of money."""
+    pans = card_pans(load_profile("unionpay-debit").pan, CARDS)
+    cards = ['[cards.c%02d]\nprofile = "unionpay-debit"\npan = "%s"\nbalance = %d\n'
+             % (i, pan, 300 if i in (3, 9) else 5000) for i, pan in enumerate(pans)]
+    (tmp / "cards.toml").write_text("\n".join(cards))
+    rows = ["tap_id,card,time,stop_id,route_id,action,rider_category,fare_media"]
+    for i in range(CARDS):
+        for j, (hm, stop, route, action) in enumerate(STOPS):
+            h, m = hm.split(":")
+            rows.append(f"t{i:02d}{j},c{i:02d},2025-03-03T{h}:{int(m) + i:02d}:00+08:00,{stop},"
+                        f"{route},{action},,cemv")
+    (tmp / "taps.csv").write_text("\n".join(rows) + "\n")
+    return tmp / "taps.csv", tmp / "cards.toml", pans
+
+
+def _core(url: str, cards_path: Path, gateway_port: int,
+          config: AcquirerConfig) -> tuple[TransactionCore, NetworkIssuer]:
+    feed = open_feed("city")
+    cards = load_cards(str(cards_path))
+    store = open_store(url)
+    gateway = NetworkIssuer(store, "127.0.0.1", gateway_port, DIALECT, config)
+    core = TransactionCore(store, FarePricer(feed), key_store(kek(), cards.profiles()),
+                           db_banks(store, *cards.banks), token_key(),
+                           core_config(feed.currency, feed.timezone), gateway)
+    return core, gateway
+
+
+FAULT_CONFIG = AcquirerConfig(timeout=0.25, attempts=2, retry_after=0.0, late_grace=0.5,
+                              stand_in_limit=5000, echo_after=5.0)
+
+
+@pytest.mark.parametrize("fault", ["kill9", "delay", "drop", "garble", "cut", "silent"])
+def test_faults_leave_every_aggregate_charged_once_or_owed(
+    tmp_path: Path, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tapsim.acquirer")
+    taps_path, cards_path, pans = _scenario(tmp_path)
+    url = _new_db(tmp_path / "bo.db")
+    hosts: list[Host] = [start_host(tmp_path / "bo.db", tmp_path, "--clock-from", CLOCK_FROM)]
+    proxy = FaultProxy(hosts[0].port)
+    proxy.delay = 0.6
+    # The fault starts at the 3rd financial request (0200: the day's charges, authorized and
+    # captured at the bank) and lasts for 16 request frames (repeats, reversals included).
+    seen = {"0200": 0, "since": -1}
+
+    def restart() -> None:
+        time.sleep(0.8)
+        hosts.append(start_host(tmp_path / "bo.db", tmp_path, "--clock-from", CLOCK_FROM))
+        proxy.target_port = hosts[-1].port
+
+    def on_request(n: int, mti: str) -> None:
+        if mti.startswith("020"):
+            seen["0200"] += 1
+        if seen["since"] < 0 and seen["0200"] == 3:
+            seen["since"] = n
+            if fault == "kill9":  # mid-run, with this request in flight
+                hosts[0].proc.send_signal(signal.SIGKILL)
+                threading.Thread(target=restart, daemon=True).start()
+            else:
+                proxy.mode = fault
+        elif seen["since"] >= 0 and n - seen["since"] >= 16:
+            proxy.mode = "pass"
+
+    proxy.on_request = on_request
+    core, gateway = _core(url, cards_path, proxy.port, FAULT_CONFIG)
+    try:
+        feed = open_feed("city")
+        replay = Replay(core, feed, load_cards(str(cards_path)), token_key=token_key(), batch=6)
+        taps_file = read_taps(taps_path.read_text(), feed)
+        replay.run(taps_file, source="taps.csv")
+        proxy.mode = "pass"
+        while len(hosts) < 2 and fault == "kill9":
+            time.sleep(0.1)
+        # The bank is back: the store-and-forward table drains, stood-in debts are collected
+        # by their scheduled resubmissions.
+        deadline = time.monotonic() + 30
+        while gateway.journal.open_saf() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            gateway.drain()
+        assert not gateway.journal.open_saf()
+        day_end = max(t.tap.time for t in taps_file.taps)
+        for days in range(1, 15):
+            at = day_end + timedelta(days=days)
+            core.run(lambda at=at: core.core.run_recovery(at))
+        summary = gateway.summary()
+        reconciliation = core.reconcile()
+    finally:
+        gateway.close()
+        proxy.close()
+        for h in hosts:
+            if h.proc.poll() is None:
+                h.proc.kill()
+                h.proc.wait()
+        core.store.close()
+    link = summary["link"]
+    assert isinstance(link, dict)
+    assert proxy.faulted > 0 or fault == "kill9"
+    saf = summary["saf"]
+    assert isinstance(saf, dict) and saf["done"] > 0  # reversals or forwards went through
+    assert link["timeout"] + link["garbled"] + link["down"] > 0, summary  # the fault was felt
+    assert reconciliation.ok, reconciliation.problems
+    _assert_once(tmp_path / "bo.db")
+    log = caplog.text
+    assert log and not any(p in log for p in pans)  # no clear PAN in the acquirer's log
+
+
+def _assert_once(db: Path) -> None:
+    """Every aggregate charged at most once; the bank's captures per card equal what the
+    operator's ledger collected from that card; every closed aggregate charged or owed."""
+    with sqlite3.connect(db) as c:
+        agg_pan = dict(c.execute("SELECT aggregate_id, pan_token FROM aggregates"))
+        statuses = dict(c.execute("SELECT aggregate_id, status FROM aggregates"))
+        debts = dict(c.execute("SELECT debt_id, status FROM debts"))
+        entries = c.execute("SELECT txn_id, amount FROM ledger WHERE debit = ?",
+                            (ISSUER_SETTLEMENT,)).fetchall()
+        bank = c.execute("SELECT pan_token, SUM(amount) FROM iss_captures "
+                         "WHERE merchant_id = ? GROUP BY pan_token", (MERCHANT,)).fetchall()
+    settled_by: dict[str, set[str]] = defaultdict(set)
+    ledger_by_card: dict[str, int] = defaultdict(int)
+    for txn, amount in entries:
+        agg = txn.split(":", 1)[1]  # chg:<aggregate> or rec:<debt = aggregate>
+        settled_by[agg].add(txn)
+        ledger_by_card[agg_pan[agg]] += amount
+    assert all(len(t) == 1 for t in settled_by.values()), settled_by  # never charged twice
+    assert dict(bank) == dict(ledger_by_card)
+    for agg, status in statuses.items():
+        assert status in ("charged", "debt", "open"), (agg, status)
+        if status == "debt":
+            assert agg in debts
