@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,9 @@ from backoffice.replay import Replay, read_taps
 from backoffice.service import TransactionCore
 from backoffice.storage import open_store
 from emv.card.profile import load_profile
-from tapsim.commands.fare import open_feed
 from isolink.taps import card_pans
 from tapsim.commands.backoffice import core_config, db_banks, kek
+from tapsim.commands.fare import open_feed
 from tapsim.commands.tap import token_key
 from tests.acquirer_proxy import FaultProxy
 from tests.iso8583_support import DIALECT, ROOT, Host, start_host
@@ -116,8 +116,8 @@ STOPS = [("07:50", "S01", "1", "on"), ("08:30", "S05", "2", "on"), ("18:00", "D0
 def _scenario(tmp: Path) -> tuple[Path, Path, list[str]]:
     """A day of CARDS cards, four taps each, two of them short of money."""
     pans = card_pans(load_profile("unionpay-debit").pan, CARDS)
-    cards = ['[cards.c%02d]\nprofile = "unionpay-debit"\npan = "%s"\nbalance = %d\n'
-             % (i, pan, 300 if i in (3, 9) else 5000) for i, pan in enumerate(pans)]
+    cards = [f'[cards.c{i:02d}]\nprofile = "unionpay-debit"\npan = "{pan}"\n'
+             f"balance = {300 if i in (3, 9) else 5000}\n" for i, pan in enumerate(pans)]
     (tmp / "cards.toml").write_text("\n".join(cards))
     rows = ["tap_id,card,time,stop_id,route_id,action,rider_category,fare_media"]
     for i in range(CARDS):
@@ -145,7 +145,8 @@ FAULT_CONFIG = AcquirerConfig(timeout=0.25, attempts=2, retry_after=0.0, late_gr
                               stand_in_limit=5000, echo_after=5.0)
 
 
-@pytest.mark.parametrize("fault", ["kill9", "delay", "drop", "garble", "cut", "silent"])
+@pytest.mark.parametrize("fault", ["kill9", "delay", "drop", "garble", "cut", "silent",
+                                   "restart"])
 def test_faults_leave_every_aggregate_charged_once_or_owed(
     tmp_path: Path, fault: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -172,9 +173,9 @@ def test_faults_leave_every_aggregate_charged_once_or_owed(
             if fault == "kill9":  # mid-run, with this request in flight
                 hosts[0].proc.send_signal(signal.SIGKILL)
                 threading.Thread(target=restart, daemon=True).start()
-            else:
-                proxy.mode = fault
-        elif seen["since"] >= 0 and n - seen["since"] >= 16:
+            else:  # restart: the bank drops answers until the back office has restarted
+                proxy.mode = "drop" if fault == "restart" else fault
+        elif seen["since"] >= 0 and n - seen["since"] >= 16 and fault != "restart":
             proxy.mode = "pass"
 
     proxy.on_request = on_request
@@ -184,6 +185,12 @@ def test_faults_leave_every_aggregate_charged_once_or_owed(
         replay = Replay(core, feed, load_cards(str(cards_path)), token_key=token_key(), batch=6)
         taps_file = read_taps(taps_path.read_text(), feed)
         replay.run(taps_file, source="taps.csv")
+        if fault == "restart":  # the back office stops with reversals still owed, restarts
+            assert gateway.journal.open_saf()
+            gateway.close()
+            core.store.close()
+            proxy.mode = "pass"
+            core, gateway = _core(url, cards_path, proxy.port, FAULT_CONFIG)
         proxy.mode = "pass"
         while len(hosts) < 2 and fault == "kill9":
             time.sleep(0.1)
@@ -213,7 +220,8 @@ def test_faults_leave_every_aggregate_charged_once_or_owed(
     assert proxy.faulted > 0 or fault == "kill9"
     saf = summary["saf"]
     assert isinstance(saf, dict) and saf["done"] > 0  # reversals or forwards went through
-    assert link["timeout"] + link["garbled"] + link["down"] > 0, summary  # the fault was felt
+    if fault != "restart":  # (after a restart the link's counts start again)
+        assert link["timeout"] + link["garbled"] + link["down"] > 0, summary  # fault felt
     assert reconciliation.ok, reconciliation.problems
     _assert_once(tmp_path / "bo.db")
     log = caplog.text
@@ -243,3 +251,40 @@ def _assert_once(db: Path) -> None:
         assert status in ("charged", "debt", "open"), (agg, status)
         if status == "debt":
             assert agg in debts
+
+
+def test_a_request_left_sent_by_a_crash_is_reversed_after_restart(tmp_path: Path) -> None:
+    """Durable before sending: a 0200 whose answer was never recorded (the back office died
+    in between) becomes a reversal at the next start, sent until the bank answers."""
+    from backoffice.acquirer.journal import Journal, RequestRow
+    from backoffice.acquirer.mapping import Key, request_fields
+    from issuer.models import AuthKind, AuthorizationRequest
+
+    url = _new_db(tmp_path / "bo.db")
+    store = open_store(url)
+    request = AuthorizationRequest("chg:A:x1", "ab" * 16, AuthKind.RESUBMISSION, 700, "CNY",
+                                   MERCHANT, original_request_id="av:A:x1")
+    key = Key("0303120000", "000001")
+    fields = request_fields(DIALECT, request, key, FAULT_CONFIG)
+    Journal(store).put_request(RequestRow(request.request_id, "0200", key, fields,
+                                          request.pan_token, 700, "sent", "", 0))
+    host = start_host(tmp_path / "bo.db", tmp_path, "--clock-from", CLOCK_FROM)
+    try:
+        gateway = NetworkIssuer(store, "127.0.0.1", host.port, DIALECT, FAULT_CONFIG)
+        row = gateway.journal.request(request.request_id)
+        assert row is not None and row.state == "unanswered" and row.code == "91"
+        [saf] = gateway.journal.open_saf()
+        assert saf.kind == "reversal" and saf.fields["90"].startswith("0200000001")
+        deadline = time.monotonic() + 10
+        while gateway.journal.open_saf() and time.monotonic() < deadline:
+            gateway.drain()
+            time.sleep(0.2)
+        [saf] = gateway.journal.all_saf()
+        assert (saf.state, saf.code, saf.not_found) == ("done", "25", 1)  # asked twice
+        # The core asking again gets the answer it got before: the stand-in, not a charge.
+        again = gateway.authorize(request, datetime.now(UTC))
+        assert again.code.value == "91" and again.hold_id is None
+        gateway.close()
+    finally:
+        host.stop()
+        store.close()

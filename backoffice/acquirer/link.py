@@ -5,9 +5,9 @@ sends one message and waits at most ``timeout`` seconds for the answer with the 
 field 7 and STAN.  Answers to earlier requests arriving late are logged and dropped.
 Every failure is a typed :class:`LinkError` the gateway turns into a decision:
 
-* :class:`LinkDown`: no connection (refused, reset, closed by the host);
-* :class:`LinkTimeout`: connected, the answer did not come in time;
-* :class:`LinkGarbled`: bytes that are not a message of the dialect.
+* :class:`LinkDownError`: no connection (refused, reset, closed by the host);
+* :class:`LinkTimeoutError`: connected, the answer did not come in time;
+* :class:`LinkGarbledError`: bytes that are not a message of the dialect.
 
 After a timeout or garbage the connection is closed (a fresh one, with a sign-on, serves
 the next request), so a late answer can never be read as another request's.  Logs name
@@ -41,15 +41,15 @@ class LinkError(Exception):
     kind = "error"
 
 
-class LinkDown(LinkError):
+class LinkDownError(LinkError):
     kind = "down"
 
 
-class LinkTimeout(LinkError):
+class LinkTimeoutError(LinkError):
     kind = "timeout"
 
 
-class LinkGarbled(LinkError):
+class LinkGarbledError(LinkError):
     kind = "garbled"
 
 
@@ -85,7 +85,7 @@ class Link:
         except OSError as exc:
             self._sock = None
             self.stats["down"] += 1
-            raise LinkDown(f"bank {self.host}:{self.port}: cannot connect: "
+            raise LinkDownError(f"bank {self.host}:{self.port}: cannot connect: "
                            f"{exc.strerror or exc}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.stats["connects"] += 1
@@ -93,7 +93,8 @@ class Link:
         answer = self._exchange(network_fields(SIGN_ON, self._next_key(), self.config), "sign-on")
         if answer.get("39") != "00":
             self.close()
-            raise LinkDown(f"bank {self.host}:{self.port}: sign-on answered {answer.get('39')}")
+            raise LinkDownError(f"bank {self.host}:{self.port}: sign-on answered "
+                                f"{answer.get('39')}")
 
     def exchange(self, fields: Fields, what: str) -> Fields:
         """Send ``fields``, return the answer; connects (and signs on) first when needed,
@@ -113,7 +114,7 @@ class Link:
         except OSError as exc:
             self.close()
             self.stats["down"] += 1
-            raise LinkDown(f"{what}: MTI {fields['t']} STAN {fields['11']}: send failed: "
+            raise LinkDownError(f"{what}: MTI {fields['t']} STAN {fields['11']}: send failed: "
                            f"{exc.strerror or exc}") from None
         self.stats["sent"] += 1
         deadline = time.monotonic() + self.config.timeout
@@ -124,7 +125,7 @@ class Link:
             except MessageFormatError as exc:
                 self.close()
                 self.stats["garbled"] += 1
-                raise LinkGarbled(f"{what}: MTI {fields['t']} STAN {fields['11']}: the answer "
+                raise LinkGarbledError(f"{what}: MTI {fields['t']} STAN {fields['11']}: the answer "
                                   f"is not a message of the dialect: {exc}") from None
             if answers(self.dialect, fields, got):
                 self.stats["answered"] += 1
@@ -142,7 +143,7 @@ class Link:
             if left <= 0:
                 self.close()
                 self.stats["timeout"] += 1
-                raise LinkTimeout(f"{what}: MTI {fields['t']} STAN {fields['11']}: no answer "
+                raise LinkTimeoutError(f"{what}: MTI {fields['t']} STAN {fields['11']}: no answer "
                                   f"within {self.config.timeout:g} s")
             sock.settimeout(left)
             try:
@@ -152,18 +153,18 @@ class Link:
             except OSError as exc:
                 self.close()
                 self.stats["down"] += 1
-                raise LinkDown(f"{what}: MTI {fields['t']} STAN {fields['11']}: connection "
+                raise LinkDownError(f"{what}: MTI {fields['t']} STAN {fields['11']}: connection "
                                f"failed: {exc.strerror or exc}") from None
             if not chunk:
                 self.close()
                 self.stats["down"] += 1
-                raise LinkDown(f"{what}: MTI {fields['t']} STAN {fields['11']}: the bank "
+                raise LinkDownError(f"{what}: MTI {fields['t']} STAN {fields['11']}: the bank "
                                "closed the connection before answering")
             try:
                 self._ready += self._frames.receive_data(chunk)
             except FrameError as exc:
                 self.close()
                 self.stats["garbled"] += 1
-                raise LinkGarbled(f"{what}: MTI {fields['t']} STAN {fields['11']}: bad "
+                raise LinkGarbledError(f"{what}: MTI {fields['t']} STAN {fields['11']}: bad "
                                   f"framing: {exc}") from None
         return self._ready.pop(0)
