@@ -111,6 +111,9 @@ class TransactionCore:
             if meta:
                 changes.meta.update(meta)
             issuer_changes = self.issuer.drain_changes()
+            flush: Callable[[], None] | None = getattr(self.gateway, "flush", None)
+            if flush is not None:
+                flush()  # the bank's answers this batch decided on, durable before it
             self.store.commit(changes, issuer_changes)
             if self.gateway is not None and issuer_changes:
                 # A branch operation on the bank's rows: marked, so the bank's host reloads.

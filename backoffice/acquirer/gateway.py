@@ -118,6 +118,7 @@ class NetworkIssuer:
         self.link = Link(host, port, dialect, self.config, self._next_key)
         self._down_until = 0.0
         self._saf_next: int | None = None  # the earliest due store-and-forward item
+        self._answers: dict[str, RequestRow] = {}  # answered, not yet written (flush)
         self.stats: dict[str, int] = {"requests": 0, "stood_in": 0, "reversals": 0,
                                       "forwards": 0, "credits_used": 0, "replayed": 0}
         self._recover_sent()
@@ -127,15 +128,18 @@ class NetworkIssuer:
         return f"NetworkIssuer({self.link.host}:{self.link.port})"
 
     def close(self) -> None:
+        self.flush()
         self.link.close()
 
     def bank_captured(self) -> int:
         """What the bank said it captured (0200 approvals, reversals answered "21"): the
         other side of the reconciliation when the bank is over the wire."""
+        self.flush()
         return self.journal.bank_captured()
 
     def summary(self) -> dict[str, object]:
         """The link's and the store-and-forward table's figures, for reports."""
+        self.flush()
         saf = self.journal.all_saf()
         stood = [r for r in self.journal.requests() if r.state in ("stood_in", "unanswered")]
         credit, used = self.journal.credits_total()
@@ -163,10 +167,10 @@ class NetworkIssuer:
     def authorize(self, request: AuthorizationRequest, now: datetime) -> AuthResponse:
         """The bank's answer to ``request`` (or the recorded one, or a stand-in)."""
         rid = request.request_id
-        row = self.journal.request(rid)
+        row = self._answers.get(rid) or self.journal.request(rid)
         if row is not None and row.state != "sent":
             self.stats["replayed"] += 1
-            return self._response(rid, row.code, row.mti)
+            return self._response(rid, row.code, row.mti, row)
         self.stats["requests"] += 1
         mti = mti_of(request)
         amount = request.amount
@@ -207,8 +211,10 @@ class NetworkIssuer:
             self.journal.use_credit(rid, request.pan_token, used, row)
             self.stats["credits_used"] += 1
         else:
-            self.journal.put_request(row)
-        return self._response(rid, code, mti)
+            # Kept until the core's commit (flush): a crash before it leaves the row "sent",
+            # which a restart reverses, as the core then never booked the answer either.
+            self._answers[rid] = row
+        return self._response(rid, code, mti, row)
 
     def capture(self, hold_id: str, amount: int, capture_id: str, now: datetime) -> Capture:
         """A local confirmation: the bank captured with its 0200 approval."""
@@ -228,17 +234,27 @@ class NetworkIssuer:
 
     # -- pieces -----------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Make the answers received since the last flush durable (TransactionCore.run
+        calls it before it commits the core's batch)."""
+        if self._answers:
+            self.journal.put_answers(list(self._answers.values()))
+            self._answers.clear()
+
     def _approved(self, hold_id: str) -> RequestRow:
-        row = self.journal.request(hold_id.removeprefix(HOLD_PREFIX))
+        rid = hold_id.removeprefix(HOLD_PREFIX)
+        row = self._answers.get(rid) or self.journal.request(rid)
         if row is None or row.code != APPROVED or not hold_id.startswith(HOLD_PREFIX):
             raise HoldError(f"no hold {hold_id} approved by the bank")
         return row
 
-    def _response(self, rid: str, code: str, mti: str) -> AuthResponse:
+    def _response(self, rid: str, code: str, mti: str,
+                  row: RequestRow | None = None) -> AuthResponse:
         rc = _code(code)
         hold = None
         if rc.approved:
-            row = self.journal.request(rid)
+            if row is None and mti == AV_MTI:
+                row = self._answers.get(rid) or self.journal.request(rid)
             if mti == FINANCIAL_MTI or (row is not None and row.amount > 0):
                 hold = HOLD_PREFIX + rid
         return AuthResponse(rid, rc, frozenset(), hold)

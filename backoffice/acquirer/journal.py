@@ -144,6 +144,17 @@ class Journal:
             if saf is not None:
                 self._insert_saf(saf)
 
+    def put_answers(self, rows: list[RequestRow]) -> None:
+        """Record the answers of requests (rows already written as ``sent``), in one
+        transaction."""
+        if not rows:
+            return
+        store = self.store
+        with store._tx():
+            store._executemany(
+                "UPDATE acq_requests SET state = ?, code = ? WHERE request_id = ?",
+                [(r.state, r.code, r.request_id) for r in rows])
+
     def _insert_saf(self, saf: SafRow) -> None:
         self.store._execute(
             f"INSERT INTO acq_saf ({_SAF_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - column lists are constants

@@ -466,6 +466,16 @@ def print_report(r: ReplayReport) -> None:
         console.print("[bold red]NOT reconciled[/]:")
         for problem in rec["problems"]:
             console.print(f"  {problem}")
+    if r.acquirer is not None:
+        a = r.acquirer
+        link, saf, stood = a["link"], a["saf"], a["stood_in"]
+        console.print(
+            f"bank over ISO 8583: {link['answered']} answer(s) to {link['sent']} message(s), "
+            f"timeouts {link['timeout']}, unreachable {link['down']}, garbled "
+            f"{link['garbled']}; stood in {stood['requests']} (charges "
+            f"{m(stood['charges_fen'])}); store-and-forward open {saf['open']}, done "
+            f"{saf['done']}"
+        )
 
 
 # -- the MQTT consumer: `tapsim backoffice run` -------------------------------------------
