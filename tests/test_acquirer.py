@@ -288,3 +288,22 @@ def test_a_request_left_sent_by_a_crash_is_reversed_after_restart(tmp_path: Path
     finally:
         host.stop()
         store.close()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--issuer", "http://127.0.0.1:1"], "write iso8583://HOST:PORT"),
+    (["--issuer", "iso8583://127.0.0.1"], "with a port 1-65535"),
+    (["--stand-in", "100"], "--spec and --stand-in need --issuer"),
+    (["--issuer", "iso8583://127.0.0.1:9", "--spec", "nope.json"], "--spec"),
+    (["--issuer", "iso8583://127.0.0.1:9", "--stand-in", "-1"], "--stand-in"),
+])
+def test_bad_issuer_options_are_named_before_anything_is_opened(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    for command in (["backoffice", "replay", "--feed", "city", "--taps",
+                     str(SAMPLES / "taps.csv"), "--cards", str(SAMPLES / "cards.toml")],
+                    ["backoffice", "run", "--broker", "mqtt://127.0.0.1:1"]):
+        done = _cli(*command, "--db", "bo.db", *args, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "bo.db").exists()

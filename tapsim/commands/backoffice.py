@@ -250,11 +250,21 @@ def open_gateway(args: argparse.Namespace, store: SqlStore) -> NetworkIssuer | N
     return NetworkIssuer(store, host, port, dialect, config)
 
 
-def load_spec_or_fail(path: Path | None) -> None:
+def check_issuer_arguments(args: argparse.Namespace) -> None:
+    """A bad ``--issuer``/``--spec`` is an error before anything is opened."""
+    from backoffice.acquirer.gateway import parse_issuer_url  # noqa: PLC0415
+    from backoffice.acquirer.mapping import MappingError  # noqa: PLC0415
     from isolink.dialect import SpecError, load_dialect  # noqa: PLC0415
 
+    if args.issuer == "inprocess":
+        if args.spec is not None or args.stand_in:
+            raise UserError("--spec and --stand-in need --issuer iso8583://HOST:PORT")
+        return
     try:
-        load_dialect(path)
+        parse_issuer_url(args.issuer)
+        load_dialect(args.spec)
+    except MappingError as exc:
+        raise UserError(f"--issuer: {exc}") from None
     except SpecError as exc:
         raise UserError(f"--spec: {exc}") from None
 
@@ -298,6 +308,7 @@ def replay_main(args: argparse.Namespace) -> int:
     from backoffice.storage import StorageError  # noqa: PLC0415
     from issuer.errors import IssuerError  # noqa: PLC0415
 
+    check_issuer_arguments(args)
     feed = open_feed(args.feed)
     text, source = read_taps_text(args.taps)
     until = parse_at(args.until, "--until") if args.until else None
@@ -591,16 +602,7 @@ def run_main(args: argparse.Namespace) -> int:
     token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
     cfg = core_config(feed.currency, feed.timezone)
 
-    if args.issuer != "inprocess":  # a bad --issuer/--spec is an error now, not at open
-        from backoffice.acquirer.gateway import parse_issuer_url  # noqa: PLC0415
-        from backoffice.acquirer.mapping import MappingError  # noqa: PLC0415
-        try:
-            parse_issuer_url(args.issuer)
-        except MappingError as exc:
-            raise UserError(f"--issuer: {exc}") from None
-        load_spec_or_fail(args.spec)
-    elif args.spec is not None or args.stand_in:
-        raise UserError("--spec and --stand-in need --issuer iso8583://HOST:PORT")
+    check_issuer_arguments(args)
 
     def open_core_here() -> TransactionCore:
         store = open_store(url)
