@@ -307,3 +307,64 @@ def test_bad_issuer_options_are_named_before_anything_is_opened(
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and "Traceback" not in done.stderr
         assert not (tmp_path / "bo.db").exists()
+
+
+@pytest.mark.service
+def test_backoffice_run_through_the_link(mosquitto: Any, tmp_path: Path) -> None:
+    """`tapsim backoffice run`'s consumer with the network adapter: validators' taps through
+    the real broker, the first tap's verification answered by `tapsim issuer run`."""
+    import asyncio
+
+    import aiomqtt
+
+    from backoffice.consumer import Consumer, ConsumerConfig
+    from backoffice.consumer_link import BrokerAddress
+    from backoffice.storage import sqlite_url
+    from tests.fixtures.backoffice import CITY, CITY_MEDIA, issue_cards, running, until
+    from tests.fixtures.terminal import TOKEN_KEY, rig
+    from wire import encode, topics
+
+    url = sqlite_url(tmp_path / "bo.db")
+    issue_cards(url, TOKEN_KEY, {"unionpay-debit": True})
+    host = start_host(tmp_path / "bo.db", tmp_path)
+    gateways: list[NetworkIssuer] = []
+
+    def make() -> TransactionCore:
+        store = open_store(url)
+        gateways.append(NetworkIssuer(store, "127.0.0.1", host.port, DIALECT,
+                                      AcquirerConfig(timeout=5.0)))
+        return TransactionCore(store, FarePricer(CITY), key_store(kek()), db_banks(store),
+                               TOKEN_KEY, core_config("CNY", CITY.timezone), gateways[-1])
+
+    r = rig(tmp_path / "V1.journal", validator_id="V1", stop_id="S01", route_id="1",
+            card_name="unionpay-debit")
+    payloads = []
+    for _ in range(3):
+        rec = r.validator.tap(r.reader).record
+        assert rec is not None
+        payloads.append(encode(rec))
+    consumer = Consumer(BrokerAddress(mosquitto.host, mosquitto.port, keepalive=5, timeout=5.0),
+                        make, CITY_MEDIA, CITY.timezone,
+                        config=ConsumerConfig(tick=3600.0, snapshot_every=0.2))
+
+    async def go() -> None:
+        async with running(consumer) as c:
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+                for p in payloads:
+                    await client.publish(topics.tap_topic("V1"), p, qos=1)
+            assert await until(lambda: c.stats.ingested == 3)
+
+    try:
+        asyncio.run(go())
+    finally:
+        host.stop()
+    with sqlite3.connect(tmp_path / "bo.db") as c:
+        sent = c.execute("SELECT request_id, mti, state, code FROM acq_requests").fetchall()
+        bank = c.execute("SELECT request_id, kind, code FROM iss_auths").fetchall()
+        deny = c.execute("SELECT COUNT(*) FROM deny_list").fetchone()[0]
+    assert [(m, s, code) for _, m, s, code in sent] == [("0100", "answered", "00")]
+    assert sent[0][0].startswith("av:A:")
+    assert [(k, code) for rid, k, code in bank if rid.startswith("iso:")] == \
+        [("account_verification", "00")]
+    assert deny == 0
+    assert gateways[-1].link.stats["answered"] >= 2  # the sign-on and the verification
