@@ -17,9 +17,10 @@ starts from a fresh database with the accounts open.
 
 SQLite ``synchronous=FULL`` (an fsync per commit: about 5.6 ms on the machine measured) and
 ``normal`` (WAL: durable against a crash of the process, not of the machine), for both
-sides, to show what the fsyncs cost.  Both timed by the wall clock (they wait on the disk and the host), with the back office's
-CPU time beside and the host's CPU seconds (``/proc/PID/stat``) for the wire run.  Run
-with ``-s`` to see the figures; they are kept in the benchmark's extra_info.
+sides, to show what the fsyncs cost.  Both timed by the wall clock (they wait on the disk
+and the host), with the back office's CPU time beside and the host's CPU seconds
+(``/proc/PID/stat``) for the wire run.  Run with ``-s`` to see the figures; they are kept in
+the benchmark's extra_info, with the load average.
 """
 
 from __future__ import annotations
@@ -154,10 +155,11 @@ def test_bench_backoffice_through_the_iso8583_link(benchmark: Any, tmp_path: Pat
         "iso8583_taps_per_s_cpu": round(n_taps / w_cpu),
         "iso8583_backoffice_cpu_s": round(w_cpu, 3), "iso8583_host_cpu_s": round(h_cpu, 3),
         "iso8583_ms_per_request_wall": round(1000 * (w_wall - b_wall) / (2 * CARDS), 3),
+        "load_average": round(os.getloadavg()[0], 2),
     }
     benchmark.extra_info.update(figures)
     print(f"\nback office, {n_taps} taps, {2 * CARDS} bank requests, SQLite synchronous={sync} "
-          f"(medians of {ROUNDS}):")
+          f"(medians of {ROUNDS}; load average {figures['load_average']}):")
     print(f"  in-process issuer: {figures['inprocess_taps_per_s_wall']:,} taps/s wall, "
           f"{figures['inprocess_taps_per_s_cpu']:,} per CPU second")
     print(f"  ISO 8583 issuer:   {figures['iso8583_taps_per_s_wall']:,} taps/s wall, "
