@@ -97,8 +97,7 @@ class TransactionCore:
         if self.store.meta(ISSUER_CHANGED_KEY) == self._issuer_mark:
             return False
         if self.gateway is not None:
-            self._reload_issuer()
-            return False
+            return False  # the core does not use it; ``issuer`` reloads when next read
         self._reload()
         return True
 
@@ -110,7 +109,10 @@ class TransactionCore:
             changes = self.core.drain_changes()
             if meta:
                 changes.meta.update(meta)
-            issuer_changes = self.issuer.drain_changes()
+            # With a gateway, the issuer in memory changes only when an action read it
+            # (a branch operation): its changes are drained from it, never reloaded here.
+            issuer = self._issuer if self.gateway is not None else self.issuer
+            issuer_changes = issuer.drain_changes()
             flush: Callable[[], None] | None = getattr(self.gateway, "flush", None)
             if flush is not None:
                 flush()  # the bank's answers this batch decided on, durable before it
