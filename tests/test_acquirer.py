@@ -10,6 +10,7 @@ as a real process on 127.0.0.1, directly and through a misbehaving proxy.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -204,7 +205,7 @@ def test_faults_leave_every_aggregate_charged_once_or_owed(
         day_end = max(t.tap.time for t in taps_file.taps)
         for days in range(1, 15):
             at = day_end + timedelta(days=days)
-            core.run(lambda at=at: core.core.run_recovery(at))
+            core.run(functools.partial(core.core.run_recovery, at))
         summary = gateway.summary()
         reconciliation = core.reconcile()
     finally:
