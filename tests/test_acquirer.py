@@ -35,13 +35,14 @@ from backoffice.fare_pricer import FarePricer
 from backoffice.ledger import ISSUER_SETTLEMENT
 from backoffice.replay import Replay, read_taps
 from backoffice.service import TransactionCore
-from backoffice.storage import open_store
+from backoffice.storage import StorageUnavailableError, open_store
 from emv.card.profile import load_profile
 from isolink.taps import card_pans
 from tapsim.commands.backoffice import core_config, db_banks, kek
 from tapsim.commands.fare import open_feed
 from tapsim.commands.tap import token_key
 from tests.acquirer_proxy import FaultProxy
+from tests.core_fixtures import backend_url, drop_schema, pg_unavailable
 from tests.iso8583_support import DIALECT, ROOT, Host, start_host
 
 SAMPLES = ROOT / "backoffice" / "samples"
@@ -61,50 +62,71 @@ def _new_db(path: Path) -> str:
     return url
 
 
-def _ledger(db: Path) -> dict[str, Any]:
+def _ledger(url: str) -> dict[str, Any]:
     """What must be equal between two runs: ledger rows per account, operator and day;
     aggregates (status, total); debts (status, amount); fares; the deny list."""
-    with sqlite3.connect(db) as c:
+    store = open_store(url)
+
+    def q(sql: str) -> list[tuple[Any, ...]]:
+        return sorted(tuple(r) for r in store._query(sql))
+
+    try:
         return {
-            "ledger": sorted(c.execute(
-                "SELECT debit, credit, operator_id, service_day, SUM(amount), COUNT(*) "
-                "FROM ledger GROUP BY debit, credit, operator_id, service_day").fetchall()),
-            "entries": sorted(c.execute(
-                "SELECT txn_id, debit, credit, amount FROM ledger").fetchall()),
-            "aggregates": sorted(c.execute(
-                "SELECT aggregate_id, status, total FROM aggregates").fetchall()),
-            "debts": sorted(c.execute("SELECT debt_id, status, amount FROM debts").fetchall()),
-            "taps": sorted(c.execute("SELECT tap_id, amount FROM taps").fetchall()),
-            "deny": sorted(c.execute("SELECT pan_token FROM deny_list").fetchall()),
+            "ledger": q("SELECT debit, credit, operator_id, service_day, SUM(amount), COUNT(*) "
+                        "FROM ledger GROUP BY debit, credit, operator_id, service_day"),
+            "entries": q("SELECT txn_id, debit, credit, amount FROM ledger"),
+            "aggregates": q("SELECT aggregate_id, status, total FROM aggregates"),
+            "debts": q("SELECT debt_id, status, amount FROM debts"),
+            "taps": q("SELECT tap_id, amount FROM taps"),
+            "deny": q("SELECT pan_token FROM deny_list"),
+            "bank_captured": q("SELECT COALESCE(SUM(amount), 0) FROM iss_captures"),
         }
+    finally:
+        store.close()
 
 
-def test_sample_day_through_the_link_gives_the_same_ledger(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sample_day_through_the_link_gives_the_same_ledger(tmp_path: Path, backend: str) -> None:
     common = ["backoffice", "replay", "--feed", "city", "--taps", str(SAMPLES / "taps.csv"),
               "--cards", str(SAMPLES / "cards.toml"), "--json"]
-    done = _cli(*common, "--db", "inproc.db", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    _new_db(tmp_path / "wire.db")
-    host = start_host(tmp_path / "wire.db", tmp_path, "--clock-from", CLOCK_FROM)
+    urls, schemas = [], []
+    for name in ("inproc", "wire"):
+        (tmp_path / name).mkdir()
+        url, schema = backend_url(backend, tmp_path / name)
+        urls.append(url)
+        schemas.append(schema)
+    inproc, wire_url = urls
     try:
-        wire = _cli(*common, "--db", "wire.db", "--issuer", f"iso8583://127.0.0.1:{host.port}",
-                    cwd=tmp_path)
+        try:
+            open_store(wire_url).close()  # the database the host opens
+        except StorageUnavailableError as exc:
+            pg_unavailable(str(exc))
+        done = _cli(*common, "--db", inproc, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        host = start_host(wire_url, tmp_path, "--clock-from", CLOCK_FROM)
+        try:
+            wire = _cli(*common, "--db", wire_url, "--issuer",
+                        f"iso8583://127.0.0.1:{host.port}", cwd=tmp_path)
+        finally:
+            host.stop()
+        assert wire.returncode == 0, wire.stderr
+        a, b = json.loads(done.stdout), json.loads(wire.stdout)
+        assert b["acquirer"]["link"]["answered"] > 0
+        assert b["acquirer"]["adapter"]["stood_in"] == 0
+        assert a["reconciliation"] == b["reconciliation"]
+        assert a["charges"] == b["charges"] and a["recoveries"] == b["recoveries"]
+        assert a["deny_list"] == b["deny_list"]
+        assert sorted((d["card"], d["kind"], d["code"]) for d in a["declines"]) == \
+            sorted((d["card"], d["kind"], d["code"]) for d in b["declines"])
+        # The same rows, and the bank's own captures equal to what the ledger collected.
+        ours, theirs = _ledger(inproc), _ledger(wire_url)
+        assert ours == theirs
+        assert theirs["bank_captured"] == [(b["reconciliation"]["ledger"][ISSUER_SETTLEMENT],)]
+        assert b["reconciliation"]["ledger"][ISSUER_SETTLEMENT] > 0
     finally:
-        host.stop()
-    assert wire.returncode == 0, wire.stderr
-    a, b = json.loads(done.stdout), json.loads(wire.stdout)
-    assert b["acquirer"]["link"]["answered"] > 0
-    assert b["acquirer"]["adapter"]["stood_in"] == 0
-    assert a["reconciliation"] == b["reconciliation"]
-    assert a["charges"] == b["charges"] and a["recoveries"] == b["recoveries"]
-    assert a["deny_list"] == b["deny_list"]
-    assert sorted((d["card"], d["kind"], d["code"]) for d in a["declines"]) == \
-        sorted((d["card"], d["kind"], d["code"]) for d in b["declines"])
-    assert _ledger(tmp_path / "inproc.db") == _ledger(tmp_path / "wire.db")
-    # The bank's own table: what it captured is what the operator's ledger collected.
-    with sqlite3.connect(tmp_path / "wire.db") as c:
-        captured = c.execute("SELECT COALESCE(SUM(amount), 0) FROM iss_captures").fetchone()[0]
-    assert captured == b["reconciliation"]["ledger"][ISSUER_SETTLEMENT] > 0
+        for schema in schemas:
+            if schema:
+                drop_schema(schema)
 
 
 # -- faults ---------------------------------------------------------------------------------
@@ -369,3 +391,37 @@ def test_backoffice_run_through_the_link(mosquitto: Any, tmp_path: Path) -> None
         [("account_verification", "00")]
     assert deny == 0
     assert gateways[-1].link.stats["answered"] >= 2  # the sign-on and the verification
+
+
+def test_link_signs_on_echoes_when_idle_and_types_its_failures(tmp_path: Path) -> None:
+    from backoffice.acquirer.link import Link, LinkDownError, LinkTimeoutError
+    from backoffice.acquirer.mapping import ECHO, Key, network_fields
+
+    _new_db(tmp_path / "bank.db")
+    host = start_host(tmp_path / "bank.db", tmp_path)
+    stan = [0]
+
+    def key() -> Key:
+        stan[0] += 1
+        return Key.of(datetime.now(UTC), stan[0])
+
+    cfg = AcquirerConfig(timeout=0.3, echo_after=0.05)
+    proxy = FaultProxy(host.port)
+    link = Link("127.0.0.1", proxy.port, DIALECT, cfg, key)
+    try:
+        assert link.exchange(network_fields(ECHO, key(), cfg), "echo")["39"] == "00"
+        assert link.stats["sent"] == 2  # the sign-on first
+        time.sleep(0.1)
+        link.exchange(network_fields(ECHO, key(), cfg), "echo")
+        assert (link.stats["sent"], link.stats["connects"]) == (4, 1)  # an idle echo first
+        proxy.mode = "silent"
+        with pytest.raises(LinkTimeoutError, match="no answer within 0.3 s"):
+            link.exchange(network_fields(ECHO, key(), cfg), "echo")
+        proxy.mode = "pass"
+        host.stop()
+        with pytest.raises(LinkDownError):
+            link.exchange(network_fields(ECHO, key(), cfg), "echo")
+    finally:
+        link.close()
+        proxy.close()
+        host.stop()
