@@ -415,7 +415,7 @@ def test_link_signs_on_echoes_when_idle_and_types_its_failures(tmp_path: Path) -
         link.exchange(network_fields(ECHO, key(), cfg), "echo")
         assert (link.stats["sent"], link.stats["connects"]) == (4, 1)  # an idle echo first
         proxy.mode = "silent"
-        with pytest.raises(LinkTimeoutError, match="no answer within 0.3 s"):
+        with pytest.raises(LinkTimeoutError, match=r"no answer within 0\.3 s"):
             link.exchange(network_fields(ECHO, key(), cfg), "echo")
         proxy.mode = "pass"
         host.stop()
