@@ -388,14 +388,15 @@ class NetworkIssuer:
 
     def _settle(self, saf: SafRow, code: str) -> None:
         saf.code = code
-        credit = answered = None
+        credit = None
         if saf.kind == "forward":
+            # The bank's answer stays in the SAF row; the request keeps the answer the core
+            # got (the stand-in), so a retried batch decides as the first time.
             saf.state = "done"
-            answered = (code, saf.request_id)
             row = self.journal.request(saf.request_id)
             log.info("forwarded %s: the bank answered %s", saf.request_id, code)
             if code == APPROVED and row is not None and row.amount > 0:
-                self.journal.update_saf(saf, answered=answered)
+                self.journal.update_saf(saf)
                 self._queue_reversal(row, due_us=self._now_us())  # its hold: not used
                 return
         elif code == NOT_FOUND and saf.not_found == 0 and self.config.late_grace > 0:
@@ -411,4 +412,4 @@ class NetworkIssuer:
                             row.amount)
             else:
                 log.info("reversal of %s answered %s", saf.request_id, code)
-        self.journal.update_saf(saf, credit=credit, answered=answered)
+        self.journal.update_saf(saf, credit=credit)

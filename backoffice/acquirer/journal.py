@@ -176,9 +176,8 @@ class Journal:
     def all_saf(self) -> list[SafRow]:
         return [_saf(r) for r in self._q(f"SELECT {_SAF_COLS} FROM acq_saf ORDER BY seq")]  # noqa: S608 - column lists are constants
 
-    def update_saf(self, saf: SafRow, credit: tuple[str, str, int] | None = None,
-                   answered: tuple[str, str] | None = None) -> None:
-        """Record a SAF item's attempt (and a credit, or the forwarded request's code)."""
+    def update_saf(self, saf: SafRow, credit: tuple[str, str, int] | None = None) -> None:
+        """Record a SAF item's attempt (and a credit)."""
         store = self.store
         with store._tx():
             store._execute(
@@ -188,9 +187,6 @@ class Journal:
             if credit is not None:
                 store._execute(
                     "INSERT INTO acq_credits (ref, pan_token, amount) VALUES (?, ?, ?)", credit)
-            if answered is not None:
-                store._execute(
-                    "UPDATE acq_requests SET code = ? WHERE request_id = ?", answered)
 
     def credit(self, pan_token: str) -> int:
         """Money the bank holds for the card that the core has not booked (fen)."""
