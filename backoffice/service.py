@@ -10,6 +10,7 @@ re-send what was not acknowledged; tap-id dedupe and derived ids make that safe.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
@@ -126,6 +127,10 @@ class TransactionCore:
             # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
             # database to load, and a store that fails now raises this error, not its own.
             self._stale = True
+            flush = getattr(self.gateway, "flush", None)
+            if flush is not None:  # the bank's answers are facts, batch or not: kept if we can
+                with contextlib.suppress(Exception):
+                    flush()
             raise
         return result
 
