@@ -37,6 +37,7 @@ from backoffice.replay import Replay, read_taps
 from backoffice.service import TransactionCore
 from backoffice.storage import StorageUnavailableError, open_store
 from emv.card.profile import load_profile
+from emv.pan import pan_token
 from isolink.taps import card_pans
 from tapsim.commands.backoffice import core_config, db_banks, kek
 from tapsim.commands.fare import open_feed
@@ -247,6 +248,14 @@ def test_faults_leave_every_aggregate_charged_once_or_owed(
         assert link["timeout"] + link["garbled"] + link["down"] > 0, summary  # fault felt
     assert reconciliation.ok, reconciliation.problems
     _assert_once(tmp_path / "bo.db")
+    # What was stood in was collected once the bank was back: only the two cards short of
+    # money still owe, and only they are on the deny list.
+    short = {pan_token(pans[i], token_key()) for i in (3, 9)}
+    with sqlite3.connect(tmp_path / "bo.db") as c:
+        owing = {t for (t,) in c.execute(
+            "SELECT pan_token FROM debts WHERE status != 'recovered'")}
+        denied = {t for (t,) in c.execute("SELECT pan_token FROM deny_list")}
+    assert owing <= short and denied <= short, (owing - short, denied - short)
     log = caplog.text
     assert log and not any(p in log for p in pans)  # no clear PAN in the acquirer's log
 
