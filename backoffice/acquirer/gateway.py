@@ -145,8 +145,12 @@ class NetworkIssuer:
         credit, used = self.journal.credits_total()
         return {
             "link": dict(self.link.stats), "adapter": dict(self.stats),
+            # The aggregates' charges stood in (first-ride risk taken at the bank's absence);
+            # resubmissions of the same debts are requests, not more risk.
             "stood_in": {"requests": len(stood),
-                         "charges_fen": sum(r.amount for r in stood if r.mti == FINANCIAL_MTI)},
+                         "charges": sum(1 for r in stood if r.request_id.startswith("chg:")),
+                         "charges_fen": sum(r.amount for r in stood
+                                            if r.request_id.startswith("chg:"))},
             "saf": {"open": sum(1 for x in saf if x.state == "open"),
                     "done": sum(1 for x in saf if x.state == "done"),
                     "codes": {c: sum(1 for x in saf if x.code == c)

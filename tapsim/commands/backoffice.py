@@ -483,9 +483,9 @@ def print_report(r: ReplayReport) -> None:
         console.print(
             f"bank over ISO 8583: {link['answered']} answer(s) to {link['sent']} message(s), "
             f"timeouts {link['timeout']}, unreachable {link['down']}, garbled "
-            f"{link['garbled']}; stood in {stood['requests']} (charges "
-            f"{m(stood['charges_fen'])}); store-and-forward open {saf['open']}, done "
-            f"{saf['done']}"
+            f"{link['garbled']}; stood in for {stood['requests']} request(s), of them "
+            f"{stood['charges']} aggregate charge(s) of {m(stood['charges_fen'])} at the "
+            f"operator's risk; store-and-forward open {saf['open']}, done {saf['done']}"
         )
 
 
