@@ -84,6 +84,7 @@ from backoffice.taps import (
     scrub_id,
     tap_to_mapping,
 )
+from issuer.codes import ResponseCode
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 
 # FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
@@ -599,7 +600,8 @@ class BackOffice:
                 "declined", card.masked_pan, agg.aggregate_id, agg.total, resp.code.value, reason
             )
         )
-        self._deny_add(card, resp.code.value, now, res)
+        if resp.code is not ResponseCode.ISSUER_UNAVAILABLE:  # stood in: rides on, a debt
+            self._deny_add(card, resp.code.value, now, res)
 
     def _settle_fares(self, card: TransitCard, agg: Aggregate, now: datetime) -> None:
         try:

@@ -17,13 +17,17 @@ through.  A branch change is never overwritten with the core's stale copy.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import date, datetime
 from typing import TypeVar
 
 from backoffice.engine import BackOffice, BatchResult
 from backoffice.policy import BackOfficeConfig
+from backoffice.ports import IssuerGateway
 from backoffice.pricing import Pricer
+from backoffice.records import Changes
 from backoffice.reports import Figures, Reconciliation, reconcile, store_figures
 from backoffice.storage.base import IssuerConflictError, Store
 from backoffice.taps import TapRecord
@@ -31,6 +35,7 @@ from fare.engine import cycles_not_collected
 from issuer.keys import KeyStore
 from issuer.policy import BankPolicy
 from issuer.service import Issuer
+from issuer.store import IssuerChanges
 
 T = TypeVar("T")
 
@@ -46,8 +51,13 @@ class TransactionCore:
         policies: Iterable[BankPolicy],
         token_key: bytes,
         config: BackOfficeConfig | None = None,
+        gateway: IssuerGateway | None = None,
     ) -> None:
         self.store = store
+        # The bank over the wire (backoffice.acquirer), or None: the issuer in process. With
+        # a gateway the in-process issuer serves only branch operations (card issue, deposits)
+        # on the issuer's rows, and is reloaded when the bank's host wrote them.
+        self.gateway = gateway
         self.pricer = pricer
         self.config = config or BackOfficeConfig()
         self._keys = keys
@@ -67,8 +77,14 @@ class TransactionCore:
         self._issuer_mark = self.store.issuer_mark()
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
                               self.store.load_issuer())
-        self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
+        issuer: IssuerGateway = self._issuer if self.gateway is None else self.gateway
+        self._core = BackOffice(self.pricer, issuer, self.config, self.store.load())
         self._stale = False
+
+    def _reload_issuer(self) -> None:
+        self._issuer_mark = self.store.issuer_mark()
+        self._issuer = Issuer(self._keys, self._policies, self._token_key,
+                              self.store.load_issuer())
 
     @property
     def core(self) -> BackOffice:
@@ -82,6 +98,8 @@ class TransactionCore:
         """The issuer in memory, as of the last commit."""
         if self._stale:
             self._reload()
+        elif self.gateway is not None and self.store.issuer_mark() != self._issuer_mark:
+            self._reload_issuer()  # the bank's host wrote its rows: the core is unaffected
         return self._issuer
 
     def refresh(self) -> bool:
@@ -89,6 +107,8 @@ class TransactionCore:
         an account activated while the back office runs); True when it did."""
         if self.store.issuer_mark() == self._issuer_mark:
             return False
+        if self.gateway is not None:
+            return False  # the core does not use it; ``issuer`` reloads when next read
         self._reload()
         return True
 
@@ -127,13 +147,20 @@ class TransactionCore:
                 changes = self.core.drain_changes()
                 if meta:
                     changes.meta.update(meta)
-                self.store.commit(changes, self.issuer.drain_changes(),
-                                  issuer_mark=self._issuer_mark)
+                if self.gateway is None:
+                    self.store.commit(changes, self.issuer.drain_changes(),
+                                      issuer_mark=self._issuer_mark)
+                else:
+                    self._commit_with_gateway(changes)
         except BaseException:
             # Memory is thrown away and reloaded from the store when next used, not here:
             # a Ctrl-C or SIGTERM ending the process must not wait seconds for a big
             # database to load, and a store that fails now raises this error, not its own.
             self._stale = True
+            flush = getattr(self.gateway, "flush", None)
+            if flush is not None:  # the bank's answers are facts, batch or not: kept if we can
+                with contextlib.suppress(Exception):
+                    flush()
             raise
         return result
 
@@ -147,9 +174,10 @@ class TransactionCore:
     def close_due(self, now: datetime) -> BatchResult:
         """The core's closes due at ``now``; once a service day, with them, the in-process
         bank's day job: old accounts of cards replaced at another bank close after their
-        grace period (issuer/README.md).  Once a day, not every tick: it visits every card."""
+        grace period (issuer/README.md).  Once a day, not every tick: it visits every card.
+        Not with a bank over the wire (``gateway``): that bank runs its own day."""
         day = self.config.aggregation.service_day.day_of(now)
-        if day == self._bank_day:
+        if day == self._bank_day or self.gateway is not None:  # a bank over the wire: its own
             return self.run(lambda: self.core.close_due(now))
 
         def day_close() -> BatchResult:
@@ -163,8 +191,29 @@ class TransactionCore:
     def run_recovery(self, now: datetime) -> BatchResult:
         return self.run(lambda: self.core.run_recovery(now))
 
+    def _commit_with_gateway(self, changes: Changes) -> None:
+        """The core decided on the bank's answers over the wire: those are made durable first
+        (the gateway's flush), then the batch.  The in-process issuer changes only when an
+        action read it (a branch operation): its changes are drained from it, never reloaded
+        here, and checked against the mark like the core's own in-process commits are."""
+        issuer_changes = self._issuer.drain_changes()
+        flush: Callable[[], None] | None = getattr(self.gateway, "flush", None)
+        if flush is not None:
+            flush()  # the bank's answers this batch decided on, durable before it
+        # The core's decisions do not rest on the in-process issuer here: only a batch that
+        # also wrote the issuer's rows needs the mark's check.
+        self.store.commit(changes, issuer_changes,
+                          issuer_mark=self._issuer_mark if issuer_changes else None)
+        if issuer_changes:
+            # A branch operation on the bank's rows: marked, so the bank's host reloads.
+            self._issuer_mark = self.store.save_issuer(IssuerChanges())
+
     def figures(self) -> Figures:
-        return store_figures(self.store, self.config.merchant_id)
+        figures = store_figures(self.store, self.config.merchant_id)
+        captured: Callable[[], int] | None = getattr(self.gateway, "bank_captured", None)
+        if captured is not None:  # the bank over the wire: what it said it captured
+            figures = replace(figures, issuer_captured=captured())
+        return figures
 
     def reconcile(self) -> Reconciliation:
         return reconcile(self.figures())

@@ -27,6 +27,7 @@ class ResponseCode(StrEnum):
     RESTRICTED_CARD = "62"  # social security status sealed (封存)
     SECURITY_VIOLATION = "63"  # ARQC does not verify: forged or corrupted cryptogram
     NOT_ACTIVATED = "78"  # financial function never activated at a branch
+    ISSUER_UNAVAILABLE = "91"  # never the issuer's: the acquirer stood in (bank unreachable)
     SYSTEM_MALFUNCTION = "96"  # the issuer cannot find the card's key
 
     @property
@@ -54,5 +55,6 @@ DESCRIPTIONS: dict[ResponseCode, str] = {
     ResponseCode.RESTRICTED_CARD: "restricted card (social security status sealed)",
     ResponseCode.SECURITY_VIOLATION: "security violation: cryptogram does not verify",
     ResponseCode.NOT_ACTIVATED: "financial function not activated",
+    ResponseCode.ISSUER_UNAVAILABLE: "issuer unavailable: the acquirer stood in",
     ResponseCode.SYSTEM_MALFUNCTION: "system malfunction (card key unavailable)",
 }

@@ -127,9 +127,11 @@ class ReplayReport:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     branch: list[dict[str, Any]] = field(default_factory=list)
     reconciliation: dict[str, Any] = field(default_factory=dict)
+    acquirer: dict[str, Any] | None = None  # with --issuer iso8583://: the link's figures
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "acquirer" or self.acquirer is not None}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)

@@ -26,7 +26,8 @@ SAMPLES = ROOT / "backoffice" / "samples"
 def documented_command() -> list[str]:
     """The replay command exactly as backoffice/README.md shows it."""
     text = (ROOT / "backoffice" / "README.md").read_text("utf-8")
-    [line] = [ln for ln in text.splitlines() if ln.startswith("tapsim backoffice replay ")]
+    [line] = [ln for ln in text.splitlines()
+              if ln.startswith("tapsim backoffice replay ") and "--issuer" not in ln]
     return shlex.split(line)
 
 

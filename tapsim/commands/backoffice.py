@@ -27,6 +27,7 @@ from tapsim.commands.tap import token_key
 from tapsim.errors import Interrupted, UserError
 
 if TYPE_CHECKING:
+    from backoffice.acquirer.gateway import NetworkIssuer
     from backoffice.consumer import ConsumerStats
     from backoffice.fare_pricer import FarePricer
     from backoffice.policy import BackOfficeConfig
@@ -203,9 +204,72 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    metavar="N",
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
+    add_issuer_arguments(p)
     add_ca_keys_option(p)
     p.set_defaults(func=replay_main)
     register_run(bs)
+
+
+def add_issuer_arguments(p: argparse.ArgumentParser) -> None:
+    """``--issuer`` and what goes with it (backoffice/README.md, "The bank over the wire")."""
+    p.add_argument("--issuer", default="inprocess", metavar="URL",
+                   help="the card's bank: 'inprocess' (default: the issuer of the database, "
+                        "in this process) or iso8583://HOST:PORT (a host speaking the "
+                        "dialect, e.g. tapsim issuer run)")
+    p.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                   help="with --issuer iso8583://: the dialect as JSON (default "
+                        "isolink/dialect.json)")
+    p.add_argument("--stand-in", type=integer(0, 10**12 - 1, "fen"), default=0, metavar="FEN",
+                   help="with --issuer iso8583://: when the bank cannot be reached, accept "
+                        "first taps and charges up to FEN at the operator's risk (a debt, "
+                        "first-ride risk, collected when the bank is back); 0 (default): "
+                        "decline and deny-list")
+    p.add_argument("--issuer-timeout", type=number(0.01, 600, "seconds"), default=5.0,
+                   metavar="S", help="with --issuer iso8583://: seconds to wait for each answer "
+                                     "(default 5; a request is sent twice before it counts "
+                                     "as unanswered)")
+
+
+def open_gateway(args: argparse.Namespace, store: SqlStore) -> NetworkIssuer | None:
+    """The network adapter ``--issuer`` names on ``store``, or None for the in-process one."""
+    from backoffice.acquirer.gateway import NetworkIssuer, parse_issuer_url  # noqa: PLC0415
+    from backoffice.acquirer.mapping import AcquirerConfig, MappingError  # noqa: PLC0415
+    from isolink.dialect import SpecError, load_dialect  # noqa: PLC0415
+
+    if args.issuer == "inprocess":
+        if args.spec is not None or args.stand_in:
+            raise UserError("--spec and --stand-in need --issuer iso8583://HOST:PORT")
+        return None
+    try:
+        host, port = parse_issuer_url(args.issuer)
+        config = AcquirerConfig(timeout=args.issuer_timeout, stand_in_limit=args.stand_in,
+                                retry_after=max(1.0, args.issuer_timeout),
+                                late_grace=2 * args.issuer_timeout)
+        dialect = load_dialect(args.spec)
+    except MappingError as exc:
+        raise UserError(f"--issuer: {exc}") from None
+    except SpecError as exc:
+        raise UserError(f"--spec: {exc}") from None
+    return NetworkIssuer(store, host, port, dialect, config)
+
+
+def check_issuer_arguments(args: argparse.Namespace) -> None:
+    """A bad ``--issuer``/``--spec`` is an error before anything is opened."""
+    from backoffice.acquirer.gateway import parse_issuer_url  # noqa: PLC0415
+    from backoffice.acquirer.mapping import MappingError  # noqa: PLC0415
+    from isolink.dialect import SpecError, load_dialect  # noqa: PLC0415
+
+    if args.issuer == "inprocess":
+        if args.spec is not None or args.stand_in:
+            raise UserError("--spec and --stand-in need --issuer iso8583://HOST:PORT")
+        return
+    try:
+        parse_issuer_url(args.issuer)
+        load_dialect(args.spec)
+    except MappingError as exc:
+        raise UserError(f"--issuer: {exc}") from None
+    except SpecError as exc:
+        raise UserError(f"--spec: {exc}") from None
 
 
 def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
@@ -219,7 +283,7 @@ def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
 
 def open_core(
     store: SqlStore, pricer: FarePricer, keys: KeyStore, banks: list[BankPolicy],
-    config: BackOfficeConfig,
+    config: BackOfficeConfig, gateway: NetworkIssuer | None = None,
 ) -> TransactionCore:  # fmt: skip
     """The transaction core of a database, with the real fare engine as its pricer."""
     from backoffice.pricing import PricingError  # noqa: PLC0415
@@ -230,7 +294,7 @@ def open_core(
         raise UserError(f"the database {store.url} settles in {stored}; this feed charges in "
                         f"{config.currency}")  # fmt: skip
     try:
-        core = TransactionCore(store, pricer, keys, banks, token_key(), config)
+        core = TransactionCore(store, pricer, keys, banks, token_key(), config, gateway)
     except PricingError as exc:
         raise UserError(f"the database {store.url} holds fare states this feed cannot read: "
                         f"{exc}") from None  # fmt: skip
@@ -245,8 +309,9 @@ def replay_main(args: argparse.Namespace) -> int:
     from backoffice.storage import StorageError  # noqa: PLC0415
     from issuer.errors import IssuerError  # noqa: PLC0415
     from replay.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
-    from replay.day import ReplayError, read_taps  # noqa: PLC0415
+    from replay.day import ReplayError, read_taps, reconciliation_dict  # noqa: PLC0415
 
+    check_issuer_arguments(args)
     feed = open_feed(args.feed)
     text, source = read_taps_text(args.taps)
     until = parse_at(args.until, "--until") if args.until else None
@@ -262,9 +327,15 @@ def replay_main(args: argparse.Namespace) -> int:
     try:
         before = store.count("taps")  # so an interrupted run can say what it added
         banks = db_banks(store, *cards.banks)
+        gateway = open_gateway(args, store)
         core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
-                         core_config(feed.currency, feed.timezone))  # fmt: skip
+                         core_config(feed.currency, feed.timezone), gateway)  # fmt: skip
         report = _run(core, feed, cards, taps_file, source, until, args)
+        if gateway is not None:
+            gateway.drain()  # what is due in the store-and-forward table, before reporting
+            report.reconciliation = reconciliation_dict(core.reconcile())
+            report.acquirer = gateway.summary()
+            gateway.close()
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: each batch commits or rolls back
         try:
             added = f"{store.count('taps') - before:,}"
@@ -429,6 +500,16 @@ def print_report(r: ReplayReport) -> None:
         console.print("[bold red]NOT reconciled[/]:")
         for problem in rec["problems"]:
             console.print(f"  {problem}")
+    if r.acquirer is not None:
+        a = r.acquirer
+        link, saf, stood = a["link"], a["saf"], a["stood_in"]
+        console.print(
+            f"bank over ISO 8583: {link['answered']} answer(s) to {link['sent']} message(s), "
+            f"timeouts {link['timeout']}, unreachable {link['down']}, garbled "
+            f"{link['garbled']}; stood in for {stood['requests']} request(s), of them "
+            f"{stood['charges']} aggregate charge(s) of {m(stood['charges_fen'])} at the "
+            f"operator's risk; store-and-forward open {saf['open']}, done {saf['done']}"
+        )
 
 
 # -- the MQTT consumer: `tapsim backoffice run` -------------------------------------------
@@ -476,6 +557,7 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                    help="do not confirm committed taps to validators (they then resend "
                         "each tap after their commit timeout): only to measure what the "
                         "confirmations cost")
+    add_issuer_arguments(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=run_main)
 
@@ -543,10 +625,13 @@ def run_main(args: argparse.Namespace) -> int:
     token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
     cfg = core_config(feed.currency, feed.timezone)
 
+    check_issuer_arguments(args)
+
     def open_core_here() -> TransactionCore:
         store = open_store(url)
         try:
-            core = open_core(store, FarePricer(feed), keys, db_banks(store), cfg)
+            core = open_core(store, FarePricer(feed), keys, db_banks(store), cfg,
+                             open_gateway(args, store))
         except BaseException:
             store.close()
             raise

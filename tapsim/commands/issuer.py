@@ -8,10 +8,13 @@ office use; the dialect from ``--spec`` (default isolink/dialect.json).  Prints 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +47,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                           "line)")
     add_db_argument(run)
     add_spec_argument(run)
+    run.add_argument("--clock-from", default=None, metavar="ISO-TIME",
+                     help="the host's clock starts at this time and runs on from there "
+                          "(default: the real clock); to answer a replay of recorded days "
+                          "as the bank would have then (expiry, dormancy)")
     run.add_argument("--json", action="store_true",
                      help="print the final figures as one JSON object")
     run.set_defaults(func=run_main)
@@ -72,6 +79,17 @@ def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _clock(start: str | None) -> Callable[[], dt.datetime]:
+    """The real clock, or one that starts at ``start`` and runs at the real clock's pace."""
+    if start is None:
+        return lambda: dt.datetime.now(dt.UTC)
+    from tapsim.commands.backoffice import parse_at  # noqa: PLC0415
+
+    origin = parse_at(start, "--clock-from")
+    began = time.monotonic()
+    return lambda: origin + dt.timedelta(seconds=time.monotonic() - began)
+
+
 def run_main(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415
 
@@ -82,6 +100,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     host, port = parse_listen(args.listen)
     dialect = load_spec(args.spec)
+    clock = _clock(args.clock_from)
     if missing_sqlite_file(args.db) is not None:
         spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
         raise UserError(f"no database {spec} (tapsim card issue creates one)")
@@ -110,7 +129,7 @@ def run_main(args: argparse.Namespace) -> int:
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal, sig)
-            server = IssuerHost(store, load_issuer, dialect, log=log)
+            server = IssuerHost(store, load_issuer, dialect, log=log, clock=clock)
 
             def ready(h: str, p: int) -> None:
                 print(f"ready: issuer host on {h}:{p} for {redact(store.url)}, dialect "
