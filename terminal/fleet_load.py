@@ -188,7 +188,7 @@ def prepare(settings: FleetSettings, terminal: TerminalConfig, cards: Sequence[C
     per_card = math.ceil(len(offsets) / len(cards))
     if settings.atc_from + per_card > ATC_MAX:
         raise FleetLoadError(f"{per_card} taps a card from ATC {settings.atc_from} pass {ATC_MAX}:"
-                             " use more cards or a lower ATC to start from")
+                             " use more cards (--cards) or a lower --atc-from")
     virtual = [_card(p, settings.atc_from) for p in cards]
     reader = VirtualReader(None, "load")
     scratch = Path(tempfile.mkdtemp(prefix="tapsim-load-prep-"))
