@@ -507,8 +507,8 @@ def report(settings: FleetSettings, run: _Run, stats: Sequence[Any], *, cpu_s: f
     done = [x for x in run.latency if x is not None]
     sampled = [s + 1 for s, _, _ in run.backlog]
     # An interrupted run reports the seconds it ran, not the ones it never reached.
-    seconds = max(1, *sampled) if run.interrupted else max([math.ceil(settings.duration),
-                                                             *sampled])
+    seconds = max([1, *sampled]) if run.interrupted else max([math.ceil(settings.duration),
+                                                               *sampled])
     lats: list[list[float]] = [[] for _ in range(seconds)]
     scheduled = [0] * seconds
     for i, offset in enumerate(offsets[:run.due]):
