@@ -403,10 +403,14 @@ def account_transfer(ran: Ran, ctx: Ctx) -> None:
 
 
 def broker_config(ran: Ran, ctx: Ctx) -> None:
-    conf = (ctx.clone.root / "broker" / "mosquitto.conf").read_text()
+    out = re.search(r"--out (\S+)", ran.code)
+    users = re.search(r"--validators (\S+)", ran.code)
+    assert out and users, ran.code
+    folder = ctx.clone.root / out.group(1)
+    conf = (folder / "mosquitto.conf").read_text()
     assert f"listener {ctx.port}" in conf
-    for name in ("backoffice", "bus-001", "bus-002"):
-        assert (ctx.clone.root / "broker" / "credentials" / name).is_file()
+    for name in ("backoffice", *users.group(1).split(",")):
+        assert (folder / "credentials" / name).is_file()
 
 
 def terminal_taps(ran: Ran, ctx: Ctx) -> None:
@@ -478,6 +482,16 @@ def load_iso8583(ran: Ran, ctx: Ctx) -> None:
     assert not re.search(r"^(?!00)\d\d\s+\d+", ran.stdout, re.M), ran.describe()
 
 
+def load_validators(ran: Ran, ctx: Ctx) -> None:
+    """terminal/README.md's fleet: every tap it scheduled confirmed, and in the ledger."""
+    m = re.search(r"scheduled (\d+), journaled (\d+), committed (\d+), uncommitted 0,",
+                  ran.stdout)
+    assert m and int(m.group(1)) == int(m.group(3)) > 0, ran.describe()
+    db = _db(ctx, "load.db")
+    assert db.execute("SELECT COUNT(*) FROM taps").fetchone()[0] == int(m.group(3))
+    assert not db.execute("SELECT field, reason FROM rejects").fetchall()
+
+
 SIM_SMALLER = " --hours 1"
 
 RULES: tuple[Rule, ...] = (
@@ -541,6 +555,7 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^tapsim card serve \S+ --vpcd", card_served, ready=vpcd_card_ready, needs="pcscd"),
     Rule(r"^tapsim issuer run ", issuer_stopped, ready=backoffice_ready),
     Rule(r"^tapsim load iso8583 ", load_iso8583),
+    Rule(r"^tapsim load validators --broker", load_validators),
     Rule(r"^tapsim terminal run --reader \"pcsc:", terminal_pcsc, needs="pcscd"),
 )
 
