@@ -131,7 +131,8 @@ def test_the_wheel_holds_the_packages_only_and_builds_without_warnings(tmp_path:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"backoffice", "clearing", "emv", "fare", "isolink", "issuer", "issuerhost",
-                    "sim", "tapsim", "terminal", "wire", "tapsim-0.1.0.dist-info"}, tops
+                    "replay", "sim", "tapsim", "terminal", "wire", "tapsim-0.1.0.dist-info"}, tops
+    assert "replay/README.md" in names and "backoffice/consumer/loop.py" in names
     assert "isolink/dialect.json" in names  # the ISO 8583 dialect tapsim issuer run reads
     assert "fare/samples/city/fare_leg_rules.txt" in names  # the data the samples need
     assert "sim/cities/lanshan/city.toml" in names
