@@ -32,7 +32,8 @@ number or key is kept: cards are named by PAN token, the e-purse card number by 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -162,6 +163,11 @@ class LoadStore(Protocol):
         """Write all of it in one transaction, or raise LoadStoreError and write nothing."""
         ...
 
+    def issuer_held(self) -> AbstractContextManager[object]:
+        """A transaction holding the lock every writer of the issuer's records takes, from
+        the first read inside to its end (``save_load`` inside is part of it)."""
+        ...
+
 
 @dataclass(frozen=True)
 class LoadKeys:
@@ -208,6 +214,7 @@ class LoadHost:
         terminal_id: bytes,
         clock: Callable[[], datetime],
         max_balance: int | None = None,
+        reload: Callable[[], Issuer] | None = None,
     ) -> None:
         if len(terminal_id) != 6:
             raise IssuerError("a load terminal number is 6 bytes")
@@ -218,6 +225,24 @@ class LoadHost:
         self.clock = clock
         self.max_balance = max_balance  # the purse's cap when known (else the card's 6985)
         self.stale = False  # a write failed: memory is ahead of the database
+        # The issuer as the database holds it now: read again, under the issuer lock, before
+        # each change this host writes (see _fresh).  None: the issuer given is the only
+        # writer (a test's, or a simulation's).
+        self.reload = reload
+
+    @contextmanager
+    def _fresh(self) -> Iterator[None]:
+        """Each change of the issuer's records (the hold, the capture, the release) is made on
+        the records as the database holds them now, with the issuer lock held until they are
+        saved: a running back office charging the same account between the load's steps
+        (they are seconds apart, the card in the field) is neither overwritten by this host's
+        older copy nor able to write in between (issue 15: no branch work lost)."""
+        if self.reload is None:
+            yield
+            return
+        with self.store.issuer_held():
+            self.issuer = self.reload()
+            yield
 
     # -- the transport ------------------------------------------------------------------
 
@@ -271,18 +296,21 @@ class LoadHost:
 
     def _capture(self, record: LoadRecord, tac: str | None, reason: str) -> LoadRecord:
         now = self.clock()
-        # The capture writes the journal row load:<id>: held money -> the issuer's float.
-        self.issuer.capture(record.hold_id, record.amount, f"cap:{record.hold_id}", now,
-                            entry_id=LOAD_ENTRY_PREFIX + record.load_id)
-        done = replace(record, state=LoadState.CAPTURED, reason=reason, resolved_at=now, tac=tac)
-        self._save([done])
+        with self._fresh():
+            # The capture writes the journal row load:<id>: held money -> the issuer's float.
+            self.issuer.capture(record.hold_id, record.amount, f"cap:{record.hold_id}", now,
+                                entry_id=LOAD_ENTRY_PREFIX + record.load_id)
+            done = replace(record, state=LoadState.CAPTURED, reason=reason, resolved_at=now,
+                           tac=tac)  # fmt: skip
+            self._save([done])
         return done
 
     def _release(self, record: LoadRecord, reason: str) -> LoadRecord:
         now = self.clock()
-        self.issuer.release(record.hold_id, now)
-        done = replace(record, state=LoadState.RELEASED, reason=reason, resolved_at=now)
-        self._save([done])
+        with self._fresh():
+            self.issuer.release(record.hold_id, now)
+            done = replace(record, state=LoadState.RELEASED, reason=reason, resolved_at=now)
+            self._save([done])
         return done
 
     # -- resolving a pending load -------------------------------------------------------
@@ -451,15 +479,17 @@ class LoadHost:
                                 "(not a genuine card, or altered data); nothing moved", resolved)
         algorithm = session.algorithm
         # Step 4: authorize + hold + pending load, durably, before MAC2 leaves the host.
-        code, hold = self.issuer.reserve(token, amount, account.currency, base.hold_id,
-                                         float_account(base.epurse_issuer), now)
-        if hold is None:
-            return self._refuse(base, code.value, f"{code.value} {DESCRIPTIONS[code]}", resolved)
         when = datetime_bcd(now)
         mac2 = session.mac2(when)
         pending = replace(base, credit_time=when.hex().upper(), mac2=mac2.hex().upper(),
                           reason="00")
-        self._save([pending])
+        with self._fresh():
+            code, hold = self.issuer.reserve(token, amount, account.currency, base.hold_id,
+                                             float_account(base.epurse_issuer), now)
+            if hold is not None:
+                self._save([pending])
+        if hold is None:
+            return self._refuse(base, code.value, f"{code.value} {DESCRIPTIONS[code]}", resolved)
         # Step 5: CREDIT FOR LOAD; from here on the outcome lives in the pending record.
         answer = self._send(transceive, credit_for_load(when, mac2))
         if answer.sw == _SW_OK and len(answer.data) != 4:  # took it, but the TAC is garbled

@@ -96,6 +96,10 @@ class SqlBackend(Protocol):
 
     def _transaction(self) -> AbstractContextManager[None]: ...
 
+    def _tx(self) -> AbstractContextManager[None]: ...
+
+    def issuer_held(self) -> AbstractContextManager[str]: ...
+
     def _execute(self, sql: str, params: Any = ()) -> None: ...
 
     def _query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]: ...
@@ -177,7 +181,8 @@ class SqlLoadStore:
         """The issuer's records, the loads and the journal rows: one transaction."""
 
         def write() -> None:
-            with self.db._transaction():
+            # Part of an issuer_held transaction when one is open (LoadHost._fresh).
+            with self.db._tx():
                 if issuer:  # the issuer lock first, as every writer of the issuer's rows
                     self.db._lock_issuer()
                     self.db._write_issuer(issuer)
@@ -190,6 +195,10 @@ class SqlLoadStore:
                     self.db._execute(_SAVE_META, (ISSUER_CHANGED_KEY, secrets.token_hex(8)))
 
         self._guard(write)
+
+    def issuer_held(self) -> AbstractContextManager[str]:
+        """The store's issuer lock, held to the end of the block (LoadStore.issuer_held)."""
+        return self.db.issuer_held()
 
     def load_record(self, load_id: str) -> LoadRecord | None:
         rows = self._guard(self.db._query, f"{_SELECT_LOADS} WHERE load_id = ?", (load_id,))

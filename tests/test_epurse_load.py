@@ -202,6 +202,44 @@ def expected_tac(profile: CardProfile, record: LoadRecord) -> str:
 # -- the load, end to end -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("ins", [INITIALIZE, CREDIT])
+def test_another_writer_between_the_load_s_steps_is_not_overwritten(
+    store: SqlStore, ins: int
+) -> None:
+    """Issue 15: a load takes seconds with the card in the field, and a running back office
+    (or another branch) may write the same account meanwhile.  The host reads the issuer again
+    under the issuer lock before each of its writes (the hold, the capture), so the other
+    write survives: here a deposit of 777.00 made through another connection just before the
+    card is asked to INITIALIZE (before the hold) or to CREDIT (before the capture)."""
+    profile = load_profile("sscard3")
+    token = issue_card(store, profile)
+    card = chip(profile)
+    other = open_store(store.url)  # another process's connection to the bank's database
+
+    def deposit_then(apdu: bytes) -> bytes:
+        if apdu[0] == 0x80 and apdu[1] == ins:
+            issuer = new_issuer(other, profile)
+            act(issuer, token, "deposit", AT, amount=77_700, ref="branch-777")
+            other.save_issuer(issuer.drain_changes())
+        return card.process(apdu)
+
+    try:
+        purse = purse_of(profile)
+        host = LoadHost(new_issuer(store, profile), SqlLoadStore(store),
+                        keys=LoadKeys(purse.load_key, purse.tac_key), terminal_id=BRANCH,
+                        clock=lambda: AT, max_balance=purse.max_balance,
+                        reload=lambda: new_issuer(store, profile))  # fmt: skip
+        out = host.load(deposit_then, token=token, amount=5000, load_id="R1")
+    finally:
+        other.close()
+    assert out.state is LoadState.CAPTURED
+    issuer = new_issuer(store, profile)
+    account = issuer.account(issuer.card(token).account_id)
+    assert (account.balance, account.held) == (OPENING + 77_700 - 5000, 0)
+    result = reconcile_db(store)
+    assert result.ok, result.mismatches
+
+
 @pytest.mark.parametrize("name", ["sscard3", "sscard3-sm"])
 def test_a_load_moves_money_from_the_account_to_the_chip(store: SqlStore, name: str) -> None:
     profile = load_profile(name)

@@ -31,6 +31,7 @@ from tapsim.commands.tap import token_key
 from tapsim.errors import UserError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from backoffice.storage import SqlStore
@@ -220,8 +221,12 @@ class _Branch:
             if write:  # the issuer lock from this read to save(): a running core waits, redoes
                 self.store.hold_issuer()
             banks = db_banks(self.store)
-            self.issuer = Issuer(key_store(kek(), profiles or []), banks, token_key(),
-                                 self.store.load_issuer())  # fmt: skip
+            keys = key_store(kek(), profiles or [])
+            # The issuer as the database holds it now (a long operation, `card load`, reads
+            # it again before each write: issuer.epurse_load.LoadHost._fresh).
+            self.fresh_issuer: Callable[[], Issuer] = lambda: Issuer(
+                keys, banks, token_key(), self.store.load_issuer())
+            self.issuer = self.fresh_issuer()
         except BaseException:
             self.close()
             raise

@@ -133,7 +133,7 @@ def load_main(args: argparse.Namespace) -> int:
         host = LoadHost(branch.issuer, store,
                         keys=LoadKeys(purse.load_key, purse.tac_key),
                         terminal_id=bytes.fromhex(args.terminal), clock=lambda: now,
-                        max_balance=purse.max_balance)  # fmt: skip
+                        max_balance=purse.max_balance, reload=branch.fresh_issuer)  # fmt: skip
         if args.reader is not None:
             transceive, close_reader = _pcsc(args.reader[len("pcsc:"):])
         else:
@@ -156,8 +156,9 @@ def load_main(args: argparse.Namespace) -> int:
             return 1
         except IssuerError as exc:
             raise UserError(f"card load: {exc}") from None
-        account = branch.issuer.account(branch.issuer.card(token).account_id)
-        masked = branch.issuer.card(token).masked_pan
+        issuer = host.issuer  # as of the load's last write (it reads the database again)
+        account = issuer.account(issuer.card(token).account_id)
+        masked = issuer.card(token).masked_pan
     finally:
         if card is not None and state_path is not None:
             save_card_state(card.state, state_path)  # the chip keeps whatever it did
