@@ -131,16 +131,40 @@ class Debt:
 
 @dataclass(slots=True)
 class TransitCard:
-    """What the back office knows of one card (by token)."""
+    """What the back office knows of one card (by token): a few words, not its history.
+
+    ATCs as issuers keep them: the highest seen (``atc_high``) and a bitmap of the window
+    below it (bit ``i``: ``atc_high - i`` seen).  ``raw_state`` is the stored fare state
+    (hex) of a card restored without open state, decoded at its next tap.
+    """
 
     pan_token: str
     masked_pan: str
     fare_state: object | None = None
     open_agg: Aggregate | None = None
-    atcs: set[int] = field(default_factory=set)
+    atc_high: int = -1
+    atc_bits: int = 0
     debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
     denied: bool = False
     dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
+    atc_saved: bool = True  # its ATC window is in card_atcs as it is now
+    raw_state: str | None = None
+
+
+def atc_seen(card: TransitCard, atc: int, window: int) -> bool:
+    """True when ``atc`` was seen for the card, or is below its window (refused either way)."""
+    d = card.atc_high - atc
+    return d >= 0 and (d >= window or bool((card.atc_bits >> d) & 1))
+
+
+def remember_atc(card: TransitCard, atc: int, window: int) -> None:
+    """Record ``atc`` in the card's high-water mark and window."""
+    d = atc - card.atc_high
+    if d > 0:
+        card.atc_bits = ((card.atc_bits << d) | 1) & ((1 << window) - 1) if d < window else 1
+        card.atc_high = atc
+    elif -d < window:
+        card.atc_bits |= 1 << -d
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -329,6 +353,24 @@ class CardRow(NamedTuple):
     denied: int
 
 
+class CardAtcRow(NamedTuple):
+    """A card's ATC high-water mark and window (bitmap as hex), saved as its taps age out."""
+
+    pan_token: str
+    atc_high: int
+    atc_bits: str
+
+
+class RecentTap(NamedTuple):
+    """What a restart needs of a tap inside the late-arrival horizon (dedupe, ATC window)."""
+
+    tap_id: str
+    pan_token: str
+    atc: int
+    time_us: int
+    received_us: int
+
+
 class DenyRow(NamedTuple):
     pan_token: str
     masked_pan: str
@@ -420,6 +462,7 @@ class Changes:
     aggregates: list[AggregateRow] = field(default_factory=list)
     debts: list[DebtRow] = field(default_factory=list)
     cards: list[CardRow] = field(default_factory=list)
+    card_atcs: list[CardAtcRow] = field(default_factory=list)
     deny_set: list[DenyRow] = field(default_factory=list)
     deny_clear: list[str] = field(default_factory=list)
     deny_events: list[DenyEventRow] = field(default_factory=list)
@@ -429,19 +472,25 @@ class Changes:
     def __bool__(self) -> bool:
         return any(
             (self.taps, self.tap_updates, self.rejects, self.entries, self.aggregates,
-             self.debts, self.cards, self.deny_set, self.deny_clear, self.deny_events,
-             self.alerts, self.meta)
+             self.debts, self.cards, self.card_atcs, self.deny_set, self.deny_clear,
+             self.deny_events, self.alerts, self.meta)
         )  # fmt: skip
 
 
 @dataclass(slots=True)
 class Snapshot:
-    """What the core needs to resume after a restart."""
+    """What the core needs to resume after a restart: open state, never the whole history.
 
-    tap_ids: set[str] = field(default_factory=set)
+    ``floor_us`` is the oldest tap time the core still takes (None: a database written
+    before the horizon existed, whose taps are all ``recent_taps``); ``recent_taps`` are
+    the taps from it on, ``reject_ids`` the rejects received since.
+    """
+
+    floor_us: int | None = None
+    recent_taps: list[RecentTap] = field(default_factory=list)
     reject_ids: set[str] = field(default_factory=set)
     cards: list[CardRow] = field(default_factory=list)
-    atcs: list[tuple[str, int]] = field(default_factory=list)
+    card_atcs: list[CardAtcRow] = field(default_factory=list)
     open_aggregates: list[AggregateRow] = field(default_factory=list)
     open_taps: list[TapRow] = field(default_factory=list)
     unpaid_debts: list[DebtRow] = field(default_factory=list)

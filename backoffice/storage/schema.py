@@ -96,6 +96,16 @@ TABLES: tuple[str, ...] = (
         fare_state TEXT NOT NULL,
         open_aggregate_id TEXT,
         denied INTEGER NOT NULL)""",
+    # A card's ATC high-water mark and window, saved when its taps leave the late-arrival
+    # horizon (a restart reads taps from the horizon's floor on, and these).
+    """CREATE TABLE IF NOT EXISTS card_atcs (
+        pan_token TEXT PRIMARY KEY,
+        atc_high BIGINT NOT NULL,
+        atc_bits TEXT NOT NULL)""",
+    # What a restart reads: taps from the floor on, recent rejects, unpaid debts.
+    "CREATE INDEX IF NOT EXISTS taps_time ON taps (time_us)",
+    "CREATE INDEX IF NOT EXISTS rejects_received ON rejects (received_us)",
+    "CREATE INDEX IF NOT EXISTS debts_status ON debts (status)",
     """CREATE TABLE IF NOT EXISTS deny_list (
         pan_token TEXT PRIMARY KEY,
         masked_pan TEXT NOT NULL,

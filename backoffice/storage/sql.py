@@ -6,6 +6,7 @@ fastest bulk insert it has (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
 
 from __future__ import annotations
 
+import json
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,6 +17,7 @@ from backoffice.ledger import ACCOUNTS, Entry
 from backoffice.records import (
     AggregateRow,
     AlertRow,
+    CardAtcRow,
     CardRow,
     Changes,
     ClearingItemRow,
@@ -23,6 +25,7 @@ from backoffice.records import (
     DenyEventRow,
     DenyRow,
     EpurseTapRow,
+    RecentTap,
     RejectRow,
     Snapshot,
     TapRow,
@@ -38,7 +41,7 @@ Params = Sequence[Any]
 _TABLES = frozenset(
     (
         "taps", "rejects", "ledger", "aggregates", "debts", "transit_cards", "deny_list",
-        "deny_events", "alerts", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
+        "deny_events", "alerts", "card_atcs", "iss_accounts", "iss_cards", "iss_auths", "iss_holds",
         "iss_captures", "epurse_taps", "clearing_items",
     )
 )  # fmt: skip
@@ -66,6 +69,8 @@ TAP_COLS = TapRow._fields
 AGG_COLS = AggregateRow._fields
 DEBT_COLS = DebtRow._fields
 CARD_COLS = CardRow._fields
+CARD_ATC_COLS = CardAtcRow._fields
+TOTALS_KEY = "core.totals"  # = backoffice.engine.TOTALS_KEY (the core's running figures)
 ENTRY_COLS = Entry._fields
 REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
@@ -179,6 +184,8 @@ class SqlStore(ABC):
             self._executemany(_upsert("debts", DEBT_COLS, "debt_id"), ch.debts)
         if ch.cards:
             self._executemany(_upsert("transit_cards", CARD_COLS, "pan_token"), ch.cards)
+        if ch.card_atcs:
+            self._executemany(_upsert("card_atcs", CARD_ATC_COLS, "pan_token"), ch.card_atcs)
         if ch.deny_set:
             self._executemany(_upsert("deny_list", DENY_COLS, "pan_token"), ch.deny_set)
         if ch.deny_clear:
@@ -293,11 +300,37 @@ class SqlStore(ABC):
         return self._query(f"{sql} {where}" if where else sql, params)
 
     def load(self) -> Snapshot:
+        """Open state only (see :class:`Snapshot`): with the core's running totals kept, no
+        query reads the whole history; every one is indexed or bounded by cards."""
         snap = Snapshot()
-        snap.tap_ids = {r[0] for r in self._query("SELECT tap_id FROM taps")}
-        snap.reject_ids = {r[0] for r in self._query("SELECT reject_id FROM rejects")}
+        totals = self.meta(TOTALS_KEY)
+        since: tuple[str, Params] = ("", ())
+        if totals is not None:
+            kept = json.loads(totals)
+            snap.floor_us = kept["floor_us"]
+            snap.balances = {str(k): int(v) for k, v in kept["balances"].items()}
+            snap.fares_total = int(kept["fares_total"])
+        else:  # a database the core never wrote its totals into: summed once
+            snap.balances = {
+                r[0]: int(r[1])
+                for r in self._query(f"SELECT account, SUM(amt) FROM ({_SIDES}) x GROUP BY account")  # noqa: S608
+            }
+            snap.fares_total = int(self._query("SELECT COALESCE(SUM(amount), 0) FROM taps")[0][0])
+        if snap.floor_us is not None:
+            since = ("WHERE time_us >= ?", (snap.floor_us,))
+        snap.recent_taps = [
+            RecentTap(*r)
+            for r in self._select(
+                "taps", ("tap_id", "pan_token", "atc", "time_us", "received_us"), *since
+            )
+        ]
+        snap.reject_ids = {
+            r[0] for r in self._select(
+                "rejects", ("reject_id",), since[0].replace("time_us", "received_us"), since[1]
+            )
+        }  # fmt: skip
         snap.cards = [CardRow(*r) for r in self._select("transit_cards", CARD_COLS)]
-        snap.atcs = [(r[0], r[1]) for r in self._query("SELECT pan_token, atc FROM taps")]
+        snap.card_atcs = [CardAtcRow(*r) for r in self._select("card_atcs", CARD_ATC_COLS)]
         snap.open_aggregates = [
             AggregateRow(*r)
             for r in self._select("aggregates", AGG_COLS, "WHERE status = ?", ("open",))
@@ -318,11 +351,6 @@ class SqlStore(ABC):
             )
         ]
         snap.deny = [DenyRow(*r) for r in self._select("deny_list", DENY_COLS)]
-        snap.balances = {
-            r[0]: int(r[1])
-            for r in self._query(f"SELECT account, SUM(amt) FROM ({_SIDES}) x GROUP BY account")  # noqa: S608
-        }
-        snap.fares_total = int(self._query("SELECT COALESCE(SUM(amount), 0) FROM taps")[0][0])
         return snap
 
     def load_issuer(self) -> IssuerSnapshot:
