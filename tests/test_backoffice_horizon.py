@@ -201,8 +201,8 @@ def test_a_database_without_running_totals_is_summed_once(
     c.ingest([tc.tap("t0", T0), tc.tap("t1", T0 + H)], T0 + H)
     c.close_due(T0 + DAY)
     before = dict(c.core.balances), c.core.fares_total
-    with store._tx():  # noqa: SLF001 - what an older tapsim left behind
-        store._execute("DELETE FROM meta WHERE key = ?", (TOTALS_KEY,))  # noqa: SLF001
+    with store._tx():  # what an older tapsim left behind: no totals row
+        store._execute("DELETE FROM meta WHERE key = ?", (TOTALS_KEY,))
     store.close()
     store2 = open_store(url)
     try:
