@@ -56,7 +56,7 @@ class TransactionCore:
     def _reload(self) -> None:
         self._issuer_mark = self.store.meta(ISSUER_CHANGED_KEY)
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
-                              self.store.load_issuer())
+                              self.store.load_issuer_open())
         self._core = BackOffice(self.pricer, self._issuer, self.config, self.store.load())
         self._stale = False
 

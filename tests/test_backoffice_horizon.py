@@ -214,3 +214,35 @@ def test_a_database_without_running_totals_is_summed_once(
         assert store2.meta(TOTALS_KEY) is not None  # written with that batch
     finally:
         store2.close()
+
+
+def test_the_issuer_reloads_open_records_not_its_history(
+    store_url: tuple[SqlStore, str],
+) -> None:
+    """After the floor moved past day 0: a charge closed on day 0 is not reloaded, while a
+    day-0 verification still open to its deferred charge is, and the charge is approved."""
+    store, url = store_url
+    c = new_core(store)
+    done, still_open, today = (TestCard(pan_for(730 + i)) for i in range(3))
+    for tc in (done, still_open, today):
+        c.run(lambda tc=tc: open_card(c.issuer, tc))
+    c.ingest([done.tap("done-0", T0)], T0)
+    c.close_due(T0 + DAY)  # done's aggregate: verified, charged, captured on day 0
+    c.ingest([still_open.tap("open-0", T0 + DAY - H)], T0 + DAY - H)  # day 0, still open
+    c.ingest([today.tap("today-3", T0 + 3 * DAY)], T0 + 3 * DAY)
+    store.close()
+
+    store2 = open_store(url)
+    try:
+        c2 = new_core(store2)
+        assert "chg:A:done-0" not in c2.issuer.auths and "av:A:done-0" not in c2.issuer.auths
+        assert not c2.issuer.captures  # day 0's capture is history
+        assert "av:A:open-0" in c2.issuer.auths and "av:A:today-3" in c2.issuer.auths
+        res = c2.close_due(T0 + 3 * DAY + H)
+        charged = {e.ref: e.code for e in res.of_kind("charged")}
+        assert charged == {"A:open-0": "00"} and not res.of_kind("declined")
+        assert c2.reconcile().ok
+        # The full history is still there for whoever asks for it.
+        assert "chg:A:done-0" in {a.request_id for a in store2.load_issuer().auths}
+    finally:
+        store2.close()

@@ -220,4 +220,11 @@ TABLES: tuple[str, ...] = (
         amount BIGINT NOT NULL,
         currency TEXT NOT NULL,
         at_us BIGINT NOT NULL)""",
+    # What the in-process issuer reads (SqlStore.load_issuer_open).
+    "CREATE INDEX IF NOT EXISTS iss_auths_at ON iss_auths (at_us)",
+    "CREATE INDEX IF NOT EXISTS iss_auths_open ON iss_auths (at_us) WHERE completed_by IS NULL "
+    "AND code = '00' AND verified = 1 AND kind IN ('account_verification', 'purchase')",
+    "CREATE INDEX IF NOT EXISTS iss_holds_status ON iss_holds (status)",
+    "CREATE INDEX IF NOT EXISTS iss_holds_created ON iss_holds (created_us)",
+    "CREATE INDEX IF NOT EXISTS iss_captures_at ON iss_captures (at_us)",
 )

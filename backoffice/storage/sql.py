@@ -71,6 +71,9 @@ DEBT_COLS = DebtRow._fields
 CARD_COLS = CardRow._fields
 CARD_ATC_COLS = CardAtcRow._fields
 TOTALS_KEY = "core.totals"  # = backoffice.engine.TOTALS_KEY (the core's running figures)
+# How far back a charge may refer to a verification: the longest travel time (14 days) plus
+# the recovery retry window (14 days).
+REFERENCE_REACH_US = 28 * 86_400 * 1_000_000
 ENTRY_COLS = Entry._fields
 REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
@@ -361,6 +364,36 @@ class SqlStore(ABC):
             holds=[ir.hold_from(r) for r in self._select("iss_holds", ir.HOLD_COLS)],
             captures=[ir.capture_from(r) for r in self._select("iss_captures", ir.CAPTURE_COLS)],
         )
+
+    def load_issuer_open(self) -> IssuerSnapshot:
+        """What the in-process issuer of a running core can still need, not its history:
+        accounts and cards; holds still active; authorizations and captures from the core's
+        late-arrival floor on (a retried batch asks again with the same ids), and older
+        approved, verified verifications no charge has completed yet (a deferred charge or
+        a resubmission refers to them: up to 14 days of travel + 14 of retries back).
+        Without the core's floor (a database of an older tapsim): every record."""
+        totals = self.meta(TOTALS_KEY)
+        floor = json.loads(totals)["floor_us"] if totals is not None else None
+        if floor is None:
+            return self.load_issuer()
+        refs = floor - REFERENCE_REACH_US
+        # Literals as in the partial index iss_auths_open, so both databases use it.
+        open_refs = ("WHERE completed_by IS NULL AND code = '00' AND verified = 1 "
+                     "AND kind IN ('account_verification', 'purchase') "
+                     "AND at_us >= ? AND at_us < ?")
+        auths = self._select("iss_auths", ir.AUTH_COLS, "WHERE at_us >= ?", (floor,))
+        auths += self._select("iss_auths", ir.AUTH_COLS, open_refs, (refs, floor))
+        holds = self._select("iss_holds", ir.HOLD_COLS, "WHERE status = ?", ("active",))
+        holds += self._select("iss_holds", ir.HOLD_COLS, "WHERE created_us >= ? AND status <> ?",
+                              (floor, "active"))  # fmt: skip
+        return IssuerSnapshot(
+            accounts=[ir.account_from(r) for r in self._select("iss_accounts", ir.ACCOUNT_COLS)],
+            cards=[ir.card_from(r) for r in self._select("iss_cards", ir.CARD_COLS)],
+            auths=[ir.auth_from(r) for r in auths],
+            holds=[ir.hold_from(r) for r in holds],
+            captures=[ir.capture_from(r) for r in self._select(
+                "iss_captures", ir.CAPTURE_COLS, "WHERE at_us >= ?", (floor,))],
+        )  # fmt: skip
 
     def meta(self, key: str) -> str | None:
         """A value of the key/value table (settings kept with the data), or None."""
