@@ -54,6 +54,7 @@ from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
 from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import (
+    ATC_SAVED,
     Aggregate,
     AggregateRow,
     AggStatus,
@@ -214,8 +215,9 @@ class BackOffice:
     def _advance_floor(self) -> None:
         """Move the late-arrival floor to the start of the UTC day ``late_horizon`` behind the
         newest tap: forget the tap and reject ids of the days before it, and save the ATC
-        window of every card tapped since the last move (their taps age out of memory, and
-        a restart reads only taps from the floor on)."""
+        window of every card with a tap before it not saved yet (those taps age out of
+        memory, and a restart reads only taps from the floor on): each active card about
+        once per horizon, spread over the days."""
         floor = (self._high_us - self._horizon_us) // _DAY_US * _DAY_US
         if floor <= self._floor_us:
             return
@@ -229,8 +231,8 @@ class BackOffice:
             for reject_id in self._rejects_by_day.pop(day):
                 self.reject_ids.discard(reject_id)
         for card in self.cards.values():
-            if not card.atc_saved:
-                card.atc_saved = True
+            if card.atc_unsaved < first:
+                card.atc_unsaved = ATC_SAVED
                 self._atc_rows.append(
                     CardAtcRow(card.pan_token, card.atc_high, format(card.atc_bits, "x"))
                 )
@@ -420,9 +422,10 @@ class BackOffice:
             card = TransitCard(token, tap.masked_pan)
             self.cards[token] = card
         remember_atc(card, atc, window)
-        card.atc_saved = False
         self.tap_ids.add(tap_id)
         bucket = us // _DAY_US
+        if bucket < card.atc_unsaved:  # noqa: PLR1730 - no call on the per-tap path
+            card.atc_unsaved = bucket
         ids = self._ids_by_day.get(bucket)
         if ids is None:
             ids = self._ids_by_day[bucket] = []
@@ -905,7 +908,7 @@ class BackOffice:
             tapped = cards.get(token)
             if tapped is not None:
                 remember_atc(tapped, atc, window)
-                tapped.atc_saved = False  # saved (again) when the floor next moves
+                tapped.atc_unsaved = min(tapped.atc_unsaved, bucket)  # saved as it ages out
         self._high_us = high
         self.reject_ids = set(snap.reject_ids)
         aggs: dict[str, Aggregate] = {}

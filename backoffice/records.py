@@ -8,10 +8,11 @@ the core is rebuilt from a :class:`Snapshot` read back from storage.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
@@ -27,9 +28,17 @@ def to_us(t: datetime) -> int:
     return epoch_us(t)
 
 
+_ZONES: dict[int, timezone] = {}  # one fixed-offset zone object per offset, not per time
+
+
 def from_us(us: int, offset_s: int = 0) -> datetime:
     t = EPOCH + timedelta(microseconds=us)
-    return t if offset_s == 0 else t.astimezone(timezone(timedelta(seconds=offset_s)))
+    if offset_s == 0:
+        return t
+    zone = _ZONES.get(offset_s)
+    if zone is None:
+        zone = _ZONES[offset_s] = timezone(timedelta(seconds=offset_s))
+    return t.astimezone(zone)
 
 
 class AggStatus(StrEnum):
@@ -129,6 +138,9 @@ class Debt:
     settled_at: datetime | None = None
 
 
+ATC_SAVED: Final = 1 << 62  # TransitCard.atc_unsaved: the card's ATC window is saved as it is
+
+
 @dataclass(slots=True)
 class TransitCard:
     """What the back office knows of one card (by token): a few words, not its history.
@@ -147,7 +159,7 @@ class TransitCard:
     debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
     denied: bool = False
     dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
-    atc_saved: bool = True  # its ATC window is in card_atcs as it is now
+    atc_unsaved: int = ATC_SAVED  # UTC day of its oldest tap not covered by card_atcs
     raw_state: str | None = None
 
 
@@ -206,25 +218,29 @@ def tap_row(p: PricedTap) -> TapRow:
 
 
 def priced_tap(row: TapRow) -> PricedTap:
+    """A stored tap of an open aggregate, back in memory; the few distinct labels (operator,
+    validator, stop, route, scheme, category, medium, day, explanation) are shared, not one
+    copy per tap read back (a restart holds every open aggregate's taps)."""
+    i = sys.intern
     tap = TapRecord(
         tap_id=row.tap_id,
-        validator_id=row.validator_id,
-        operator_id=row.operator_id,
+        validator_id=i(row.validator_id),
+        operator_id=i(row.operator_id),
         pan_token=row.pan_token,
         masked_pan=row.masked_pan,
         time=from_us(row.time_us, row.utc_offset_s),
-        stop_id=row.stop_id,
-        route_id=row.route_id,
+        stop_id=i(row.stop_id),
+        route_id=i(row.route_id),
         action=Action(row.action),
         atc=row.atc,
         arqc=bytes.fromhex(row.arqc),
         ac_data=bytes.fromhex(row.ac_data),
-        scheme=row.scheme,
-        rider_category=row.rider_category,
-        fare_media=row.fare_media,
+        scheme=i(row.scheme),
+        rider_category=i(row.rider_category),
+        fare_media=i(row.fare_media),
     )
     return PricedTap(
-        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount,
+        tap, i(row.service_day), row.amount, i(row.explain), row.aggregate_id, row.amount,
         row.received_us, row.time_us,
     )  # fmt: skip
 

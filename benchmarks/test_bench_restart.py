@@ -176,6 +176,12 @@ class City:
             ("charged", total, len(RIDES), _us(closed), "service_day_end", "00",
              f'[["bus1","{day}",{total}]]', day),
         )  # fmt: skip
+        # The approved deferred charge completes the day's verifications (as the issuer does).
+        store._execute(
+            "UPDATE iss_auths SET completed_by = 'chg:' || substr(request_id, 4) "
+            "WHERE at_us = ? AND kind = ?",
+            (_us(START + timedelta(days=d, hours=23)), "account_verification"),
+        )
         for lo in range(0, self.cards, 50_000):
             entries, auths, holds, caps = [], [], [], []
             for c in range(lo, min(lo + 50_000, self.cards)):

@@ -113,6 +113,24 @@ def test_atcs_are_a_high_water_mark_and_a_window() -> None:
     assert card.atc_high == 131 and card.atc_bits == 1  # 100 and 95 slid out of the window
 
 
+def test_atc_windows_are_saved_as_their_taps_age_out() -> None:
+    """The floor's move saves the window of the cards whose taps it passes, not of every
+    card tapped since: each active card about once per horizon."""
+    issuer = new_issuer()
+    old, new = TestCard(pan_for(706)), TestCard(pan_for(707))
+    open_card(issuer, old)
+    open_card(issuer, new)
+    bo = engine(issuer)
+    bo.ingest([old.tap("old-0", T0)], T0)
+    bo.drain_changes()
+    bo.ingest([new.tap("new-3", T0 + 3 * DAY), old.tap("old-3", T0 + 3 * DAY)], T0 + 3 * DAY)
+    rows = bo.drain_changes().card_atcs
+    assert [(r.pan_token, r.atc_high) for r in rows] == [(old.token, 2)]
+    # Day 3 ages out: only new's window is saved (old's was saved with its day-3 tap in it).
+    bo.ingest([new.tap("new-5", T0 + 5 * DAY)], T0 + 5 * DAY)
+    assert [r.pan_token for r in bo.drain_changes().card_atcs] == [new.token]
+
+
 def test_the_atc_window_by_itself() -> None:
     card = TransitCard("tok", "622202******0026")
     for atc in (5, 3, 9):
