@@ -17,9 +17,10 @@ aggregates are open, as at any moment of a running core.  The late-arrival horiz
 default (7 days): the core's memory grows over the first week (the horizon's tap ids) and is
 flat after it; restart time likewise.
 
-The 1,000,000-card variant runs only with ``TAPSIM_BENCH_RESTART_BIG=1`` (a few minutes a
-day of history, ~1.5 GB of database a day; ``TAPSIM_BENCH_RESTART_BIG_DAYS``, default
-``1,3``), with a 1-day horizon so that 3 days are past it::
+The 1,000,000-card variant runs only with ``TAPSIM_BENCH_RESTART_BIG=1`` (two rides a card a
+day, a 1-day horizon so that 3 days are past it; a few minutes a day of history to set up,
+~1 GB of database and several GB of memory; ``TAPSIM_BENCH_RESTART_BIG_DAYS``, default
+``1,3``; ``TAPSIM_BENCH_RESTART_ROUNDS=1`` to time one restart)::
 
     TAPSIM_BENCH_RESTART_BIG=1 pytest benchmarks/test_bench_restart.py -k big -s
 
@@ -72,7 +73,8 @@ BIG_CARDS = 1_000_000
 ROUNDS = int(os.environ.get("TAPSIM_BENCH_RESTART_ROUNDS", "3"))
 DAY_US = 86_400 * 1_000_000
 START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0: 2026-01-05 (service days in UTC+8)
-RIDES = ((23, 30), (24, 10), (33, 30), (34, 10))  # hours/minutes after day start, UTC: 07:30..
+# Hours, minutes after day d's UTC midnight: 07:30, 08:10, 17:30, 18:10 in UTC+8 on day d + 1.
+RIDES = ((23, 30), (24, 10), (33, 30), (34, 10))
 FARE = 200
 HAS_HORIZON = hasattr(engine, "TOTALS_KEY")  # this tapsim keeps running totals and a horizon
 HAS_CARD_ATCS = any("card_atcs" in ddl for ddl in TABLES)
@@ -95,15 +97,24 @@ class City:
     url: str
     cards: int
     horizon: timedelta
+    rides: int = 4  # taps per card a day (the first ``rides`` of RIDES)
     days: int = 0  # days stored so far (the last one still open)
+
+    @property
+    def at(self) -> tuple[tuple[int, int], ...]:
+        return RIDES[:self.rides]
 
     def config(self) -> BackOfficeConfig:
         if HAS_HORIZON:
             return BackOfficeConfig(merchant_id=MERCHANT, late_horizon=self.horizon)
         return BackOfficeConfig(merchant_id=MERCHANT)
 
+    def _verified_at(self, d: int) -> datetime:
+        """When day ``d``'s account verifications are made (after the first rides)."""
+        return START + timedelta(days=d, hours=23, minutes=45)
+
     def _day(self, d: int) -> tuple[str, int]:
-        day = (START + timedelta(days=d)).date().isoformat()
+        day = (START + timedelta(days=d + 1)).date().isoformat()  # the rides' day in UTC+8
         return day, _us(START + timedelta(days=d))
 
     def setup_cards(self, store: SqlStore) -> None:
@@ -139,7 +150,7 @@ class City:
                 for c in range(lo, min(lo + 50_000, self.cards)):
                     tok = _token(c)
                     agg = f"A:V{c % 2000:04d}-{c:08d}-{d:04d}-0"
-                    for k, (h, m) in enumerate(RIDES):
+                    for k, (h, m) in enumerate(self.at):
                         tap_id = f"V{c % 2000:04d}-{c:08d}-{d:04d}-{k}"
                         t_us = day_us + (h * 60 + m) * 60_000_000 + c % 600 * 1_000_000
                         taps.append(TapRow(
@@ -149,15 +160,15 @@ class City:
                             t_us + 2_000_000))  # fmt: skip
                         entries.append(Entry("fare:" + tap_id, RECEIVABLE, REVENUE, "bus1", day,
                                              FARE, t_us))  # fmt: skip
-                    first = taps[-4]
+                    first = taps[-self.rides]
                     aggs.append(AggregateRow(
                         agg, tok, day, first.time_us, first.time_us, first.tap_id, "", FARE, 1,
                         "open", "av:" + agg, 1, first.atc, ARQC, AC_DATA, None, None, "", None,
                         "", "[]"))  # fmt: skip
                     auths.append(ir.auth_row(AuthRecord(
                         "av:" + agg, tok, AuthKind.ACCOUNT_VERIFICATION, 0, "CNY", MERCHANT,
-                        ResponseCode.APPROVED, frozenset(), START + timedelta(days=d, hours=23),
-                        first.atc, bytes.fromhex(ARQC), True, None, None)))  # fmt: skip
+                        ResponseCode.APPROVED, frozenset(), self._verified_at(d), first.atc,
+                        bytes.fromhex(ARQC), True, None, None)))  # fmt: skip
                 store._bulk_insert("taps", TapRow._fields, taps)
                 store._bulk_insert("ledger", Entry._fields, entries)
                 store._bulk_insert("aggregates", AggregateRow._fields, aggs)
@@ -168,19 +179,19 @@ class City:
     def _close_day(self, store: SqlStore, d: int) -> None:
         day, _ = self._day(d)
         closed = START + timedelta(days=d + 1, hours=20)  # 04:00 in UTC+8, the next day
-        total = FARE * len(RIDES)
+        total = FARE * self.rides
         store._execute(
             "UPDATE aggregates SET status = ?, total = ?, tap_count = ?, closed_us = ?, "
             "close_reason = ?, charge_ref = 'chg:' || aggregate_id, charge_code = ?, lines = ? "
             "WHERE service_day = ?",
-            ("charged", total, len(RIDES), _us(closed), "service_day_end", "00",
+            ("charged", total, self.rides, _us(closed), "service_day_end", "00",
              f'[["bus1","{day}",{total}]]', day),
         )  # fmt: skip
         # The approved deferred charge completes the day's verifications (as the issuer does).
         store._execute(
             "UPDATE iss_auths SET completed_by = 'chg:' || substr(request_id, 4) "
             "WHERE at_us = ? AND kind = ?",
-            (_us(START + timedelta(days=d, hours=23)), "account_verification"),
+            (_us(self._verified_at(d)), "account_verification"),
         )
         for lo in range(0, self.cards, 50_000):
             entries, auths, holds, caps = [], [], [], []
@@ -206,12 +217,12 @@ class City:
         """The per-card rows as of day ``d`` (open aggregate, fare state, ATC window) and the
         core's running totals, where this tapsim keeps them."""
         day, day_us = self._day(d)
-        state = f"{day}|{FARE * len(RIDES)}".encode().hex()  # the flat pricer's day spend
+        state = f"{day}|{FARE * self.rides}".encode().hex()  # the flat pricer's day spend
         upsert = ("INSERT INTO transit_cards ({}) VALUES ({}) ON CONFLICT (pan_token) DO UPDATE "
                   "SET fare_state = excluded.fare_state, "
                   "open_aggregate_id = excluded.open_aggregate_id").format(
             ", ".join(CardRow._fields), ", ".join("?" for _ in CardRow._fields))  # fmt: skip
-        atc_high = d * 4 + len(RIDES)
+        atc_high = d * 4 + self.rides
         for lo in range(0, self.cards, 50_000):
             rng = range(lo, min(lo + 50_000, self.cards))
             store._executemany(upsert, [CardRow(
@@ -224,8 +235,8 @@ class City:
                     "atc_bits = excluded.atc_bits",
                     [(_token(c), atc_high, "f") for c in rng])
         if HAS_HORIZON:
-            fares = FARE * len(RIDES) * self.cards
-            high = day_us + (RIDES[-1][0] * 60 + RIDES[-1][1]) * 60_000_000 + 599_000_000
+            fares = FARE * self.rides * self.cards
+            high = day_us + (self.at[-1][0] * 60 + self.at[-1][1]) * 60_000_000 + 599_000_000
             floor = (high - self.horizon // timedelta(microseconds=1)) // DAY_US * DAY_US
             totals = {"balances": {"first_ride_loss": 0, ISSUER_SETTLEMENT: fares * d,
                                    RECEIVABLE: fares, REVENUE: -fares * (d + 1)},
@@ -348,7 +359,7 @@ BIG_DAYS = [int(x) for x in os.environ.get("TAPSIM_BENCH_RESTART_BIG_DAYS", "1,3
 @pytest.fixture(scope="module")
 def big_city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     path = tmp_path_factory.mktemp("restart_big") / "city.db"
-    c = City(sqlite_url(path), BIG_CARDS, timedelta(days=1))
+    c = City(sqlite_url(path), BIG_CARDS, timedelta(days=1), rides=2)
     store = open_store(c.url)
     try:
         c.setup_cards(store)
