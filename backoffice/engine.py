@@ -896,19 +896,23 @@ class BackOffice:
         window = self._atc_window
         ids, by_day = self.tap_ids, self._ids_by_day
         high = _NO_FLOOR
-        for tap_id, token, atc, time_us, received_us in snap.recent_taps:
+        day_ids: list[str] = []
+        last_day = _NO_FLOOR
+        for tap_id, token, atc, time_us, received_us in snap.recent_taps:  # in time order
             ids.add(tap_id)
             bucket = time_us // _DAY_US
-            day_ids = by_day.get(bucket)
-            if day_ids is None:
-                day_ids = by_day[bucket] = []
+            if bucket != last_day:
+                day_ids = by_day.setdefault(bucket, [])
+                last_day = bucket
             day_ids.append(tap_id)
             seen = time_us if time_us < received_us else received_us
-            high = max(high, seen)
+            if seen > high:  # noqa: PLR1730 - a loop over every tap of the horizon
+                high = seen
             tapped = cards.get(token)
             if tapped is not None:
                 remember_atc(tapped, atc, window)
-                tapped.atc_unsaved = min(tapped.atc_unsaved, bucket)  # saved as it ages out
+                if bucket < tapped.atc_unsaved:  # noqa: PLR1730 - saved as it ages out
+                    tapped.atc_unsaved = bucket
         self._high_us = high
         self.reject_ids = set(snap.reject_ids)
         aggs: dict[str, Aggregate] = {}

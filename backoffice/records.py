@@ -377,14 +377,9 @@ class CardAtcRow(NamedTuple):
     atc_bits: str
 
 
-class RecentTap(NamedTuple):
-    """What a restart needs of a tap inside the late-arrival horizon (dedupe, ATC window)."""
-
-    tap_id: str
-    pan_token: str
-    atc: int
-    time_us: int
-    received_us: int
+# What a restart needs of a tap inside the late-arrival horizon (dedupe, ATC window):
+# (tap_id, pan_token, atc, time_us, received_us), a plain row (there are many).
+RecentTap = tuple[str, str, int, int, int]
 
 
 class DenyRow(NamedTuple):

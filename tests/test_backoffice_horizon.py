@@ -185,7 +185,7 @@ def test_a_restart_reads_taps_from_the_floor_on_only(store_url: tuple[SqlStore, 
     store2 = open_store(url)
     try:
         snap = store2.load()
-        assert {t.tap_id for t in snap.recent_taps} == {"d3-0", "d3-1"}  # not day 0's
+        assert {t[0] for t in snap.recent_taps} == {"d3-0", "d3-1"}  # not day 0's
         c2 = new_core(store2)
         assert c2.core.tap_ids == {"d3-0", "d3-1"}
         # The running totals came from the core's meta row, equal to summing every row.
@@ -225,7 +225,7 @@ def test_a_database_without_running_totals_is_summed_once(
     store2 = open_store(url)
     try:
         snap = store2.load()
-        assert snap.floor_us is None and {t.tap_id for t in snap.recent_taps} == {"t0", "t1"}
+        assert snap.floor_us is None and {t[0] for t in snap.recent_taps} == {"t0", "t1"}
         c2 = new_core(store2)
         assert (c2.core.balances, c2.core.fares_total) == before
         assert c2.ingest([tc.tap("t2", T0 + DAY + H)], T0 + DAY + H).accepted == 1

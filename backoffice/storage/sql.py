@@ -25,7 +25,6 @@ from backoffice.records import (
     DenyEventRow,
     DenyRow,
     EpurseTapRow,
-    RecentTap,
     RejectRow,
     Snapshot,
     TapRow,
@@ -321,12 +320,12 @@ class SqlStore(ABC):
             snap.fares_total = int(self._query("SELECT COALESCE(SUM(amount), 0) FROM taps")[0][0])
         if snap.floor_us is not None:
             since = ("WHERE time_us >= ?", (snap.floor_us,))
+        where, params = since
         snap.recent_taps = [
-            RecentTap(*r)
-            for r in self._select(
-                "taps", ("tap_id", "pan_token", "atc", "time_us", "received_us"), *since
-            )
-        ]
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self._select("taps", ("tap_id", "pan_token", "atc", "time_us",
+                                           "received_us"), where + " ORDER BY time_us", params)
+        ]  # fmt: skip
         snap.reject_ids = {
             r[0] for r in self._select(
                 "rejects", ("reject_id",), since[0].replace("time_us", "received_us"), since[1]
