@@ -23,6 +23,7 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -874,7 +875,17 @@ class BackOffice:
     def _restore(self, snap: Snapshot) -> None:
         """Open state only: cards (their fare state decoded when they next tap, unless open
         state needs it now), ATC windows, tap ids of the horizon, open aggregates and their
-        taps, unpaid debts, the deny list and the running totals."""
+        taps, unpaid debts, the deny list and the running totals (the cyclic collector
+        paused: what is built here is acyclic, and millions of objects)."""
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_open(snap)
+        finally:
+            if was:
+                gc.enable()
+
+    def _restore_open(self, snap: Snapshot) -> None:
         dec = self.pricer.decode_state
         cards = self.cards
         for row in snap.cards:

@@ -6,12 +6,13 @@ fastest bulk insert it has (``executemany`` on SQLite, ``COPY`` on PostgreSQL).
 
 from __future__ import annotations
 
+import gc
 import json
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from backoffice.ledger import ACCOUNTS, Entry
 from backoffice.records import (
@@ -36,6 +37,24 @@ from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
 Params = Sequence[Any]
+T = TypeVar("T")
+
+
+def gc_paused(load: Callable[..., T]) -> Callable[..., T]:
+    """Run a loader with the cyclic collector paused: a restart makes millions of acyclic
+    rows and records, and the collections they would trigger cost about a third of it."""
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return load(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+
+    run.__doc__ = load.__doc__
+    return run
 
 _TABLES = frozenset(
     (
@@ -301,6 +320,7 @@ class SqlStore(ABC):
         sql = f"SELECT {_cols(fields)} FROM {table}"  # noqa: S608 - fixed names
         return self._query(f"{sql} {where}" if where else sql, params)
 
+    @gc_paused
     def load(self) -> Snapshot:
         """Open state only (see :class:`Snapshot`): with the core's running totals kept, no
         query reads the whole history; every one is indexed or bounded by cards."""
@@ -364,6 +384,7 @@ class SqlStore(ABC):
             captures=[ir.capture_from(r) for r in self._select("iss_captures", ir.CAPTURE_COLS)],
         )
 
+    @gc_paused
     def load_issuer_open(self) -> IssuerSnapshot:
         """What the in-process issuer of a running core can still need, not its history:
         accounts and cards; holds still active; authorizations and captures from the core's
