@@ -23,7 +23,9 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -53,10 +55,12 @@ from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
 from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import (
+    ATC_SAVED,
     Aggregate,
     AggregateRow,
     AggStatus,
     AlertRow,
+    CardAtcRow,
     CardRow,
     Changes,
     Debt,
@@ -69,10 +73,12 @@ from backoffice.records import (
     TransitCard,
     aggregate_from_row,
     aggregate_row,
+    atc_seen,
     debt_from_row,
     debt_row,
     from_us,
     priced_tap,
+    remember_atc,
     tap_row,
     to_us,
 )
@@ -91,6 +97,9 @@ from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 _PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
 _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
+_DAY_US: Final = 86_400 * 1_000_000  # tap ids are kept and dropped by UTC day of tap time
+_NO_FLOOR: Final = -(1 << 62)  # no tap refused as too late yet
+TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total, floor
 # The ledger's account names as Final constants: C statics when compiled, not dict lookups.
 _RECEIVABLE: Final = RECEIVABLE
 _new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
@@ -157,8 +166,19 @@ class BackOffice:
         # A pricer that takes the tap's time as microseconds spares working it out twice.
         self._price_at_us: _PriceAtUs | None = getattr(pricer, "price_at_us", None)
         self.cards: dict[str, TransitCard] = {}
+        # Duplicate detection within the late-arrival horizon: the ids of taps from
+        # ``_floor_us`` on (by UTC day of tap time, so a day's ids are dropped together);
+        # older taps are refused as too late.  ``_high_us``: the newest tap time seen, each
+        # capped at its arrival (a validator clock ahead of time cannot push the floor).
         self.tap_ids: set[str] = set()
+        self._ids_by_day: dict[int, list[str]] = {}
+        self._horizon_us = duration_us(self.config.late_horizon)
+        self._atc_window = self.config.atc_window
+        self._floor_us = _NO_FLOOR
+        self._high_us = _NO_FLOOR
         self.reject_ids: set[str] = set()
+        self._rejects_by_day: dict[int, list[str]] = {}
+        self._totals_written = ""
         self.deny: dict[str, DenyRow] = {}
         self.balances: dict[str, int] = dict.fromkeys(ACCOUNTS, 0)
         self.fares_total = 0
@@ -192,7 +212,39 @@ class BackOffice:
                 self._accept(tap, now, now_us, res)
         finally:
             self._post_fares()
+        if self._high_us - self._horizon_us >= self._floor_us + _DAY_US:
+            self._advance_floor()
         return res
+
+    @property
+    def floor(self) -> datetime | None:
+        """The oldest tap time still taken (older taps are refused as too late), or None."""
+        return None if self._floor_us == _NO_FLOOR else from_us(self._floor_us)
+
+    def _advance_floor(self) -> None:
+        """Move the late-arrival floor to the start of the UTC day ``late_horizon`` behind the
+        newest tap: forget the tap and reject ids of the days before it, and save the ATC
+        window of every card with a tap before it not saved yet (those taps age out of
+        memory, and a restart reads only taps from the floor on): each active card about
+        once per horizon, spread over the days."""
+        floor = (self._high_us - self._horizon_us) // _DAY_US * _DAY_US
+        if floor <= self._floor_us:
+            return
+        self._floor_us = floor
+        first = floor // _DAY_US
+        ids = self.tap_ids
+        for day in [d for d in self._ids_by_day if d < first]:
+            for tap_id in self._ids_by_day.pop(day):
+                ids.discard(tap_id)
+        for day in [d for d in self._rejects_by_day if d < first]:
+            for reject_id in self._rejects_by_day.pop(day):
+                self.reject_ids.discard(reject_id)
+        for card in self.cards.values():
+            if card.atc_unsaved < first:
+                card.atc_unsaved = ATC_SAVED
+                self._atc_rows.append(
+                    CardAtcRow(card.pan_token, card.atc_high, format(card.atc_bits, "x"))
+                )
 
     def _post_fares(self) -> None:
         """Move the fares of the taps accepted so far into the ledger balances (kept as one
@@ -265,13 +317,27 @@ class BackOffice:
                 )
                 for c in self._dirty_cards.values()
             ],
+            card_atcs=self._atc_rows,
             deny_set=self._deny_set,
             deny_clear=self._deny_clear,
             deny_events=self._deny_events,
             alerts=self._alerts,
         )
+        totals = self.totals_json()
+        if totals != self._totals_written:
+            ch.meta[TOTALS_KEY] = self._totals_written = totals
         self._clear_changes()
         return ch
+
+    def totals_json(self) -> str:
+        """The running figures a restart reads instead of summing the whole ledger: ledger
+        balances, fares total and the late-arrival floor (written with every batch that
+        moves them, in its transaction)."""
+        return json.dumps(
+            {"balances": dict(sorted(self.balances.items())), "fares_total": self.fares_total,
+             "floor_us": None if self._floor_us == _NO_FLOOR else self._floor_us},
+            separators=(",", ":"),
+        )  # fmt: skip
 
     def open_aggregates(self) -> list[Aggregate]:
         return [self._open[t] for t in sorted(self._open)]
@@ -290,12 +356,12 @@ class BackOffice:
         token = tap.pan_token
         atc = tap.atc
         card = self.cards.get(token)
-        if card is not None and atc in card.atcs:
-            self._reject(
-                tap, "atc", "ATC seen before for this card (replayed or cloned)",
-                tap_id, now_us=now_us, res=res, alert="replayed_atc",
-            )  # fmt: skip
-            return
+        if card is not None and card.raw_state is not None:
+            try:
+                self._decode(card)
+            except PricingError as exc:
+                self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
+                return
         t = tap.time
         try:
             us = to_us(t)
@@ -307,6 +373,27 @@ class BackOffice:
                 self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
                 return
             raise
+        if us < self._floor_us:
+            self._reject(
+                tap, "time", f"too late: older than the late-arrival horizon "
+                f"({self.config.late_horizon} behind the newest tap)",
+                tap_id, now_us=now_us, res=res,
+            )  # fmt: skip
+            return
+        window = self._atc_window
+        if card is not None and atc_seen(card, atc, window):
+            if card.atc_high - atc >= window:
+                self._reject(
+                    tap, "atc", f"ATC below this card's window of the last {window} "
+                    "(replayed, cloned or too old)",
+                    tap_id, now_us=now_us, res=res, alert="stale_atc",
+                )  # fmt: skip
+            else:
+                self._reject(
+                    tap, "atc", "ATC seen before for this card (replayed or cloned)",
+                    tap_id, now_us=now_us, res=res, alert="replayed_atc",
+                )  # fmt: skip
+            return
         day = self._days.get(us // _DAY_BUCKET_US)
         if day is None:
             day = self._day_of(us, t)
@@ -343,8 +430,18 @@ class BackOffice:
         if card is None:
             card = TransitCard(token, tap.masked_pan)
             self.cards[token] = card
-        card.atcs.add(atc)
+        remember_atc(card, atc, window)
         self.tap_ids.add(tap_id)
+        bucket = us // _DAY_US
+        if bucket < card.atc_unsaved:  # noqa: PLR1730 - no call on the per-tap path
+            card.atc_unsaved = bucket
+        ids = self._ids_by_day.get(bucket)
+        if ids is None:
+            ids = self._ids_by_day[bucket] = []
+        ids.append(tap_id)
+        seen = us if us < now_us else now_us
+        if seen > self._high_us:  # noqa: PLR1730 - no call on the per-tap path
+            self._high_us = seen
         res.accepted += 1
         if agg is not None and closing is not None:
             self._close(card, agg, now, closing, res)
@@ -750,6 +847,11 @@ class BackOffice:
             res.duplicates += 1
             return
         self.reject_ids.add(reject_id)
+        day = now_us // _DAY_US
+        kept = self._rejects_by_day.get(day)
+        if kept is None:
+            kept = self._rejects_by_day[day] = []
+        kept.append(reject_id)
         self._rejects.append(RejectRow(reject_id, tap_id, field_name, reason, text, now_us))
         res.rejected += 1
         masked = raw.masked_pan if isinstance(raw, TapRecord) else ""
@@ -774,29 +876,73 @@ class BackOffice:
         self._dirty_aggs: dict[str, Aggregate] = {}
         self._dirty_debts: dict[str, Debt] = {}
         self._dirty_cards = {}
+        self._atc_rows: list[CardAtcRow] = []
         self._deny_set: list[DenyRow] = []
         self._deny_clear: list[str] = []
         self._deny_events: list[DenyEventRow] = []
         self._alerts: list[AlertRow] = []
 
     def _restore(self, snap: Snapshot) -> None:
+        """Open state only: cards (their fare state decoded when they next tap, unless open
+        state needs it now), ATC windows, tap ids of the horizon, open aggregates and their
+        taps, unpaid debts, the deny list and the running totals (the cyclic collector
+        paused: what is built here is acyclic, and millions of objects)."""
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            self._restore_open(snap)
+        finally:
+            if was:
+                gc.enable()
+
+    def _restore_open(self, snap: Snapshot) -> None:
         dec = self.pricer.decode_state
-        self.tap_ids = set(snap.tap_ids)
-        self.reject_ids = set(snap.reject_ids)
+        cards = self.cards
         for row in snap.cards:
-            self.cards[row.pan_token] = TransitCard(
-                row.pan_token,
-                row.masked_pan,
-                dec(bytes.fromhex(row.fare_state)),
-                denied=bool(row.denied),
-            )
-        for token, atc in snap.atcs:
-            self.cards[token].atcs.add(atc)
+            card = TransitCard(row.pan_token, row.masked_pan, denied=bool(row.denied))
+            if row.fare_state:
+                card.raw_state = row.fare_state
+            cards[row.pan_token] = card
+        # One stored state decoded now: a database of another fare feed is refused at start
+        # (the CLI says so), not tap by tap.
+        sample = next((c for c in cards.values() if c.raw_state is not None), None)
+        if sample is not None:
+            self._decode(sample)
+        for token, high, bits in snap.card_atcs:
+            saved = cards.get(token)
+            if saved is not None:
+                saved.atc_high, saved.atc_bits = high, int(bits, 16)
+        if snap.floor_us is not None:
+            self._floor_us = snap.floor_us
+        window = self._atc_window
+        ids, by_day = self.tap_ids, self._ids_by_day
+        high = _NO_FLOOR
+        day_ids: list[str] = []
+        last_day = _NO_FLOOR
+        for tap_id, token, atc, time_us, received_us in snap.recent_taps:  # in time order
+            ids.add(tap_id)
+            bucket = time_us // _DAY_US
+            if bucket != last_day:
+                day_ids = by_day.setdefault(bucket, [])
+                last_day = bucket
+            day_ids.append(tap_id)
+            seen = time_us if time_us < received_us else received_us
+            if seen > high:  # noqa: PLR1730 - a loop over every tap of the horizon
+                high = seen
+            tapped = cards.get(token)
+            if tapped is not None:
+                remember_atc(tapped, atc, window)
+                if bucket < tapped.atc_unsaved:  # noqa: PLR1730 - saved as it ages out
+                    tapped.atc_unsaved = bucket
+        self._high_us = high
+        self.reject_ids = set(snap.reject_ids)
         aggs: dict[str, Aggregate] = {}
         for arow in snap.open_aggregates:
             agg = aggregate_from_row(arow, dec(bytes.fromhex(arow.fare_state_at_open)))
             aggs[agg.aggregate_id] = agg
-            self.cards[agg.pan_token].open_agg = agg
+            card = cards[agg.pan_token]
+            self._decode(card)
+            card.open_agg = agg
             self._open[agg.pan_token] = agg
         for trow in sorted(snap.open_taps, key=lambda r: (r.time_us, r.tap_id)):
             p = priced_tap(trow)
@@ -812,11 +958,20 @@ class BackOffice:
                 )
         for drow in snap.unpaid_debts:
             debt = debt_from_row(drow)
-            self.cards[debt.pan_token].debts[debt.debt_id] = debt
+            card = cards[debt.pan_token]
+            self._decode(card)
+            card.debts[debt.debt_id] = debt
             self._debtors.add(debt.pan_token)
         self.deny = {r.pan_token: r for r in snap.deny}
         self.balances.update(snap.balances)
         self.fares_total = snap.fares_total
+        self._totals_written = self.totals_json()
+
+    def _decode(self, card: TransitCard) -> None:
+        """Decode the card's stored fare state now (it has open state, or taps)."""
+        if card.raw_state is not None:
+            card.fare_state = self.pricer.decode_state(bytes.fromhex(card.raw_state))
+            card.raw_state = None
 
 
 __all__ = ["AggregateRow", "BackOffice", "BatchResult", "Outcome"]

@@ -10,6 +10,8 @@ MAX_TRAVEL_TIME = timedelta(days=14)  # UnionPay ODA / Visa-Mastercard MTT ceili
 MAX_RETRIES = 6  # scheduled resubmissions of one debt ...
 RETRY_WINDOW = timedelta(days=14)  # ... within this window (Visa)
 DENY_REMOVAL_DEADLINE = timedelta(hours=1)  # off the deny list after a successful recovery
+LATE_HORIZON = timedelta(days=7)  # taps older than this (behind the newest seen) are too late
+ATC_WINDOW = 64  # ATCs remembered per card below its highest (the issuer's default window)
 
 
 class PolicyError(ValueError):
@@ -115,8 +117,22 @@ class BackOfficeConfig:
     currency: str = "CNY"
     aggregation: AggregationPolicy = field(default_factory=AggregationPolicy)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    # Tap ids are deduplicated in memory for this long behind the newest tap time seen (each
+    # capped at the time it arrived); an older tap is refused as too late and kept in rejects.
+    late_horizon: timedelta = LATE_HORIZON
+    # Per card: the highest ATC seen and which of the ``atc_window`` below it were seen; an
+    # ATC seen, or below the window, is refused (replayed, cloned or too old) with an alert.
+    atc_window: int = ATC_WINDOW
 
     def __post_init__(self) -> None:
+        if not timedelta(days=1) <= self.late_horizon <= timedelta(days=366):
+            raise PolicyError(
+                f"BackOfficeConfig.late_horizon must be 1 to 366 days, got {self.late_horizon}"
+            )
+        if not 1 <= self.atc_window <= 4096:
+            raise PolicyError(
+                f"BackOfficeConfig.atc_window must be 1..4096, got {self.atc_window}"
+            )
         if not self.merchant_id:
             raise PolicyError("BackOfficeConfig.merchant_id must not be empty")
         if len(self.currency) != 3 or not self.currency.isupper():

@@ -8,10 +8,11 @@ the core is rebuilt from a :class:`Snapshot` read back from storage.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
@@ -27,9 +28,17 @@ def to_us(t: datetime) -> int:
     return epoch_us(t)
 
 
+_ZONES: dict[int, timezone] = {}  # one fixed-offset zone object per offset, not per time
+
+
 def from_us(us: int, offset_s: int = 0) -> datetime:
     t = EPOCH + timedelta(microseconds=us)
-    return t if offset_s == 0 else t.astimezone(timezone(timedelta(seconds=offset_s)))
+    if offset_s == 0:
+        return t
+    zone = _ZONES.get(offset_s)
+    if zone is None:
+        zone = _ZONES[offset_s] = timezone(timedelta(seconds=offset_s))
+    return t.astimezone(zone)
 
 
 class AggStatus(StrEnum):
@@ -129,18 +138,45 @@ class Debt:
     settled_at: datetime | None = None
 
 
+ATC_SAVED: Final = 1 << 62  # TransitCard.atc_unsaved: the card's ATC window is saved as it is
+
+
 @dataclass(slots=True)
 class TransitCard:
-    """What the back office knows of one card (by token)."""
+    """What the back office knows of one card (by token): a few words, not its history.
+
+    ATCs as issuers keep them: the highest seen (``atc_high``) and a bitmap of the window
+    below it (bit ``i``: ``atc_high - i`` seen).  ``raw_state`` is the stored fare state
+    (hex) of a card restored without open state, decoded at its next tap.
+    """
 
     pan_token: str
     masked_pan: str
     fare_state: object | None = None
     open_agg: Aggregate | None = None
-    atcs: set[int] = field(default_factory=set)
+    atc_high: int = -1
+    atc_bits: int = 0
     debts: dict[str, Debt] = field(default_factory=dict)  # unpaid only
     denied: bool = False
     dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
+    atc_unsaved: int = ATC_SAVED  # UTC day of its oldest tap not covered by card_atcs
+    raw_state: str | None = None
+
+
+def atc_seen(card: TransitCard, atc: int, window: int) -> bool:
+    """True when ``atc`` was seen for the card, or is below its window (refused either way)."""
+    d = card.atc_high - atc
+    return d >= 0 and (d >= window or bool((card.atc_bits >> d) & 1))
+
+
+def remember_atc(card: TransitCard, atc: int, window: int) -> None:
+    """Record ``atc`` in the card's high-water mark and window."""
+    d = atc - card.atc_high
+    if d > 0:
+        card.atc_bits = ((card.atc_bits << d) | 1) & ((1 << window) - 1) if d < window else 1
+        card.atc_high = atc
+    elif -d < window:
+        card.atc_bits |= 1 << -d
 
 
 # -- rows -------------------------------------------------------------------------------------
@@ -182,25 +218,29 @@ def tap_row(p: PricedTap) -> TapRow:
 
 
 def priced_tap(row: TapRow) -> PricedTap:
+    """A stored tap of an open aggregate, back in memory; the few distinct labels (operator,
+    validator, stop, route, scheme, category, medium, day, explanation) are shared, not one
+    copy per tap read back (a restart holds every open aggregate's taps)."""
+    i = sys.intern
     tap = TapRecord(
         tap_id=row.tap_id,
-        validator_id=row.validator_id,
-        operator_id=row.operator_id,
+        validator_id=i(row.validator_id),
+        operator_id=i(row.operator_id),
         pan_token=row.pan_token,
         masked_pan=row.masked_pan,
         time=from_us(row.time_us, row.utc_offset_s),
-        stop_id=row.stop_id,
-        route_id=row.route_id,
+        stop_id=i(row.stop_id),
+        route_id=i(row.route_id),
         action=Action(row.action),
         atc=row.atc,
         arqc=bytes.fromhex(row.arqc),
         ac_data=bytes.fromhex(row.ac_data),
-        scheme=row.scheme,
-        rider_category=row.rider_category,
-        fare_media=row.fare_media,
+        scheme=i(row.scheme),
+        rider_category=i(row.rider_category),
+        fare_media=i(row.fare_media),
     )
     return PricedTap(
-        tap, row.service_day, row.amount, row.explain, row.aggregate_id, row.amount,
+        tap, i(row.service_day), row.amount, i(row.explain), row.aggregate_id, row.amount,
         row.received_us, row.time_us,
     )  # fmt: skip
 
@@ -329,6 +369,19 @@ class CardRow(NamedTuple):
     denied: int
 
 
+class CardAtcRow(NamedTuple):
+    """A card's ATC high-water mark and window (bitmap as hex), saved as its taps age out."""
+
+    pan_token: str
+    atc_high: int
+    atc_bits: str
+
+
+# What a restart needs of a tap inside the late-arrival horizon (dedupe, ATC window):
+# (tap_id, pan_token, atc, time_us, received_us), a plain row (there are many).
+RecentTap = tuple[str, str, int, int, int]
+
+
 class DenyRow(NamedTuple):
     pan_token: str
     masked_pan: str
@@ -420,6 +473,7 @@ class Changes:
     aggregates: list[AggregateRow] = field(default_factory=list)
     debts: list[DebtRow] = field(default_factory=list)
     cards: list[CardRow] = field(default_factory=list)
+    card_atcs: list[CardAtcRow] = field(default_factory=list)
     deny_set: list[DenyRow] = field(default_factory=list)
     deny_clear: list[str] = field(default_factory=list)
     deny_events: list[DenyEventRow] = field(default_factory=list)
@@ -429,19 +483,25 @@ class Changes:
     def __bool__(self) -> bool:
         return any(
             (self.taps, self.tap_updates, self.rejects, self.entries, self.aggregates,
-             self.debts, self.cards, self.deny_set, self.deny_clear, self.deny_events,
-             self.alerts, self.meta)
+             self.debts, self.cards, self.card_atcs, self.deny_set, self.deny_clear,
+             self.deny_events, self.alerts, self.meta)
         )  # fmt: skip
 
 
 @dataclass(slots=True)
 class Snapshot:
-    """What the core needs to resume after a restart."""
+    """What the core needs to resume after a restart: open state, never the whole history.
 
-    tap_ids: set[str] = field(default_factory=set)
+    ``floor_us`` is the oldest tap time the core still takes (None: a database written
+    before the horizon existed, whose taps are all ``recent_taps``); ``recent_taps`` are
+    the taps from it on, ``reject_ids`` the rejects received since.
+    """
+
+    floor_us: int | None = None
+    recent_taps: list[RecentTap] = field(default_factory=list)
     reject_ids: set[str] = field(default_factory=set)
     cards: list[CardRow] = field(default_factory=list)
-    atcs: list[tuple[str, int]] = field(default_factory=list)
+    card_atcs: list[CardAtcRow] = field(default_factory=list)
     open_aggregates: list[AggregateRow] = field(default_factory=list)
     open_taps: list[TapRow] = field(default_factory=list)
     unpaid_debts: list[DebtRow] = field(default_factory=list)

@@ -76,7 +76,7 @@ class TransactionCore:
     def _reload(self) -> None:
         self._issuer_mark = self.store.issuer_mark()
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
-                              self.store.load_issuer())
+                              self.store.load_issuer_open())
         issuer: IssuerGateway = self._issuer if self.gateway is None else self.gateway
         self._core = BackOffice(self.pricer, issuer, self.config, self.store.load())
         self._stale = False

@@ -81,6 +81,11 @@ class Store(Protocol):
 
     def load_issuer(self) -> IssuerSnapshot: ...
 
+    def load_issuer_open(self) -> IssuerSnapshot:
+        """The issuer's records a running core can still need (accounts, cards, active holds,
+        recent authorizations and captures, open verifications), not its history."""
+        ...
+
     def commit(self, changes: Changes, issuer: IssuerChanges | None = None, *,
                issuer_mark: str | None = None) -> None:
         """Write one batch's rows (and the issuer's) in one transaction: all or nothing;

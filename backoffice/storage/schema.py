@@ -103,6 +103,16 @@ TABLES: tuple[str, ...] = (
         fare_state TEXT NOT NULL,
         open_aggregate_id TEXT,
         denied INTEGER NOT NULL)""",
+    # A card's ATC high-water mark and window, saved when its taps leave the late-arrival
+    # horizon (a restart reads taps from the horizon's floor on, and these).
+    """CREATE TABLE IF NOT EXISTS card_atcs (
+        pan_token TEXT PRIMARY KEY,
+        atc_high BIGINT NOT NULL,
+        atc_bits TEXT NOT NULL)""",
+    # What a restart reads: taps from the floor on, recent rejects, unpaid debts.
+    "CREATE INDEX IF NOT EXISTS taps_time ON taps (time_us)",
+    "CREATE INDEX IF NOT EXISTS rejects_received ON rejects (received_us)",
+    "CREATE INDEX IF NOT EXISTS debts_status ON debts (status)",
     """CREATE TABLE IF NOT EXISTS deny_list (
         pan_token TEXT PRIMARY KEY,
         masked_pan TEXT NOT NULL,
@@ -226,6 +236,13 @@ TABLES: tuple[str, ...] = (
         amount BIGINT NOT NULL CHECK (amount > 0),
         currency TEXT NOT NULL,
         ref TEXT NOT NULL)""",
+    # What the in-process issuer reads (SqlStore.load_issuer_open).
+    "CREATE INDEX IF NOT EXISTS iss_auths_at ON iss_auths (at_us)",
+    "CREATE INDEX IF NOT EXISTS iss_auths_open ON iss_auths (at_us) WHERE completed_by IS NULL "
+    "AND code = '00' AND verified = 1 AND kind IN ('account_verification', 'purchase')",
+    "CREATE INDEX IF NOT EXISTS iss_holds_status ON iss_holds (status)",
+    "CREATE INDEX IF NOT EXISTS iss_holds_created ON iss_holds (created_us)",
+    "CREATE INDEX IF NOT EXISTS iss_captures_at ON iss_captures (at_us)",
 )
 
 
