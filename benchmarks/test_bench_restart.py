@@ -19,7 +19,7 @@ flat after it; restart time likewise.
 
 The 1,000,000-card variant runs only with ``TAPSIM_BENCH_RESTART_BIG=1`` (two rides a card a
 day, a 1-day horizon so that 3 days are past it; a few minutes a day of history to set up,
-~1 GB of database and several GB of memory; ``TAPSIM_BENCH_RESTART_BIG_DAYS``, default
+~1 GB of database a day and up to ~15 GB of memory; ``TAPSIM_BENCH_RESTART_BIG_DAYS``, default
 ``1,3``; ``TAPSIM_BENCH_RESTART_ROUNDS=1`` to time one restart)::
 
     TAPSIM_BENCH_RESTART_BIG=1 pytest benchmarks/test_bench_restart.py -k big -s
