@@ -88,11 +88,21 @@ def sort_key(p: PricedTap) -> tuple[int, str]:
 def reprice(
     pricer: Pricer, start: object | None, taps: Sequence[PricedTap], currency: str
 ) -> tuple[object | None, list[tuple[PricedTap, int, str]]]:
-    """Price an aggregate's taps again in time order from the state it opened with."""
+    """Price an aggregate's taps again in time order from the state it opened with.
+
+    A tap older than that state allows (a late tap whose journey the card's state has moved
+    past: it came after the aggregate before closed) is priced alone, as its own journey, and
+    the sequence goes on without it: accepted and charged, not refused (no transfer or cap
+    reaches across it; backoffice/README.md, "Late taps")."""
     state = start
     out: list[tuple[PricedTap, int, str]] = []
     for p in sorted(taps, key=sort_key):
-        state, charges = pricer.price(state, p.tap)
+        try:
+            state, charges = pricer.price(state, p.tap)
+        except PricingError:
+            if state is None:
+                raise
+            charges = pricer.price(None, p.tap)[1]
         amount, explain = total_of(charges, currency)
         out.append((p, amount, explain))
     return state, out

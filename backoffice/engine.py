@@ -415,10 +415,19 @@ class BackOffice:
                 amount, explain = 0, ""
             else:
                 fare_state = card.fare_state if card is not None else None
-                if self._price_at_us is not None:
-                    state, charges = self._price_at_us(fare_state, tap, us)
-                else:
-                    state, charges = self.pricer.price(fare_state, tap)
+                try:
+                    if self._price_at_us is not None:
+                        state, charges = self._price_at_us(fare_state, tap, us)
+                    else:
+                        state, charges = self.pricer.price(fare_state, tap)
+                except PricingError:
+                    if fare_state is None:
+                        raise
+                    # Late beyond the card's fare state (its aggregate closed before this tap
+                    # came: a journal resent after an outage): priced alone, the card's state
+                    # kept (decisions.reprice does the same inside an aggregate).
+                    state = fare_state
+                    charges = self.pricer.price(None, tap)[1]
                 if len(charges) == 1 and charges[0].currency == currency:
                     amount, explain = charges[0].amount, charges[0].explain
                 else:

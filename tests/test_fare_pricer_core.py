@@ -105,6 +105,37 @@ def test_a_late_transfer_leg_reprices_the_aggregate_to_the_same_charge() -> None
     rec_ok(bo, issuer)
 
 
+def test_a_late_tap_from_before_the_aggregate_closed_is_priced_alone_not_refused() -> None:
+    """A validator's journal resent after an outage: the card's aggregate closed (spend limit)
+    and another opened before the first ride's tap came.  The fare engine prices a card's
+    taps in time order from its state, which has moved past that tap: it is priced alone (its
+    own journey, full fare), accepted and charged, where it used to be refused "earlier than
+    the card's previous tap" and never charged (tests/test_e2e_commits.py saw it)."""
+    issuer = new_issuer()
+    tc = TestCard(pan_for(504))
+    open_card(issuer, tc, balance=5_000)
+    bo = BackOffice(FarePricer(feed("city")), issuer, config(spend_limit=700))
+    early = city_tap(tc, "early", T0, "1", "S01")  # its upload is late
+    rides = [city_tap(tc, f"r{i}", T0 + 3 * i * H, route, stop)  # 3 h apart: no transfers
+             for i, (route, stop) in enumerate([("1", "S01"), ("5", "S03"), ("2", "S05"),
+                                                ("1", "S02"), ("5", "S04")], start=1)]  # fmt: skip
+    res = bo.ingest(rides, T0 + 15 * H + 10 * M)  # 4 x 200 pass the limit: r5 opens another
+    assert res.accepted == 5 and [c.amount for c in res.of_kind("charged")] == [800]
+    res = bo.ingest([early], T0 + 15 * H + 20 * M)  # older than the card's state: alone
+    assert (res.accepted, res.rejected) == (1, 0)
+    [agg] = bo.open_aggregates()
+    assert sorted((p.tap.tap_id, p.amount) for p in agg.taps) == [("early", 200), ("r5", 200)]
+    # Another late tap inside the open aggregate reprices it: the early tap stays priced alone.
+    mid = city_tap(tc, "mid", T0 + 15 * H - 30 * M, "11", "S07")
+    assert bo.ingest([mid], T0 + 15 * H + 30 * M).rejected == 0
+    [agg] = bo.open_aggregates()
+    assert [p.tap.tap_id for p in sorted(agg.taps, key=lambda p: p.time_us)] == [
+        "early", "mid", "r5"]
+    assert dict((p.tap.tap_id, p.amount) for p in agg.taps)["early"] == 200
+    bo.close_due(T0 + timedelta(days=1))
+    rec_ok(bo, issuer)
+
+
 def test_a_tap_off_refund_and_an_unfinished_journey() -> None:
     issuer = new_issuer()
     tc = TestCard(pan_for(503))
@@ -168,15 +199,18 @@ def test_taps_the_fare_engine_refuses_are_rejected_with_their_reason() -> None:
     reasons = {e.ref: e.detail for e in res.of_kind("rejected")}
     assert reasons["r9"] == "fare: cannot price: tap r9: unknown route_id 'R9'"
     assert "fare_media 'quickpass' is not in the fare feed" in reasons["qp"]
-    # A tap older than a closed aggregate cannot be priced in the card's time order either.
+    rejects = bo.drain_changes().rejects
+    assert {r.tap_id for r in rejects} == {"r9", "qp"}
+    assert all(r.field == "fare" for r in rejects)
+    # A tap older than a closed aggregate cannot be priced in the card's time order: it is
+    # priced alone (its own journey: route 5's flat fare) and charged, not refused.
     bo.close_due(T0 + timedelta(days=1))
     bo.ingest([city_tap(tc, "next", T0 + timedelta(days=1, hours=2), "1", "S01")],
               T0 + timedelta(days=1, hours=2))  # fmt: skip
     res = bo.ingest([city_tap(tc, "stale", T0 + 30 * M, "5", "S03")], T0 + timedelta(days=2))
-    assert res.rejected == 1 and "earlier than the card's previous tap" in res.events[0].detail
-    rejects = bo.drain_changes().rejects
-    assert {r.tap_id for r in rejects} == {"r9", "qp", "stale"}
-    assert all(r.field == "fare" for r in rejects)
+    assert (res.accepted, res.rejected) == (1, 0)
+    stale = next(t for t in bo.drain_changes().taps if t.tap_id == "stale")
+    assert stale.amount == 200
 
 
 @pytest.mark.parametrize("restart_after", [1, 2])

@@ -525,6 +525,9 @@ RULES: tuple[Rule, ...] = (
     Rule(r"^\.venv/bin/pytest benchmarks/test_bench_sim\.py", not_run="a benchmark: asserts "
          "16,667 taps/s, which a machine shared with other work misses; ./dev bench runs it"),
     Rule(r"^TAPSIM_SIM_BENCH_BUSES=20000", not_run="the full-day benchmark, 8-13 minutes"),
+    Rule(r"^pytest benchmarks/test_bench_restart\.py", not_run="a benchmark: builds 1, 7 and 30 "
+         "days of a 10,000-card city and restarts from each, about 7 minutes; the README's "
+         "restart figures come from it"),
     Rule(r"^dask (scheduler|worker) ", not_run="a Dask cluster on the reader's nodes (HOST); "
          "tests/test_sim_cluster.py starts one on 127.0.0.1 and runs tapsim sim --cluster on it"),
     Rule(r"^(TAPSIM_SIM_\w+=\S+ )*\.venv/bin/pytest benchmarks/test_bench_sim_cluster\.py",
