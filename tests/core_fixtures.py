@@ -204,6 +204,23 @@ def drop_schema(schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+def fresh_db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Yield the URL of an empty database for a process to open (SQLite: a path not created
+    yet; PostgreSQL: a schema of its own, created, dropped after; skipped with the reason when
+    PostgreSQL cannot be reached)."""
+    url, schema = backend_url(backend, tmp_path)
+    if schema is not None:
+        try:
+            open_store(url).close()
+        except StorageUnavailableError as exc:
+            pg_unavailable(str(exc))
+    try:
+        yield url
+    finally:
+        if schema is not None:
+            drop_schema(schema)
+
+
 def make_store(backend: str, tmp_path: Path) -> Iterator[tuple[SqlStore, str]]:
     """Yield (store, url) for a fresh database; clean up after."""
     url, schema = backend_url(backend, tmp_path)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageUnavailableError, open_store
+from backoffice.storage import SqlStore, open_store
 from issuer.models import Card
 from tapsim.cli import main
 from tests.core_fixtures import (
@@ -35,16 +35,14 @@ from tests.core_fixtures import (
     T0,
     TOKEN_KEY,
     TestCard,
-    backend_url,
     config,
-    drop_schema,
     flat_pricer,
+    fresh_db_url,
     keystore,
     make_store,
     new_issuer,
     open_card,
     pan_for,
-    pg_unavailable,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,17 +57,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
 @pytest.fixture(params=BACKENDS)
 def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each backend (PostgreSQL: a schema of its own, dropped after)."""
-    url, schema = backend_url(request.param, tmp_path)
-    if schema is not None:
-        try:
-            open_store(url).close()
-        except StorageUnavailableError as exc:
-            pg_unavailable(str(exc))
-    try:
-        yield url
-    finally:
-        if schema is not None:
-            drop_schema(schema)
+    yield from fresh_db_url(request.param, tmp_path)
 
 
 def branch(capsys: pytest.CaptureFixture[str], url: str, action: str, card: str,

@@ -24,10 +24,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from backoffice.storage import StorageUnavailableError, open_store
+from backoffice.storage import open_store
 from issuer.codes import ResponseCode
 from tapsim.cli import main
-from tests.core_fixtures import BACKENDS, backend_url, drop_schema, pg_unavailable
+from tests.core_fixtures import BACKENDS, fresh_db_url
 from tests.fixtures.backoffice import Proc, core_tap_ids, issue_cards
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.terminal import TOKEN_KEY, StepClock, rig
@@ -42,17 +42,7 @@ STEP = dt.timedelta(hours=3)
 
 @pytest.fixture(params=BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url, schema = backend_url(request.param, tmp_path)
-    if schema is not None:
-        try:
-            open_store(url).close()
-        except StorageUnavailableError as exc:
-            pg_unavailable(str(exc))
-    try:
-        yield url
-    finally:
-        if schema is not None:
-            drop_schema(schema)
+    yield from fresh_db_url(request.param, tmp_path)
 
 
 def payloads(path: Path, vid: str, card: str, n: int, start: dt.datetime) -> list[bytes]:

@@ -12,14 +12,13 @@ from typing import Any
 
 import pytest
 
-from backoffice.storage import StorageUnavailableError, open_store
 from emv.card.profile import load_profile
 from isolink.dialect import DEFAULT_SPEC
 from isolink.framing import frame
 from isolink.messages import original_data, request_key
 from isolink.taps import CardTapper
 from tapsim.cli import main
-from tests.core_fixtures import BACKENDS, backend_url, drop_schema, pg_unavailable
+from tests.core_fixtures import BACKENDS, fresh_db_url
 from tests.iso8583_support import (
     DIALECT,
     Client,
@@ -250,17 +249,7 @@ def test_unknown_message_type_is_dropped(host: Host) -> None:
 @pytest.fixture(params=BACKENDS)
 def fresh_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database of each backend (PostgreSQL: a schema of its own, dropped after)."""
-    url, schema = backend_url(request.param, tmp_path)
-    if schema is not None:
-        try:
-            open_store(url).close()
-        except StorageUnavailableError as exc:
-            pg_unavailable(str(exc))
-    try:
-        yield url
-    finally:
-        if schema is not None:
-            drop_schema(schema)
+    yield from fresh_db_url(request.param, tmp_path)
 
 
 def test_answers_survive_kill_9_and_restart(fresh_db: str, tmp_path: Path) -> None:
