@@ -43,6 +43,18 @@ from issuer.store import IssuerChanges
 ISSUER_CHANGED_KEY = "issuer.changed"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The bank's journal: every money movement, one row (issuer/README.md, "Journal"); the back
+# office's schema creates it from this same text (backoffice.storage.schema).
+JOURNAL_TABLE = """CREATE TABLE IF NOT EXISTS iss_journal (
+        entry_id TEXT PRIMARY KEY,
+        at_us BIGINT NOT NULL,
+        debit TEXT NOT NULL,
+        credit TEXT NOT NULL,
+        amount BIGINT NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        ref TEXT NOT NULL)"""
+JOURNAL_COLS = ("entry_id", "at_us", "debit", "credit", "amount", "currency", "ref")
+
 TABLES = (
     """CREATE TABLE IF NOT EXISTS iss_epurse_loads (
         load_id TEXT PRIMARY KEY,
@@ -69,15 +81,7 @@ TABLES = (
         WHERE state IN ('pending', 'captured')""",
     """CREATE INDEX IF NOT EXISTS iss_epurse_loads_pending
         ON iss_epurse_loads (pan_token, state)""",
-    """CREATE TABLE IF NOT EXISTS iss_journal (
-        entry_id TEXT PRIMARY KEY,
-        at_us BIGINT NOT NULL,
-        debit TEXT NOT NULL,
-        credit TEXT NOT NULL,
-        amount BIGINT NOT NULL CHECK (amount > 0),
-        currency TEXT NOT NULL,
-        ref TEXT NOT NULL
-    )""",
+    JOURNAL_TABLE,
 )
 
 LOAD_COLS = (
@@ -85,7 +89,6 @@ LOAD_COLS = (
     "terminal_id", "online_serial", "balance_before", "algorithm", "credit_time", "state",
     "reason", "created_us", "resolved_us", "tac", "mac2",
 )  # fmt: skip
-JOURNAL_COLS = ("entry_id", "at_us", "debit", "credit", "amount", "currency", "ref")
 
 
 class SqlBackend(Protocol):

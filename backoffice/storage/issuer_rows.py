@@ -45,7 +45,6 @@ CAPTURE_COLS = (
     "capture_id", "hold_id", "account_id", "pan_token", "merchant_id", "amount", "currency",
     "at_us",
 )  # fmt: skip
-JOURNAL_COLS = ("entry_id", "at_us", "debit", "credit", "amount", "currency", "ref")
 
 Row = tuple[Any, ...]
 

@@ -10,6 +10,8 @@ later are created by ``CREATE TABLE IF NOT EXISTS`` when an older database is op
 
 from __future__ import annotations
 
+from issuer.load_sql import JOURNAL_TABLE
+
 SCHEMA_VERSION = "1"
 
 # How tapsim knows its own database (backoffice/README.md, "Storage"): SQLite's header field
@@ -227,15 +229,7 @@ TABLES: tuple[str, ...] = (
         amount BIGINT NOT NULL,
         currency TEXT NOT NULL,
         at_us BIGINT NOT NULL)""",
-    # the bank's journal: every money movement, one row (issuer/README.md, "Journal")
-    """CREATE TABLE IF NOT EXISTS iss_journal (
-        entry_id TEXT PRIMARY KEY,
-        at_us BIGINT NOT NULL,
-        debit TEXT NOT NULL,
-        credit TEXT NOT NULL,
-        amount BIGINT NOT NULL CHECK (amount > 0),
-        currency TEXT NOT NULL,
-        ref TEXT NOT NULL)""",
+    JOURNAL_TABLE,  # the bank's journal (issuer/README.md, "Journal")
     # What the in-process issuer reads (SqlStore.load_issuer_open).
     "CREATE INDEX IF NOT EXISTS iss_auths_at ON iss_auths (at_us)",
     "CREATE INDEX IF NOT EXISTS iss_auths_open ON iss_auths (at_us) WHERE completed_by IS NULL "

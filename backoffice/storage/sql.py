@@ -40,6 +40,7 @@ from backoffice.storage.base import (
 )
 from backoffice.storage.owner import Owner, Survey, classify, refusal
 from backoffice.storage.schema import MARKER_KEY, SCHEMA_VERSION, TABLES, VERSION_KEY
+from issuer.load_sql import JOURNAL_COLS
 from issuer.models import Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
@@ -400,7 +401,7 @@ class SqlStore(ABC):
             )
         if ch.journal:  # plain INSERT: an entry id seen before fails the transaction
             self._executemany(
-                _insert("iss_journal", ir.JOURNAL_COLS),
+                _insert("iss_journal", JOURNAL_COLS),
                 [ir.journal_row(e) for e in ch.journal.values()],
             )
 
