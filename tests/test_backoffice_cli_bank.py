@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from backoffice.storage import StorageUnavailableError, open_store
+from backoffice.storage import open_store
 from tapsim.cli import main
-from tests.core_fixtures import BACKENDS, backend_url, drop_schema, pg_unavailable
+from tests.core_fixtures import BACKENDS, fresh_db_url
 
 AT = "2025-03-01T10:00:00+08:00"
 OLD = ["--card", "unionpay-debit"]
@@ -23,16 +23,9 @@ NEW_PAN = "6222020000000000042"
 
 @pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    url, schema = backend_url(request.param, tmp_path)
-    try:
-        open_store(url).close()
-    except StorageUnavailableError as exc:
-        pg_unavailable(str(exc))
-    try:
+    for url in fresh_db_url(request.param, tmp_path):
+        open_store(url).close()  # SQLite too: a tapsim database before the commands run
         yield url
-    finally:
-        if schema is not None:
-            drop_schema(schema)
 
 
 @pytest.fixture
