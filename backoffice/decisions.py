@@ -12,6 +12,7 @@ from typing import Final
 from backoffice.policy import AggregationPolicy, RecoveryPolicy
 from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import Aggregate, Debt, PricedTap, TransitCard, from_us
+from backoffice.taps import TapRecord
 
 CLOSE_DAY_END: Final = "service_day_end"
 CLOSE_MAX_TRAVEL: Final = "max_travel_time"
@@ -85,15 +86,19 @@ def sort_key(p: PricedTap) -> tuple[int, str]:
     return (p.time_us, p.tap.tap_id)
 
 
+def priced_alone(pricer: Pricer, tap: TapRecord) -> list[FareCharge]:
+    """The charges of a tap the card's fare state has moved past (a late tap: it came after
+    its aggregate closed, a journal resent after an outage), priced as a journey of its own.
+    The card's state stays as it is: accepted and charged, not refused, though no transfer or
+    cap reaches across it (backoffice/README.md, "Deferred authorization")."""
+    return pricer.price(None, tap)[1]
+
+
 def reprice(
     pricer: Pricer, start: object | None, taps: Sequence[PricedTap], currency: str
 ) -> tuple[object | None, list[tuple[PricedTap, int, str]]]:
-    """Price an aggregate's taps again in time order from the state it opened with.
-
-    A tap older than that state allows (a late tap whose journey the card's state has moved
-    past: it came after the aggregate before closed) is priced alone, as its own journey, and
-    the sequence goes on without it: accepted and charged, not refused (no transfer or cap
-    reaches across it; backoffice/README.md, "Late taps")."""
+    """Price an aggregate's taps again in time order from the state it opened with; a tap
+    that state has moved past is :func:`priced_alone` and the sequence goes on without it."""
     state = start
     out: list[tuple[PricedTap, int, str]] = []
     for p in sorted(taps, key=sort_key):
@@ -102,7 +107,7 @@ def reprice(
         except PricingError:
             if state is None:
                 raise
-            charges = pricer.price(None, p.tap)[1]
+            charges = priced_alone(pricer, p.tap)
         amount, explain = total_of(charges, currency)
         out.append((p, amount, explain))
     return state, out

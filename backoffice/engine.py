@@ -38,6 +38,7 @@ from backoffice.decisions import (
     duration_us,
     may_lift_deny,
     next_retry,
+    priced_alone,
     reprice,
     total_of,
 )
@@ -423,11 +424,7 @@ class BackOffice:
                 except PricingError:
                     if fare_state is None:
                         raise
-                    # Late beyond the card's fare state (its aggregate closed before this tap
-                    # came: a journal resent after an outage): priced alone, the card's state
-                    # kept (decisions.reprice does the same inside an aggregate).
-                    state = fare_state
-                    charges = self.pricer.price(None, tap)[1]
+                    state, charges = fare_state, priced_alone(self.pricer, tap)  # a late tap
                 if len(charges) == 1 and charges[0].currency == currency:
                     amount, explain = charges[0].amount, charges[0].explain
                 else:
