@@ -27,7 +27,6 @@ import gc
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -52,6 +51,7 @@ from backoffice.ledger import (
     Line,
     transfer,
 )
+from backoffice.outcomes import BatchResult, Outcome
 from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
 from backoffice.pricing import FareCharge, Pricer, PricingError
@@ -105,37 +105,6 @@ TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total,
 _RECEIVABLE: Final = RECEIVABLE
 _new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
 _REVENUE: Final = REVENUE
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Something the core did that a person may want to see (no clear PAN, ever)."""
-
-    kind: str  # charged, declined, recovered, written_off, deny_add, deny_remove, rejected, alert
-    masked_pan: str
-    ref: str
-    amount: int = 0
-    code: str = ""
-    detail: str = ""
-
-    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
-        # Compiled (mypyc), the default pickling of a frozen dataclass sets its fields one by
-        # one and is refused; rebuilding through the constructor works either way.
-        return Outcome, (self.kind, self.masked_pan, self.ref, self.amount, self.code,
-                         self.detail)  # fmt: skip
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """Counts and notable outcomes of one call (accepted taps are counted, not listed)."""
-
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    events: list[Outcome] = field(default_factory=list)
-
-    def of_kind(self, kind: str) -> list[Outcome]:
-        return [e for e in self.events if e.kind == kind]
 
 
 class BackOffice:
@@ -980,4 +949,4 @@ class BackOffice:
             card.raw_state = None
 
 
-__all__ = ["AggregateRow", "BackOffice", "BatchResult", "Outcome"]
+__all__ = ["AggregateRow", "BackOffice"]

@@ -23,7 +23,8 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import TypeVar
 
-from backoffice.engine import BackOffice, BatchResult
+from backoffice.engine import BackOffice
+from backoffice.outcomes import BatchResult
 from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
 from backoffice.pricing import Pricer

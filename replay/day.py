@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from backoffice.branch import BranchError, act, end_of, issue, replace
-from backoffice.engine import BatchResult, Outcome
+from backoffice.outcomes import BatchResult, Outcome
 from backoffice.records import from_us
 from backoffice.reports import Reconciliation
 from backoffice.service import TransactionCore

@@ -19,9 +19,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any, cast
 
-from backoffice.engine import BackOffice, BatchResult
+from backoffice.engine import BackOffice
 from backoffice.fare_pricer import FarePricer
 from backoffice.ledger import FIRST_RIDE_LOSS, ISSUER_SETTLEMENT, RECEIVABLE
+from backoffice.outcomes import BatchResult
 from backoffice.policy import BackOfficeConfig
 from backoffice.pricing import FlatFarePricer, Pricer
 from backoffice.taps import Action, TapRecord

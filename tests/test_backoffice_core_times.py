@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backoffice.engine import BackOffice, BatchResult, Outcome
+from backoffice.engine import BackOffice
 from backoffice.fare_pricer import FarePricer
+from backoffice.outcomes import BatchResult, Outcome
 from backoffice.policy import AggregationPolicy, BackOfficeConfig, PolicyError, ServiceDay
 from backoffice.pricing import FlatFarePricer
 from backoffice.records import PricedTap, to_us

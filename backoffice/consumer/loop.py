@@ -66,7 +66,7 @@ from backoffice.consumer.link import (
     publisher_id,
     worker_id,
 )
-from backoffice.engine import BatchResult
+from backoffice.outcomes import BatchResult
 from backoffice.service import TransactionCore
 from backoffice.storage.base import StorageError
 from backoffice.taps import TapRecord
