@@ -27,7 +27,8 @@ COMPILED = [
     "fare/engine.py", "fare/index.py", "fare/transfers.py", "fare/legs.py", "fare/caps.py",
     "fare/clock.py", "fare/match.py", "fare/values.py", "fare/explain.py", "fare/compare.py",
     "backoffice/engine.py", "backoffice/records.py", "backoffice/decisions.py",
-    "backoffice/fare_pricer.py", "backoffice/outcomes.py",
+    "backoffice/fare_pricer.py", "backoffice/outcomes.py", "backoffice/horizon.py",
+    "backoffice/restore.py",
 ]
 
 

@@ -23,7 +23,6 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -41,6 +40,9 @@ from backoffice.decisions import (
     reprice,
     total_of,
 )
+from backoffice.horizon import DAY_US as _DAY_US
+from backoffice.horizon import NO_FLOOR as _NO_FLOOR
+from backoffice.horizon import advance_floor, floor_time, saved_floor
 from backoffice.ledger import (
     ACCOUNTS,
     FIRST_RIDE_LOSS,
@@ -56,7 +58,6 @@ from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
 from backoffice.pricing import FareCharge, Pricer, PricingError
 from backoffice.records import (
-    ATC_SAVED,
     Aggregate,
     AggregateRow,
     AggStatus,
@@ -72,17 +73,15 @@ from backoffice.records import (
     RejectRow,
     Snapshot,
     TransitCard,
-    aggregate_from_row,
     aggregate_row,
     atc_seen,
-    debt_from_row,
     debt_row,
     from_us,
-    priced_tap,
     remember_atc,
     tap_row,
     to_us,
 )
+from backoffice.restore import decode, restore
 from backoffice.taps import (
     MalformedTapError,
     TapRecord,
@@ -98,8 +97,6 @@ from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 _PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
 _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
-_DAY_US: Final = 86_400 * 1_000_000  # tap ids are kept and dropped by UTC day of tap time
-_NO_FLOOR: Final = -(1 << 62)  # no tap refused as too late yet
 TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total, floor
 # The ledger's account names as Final constants: C statics when compiled, not dict lookups.
 _RECEIVABLE: Final = RECEIVABLE
@@ -140,6 +137,7 @@ class BackOffice:
         # ``_floor_us`` on (by UTC day of tap time, so a day's ids are dropped together);
         # older taps are refused as too late.  ``_high_us``: the newest tap time seen, each
         # capped at its arrival (a validator clock ahead of time cannot push the floor).
+        # Moved by backoffice.horizon, rebuilt at start by backoffice.restore.
         self.tap_ids: set[str] = set()
         self._ids_by_day: dict[int, list[str]] = {}
         self._horizon_us = duration_us(self.config.late_horizon)
@@ -158,7 +156,7 @@ class BackOffice:
         self._dirty_cards: dict[str, TransitCard] = {}  # cards whose row is to be written
         self._clear_changes()
         if snapshot is not None:
-            self._restore(snapshot)
+            restore(self, snapshot)
 
     # -- public entry points -------------------------------------------------------------
 
@@ -183,38 +181,13 @@ class BackOffice:
         finally:
             self._post_fares()
         if self._high_us - self._horizon_us >= self._floor_us + _DAY_US:
-            self._advance_floor()
+            advance_floor(self)
         return res
 
     @property
     def floor(self) -> datetime | None:
         """The oldest tap time still taken (older taps are refused as too late), or None."""
-        return None if self._floor_us == _NO_FLOOR else from_us(self._floor_us)
-
-    def _advance_floor(self) -> None:
-        """Move the late-arrival floor to the start of the UTC day ``late_horizon`` behind the
-        newest tap: forget the tap and reject ids of the days before it, and save the ATC
-        window of every card with a tap before it not saved yet (those taps age out of
-        memory, and a restart reads only taps from the floor on): each active card about
-        once per horizon, spread over the days."""
-        floor = (self._high_us - self._horizon_us) // _DAY_US * _DAY_US
-        if floor <= self._floor_us:
-            return
-        self._floor_us = floor
-        first = floor // _DAY_US
-        ids = self.tap_ids
-        for day in [d for d in self._ids_by_day if d < first]:
-            for tap_id in self._ids_by_day.pop(day):
-                ids.discard(tap_id)
-        for day in [d for d in self._rejects_by_day if d < first]:
-            for reject_id in self._rejects_by_day.pop(day):
-                self.reject_ids.discard(reject_id)
-        for card in self.cards.values():
-            if card.atc_unsaved < first:
-                card.atc_unsaved = ATC_SAVED
-                self._atc_rows.append(
-                    CardAtcRow(card.pan_token, card.atc_high, format(card.atc_bits, "x"))
-                )
+        return floor_time(self._floor_us)
 
     def _post_fares(self) -> None:
         """Move the fares of the taps accepted so far into the ledger balances (kept as one
@@ -305,7 +278,7 @@ class BackOffice:
         moves them, in its transaction)."""
         return json.dumps(
             {"balances": dict(sorted(self.balances.items())), "fares_total": self.fares_total,
-             "floor_us": None if self._floor_us == _NO_FLOOR else self._floor_us},
+             "floor_us": saved_floor(self._floor_us)},
             separators=(",", ":"),
         )  # fmt: skip
 
@@ -328,7 +301,7 @@ class BackOffice:
         card = self.cards.get(token)
         if card is not None and card.raw_state is not None:
             try:
-                self._decode(card)
+                decode(self, card)
             except PricingError as exc:
                 self._reject(tap, "fare", f"cannot price: {exc}", tap_id, now_us=now_us, res=res)
                 return
@@ -856,97 +829,6 @@ class BackOffice:
         self._deny_clear: list[str] = []
         self._deny_events: list[DenyEventRow] = []
         self._alerts: list[AlertRow] = []
-
-    def _restore(self, snap: Snapshot) -> None:
-        """Open state only: cards (their fare state decoded when they next tap, unless open
-        state needs it now), ATC windows, tap ids of the horizon, open aggregates and their
-        taps, unpaid debts, the deny list and the running totals (the cyclic collector
-        paused: what is built here is acyclic, and millions of objects)."""
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            self._restore_open(snap)
-        finally:
-            if was:
-                gc.enable()
-
-    def _restore_open(self, snap: Snapshot) -> None:
-        dec = self.pricer.decode_state
-        cards = self.cards
-        for row in snap.cards:
-            card = TransitCard(row.pan_token, row.masked_pan, denied=bool(row.denied))
-            if row.fare_state:
-                card.raw_state = row.fare_state
-            cards[row.pan_token] = card
-        # One stored state decoded now: a database of another fare feed is refused at start
-        # (the CLI says so), not tap by tap.
-        sample = next((c for c in cards.values() if c.raw_state is not None), None)
-        if sample is not None:
-            self._decode(sample)
-        for token, high, bits in snap.card_atcs:
-            saved = cards.get(token)
-            if saved is not None:
-                saved.atc_high, saved.atc_bits = high, int(bits, 16)
-        if snap.floor_us is not None:
-            self._floor_us = snap.floor_us
-        window = self._atc_window
-        ids, by_day = self.tap_ids, self._ids_by_day
-        high = _NO_FLOOR
-        day_ids: list[str] = []
-        last_day = _NO_FLOOR
-        for tap_id, token, atc, time_us, received_us in snap.recent_taps:  # in time order
-            ids.add(tap_id)
-            bucket = time_us // _DAY_US
-            if bucket != last_day:
-                day_ids = by_day.setdefault(bucket, [])
-                last_day = bucket
-            day_ids.append(tap_id)
-            seen = time_us if time_us < received_us else received_us
-            if seen > high:  # noqa: PLR1730 - a loop over every tap of the horizon
-                high = seen
-            tapped = cards.get(token)
-            if tapped is not None:
-                remember_atc(tapped, atc, window)
-                if bucket < tapped.atc_unsaved:  # noqa: PLR1730 - saved as it ages out
-                    tapped.atc_unsaved = bucket
-        self._high_us = high
-        self.reject_ids = set(snap.reject_ids)
-        aggs: dict[str, Aggregate] = {}
-        for arow in snap.open_aggregates:
-            agg = aggregate_from_row(arow, dec(bytes.fromhex(arow.fare_state_at_open)))
-            aggs[agg.aggregate_id] = agg
-            card = cards[agg.pan_token]
-            self._decode(card)
-            card.open_agg = agg
-            self._open[agg.pan_token] = agg
-        for trow in sorted(snap.open_taps, key=lambda r: (r.time_us, r.tap_id)):
-            p = priced_tap(trow)
-            aggs[p.aggregate_id].taps.append(p)
-        for agg in aggs.values():  # the running figures live in the taps rows
-            agg.total = sum(p.amount for p in agg.taps)
-            agg.tap_count = len(agg.taps)
-            if agg.taps:
-                agg.first_us = min(agg.first_us, agg.taps[0].time_us)
-                last = agg.taps[-1]
-                agg.last_us, agg.last_tap_id = max(
-                    (agg.last_us, agg.last_tap_id), (last.time_us, last.tap.tap_id)
-                )
-        for drow in snap.unpaid_debts:
-            debt = debt_from_row(drow)
-            card = cards[debt.pan_token]
-            self._decode(card)
-            card.debts[debt.debt_id] = debt
-            self._debtors.add(debt.pan_token)
-        self.deny = {r.pan_token: r for r in snap.deny}
-        self.balances.update(snap.balances)
-        self.fares_total = snap.fares_total
-        self._totals_written = self.totals_json()
-
-    def _decode(self, card: TransitCard) -> None:
-        """Decode the card's stored fare state now (it has open state, or taps)."""
-        if card.raw_state is not None:
-            card.fare_state = self.pricer.decode_state(bytes.fromhex(card.raw_state))
-            card.raw_state = None
 
 
 __all__ = ["AggregateRow", "BackOffice"]
