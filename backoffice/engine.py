@@ -425,7 +425,7 @@ class BackOffice:
             agg.last_us, agg.last_tap_id = us, tap_id
         agg.first_us = min(agg.first_us, us)
         # An open aggregate's row is written when it opens and when it closes: in between,
-        # its total and its taps are the taps rows (see _restore).
+        # its total and its taps are the taps rows (see backoffice.restore).
         if agg.total >= self._spend_limit:
             self._close(card, agg, now, CLOSE_SPEND_LIMIT, res)
 
