@@ -93,8 +93,10 @@ from backoffice.taps import (
 from issuer.codes import ResponseCode
 from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 
-# FarePricer.price_at_us: price() given the tap's time in microseconds since the epoch.
-_PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
+# FarePricer.price_lazily: price() given the tap's time in microseconds since the epoch and
+# the core's currency, a lone charge's explanation left to the pricer's render(fact).
+_PriceLazily = Callable[[object | None, TapRecord, int, str],
+                        tuple[object, int, object, list[FareCharge] | None]]
 _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
 TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total, floor
@@ -130,8 +132,10 @@ class BackOffice:
         self._close_at_day_end = self._agg.close_at_day_end
         self._max_travel_us = duration_us(self._agg.max_travel_time)
         self._days: dict[int, str] = {}  # quarter hour since the epoch -> service day label
-        # A pricer that takes the tap's time as microseconds spares working it out twice.
-        self._price_at_us: _PriceAtUs | None = getattr(pricer, "price_at_us", None)
+        # A pricer that takes the tap's time as microseconds spares working it out twice, and
+        # one that can explain a charge later spares a sentence nobody may read.
+        self._price_lazily: _PriceLazily | None = getattr(pricer, "price_lazily", None)
+        self._render: Callable[[object], str] | None = getattr(pricer, "render", None)
         self.cards: dict[str, TransitCard] = {}
         # Duplicate detection within the late-arrival horizon: the ids of taps from
         # ``_floor_us`` on (by UTC day of tap time, so a day's ids are dropped together);
@@ -347,6 +351,7 @@ class BackOffice:
         currency = self._currency
         # Price first: a tap the pricer refuses is rejected before anything changes.
         repriced = None
+        why: object = None  # a lazily explained charge (see _price_lazily)
         try:
             if agg is not None and closing is None and (
                 us < agg.last_us or (us == agg.last_us and tap_id < agg.last_tap_id)
@@ -358,16 +363,21 @@ class BackOffice:
                 amount, explain = 0, ""
             else:
                 fare_state = card.fare_state if card is not None else None
+                charges: list[FareCharge] | None = None
                 try:
-                    if self._price_at_us is not None:
-                        state, charges = self._price_at_us(fare_state, tap, us)
+                    if self._price_lazily is not None:
+                        state, amount, why, charges = self._price_lazily(
+                            fare_state, tap, us, currency
+                        )
                     else:
                         state, charges = self.pricer.price(fare_state, tap)
                 except PricingError:
                     if fare_state is None:
                         raise
                     state, charges = fare_state, priced_alone(self.pricer, tap)  # a late tap
-                if len(charges) == 1 and charges[0].currency == currency:
+                if charges is None:
+                    explain = ""  # render(why), when read
+                elif len(charges) == 1 and charges[0].currency == currency:
                     amount, explain = charges[0].amount, charges[0].explain
                 else:
                     amount, explain = total_of(charges, currency)
@@ -402,6 +412,8 @@ class BackOffice:
 
         if repriced is None:
             priced = PricedTap(tap, day, amount, explain, agg.aggregate_id, amount, now_us, us)
+            if why is not None and self._render is not None:
+                priced.explain_later(why, self._render)
         else:
             for p, new_amount, new_explain in repriced:
                 if p.tap is tap:

@@ -9,7 +9,8 @@ core rejects the tap with its reason, and stores the card state compactly (msgpa
 
 Speed: it runs for every tap the core ingests, so the sentence explaining a charge is
 memoised by what it depends on (kind, journey fares, route ids, leg prices, transfer, tier,
-caps) rather than rendered for each tap.
+caps) rather than rendered for each tap; and the core asks for it only when the tap's row is
+written or its explanation read (:meth:`FarePricer.price_lazily`, ``PricedTap.explain``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,33 @@ class FarePricer:
     ) -> tuple[object, list[FareCharge]]:
         """:meth:`price`, for a caller that already has the tap's time as microseconds since
         the epoch (``to_us(tap.time)``; None: work it out)."""
+        state, charges = self.price_facts(state, tap, tap_us)
+        return state, self._charges(charges)
+
+    def price_lazily(
+        self, state: object | None, tap: TapRecord, tap_us: int, currency: str
+    ) -> tuple[object, int, object, list[FareCharge] | None]:
+        """:meth:`price_at_us` for the transaction core, which keeps a tap's explanation
+        until someone reads it: a tap whose one charge is in ``currency`` (the usual case)
+        comes back as ``(state, amount, fact, None)``, its sentence being
+        :meth:`render` ``(fact)``; any other as ``(state, 0, None, charges)``."""
+        state, charges = self.price_facts(state, tap, tap_us)
+        if len(charges) == 1:
+            c = charges[0]
+            if c.currency == currency:
+                return state, c.amount, c, None
+        return state, 0, None, self._charges(charges)
+
+    def render(self, fact: object) -> str:
+        """The sentence of a fact :meth:`price_lazily` returned (memoised, :meth:`explain`)."""
+        if not isinstance(fact, Charge):
+            raise TypeError(f"not a fare-engine charge: {type(fact).__name__}")
+        return self.explain(fact)
+
+    def price_facts(
+        self, state: object | None, tap: TapRecord, tap_us: int | None
+    ) -> tuple[CardFareState, list[Charge]]:
+        """The fare engine's own charges for a tap (the facts, no sentence made yet)."""
         # fare_tap's mapping, inline and without building the fare.Tap: this runs for every tap.
         category = tap.rider_category or None
         media = tap.fare_media or None
@@ -141,7 +169,7 @@ class FarePricer:
             )  # fmt: skip
         except TapError as exc:
             raise PricingError(str(exc)) from None
-        return new, self._charges(charges)
+        return new, charges
 
     def close(self, state: object | None, now: datetime) -> tuple[object, list[FareCharge]]:
         """An open leg whose tap-off window has passed is settled at its maximum fare."""

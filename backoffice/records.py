@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
@@ -62,10 +63,15 @@ class PricedTap:
 
     A plain class rather than a dataclass: one is made for every tap, and compiled (mypyc) a
     plain class is built natively while a dataclass runs its generated ``__init__``.
+
+    ``explain``, the sentence saying why the fare is what it is, may be left to the pricer
+    (:meth:`explain_later`): made when first read, which for most taps is when their row is
+    written, so a core that keeps no rows never makes it (the fare engine's own charges work
+    the same way, fare.explain).
     """
 
-    __slots__ = ("aggregate_id", "amount", "explain", "posted", "received_us", "service_day",
-                 "tap", "time_us")
+    __slots__ = ("_explain", "_render", "_why", "aggregate_id", "amount", "posted",
+                 "received_us", "service_day", "tap", "time_us")
 
     def __init__(
         self, tap: TapRecord, service_day: str, amount: int, explain: str, aggregate_id: str,
@@ -74,11 +80,31 @@ class PricedTap:
         self.tap = tap
         self.service_day = service_day
         self.amount = amount
-        self.explain = explain
+        self._explain = explain
+        self._why: object = None
+        self._render: Callable[[object], str] | None = None
         self.aggregate_id = aggregate_id
         self.posted = posted  # the amount of its ``fare:`` entry (later changes: ``adj:``)
         self.received_us = received_us
         self.time_us = to_us(tap.time) if time_us is None else time_us  # the tap's time
+
+    @property
+    def explain(self) -> str:
+        render = self._render
+        if render is not None:
+            self._explain = render(self._why)
+            self._why = self._render = None
+        return self._explain
+
+    @explain.setter
+    def explain(self, text: str) -> None:
+        self._explain = text
+        self._why = self._render = None
+
+    def explain_later(self, why: object, render: Callable[[object], str]) -> None:
+        """The explanation is ``render(why)``, made when first read (at most once)."""
+        self._why = why
+        self._render = render
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         return PricedTap, (

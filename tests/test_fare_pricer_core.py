@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -298,3 +299,33 @@ def test_the_core_charges_in_total_what_the_engine_prices(
     assert not bo.open_aggregates() and rows
     assert all(a.status == AggStatus.CHARGED.value for a in rows)
     rec_ok(bo, issuer)
+
+
+def test_explanations_made_late_read_as_the_pricers_own() -> None:
+    """The core leaves a charge's sentence to the pricer until it is read (PricedTap.explain):
+    the rows it drains, the taps it holds and a pickled tap say what FarePricer.price says
+    for the same taps, in order, on a day with a transfer, a tap off and a new journey."""
+    issuer = new_issuer()
+    tc = TestCard(pan_for(502))
+    open_card(issuer, tc, balance=50_000)
+    taps = [city_tap(tc, "a", T0, "1", "S01"), city_tap(tc, "b", T0 + 40 * M, "2", "S05"),
+            city_tap(tc, "c", T0 + 5 * H, "5", "S09"),
+            city_tap(tc, "d", T0 + 5 * H + 30 * M, "11", "S12")]  # fmt: skip
+    pricer = FarePricer(feed("city"))
+    state: object | None = None
+    expected: dict[str, str] = {}
+    for t in taps:
+        state, [charge] = pricer.price(state, t)
+        expected[t.tap_id] = charge.explain
+    bo = city_core(issuer)
+    bo.ingest(taps[:2], T0 + H)
+    [agg] = bo.open_aggregates()
+    held = {p.tap.tap_id: p for p in agg.taps}
+    assert held["a"].explain == expected["a"]  # read before the row is made
+    rows = {r.tap_id: r.explain for r in bo.drain_changes().taps}
+    bo.ingest(taps[2:], T0 + 6 * H)
+    rows.update({r.tap_id: r.explain for r in bo.drain_changes().taps})
+    assert rows == expected
+    assert all(text for text in rows.values())
+    [agg] = bo.open_aggregates()
+    assert {p.tap.tap_id: pickle.loads(pickle.dumps(p)).explain for p in agg.taps} == expected
