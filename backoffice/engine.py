@@ -34,7 +34,6 @@ from backoffice.decisions import (
     close_reason,
     due_reason,
     duration_us,
-    may_lift_deny,
     next_retry,
     priced_alone,
     reprice,
@@ -45,7 +44,6 @@ from backoffice.horizon import NO_FLOOR as _NO_FLOOR
 from backoffice.horizon import advance_floor, floor_time, saved_floor
 from backoffice.ledger import (
     ACCOUNTS,
-    FIRST_RIDE_LOSS,
     ISSUER_SETTLEMENT,
     RECEIVABLE,
     REVENUE,
@@ -66,7 +64,6 @@ from backoffice.records import (
     CardRow,
     Changes,
     Debt,
-    DebtStatus,
     DenyEventRow,
     DenyRow,
     PricedTap,
@@ -81,6 +78,7 @@ from backoffice.records import (
     tap_row,
     to_us,
 )
+from backoffice.recovery import deny_add, maybe_lift, recover_by_tap, run_recovery
 from backoffice.restore import decode, restore
 from backoffice.taps import (
     MalformedTapError,
@@ -220,18 +218,9 @@ class BackOffice:
         return res
 
     def run_recovery(self, now: datetime) -> BatchResult:
-        """Scheduled debt recovery: resubmit every debt whose retry is due."""
-        res = BatchResult()
-        for token in sorted(self._debtors):
-            card = self.cards[token]
-            for debt in sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id)):
-                if debt.status is not DebtStatus.OPEN or debt.next_at is None:
-                    continue
-                if debt.next_at > now:
-                    continue
-                self._resubmit(card, debt, now, res)
-            self._maybe_lift(card, now, res)
-        return res
+        """Scheduled debt recovery: resubmit every debt whose retry is due
+        (:mod:`backoffice.recovery`)."""
+        return run_recovery(self, now)
 
     def drain_changes(self) -> Changes:
         """Rows for everything decided since the last drain (then forgets them)."""
@@ -395,7 +384,7 @@ class BackOffice:
             self._close(card, agg, now, closing, res)
         auth: tuple[str, AuthResponse] | None = None
         if card.debts:
-            auth = self._recover_by_tap(card, tap, now, res)
+            auth = recover_by_tap(self, card, tap, now, res)
         agg = card.open_agg
         if agg is None:
             agg = self._open_aggregate(card, tap, us, day, now, res, auth=auth)
@@ -548,7 +537,7 @@ class BackOffice:
             if resp.approved and resp.hold_id is not None:
                 agg.nominal_hold = resp.hold_id
             if not resp.approved:
-                self._deny_add(card, resp.code.value, now, res)
+                deny_add(self, card, resp.code.value, now, res)
         agg.auth_ref, agg.verified = auth[0], auth[1].approved
         agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
         card.open_agg = agg
@@ -594,7 +583,7 @@ class BackOffice:
             self.issuer.release(agg.nominal_hold, now)
         if agg.total <= 0:
             agg.status = AggStatus.CHARGED
-            self._maybe_lift(card, now, res)
+            maybe_lift(self, card, now, res)
             return
         request = AuthorizationRequest(
             request_id="chg:" + agg.aggregate_id,
@@ -623,7 +612,7 @@ class BackOffice:
                     "charged", card.masked_pan, agg.aggregate_id, agg.total, resp.code.value, reason
                 )
             )
-            self._maybe_lift(card, now, res)
+            maybe_lift(self, card, now, res)
             return
         agg.status = AggStatus.DEBT
         debt = Debt(
@@ -646,7 +635,7 @@ class BackOffice:
             )
         )
         if resp.code is not ResponseCode.ISSUER_UNAVAILABLE:  # stood in: rides on, a debt
-            self._deny_add(card, resp.code.value, now, res)
+            deny_add(self, card, resp.code.value, now, res)
 
     def _settle_fares(self, card: TransitCard, agg: Aggregate, now: datetime) -> None:
         try:
@@ -662,118 +651,6 @@ class BackOffice:
             target = next((p for p in agg.taps if p.tap.tap_id == charge.tap_id), agg.taps[-1])
             explain = f"{target.explain}; {charge.explain}"
             self._adjust(target, target.amount + charge.amount, explain, "close", agg)
-
-    # -- debts -----------------------------------------------------------------------------
-
-    def _recover_by_tap(
-        self, card: TransitCard, tap: TapRecord, now: datetime, res: BatchResult
-    ) -> tuple[str, AuthResponse]:
-        debts = sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id))
-        amount = sum(d.amount for d in debts)
-        request = AuthorizationRequest(
-            request_id="rec:" + tap.tap_id,
-            pan_token=card.pan_token,
-            kind=AuthKind.PURCHASE,
-            amount=amount,
-            currency=self.config.currency,
-            merchant_id=self.config.merchant_id,
-            atc=tap.atc,
-            arqc=tap.arqc,
-            ac_data=tap.ac_data,
-        )
-        resp = self._authorize(card, request, now, res)
-        if resp.approved:
-            assert resp.hold_id is not None
-            self.issuer.capture(resp.hold_id, amount, "cap:" + request.request_id, now)
-            for d in debts:
-                self._settle(card, d, now, res, code=resp.code.value, ref=request.request_id)
-        else:
-            for d in debts:
-                d.last_code = resp.code.value
-                self._dirty_debts[d.debt_id] = d
-        agg = card.open_agg
-        if agg is not None and resp.approved and not agg.verified:
-            # The fresh cryptogram verified the account: the aggregate's charge may reuse it.
-            agg.auth_ref, agg.verified = request.request_id, True
-            agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
-            self._dirty_aggs[agg.aggregate_id] = agg
-        self._maybe_lift(card, now, res)
-        return request.request_id, resp
-
-    def _resubmit(self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult) -> None:
-        attempt = debt.attempts + 1
-        request = AuthorizationRequest(
-            request_id=f"rs:{debt.debt_id}:{attempt}",
-            pan_token=card.pan_token,
-            kind=AuthKind.RESUBMISSION,
-            amount=debt.amount,
-            currency=self.config.currency,
-            merchant_id=self.config.merchant_id,
-            original_request_id=debt.original_ref,
-        )
-        resp = self._authorize(card, request, now, res)
-        debt.attempts = attempt
-        self._dirty_debts[debt.debt_id] = debt
-        if resp.approved:
-            assert resp.hold_id is not None
-            self.issuer.capture(resp.hold_id, debt.amount, "cap:" + request.request_id, now)
-            self._settle(card, debt, now, res, code=resp.code.value, ref=request.request_id)
-            return
-        debt.last_code = resp.code.value
-        debt.next_at = next_retry(debt, self._rec)
-        if debt.next_at is None:
-            debt.status = DebtStatus.WRITTEN_OFF
-            self._post(
-                transfer("wo:" + debt.debt_id, FIRST_RIDE_LOSS, RECEIVABLE, debt.lines, to_us(now))
-            )
-            res.events.append(
-                Outcome("written_off", card.masked_pan, debt.debt_id, debt.amount, debt.last_code)
-            )
-
-    def _settle(
-        self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult, *, code: str, ref: str
-    ) -> None:
-        credit = FIRST_RIDE_LOSS if debt.status is DebtStatus.WRITTEN_OFF else RECEIVABLE
-        self._post(
-            transfer("rec:" + debt.debt_id, ISSUER_SETTLEMENT, credit, debt.lines, to_us(now))
-        )
-        debt.status = DebtStatus.RECOVERED
-        debt.last_code = code
-        debt.settled_at = now
-        debt.next_at = None
-        del card.debts[debt.debt_id]
-        if not card.debts:
-            self._debtors.discard(card.pan_token)
-        self._dirty_debts[debt.debt_id] = debt
-        res.events.append(
-            Outcome("recovered", card.masked_pan, debt.debt_id, debt.amount, code, ref)
-        )
-
-    # -- deny list -------------------------------------------------------------------------
-
-    def _deny_add(self, card: TransitCard, reason: str, now: datetime, res: BatchResult) -> None:
-        if card.denied:
-            return
-        card.denied = True
-        at = to_us(now)
-        row = DenyRow(card.pan_token, card.masked_pan, reason, at)
-        self.deny[card.pan_token] = row
-        self._deny_set.append(row)
-        self._deny_events.append(DenyEventRow(card.pan_token, card.masked_pan, "add", reason, at))
-        self._dirty(card)
-        res.events.append(Outcome("deny_add", card.masked_pan, card.pan_token, 0, reason))
-
-    def _maybe_lift(self, card: TransitCard, now: datetime, res: BatchResult) -> None:
-        if not card.denied or not may_lift_deny(card):
-            return
-        card.denied = False
-        self.deny.pop(card.pan_token, None)
-        self._deny_clear.append(card.pan_token)
-        self._deny_events.append(
-            DenyEventRow(card.pan_token, card.masked_pan, "remove", "recovered", to_us(now))
-        )
-        self._dirty(card)
-        res.events.append(Outcome("deny_remove", card.masked_pan, card.pan_token))
 
     # -- rejects ---------------------------------------------------------------------------
 
