@@ -24,11 +24,11 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Final
 
+from backoffice.changes import TOTALS_KEY, clear_changes, drain_changes, totals_json
 from backoffice.decisions import (
     CLOSE_SPEND_LIMIT,
     close_reason,
@@ -41,7 +41,7 @@ from backoffice.decisions import (
 )
 from backoffice.horizon import DAY_US as _DAY_US
 from backoffice.horizon import NO_FLOOR as _NO_FLOOR
-from backoffice.horizon import advance_floor, floor_time, saved_floor
+from backoffice.horizon import advance_floor, floor_time
 from backoffice.ledger import (
     ACCOUNTS,
     ISSUER_SETTLEMENT,
@@ -61,7 +61,6 @@ from backoffice.records import (
     AggStatus,
     AlertRow,
     CardAtcRow,
-    CardRow,
     Changes,
     Debt,
     DenyEventRow,
@@ -70,12 +69,9 @@ from backoffice.records import (
     RejectRow,
     Snapshot,
     TransitCard,
-    aggregate_row,
     atc_seen,
-    debt_row,
     from_us,
     remember_atc,
-    tap_row,
     to_us,
 )
 from backoffice.recovery import deny_add, maybe_lift, recover_by_tap, run_recovery
@@ -95,7 +91,6 @@ from issuer.models import AuthKind, AuthorizationRequest, AuthResponse
 _PriceAtUs = Callable[[object | None, TapRecord, int], tuple[object, list[FareCharge]]]
 _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
-TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total, floor
 # The ledger's account names as Final constants: C statics when compiled, not dict lookups.
 _RECEIVABLE: Final = RECEIVABLE
 _new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
@@ -104,6 +99,19 @@ _REVENUE: Final = REVENUE
 
 class BackOffice:
     """The in-memory transaction core (see the module docstring)."""
+
+    # What the batch so far changed, as rows to write: set and drained by backoffice.changes.
+    _new_taps: list[PricedTap]
+    _updated_taps: dict[str, PricedTap]
+    _rejects: list[RejectRow]
+    _entries: list[Entry]
+    _dirty_aggs: dict[str, Aggregate]
+    _dirty_debts: dict[str, Debt]
+    _atc_rows: list[CardAtcRow]
+    _deny_set: list[DenyRow]
+    _deny_clear: list[str]
+    _deny_events: list[DenyEventRow]
+    _alerts: list[AlertRow]
 
     def __init__(
         self,
@@ -152,7 +160,7 @@ class BackOffice:
         self._open: dict[str, Aggregate] = {}
         self._debtors: set[str] = set()
         self._dirty_cards: dict[str, TransitCard] = {}  # cards whose row is to be written
-        self._clear_changes()
+        clear_changes(self)
         if snapshot is not None:
             restore(self, snapshot)
 
@@ -223,53 +231,14 @@ class BackOffice:
         return run_recovery(self, now)
 
     def drain_changes(self) -> Changes:
-        """Rows for everything decided since the last drain (then forgets them)."""
-        enc = self.pricer.encode_state
-        new_ids = {p.tap.tap_id for p in self._new_taps} if self._updated_taps else set()
-        ch = Changes(
-            taps=[tap_row(p) for p in self._new_taps],
-            tap_updates=[
-                (p.amount, p.explain, tid)
-                for tid, p in self._updated_taps.items()
-                if tid not in new_ids
-            ],
-            rejects=self._rejects,
-            entries=self._fare_entries() + self._entries,
-            aggregates=[
-                aggregate_row(a, enc(a.fare_state_at_open)) for a in self._dirty_aggs.values()
-            ],
-            debts=[debt_row(d) for d in self._dirty_debts.values()],
-            cards=[
-                CardRow(
-                    c.pan_token,
-                    c.masked_pan,
-                    enc(c.fare_state).hex(),
-                    c.open_agg.aggregate_id if c.open_agg else None,
-                    int(c.denied),
-                )
-                for c in self._dirty_cards.values()
-            ],
-            card_atcs=self._atc_rows,
-            deny_set=self._deny_set,
-            deny_clear=self._deny_clear,
-            deny_events=self._deny_events,
-            alerts=self._alerts,
-        )
-        totals = self.totals_json()
-        if totals != self._totals_written:
-            ch.meta[TOTALS_KEY] = self._totals_written = totals
-        self._clear_changes()
-        return ch
+        """Rows for everything decided since the last drain (then forgets them; see
+        :mod:`backoffice.changes`)."""
+        return drain_changes(self)
 
     def totals_json(self) -> str:
-        """The running figures a restart reads instead of summing the whole ledger: ledger
-        balances, fares total and the late-arrival floor (written with every batch that
-        moves them, in its transaction)."""
-        return json.dumps(
-            {"balances": dict(sorted(self.balances.items())), "fares_total": self.fares_total,
-             "floor_us": saved_floor(self._floor_us)},
-            separators=(",", ":"),
-        )  # fmt: skip
+        """The running figures a restart reads instead of summing the whole ledger (see
+        :func:`backoffice.changes.totals_json`)."""
+        return totals_json(self)
 
     def open_aggregates(self) -> list[Aggregate]:
         return [self._open[t] for t in sorted(self._open)]
@@ -441,22 +410,6 @@ class BackOffice:
         if not card.dirty:
             card.dirty = True
             self._dirty_cards[card.pan_token] = card
-
-    def _fare_entries(self) -> list[Entry]:
-        out: list[Entry] = []
-        for p in self._new_taps:
-            if p.posted:
-                t = p.tap
-                amount, debit, credit = p.posted, RECEIVABLE, REVENUE
-                if amount < 0:  # a refund
-                    amount, debit, credit = -amount, REVENUE, RECEIVABLE
-                out.append(
-                    Entry(
-                        "fare:" + t.tap_id, debit, credit, t.operator_id, p.service_day, amount,
-                        to_us(t.time),
-                    )
-                )  # fmt: skip
-        return out
 
     def _adjust(
         self, p: PricedTap, new_amount: int, explain: str, cause: str, agg: Aggregate
@@ -689,23 +642,5 @@ class BackOffice:
             )
             res.events.append(Outcome("alert", masked, raw.tap_id, 0, "", alert))
 
-    # -- state -----------------------------------------------------------------------------
 
-    def _clear_changes(self) -> None:
-        for card in self._dirty_cards.values():
-            card.dirty = False
-        self._new_taps: list[PricedTap] = []
-        self._updated_taps: dict[str, PricedTap] = {}
-        self._rejects: list[RejectRow] = []
-        self._entries: list[Entry] = []
-        self._dirty_aggs: dict[str, Aggregate] = {}
-        self._dirty_debts: dict[str, Debt] = {}
-        self._dirty_cards = {}
-        self._atc_rows: list[CardAtcRow] = []
-        self._deny_set: list[DenyRow] = []
-        self._deny_clear: list[str] = []
-        self._deny_events: list[DenyEventRow] = []
-        self._alerts: list[AlertRow] = []
-
-
-__all__ = ["AggregateRow", "BackOffice"]
+__all__ = ["TOTALS_KEY", "AggregateRow", "BackOffice"]
