@@ -28,7 +28,7 @@ COMPILED = [
     "fare/clock.py", "fare/match.py", "fare/values.py", "fare/explain.py", "fare/compare.py",
     "backoffice/engine.py", "backoffice/records.py", "backoffice/decisions.py",
     "backoffice/fare_pricer.py", "backoffice/outcomes.py", "backoffice/horizon.py",
-    "backoffice/restore.py",
+    "backoffice/restore.py", "backoffice/recovery.py", "backoffice/changes.py",
 ]
 
 

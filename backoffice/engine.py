@@ -24,17 +24,16 @@ Deferred authorization (UnionPay ODA, Visa/Mastercard MTT):
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Final
 
+from backoffice.changes import TOTALS_KEY, clear_changes, drain_changes, totals_json
 from backoffice.decisions import (
     CLOSE_SPEND_LIMIT,
     close_reason,
     due_reason,
     duration_us,
-    may_lift_deny,
     next_retry,
     priced_alone,
     reprice,
@@ -42,10 +41,9 @@ from backoffice.decisions import (
 )
 from backoffice.horizon import DAY_US as _DAY_US
 from backoffice.horizon import NO_FLOOR as _NO_FLOOR
-from backoffice.horizon import advance_floor, floor_time, saved_floor
+from backoffice.horizon import advance_floor, floor_time
 from backoffice.ledger import (
     ACCOUNTS,
-    FIRST_RIDE_LOSS,
     ISSUER_SETTLEMENT,
     RECEIVABLE,
     REVENUE,
@@ -63,24 +61,20 @@ from backoffice.records import (
     AggStatus,
     AlertRow,
     CardAtcRow,
-    CardRow,
     Changes,
     Debt,
-    DebtStatus,
     DenyEventRow,
     DenyRow,
     PricedTap,
     RejectRow,
     Snapshot,
     TransitCard,
-    aggregate_row,
     atc_seen,
-    debt_row,
     from_us,
     remember_atc,
-    tap_row,
     to_us,
 )
+from backoffice.recovery import deny_add, maybe_lift, recover_by_tap, run_recovery
 from backoffice.restore import decode, restore
 from backoffice.taps import (
     MalformedTapError,
@@ -99,7 +93,6 @@ _PriceLazily = Callable[[object | None, TapRecord, int, str],
                         tuple[object, int, object, list[FareCharge] | None]]
 _DAY_BUCKET_US: Final = 900 * 1_000_000  # every UTC offset change falls on a quarter hour
 _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
-TOTALS_KEY: Final = "core.totals"  # meta: running ledger balances, fares total, floor
 # The ledger's account names as Final constants: C statics when compiled, not dict lookups.
 _RECEIVABLE: Final = RECEIVABLE
 _new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
@@ -108,6 +101,19 @@ _REVENUE: Final = REVENUE
 
 class BackOffice:
     """The in-memory transaction core (see the module docstring)."""
+
+    # What the batch so far changed, as rows to write: set and drained by backoffice.changes.
+    _new_taps: list[PricedTap]
+    _updated_taps: dict[str, PricedTap]
+    _rejects: list[RejectRow]
+    _entries: list[Entry]
+    _dirty_aggs: dict[str, Aggregate]
+    _dirty_debts: dict[str, Debt]
+    _atc_rows: list[CardAtcRow]
+    _deny_set: list[DenyRow]
+    _deny_clear: list[str]
+    _deny_events: list[DenyEventRow]
+    _alerts: list[AlertRow]
 
     def __init__(
         self,
@@ -158,7 +164,7 @@ class BackOffice:
         self._open: dict[str, Aggregate] = {}
         self._debtors: set[str] = set()
         self._dirty_cards: dict[str, TransitCard] = {}  # cards whose row is to be written
-        self._clear_changes()
+        clear_changes(self)
         if snapshot is not None:
             restore(self, snapshot)
 
@@ -224,67 +230,19 @@ class BackOffice:
         return res
 
     def run_recovery(self, now: datetime) -> BatchResult:
-        """Scheduled debt recovery: resubmit every debt whose retry is due."""
-        res = BatchResult()
-        for token in sorted(self._debtors):
-            card = self.cards[token]
-            for debt in sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id)):
-                if debt.status is not DebtStatus.OPEN or debt.next_at is None:
-                    continue
-                if debt.next_at > now:
-                    continue
-                self._resubmit(card, debt, now, res)
-            self._maybe_lift(card, now, res)
-        return res
+        """Scheduled debt recovery: resubmit every debt whose retry is due
+        (:mod:`backoffice.recovery`)."""
+        return run_recovery(self, now)
 
     def drain_changes(self) -> Changes:
-        """Rows for everything decided since the last drain (then forgets them)."""
-        enc = self.pricer.encode_state
-        new_ids = {p.tap.tap_id for p in self._new_taps} if self._updated_taps else set()
-        ch = Changes(
-            taps=[tap_row(p) for p in self._new_taps],
-            tap_updates=[
-                (p.amount, p.explain, tid)
-                for tid, p in self._updated_taps.items()
-                if tid not in new_ids
-            ],
-            rejects=self._rejects,
-            entries=self._fare_entries() + self._entries,
-            aggregates=[
-                aggregate_row(a, enc(a.fare_state_at_open)) for a in self._dirty_aggs.values()
-            ],
-            debts=[debt_row(d) for d in self._dirty_debts.values()],
-            cards=[
-                CardRow(
-                    c.pan_token,
-                    c.masked_pan,
-                    enc(c.fare_state).hex(),
-                    c.open_agg.aggregate_id if c.open_agg else None,
-                    int(c.denied),
-                )
-                for c in self._dirty_cards.values()
-            ],
-            card_atcs=self._atc_rows,
-            deny_set=self._deny_set,
-            deny_clear=self._deny_clear,
-            deny_events=self._deny_events,
-            alerts=self._alerts,
-        )
-        totals = self.totals_json()
-        if totals != self._totals_written:
-            ch.meta[TOTALS_KEY] = self._totals_written = totals
-        self._clear_changes()
-        return ch
+        """Rows for everything decided since the last drain (then forgets them; see
+        :mod:`backoffice.changes`)."""
+        return drain_changes(self)
 
     def totals_json(self) -> str:
-        """The running figures a restart reads instead of summing the whole ledger: ledger
-        balances, fares total and the late-arrival floor (written with every batch that
-        moves them, in its transaction)."""
-        return json.dumps(
-            {"balances": dict(sorted(self.balances.items())), "fares_total": self.fares_total,
-             "floor_us": saved_floor(self._floor_us)},
-            separators=(",", ":"),
-        )  # fmt: skip
+        """The running figures a restart reads instead of summing the whole ledger (see
+        :func:`backoffice.changes.totals_json`)."""
+        return totals_json(self)
 
     def open_aggregates(self) -> list[Aggregate]:
         return [self._open[t] for t in sorted(self._open)]
@@ -405,7 +363,7 @@ class BackOffice:
             self._close(card, agg, now, closing, res)
         auth: tuple[str, AuthResponse] | None = None
         if card.debts:
-            auth = self._recover_by_tap(card, tap, now, res)
+            auth = recover_by_tap(self, card, tap, now, res)
         agg = card.open_agg
         if agg is None:
             agg = self._open_aggregate(card, tap, us, day, now, res, auth=auth)
@@ -464,22 +422,6 @@ class BackOffice:
         if not card.dirty:
             card.dirty = True
             self._dirty_cards[card.pan_token] = card
-
-    def _fare_entries(self) -> list[Entry]:
-        out: list[Entry] = []
-        for p in self._new_taps:
-            if p.posted:
-                t = p.tap
-                amount, debit, credit = p.posted, RECEIVABLE, REVENUE
-                if amount < 0:  # a refund
-                    amount, debit, credit = -amount, REVENUE, RECEIVABLE
-                out.append(
-                    Entry(
-                        "fare:" + t.tap_id, debit, credit, t.operator_id, p.service_day, amount,
-                        to_us(t.time),
-                    )
-                )  # fmt: skip
-        return out
 
     def _adjust(
         self, p: PricedTap, new_amount: int, explain: str, cause: str, agg: Aggregate
@@ -560,7 +502,7 @@ class BackOffice:
             if resp.approved and resp.hold_id is not None:
                 agg.nominal_hold = resp.hold_id
             if not resp.approved:
-                self._deny_add(card, resp.code.value, now, res)
+                deny_add(self, card, resp.code.value, now, res)
         agg.auth_ref, agg.verified = auth[0], auth[1].approved
         agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
         card.open_agg = agg
@@ -606,7 +548,7 @@ class BackOffice:
             self.issuer.release(agg.nominal_hold, now)
         if agg.total <= 0:
             agg.status = AggStatus.CHARGED
-            self._maybe_lift(card, now, res)
+            maybe_lift(self, card, now, res)
             return
         request = AuthorizationRequest(
             request_id="chg:" + agg.aggregate_id,
@@ -635,7 +577,7 @@ class BackOffice:
                     "charged", card.masked_pan, agg.aggregate_id, agg.total, resp.code.value, reason
                 )
             )
-            self._maybe_lift(card, now, res)
+            maybe_lift(self, card, now, res)
             return
         agg.status = AggStatus.DEBT
         debt = Debt(
@@ -658,7 +600,7 @@ class BackOffice:
             )
         )
         if resp.code is not ResponseCode.ISSUER_UNAVAILABLE:  # stood in: rides on, a debt
-            self._deny_add(card, resp.code.value, now, res)
+            deny_add(self, card, resp.code.value, now, res)
 
     def _settle_fares(self, card: TransitCard, agg: Aggregate, now: datetime) -> None:
         try:
@@ -674,118 +616,6 @@ class BackOffice:
             target = next((p for p in agg.taps if p.tap.tap_id == charge.tap_id), agg.taps[-1])
             explain = f"{target.explain}; {charge.explain}"
             self._adjust(target, target.amount + charge.amount, explain, "close", agg)
-
-    # -- debts -----------------------------------------------------------------------------
-
-    def _recover_by_tap(
-        self, card: TransitCard, tap: TapRecord, now: datetime, res: BatchResult
-    ) -> tuple[str, AuthResponse]:
-        debts = sorted(card.debts.values(), key=lambda d: (d.created_at, d.debt_id))
-        amount = sum(d.amount for d in debts)
-        request = AuthorizationRequest(
-            request_id="rec:" + tap.tap_id,
-            pan_token=card.pan_token,
-            kind=AuthKind.PURCHASE,
-            amount=amount,
-            currency=self.config.currency,
-            merchant_id=self.config.merchant_id,
-            atc=tap.atc,
-            arqc=tap.arqc,
-            ac_data=tap.ac_data,
-        )
-        resp = self._authorize(card, request, now, res)
-        if resp.approved:
-            assert resp.hold_id is not None
-            self.issuer.capture(resp.hold_id, amount, "cap:" + request.request_id, now)
-            for d in debts:
-                self._settle(card, d, now, res, code=resp.code.value, ref=request.request_id)
-        else:
-            for d in debts:
-                d.last_code = resp.code.value
-                self._dirty_debts[d.debt_id] = d
-        agg = card.open_agg
-        if agg is not None and resp.approved and not agg.verified:
-            # The fresh cryptogram verified the account: the aggregate's charge may reuse it.
-            agg.auth_ref, agg.verified = request.request_id, True
-            agg.atc, agg.arqc, agg.ac_data = tap.atc, tap.arqc, tap.ac_data
-            self._dirty_aggs[agg.aggregate_id] = agg
-        self._maybe_lift(card, now, res)
-        return request.request_id, resp
-
-    def _resubmit(self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult) -> None:
-        attempt = debt.attempts + 1
-        request = AuthorizationRequest(
-            request_id=f"rs:{debt.debt_id}:{attempt}",
-            pan_token=card.pan_token,
-            kind=AuthKind.RESUBMISSION,
-            amount=debt.amount,
-            currency=self.config.currency,
-            merchant_id=self.config.merchant_id,
-            original_request_id=debt.original_ref,
-        )
-        resp = self._authorize(card, request, now, res)
-        debt.attempts = attempt
-        self._dirty_debts[debt.debt_id] = debt
-        if resp.approved:
-            assert resp.hold_id is not None
-            self.issuer.capture(resp.hold_id, debt.amount, "cap:" + request.request_id, now)
-            self._settle(card, debt, now, res, code=resp.code.value, ref=request.request_id)
-            return
-        debt.last_code = resp.code.value
-        debt.next_at = next_retry(debt, self._rec)
-        if debt.next_at is None:
-            debt.status = DebtStatus.WRITTEN_OFF
-            self._post(
-                transfer("wo:" + debt.debt_id, FIRST_RIDE_LOSS, RECEIVABLE, debt.lines, to_us(now))
-            )
-            res.events.append(
-                Outcome("written_off", card.masked_pan, debt.debt_id, debt.amount, debt.last_code)
-            )
-
-    def _settle(
-        self, card: TransitCard, debt: Debt, now: datetime, res: BatchResult, *, code: str, ref: str
-    ) -> None:
-        credit = FIRST_RIDE_LOSS if debt.status is DebtStatus.WRITTEN_OFF else RECEIVABLE
-        self._post(
-            transfer("rec:" + debt.debt_id, ISSUER_SETTLEMENT, credit, debt.lines, to_us(now))
-        )
-        debt.status = DebtStatus.RECOVERED
-        debt.last_code = code
-        debt.settled_at = now
-        debt.next_at = None
-        del card.debts[debt.debt_id]
-        if not card.debts:
-            self._debtors.discard(card.pan_token)
-        self._dirty_debts[debt.debt_id] = debt
-        res.events.append(
-            Outcome("recovered", card.masked_pan, debt.debt_id, debt.amount, code, ref)
-        )
-
-    # -- deny list -------------------------------------------------------------------------
-
-    def _deny_add(self, card: TransitCard, reason: str, now: datetime, res: BatchResult) -> None:
-        if card.denied:
-            return
-        card.denied = True
-        at = to_us(now)
-        row = DenyRow(card.pan_token, card.masked_pan, reason, at)
-        self.deny[card.pan_token] = row
-        self._deny_set.append(row)
-        self._deny_events.append(DenyEventRow(card.pan_token, card.masked_pan, "add", reason, at))
-        self._dirty(card)
-        res.events.append(Outcome("deny_add", card.masked_pan, card.pan_token, 0, reason))
-
-    def _maybe_lift(self, card: TransitCard, now: datetime, res: BatchResult) -> None:
-        if not card.denied or not may_lift_deny(card):
-            return
-        card.denied = False
-        self.deny.pop(card.pan_token, None)
-        self._deny_clear.append(card.pan_token)
-        self._deny_events.append(
-            DenyEventRow(card.pan_token, card.masked_pan, "remove", "recovered", to_us(now))
-        )
-        self._dirty(card)
-        res.events.append(Outcome("deny_remove", card.masked_pan, card.pan_token))
 
     # -- rejects ---------------------------------------------------------------------------
 
@@ -824,23 +654,5 @@ class BackOffice:
             )
             res.events.append(Outcome("alert", masked, raw.tap_id, 0, "", alert))
 
-    # -- state -----------------------------------------------------------------------------
 
-    def _clear_changes(self) -> None:
-        for card in self._dirty_cards.values():
-            card.dirty = False
-        self._new_taps: list[PricedTap] = []
-        self._updated_taps: dict[str, PricedTap] = {}
-        self._rejects: list[RejectRow] = []
-        self._entries: list[Entry] = []
-        self._dirty_aggs: dict[str, Aggregate] = {}
-        self._dirty_debts: dict[str, Debt] = {}
-        self._dirty_cards = {}
-        self._atc_rows: list[CardAtcRow] = []
-        self._deny_set: list[DenyRow] = []
-        self._deny_clear: list[str] = []
-        self._deny_events: list[DenyEventRow] = []
-        self._alerts: list[AlertRow] = []
-
-
-__all__ = ["AggregateRow", "BackOffice"]
+__all__ = ["TOTALS_KEY", "AggregateRow", "BackOffice"]
