@@ -280,7 +280,9 @@ def test_answers_survive_kill_9_and_restart(fresh_db: str, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signals_end_the_host_cleanly(db: Path, tmp_path: Path, sig: int, code: int) -> None:
+def test_signals_end_the_host_cleanly(tmp_path: Path, sig: int, code: int) -> None:
+    db = tmp_path / "bank.db"  # its own: the module's host holds the shared one's records
+    issue(db, "sscard3")
     host = start_host(db, tmp_path)
     _echo_ok(host.port)
     assert host.stop(sig) == code

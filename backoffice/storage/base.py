@@ -42,6 +42,13 @@ class StorageUnavailableError(StorageError):
     """The database cannot be reached (not running, refused, wrong URL)."""
 
 
+class StorageBusyError(StorageError):
+    """Another writer held the database longer than this one waits (SQLite's busy timeout,
+    PostgreSQL's lock timeout of a branch operation): this transaction wrote nothing.  Raised
+    wherever the wait ends (opening the file, a first statement, taking the issuer lock), so
+    every such refusal reads the same (``SqlStore._busy``)."""
+
+
 class IssuerConflictError(StorageError):
     """Another process changed the issuer's records since they were loaded (the
     ISSUER_CHANGED_KEY mark moved): the transaction was rolled back, nothing written."""

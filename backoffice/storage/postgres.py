@@ -119,8 +119,11 @@ class PostgresStore(SqlStore):
         return Survey(tables, 0, marker, version)
 
     def _error(self, exc: psycopg.Error) -> StorageError:
-        """A storage error; a read-only database or a full disk said in words."""
+        """A storage error; a lock waited for too long, a read-only database or a full disk
+        said in words."""
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, pg_errors.LockNotAvailable):  # lock_timeout (a branch operation)
+            return self._busy()
         if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
             return StorageError(f"{self._where()} is read-only: cannot write to it ({first})")
         if isinstance(exc, pg_errors.InsufficientPrivilege):

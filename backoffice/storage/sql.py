@@ -36,6 +36,7 @@ from backoffice.storage.base import (
     BalanceRow,
     FareRow,
     IssuerConflictError,
+    StorageBusyError,
     StorageError,
 )
 from backoffice.storage.owner import Owner, Survey, classify, refusal
@@ -178,6 +179,15 @@ class SqlStore(ABC):
         """The database named for a message: which file, or which schema of which database."""
         return f"{self.backend} database {self._url}"
 
+    def _busy(self) -> StorageBusyError:
+        """The refusal when another writer held the database past the wait, wherever the
+        wait was (backoffice/README.md, "Branch work while the core runs")."""
+        return StorageBusyError(
+            f"{self.backend} database at {self._url} is busy: another writer (a running "
+            "`tapsim backoffice run`, `backoffice replay` or `tapsim issuer run` "
+            "committing, or another branch operation) held it longer than the busy "
+            "timeout; nothing was changed, try again")
+
     def _prepare_writes(self) -> None:
         """Settings a writer needs, made only once the database is known to be tapsim's
         (SQLite: WAL, so another program's file is never switched to it)."""
@@ -292,16 +302,7 @@ class SqlStore(ABC):
         if self._held is not None:
             raise StorageError(f"{self.backend}: the issuer is already held")
         stack = ExitStack()
-        try:
-            mark = stack.enter_context(self._held_waiting())
-        except StorageError as exc:
-            if "database is locked" not in str(exc) and "lock timeout" not in str(exc):
-                raise
-            raise StorageError(
-                f"{self.backend} database at {self._url} is busy: another writer (a running "
-                "`tapsim backoffice run`, `backoffice replay` or `tapsim issuer run` "
-                "committing, or another branch operation) held it longer than the busy "
-                "timeout; nothing was changed, try again") from None
+        mark = stack.enter_context(self._held_waiting())  # StorageBusyError past the wait
         self._held = stack
         return mark
 

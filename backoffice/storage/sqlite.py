@@ -95,8 +95,11 @@ class SqliteStore(SqlStore):
         self._execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     def _error(self, exc: Exception) -> StorageError:
-        """A storage error naming the file; a read-only or full disk said in words."""
+        """A storage error naming the file; a busy database, a read-only or full disk said in
+        words."""
         code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_BUSY:  # past busy_timeout
+            return self._busy()
         if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
             return StorageError(f"{self._where()} is read-only: cannot write to it ({exc}; "
                                 "check the permissions of the file and its folder)")

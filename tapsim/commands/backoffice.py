@@ -7,6 +7,7 @@ Also the pieces `tapsim card issue` and `tapsim account` share with it: which da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -253,6 +254,16 @@ def open_gateway(args: argparse.Namespace, store: SqlStore) -> NetworkIssuer | N
     return NetworkIssuer(store, host, port, dialect, config)
 
 
+def issuer_lock(url: str, command: str,
+                args: argparse.Namespace) -> contextlib.AbstractContextManager[object]:
+    """The lock of the bank's records of ``url`` when this back office holds them in memory
+    (its issuer in process); nothing to take when it reaches the bank over the wire.  A
+    running `tapsim issuer run` on the database refuses it (backoffice/writer_lock.py)."""
+    from backoffice.writer_lock import IssuerLock  # noqa: PLC0415
+
+    return IssuerLock(url, command) if args.issuer == "inprocess" else contextlib.nullcontext()
+
+
 def check_issuer_arguments(args: argparse.Namespace) -> None:
     """A bad ``--issuer``/``--spec`` is an error before anything is opened."""
     from backoffice.acquirer.gateway import parse_issuer_url  # noqa: PLC0415
@@ -307,6 +318,7 @@ def replay_main(args: argparse.Namespace) -> int:
     from backoffice.branch import BranchError, key_store  # noqa: PLC0415
     from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
     from backoffice.storage import StorageError  # noqa: PLC0415
+    from backoffice.writer_lock import BACKOFFICE_REPLAY, WriterLock  # noqa: PLC0415
     from issuer.errors import IssuerError  # noqa: PLC0415
     from replay.cardsfile import CardsFileError, load_cards  # noqa: PLC0415
     from replay.day import ReplayError, read_taps, reconciliation_dict  # noqa: PLC0415
@@ -324,6 +336,18 @@ def replay_main(args: argparse.Namespace) -> int:
     for problem in taps_file.problems:
         print(f"{source}:{problem} (kept as a reject)", file=sys.stderr)
     store = open_db(args.db)
+    # The core's state (and, in process, the bank's records) in memory from here to the end:
+    # one such process per database (backoffice/writer_lock.py).
+    locks = contextlib.ExitStack()
+    try:
+        locks.enter_context(WriterLock(db_url(args.db), BACKOFFICE_REPLAY))
+        locks.enter_context(issuer_lock(db_url(args.db), BACKOFFICE_REPLAY, args))
+    except BaseException as exc:
+        locks.close()
+        store.close()
+        if isinstance(exc, StorageError):
+            raise UserError(str(exc)) from None
+        raise
     try:
         before = store.count("taps")  # so an interrupted run can say what it added
         banks = db_banks(store, *cards.banks)
@@ -351,6 +375,7 @@ def replay_main(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         store.close()
+        locks.close()
     print_rejects(report, source, {p.line for p in taps_file.problems})
     if args.json:
         print(report.to_json())
@@ -597,7 +622,7 @@ def run_main(args: argparse.Namespace) -> int:
     from backoffice.consumer.link import BrokerAddress, BrokerUrlError  # noqa: PLC0415
     from backoffice.fare_pricer import FarePricer  # noqa: PLC0415
     from backoffice.storage import StorageError, open_store, redact  # noqa: PLC0415
-    from backoffice.writer_lock import WriterLock  # noqa: PLC0415
+    from backoffice.writer_lock import BACKOFFICE_RUN, WriterLock  # noqa: PLC0415
 
     if args.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -663,7 +688,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     open_db(url).close()  # another program's database: refused before a lock is made beside it
     try:
-        with WriterLock(url):
+        with WriterLock(url, BACKOFFICE_RUN), issuer_lock(url, BACKOFFICE_RUN, args):
             stats = asyncio.run(main())
     except StorageError as exc:
         raise UserError(str(exc)) from None

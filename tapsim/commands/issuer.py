@@ -22,6 +22,7 @@ from tapsim.commands.backoffice import (
     DEFAULT_DB,
     add_db_argument,
     db_banks,
+    db_url,
     kek,
     missing_sqlite_file,
     open_db,
@@ -95,6 +96,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     from backoffice.branch import key_store  # noqa: PLC0415
     from backoffice.storage import StorageError, redact  # noqa: PLC0415
+    from backoffice.writer_lock import ISSUER_RUN, IssuerLock  # noqa: PLC0415
     from issuer.service import Issuer  # noqa: PLC0415
     from issuerhost.host import IssuerHost  # noqa: PLC0415
 
@@ -105,13 +107,21 @@ def run_main(args: argparse.Namespace) -> int:
         spec = args.db or os.environ.get("TAPSIM_DB") or DEFAULT_DB
         raise UserError(f"no database {spec} (tapsim card issue creates one)")
     store = open_db(args.db)
-    keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
-    tokens = token_key()
+    # The bank's records in memory from here to the end: one such process per database (a
+    # back office with its issuer in process is another), backoffice/writer_lock.py.
+    lock = IssuerLock(db_url(args.db), ISSUER_RUN)
+    try:
+        lock.acquire()
+    except StorageError as exc:
+        store.close()
+        raise UserError(str(exc)) from None
 
     def log(message: str) -> None:
         print(f"issuer: {message}", file=sys.stderr, flush=True)
 
     try:
+        keys = key_store(kek())  # card keys are stored wrapped: the KEK is all it needs
+        tokens = token_key()
         banks = db_banks(store)
 
         def load_issuer() -> Issuer:
@@ -132,6 +142,7 @@ def run_main(args: argparse.Namespace) -> int:
             server = IssuerHost(store, load_issuer, dialect, log=log, clock=clock)
 
             def ready(h: str, p: int) -> None:
+                lock.note(listen=f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
                 print(f"ready: issuer host on {h}:{p} for {redact(store.url)}, dialect "
                       f"{dialect.name} v{dialect.version}, {len(server.handler.issuer.cards)} "
                       "card(s)", flush=True)
@@ -148,6 +159,7 @@ def run_main(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
     finally:
         store.close()
+        lock.release()
     answered = figures["answered"]
     assert isinstance(answered, dict)
     done = (f"answered {sum(answered.values())} message(s) on {figures['connections']} "
