@@ -97,6 +97,9 @@ _DAYS_LIMIT: Final = 1 << 16  # quarter hours remembered (over two years)
 _RECEIVABLE: Final = RECEIVABLE
 _new_line: Final = tuple.__new__  # Line without its generated __new__ (a Python frame)
 _REVENUE: Final = REVENUE
+_AV: Final = AuthKind.ACCOUNT_VERIFICATION
+_DEFERRED: Final = AuthKind.DEFERRED
+_RESUBMISSION: Final = AuthKind.RESUBMISSION
 
 
 class BackOffice:
@@ -486,17 +489,11 @@ class BackOffice:
             fare_state_at_open=card.fare_state,
         )
         if auth is None:
+            # Positional (issuer.models' field order): a keyword call costs a dict.
             request = AuthorizationRequest(
-                request_id="av:" + agg.aggregate_id,
-                pan_token=card.pan_token,
-                kind=AuthKind.ACCOUNT_VERIFICATION,
-                amount=self._agg.nominal_amount,
-                currency=self.config.currency,
-                merchant_id=self.config.merchant_id,
-                atc=tap.atc,
-                arqc=tap.arqc,
-                ac_data=tap.ac_data,
-            )
+                "av:" + agg.aggregate_id, card.pan_token, _AV, self._agg.nominal_amount,
+                self._currency, self.config.merchant_id, tap.atc, tap.arqc, tap.ac_data,
+            )  # fmt: skip
             resp = self._authorize(card, request, now, res)
             auth = (request.request_id, resp)
             if resp.approved and resp.hold_id is not None:
@@ -550,18 +547,13 @@ class BackOffice:
             agg.status = AggStatus.CHARGED
             maybe_lift(self, card, now, res)
             return
+        verified = agg.verified
         request = AuthorizationRequest(
-            request_id="chg:" + agg.aggregate_id,
-            pan_token=card.pan_token,
-            kind=AuthKind.DEFERRED if agg.verified else AuthKind.RESUBMISSION,
-            amount=agg.total,
-            currency=self.config.currency,
-            merchant_id=self.config.merchant_id,
-            atc=agg.atc if agg.verified else None,
-            arqc=agg.arqc if agg.verified else None,
-            ac_data=agg.ac_data if agg.verified else None,
-            original_request_id=agg.auth_ref,
-        )
+            "chg:" + agg.aggregate_id, card.pan_token, _DEFERRED if verified else _RESUBMISSION,
+            agg.total, self._currency, self.config.merchant_id,
+            agg.atc if verified else None, agg.arqc if verified else None,
+            agg.ac_data if verified else None, agg.auth_ref,
+        )  # fmt: skip
         resp = self._authorize(card, request, now, res)
         agg.charge_ref = request.request_id
         agg.charge_code = resp.code.value

@@ -171,44 +171,20 @@ def authorize(
     hold: Hold | None = None
     new_account = account
     if code is _APPROVED and request.amount > 0:
-        hold = Hold(
-            hold_id=request.request_id,
-            account_id=account.account_id,
-            pan_token=card.pan_token,
-            merchant_id=request.merchant_id,
-            amount=request.amount,
-            currency=request.currency,
-            created_at=now,
-        )
+        # Records here are built positionally (field order of issuer.models): keyword calls
+        # cost a dict each, and a request builds several.
+        hold = Hold(request.request_id, account.account_id, card.pan_token, request.merchant_id,
+                    request.amount, request.currency, now)
         new_account = evolve(account, held=account.held + request.amount)
 
     record = AuthRecord(
-        request_id=request.request_id,
-        pan_token=request.pan_token,
-        kind=request.kind,
-        amount=request.amount,
-        currency=request.currency,
-        merchant_id=request.merchant_id,
-        code=code,
-        flags=frozenset(flags),
-        at=now,
-        atc=request.atc,
-        arqc=request.arqc,
-        cryptogram_verified=verified,
-        original_request_id=request.original_request_id,
-        hold_id=hold.hold_id if hold else None,
-    )
+        request.request_id, request.pan_token, request.kind, request.amount, request.currency,
+        request.merchant_id, code, frozenset(flags), now, request.atc, request.arqc, verified,
+        request.original_request_id, hold.hold_id if hold else None,
+    )  # fmt: skip
     if kind is _DEFERRED and code is _APPROVED and original is not None:
         new_original = evolve(original, completed_by=request.request_id)
-    return Decision(
-        code=code,
-        record=record,
-        account=new_account,
-        card=new_card,
-        hold=hold,
-        arpc=arpc,
-        original=new_original,
-    )
+    return Decision(code, record, new_account, new_card, hold, arpc, new_original)
 
 
 def _check_reference(
@@ -267,16 +243,8 @@ def capture(
         last_movement=now,
     )
     new_hold = evolve(hold, status=HoldStatus.CAPTURED, settled_at=now)
-    cap = Capture(
-        capture_id=capture_id,
-        hold_id=hold.hold_id,
-        account_id=account.account_id,
-        pan_token=hold.pan_token,
-        merchant_id=hold.merchant_id,
-        amount=amount,
-        currency=hold.currency,
-        at=now,
-    )
+    cap = Capture(capture_id, hold.hold_id, account.account_id, hold.pan_token, hold.merchant_id,
+                  amount, hold.currency, now)
     return new_account, new_hold, cap
 
 
