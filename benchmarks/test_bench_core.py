@@ -25,6 +25,10 @@ a fresh issuer, core and database):
 
 Half the cards use the ``tdes`` scheme, half ``sm4``.
 
+What a tap costs here and what it does not: the sentence explaining each fare is made when
+the tap's row is written (``PricedTap.explain``, rendered from the fare engine's charge), so
+the in-memory runs, which write no rows, do not make it; the durable runs do, in the batch.
+
 Timing.  Every batch runs as :meth:`backoffice.service.TransactionCore.run` runs it: the
 cyclic garbage collector paused, what the batch left moved to the oldest generation
 (:func:`fare.engine.cycles_not_collected`, as the fare engine's own benchmark does).  The
