@@ -120,6 +120,8 @@ class IssuerHost:
         self._floor: datetime | None = None
         self.handler = IssuerHandler(self._load(), dialect, clock, recall=store.issuer_request)
         self.handler.floor = self._floor
+        self._queue: asyncio.Queue[tuple[Fields, _Connection]] = asyncio.Queue()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def _load(self) -> Issuer:
         """The issuer for the floor now (what a bounded load reads)."""
@@ -143,8 +145,6 @@ class IssuerHost:
         self._floor = self.handler.floor = floor
         self.log(f"retention: {dropped} record(s) before {floor.isoformat()} dropped from "
                  "memory (kept in the database)")
-        self._queue: asyncio.Queue[tuple[Fields, _Connection]] = asyncio.Queue()
-        self._writers: set[asyncio.StreamWriter] = set()
 
     async def serve(self, host: str, port: int, stop: asyncio.Event,
                     ready: Callable[[str, int], None] | None = None) -> HostStats:

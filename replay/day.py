@@ -297,17 +297,18 @@ class Replay:
         events = [(e.at, spec.card_id, e) for spec in self.cards.cards.values()
                   for e in spec.events]  # fmt: skip
         times = [rt.tap.time for rt in taps] + [at for at, _, _ in events]
+        auths_before = set(self.core.issuer.auths)
         if not times:  # nothing to tap: keep the bad rows, and say so
             if problems:
                 now = datetime.now(UTC)
                 self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, now)),
                               now)
-            self._finish(None, set())
+            self._finish(auths_before, None, set())
             return self.report
         first = min(times)
-        # The bank's answers come from the database, not the issuer's memory: a replay
-        # longer than the late-arrival horizon prunes the older ones there (issue 15).
-        auths_before = {a.request_id for a in self.core.store.issuer_auths_from(first)}
+        # The answers are read back from the database too: a replay longer than the
+        # late-arrival horizon prunes the older ones from the issuer's memory (issue 15).
+        stored_before = {a.request_id for a in self.core.store.issuer_auths_from(first)}
         self.report.cards += self.core.run(lambda: self._issue_all(first))
         if problems:
             self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, first)),
@@ -333,7 +334,7 @@ class Replay:
                 self._branch_once(*item)
         if pending:
             self._flush(pending)
-        self._finish(first, auths_before)
+        self._finish(auths_before, first, stored_before)
         return self.report
 
     def _timeline(
@@ -518,13 +519,18 @@ class Replay:
                              if count[s.masked_pan] == 1}  # fmt: skip
         return self._by_mask.get(masked, masked)
 
-    def _finish(self, first: datetime | None, auths_before: set[str]) -> None:
-        """``first``: the replay's first time (every answer it got is from then on);
-        ``auths_before``: the answers from then on already in the database before it."""
+    def _finish(self, auths_before: set[str], first: datetime | None,
+                stored_before: set[str]) -> None:
+        """The answers the replay got: in the issuer's memory and not there before it, and
+        (pruned from memory meanwhile) in the database from ``first`` on and not there
+        before it (``stored_before``)."""
         issuer = self.core.issuer
         report = self.report
-        answered = self.core.store.issuer_auths_from(first) if first is not None else []
-        new: list[AuthRecord] = [a for a in answered if a.request_id not in auths_before]
+        found = {rid: a for rid, a in issuer.auths.items() if rid not in auths_before}
+        if first is not None:
+            found.update((a.request_id, a) for a in self.core.store.issuer_auths_from(first)
+                         if a.request_id not in stored_before)
+        new: list[AuthRecord] = list(found.values())
         for a in sorted(new, key=lambda a: (a.at, a.request_id)):
             if a.code is ResponseCode.APPROVED:
                 continue

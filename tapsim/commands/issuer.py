@@ -154,7 +154,8 @@ def run_main(args: argparse.Namespace) -> int:
                 lock.note(listen=f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
                 print(f"ready: issuer host on {h}:{p} for {redact(store.url)}, dialect "
                       f"{dialect.name} v{dialect.version}, {len(server.handler.issuer.cards)} "
-                      "card(s)", flush=True)
+                      f"card(s), {len(server.handler.issuer.auths)} authorization(s) in memory "
+                      f"(retention {args.retention} days)", flush=True)
 
             try:
                 stats = await server.serve(host, port, stop, ready)
