@@ -315,3 +315,35 @@ def test_issuer_run_refuses_a_retention_out_of_range(capsys: pytest.CaptureFixtu
     assert exc.value.code == 2
     assert "--retention" in capsys.readouterr().err
 
+
+
+def test_the_host_prunes_once_a_day_by_its_clock(store: SqlStore) -> None:
+    """IssuerHost in process, its clock a plain function the test moves: the load reads the
+    records kept for the floor then, and a day later the floor moves and memory is pruned."""
+    from issuerhost.host import IssuerHost, retention_floor
+
+    day0 = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    auths = [_auth(f"done-{d}", day0 - d * DAY, completed_by="chg") for d in range(10)]
+    store.save_issuer(IssuerChanges(auths={a.request_id: a for a in auths}))
+    clock = [day0]
+    logs: list[str] = []
+
+    def load(floor: datetime | None) -> Issuer:
+        assert floor is not None
+        return Issuer(keystore(), BANKS, TOKEN_KEY, store.load_issuer_since(floor))
+
+    host = IssuerHost(store, load, DIALECT, log=logs.append, clock=lambda: clock[0],
+                      retention=timedelta(days=3))
+    floor = retention_floor(day0, timedelta(days=3))
+    assert floor == datetime(2026, 3, 7, tzinfo=UTC)
+    assert set(host.handler.issuer.auths) == {f"done-{d}" for d in range(4)}  # days 10..7
+    assert host.handler.floor == floor
+    clock[0] = day0 + 6 * H  # the same day, the same floor: nothing to do
+    host._run([])
+    assert len(host.handler.issuer.auths) == 4 and not logs
+    clock[0] = day0 + 2 * DAY  # the floor moved two days: one prune
+    host._run([])
+    assert set(host.handler.issuer.auths) == {"done-0", "done-1"}
+    assert host.handler.floor == floor + 2 * DAY
+    assert logs == [f"retention: 2 record(s) before {(floor + 2 * DAY).isoformat()} dropped "
+                    "from memory (kept in the database)"]
