@@ -43,11 +43,16 @@ def advance_floor(office: BackOffice) -> None:
     newest tap: forget the tap and reject ids of the days before it, and save the ATC
     window of every card with a tap before it not saved yet (those taps age out of
     memory, and a restart reads only taps from the floor on): each active card about
-    once per horizon, spread over the days."""
+    once per horizon, spread over the days.  The issuer, when it keeps records in this
+    process (``prune``, :class:`backoffice.ports.PrunableGateway`), forgets those a restart
+    would not load for the new floor (issuer/retention.py); a bank over the wire has none."""
     floor = (office._high_us - office._horizon_us) // DAY_US * DAY_US
     if floor <= office._floor_us:
         return
     office._floor_us = floor
+    prune = getattr(office.issuer, "prune", None)
+    if prune is not None:
+        prune(from_us(floor))
     first = floor // DAY_US
     ids = office.tap_ids
     for day in [d for d in office._ids_by_day if d < first]:

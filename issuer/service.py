@@ -55,6 +55,7 @@ from issuer.models import (
     evolve,
 )
 from issuer.policy import BankPolicy
+from issuer.retention import keeps_auth, keeps_capture, keeps_hold
 from issuer.store import IssuerChanges, IssuerSnapshot
 
 # The request kinds whose cryptogram the issuer checks itself (the others refer to a record).
@@ -618,3 +619,29 @@ class Issuer:
             for c in self.captures.values()
             if merchant_id is None or c.merchant_id == merchant_id
         )
+
+    # -- retention (issuer/retention.py) ------------------------------------------------
+
+    def prune(self, floor: datetime) -> int:
+        """Forget, in memory only, the records a load for ``floor`` would not read (their
+        rows stay in the database): what keeps a long-running holder's memory bounded by
+        cards and a window instead of history.  Pending changes are untouched.  Returns how
+        many records were dropped; one pass over the records, so call it rarely (the core
+        does when its late-arrival floor moves: once a day)."""
+        _aware(floor)
+        before = len(self.auths) + len(self.holds) + len(self.captures)
+        self.auths = {k: r for k, r in self.auths.items() if keeps_auth(r, floor)}
+        self.holds = {k: h for k, h in self.holds.items() if keeps_hold(h, floor)}
+        self.captures = {k: c for k, c in self.captures.items() if keeps_capture(c, floor)}
+        return before - len(self.auths) - len(self.holds) - len(self.captures)
+
+    def readmit(self, records: IssuerSnapshot) -> None:
+        """Put records read back from the database (a late message naming a pruned one)
+        into memory again, where none of the same id is: they are durable already, so they
+        are no change; the next prune drops them again."""
+        for r in records.auths:
+            self.auths.setdefault(r.request_id, r)
+        for h in records.holds:
+            self.holds.setdefault(h.hold_id, h)
+        for c in records.captures:
+            self.captures.setdefault(c.capture_id, c)

@@ -20,12 +20,18 @@ Idempotency: the issuer's request id is derived from the request's key
 (``isolink.messages.request_id``), and ``Issuer.authorize`` answers a request id it has
 seen with its first answer; the answer's other fields are echoes and a field 38 derived
 from the request id, so a repeat gets the same bytes, before or after a restart.
+
+Retention: the host prunes records older than its floor from memory (``--retention``,
+issuerhost/README.md).  A reversal whose original (or its hold) is not in memory, and a
+request not in memory whose field 7 is older than the floor (a day of slack), are looked up
+in the database first (``recall``, injected by the host: one indexed read, only for such
+late messages), so a late repeat or reversal is answered as the first time, at any age.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from isolink.dialect import Dialect, Fields, MessageFormatError, MessageRule
 from isolink.messages import (
@@ -39,21 +45,47 @@ from isolink.messages import (
 from issuer.errors import IssuerError
 from issuer.models import AuthKind, AuthorizationRequest, HoldStatus
 from issuer.service import Issuer
+from issuer.store import IssuerSnapshot
 
 APPROVED = "00"
 NO_ACTION_TAKEN = "21"
 ORIGINAL_NOT_FOUND = "25"
 FORMAT_ERROR = "30"
 SYSTEM_MALFUNCTION = "96"
+# A request whose key (field 7) is older than the prune floor plus this is looked up in the
+# database before it is answered as new: room for the acquirer's clock to differ.
+CLOCK_SLACK = timedelta(days=1)
+
+
+def sent_at(field7: str, now: datetime) -> datetime | None:
+    """Field 7 (MMDDhhmmss, UTC, no year) as the latest such time not after ``now`` + a
+    day; None when it is not a date."""
+    try:
+        at = now.replace(month=int(field7[0:2]), day=int(field7[2:4]), hour=int(field7[4:6]),
+                         minute=int(field7[6:8]), second=int(field7[8:10]), microsecond=0)
+        if at > now + CLOCK_SLACK:
+            at = at.replace(year=at.year - 1)
+    except ValueError:
+        return None
+    return at
 
 
 class IssuerHandler:
     """Answers decoded requests with one issuer (see the module docstring)."""
 
-    def __init__(self, issuer: Issuer, dialect: Dialect, clock: Callable[[], datetime]) -> None:
+    def __init__(self, issuer: Issuer, dialect: Dialect, clock: Callable[[], datetime], *,
+                 recall: Callable[[str], IssuerSnapshot] | None = None) -> None:
         self.issuer = issuer
         self.dialect = dialect
         self.clock = clock
+        # Records older than ``floor`` may be pruned from memory (the host's --retention);
+        # ``recall`` reads one back from the database for a late message that names one.
+        self.floor: datetime | None = None
+        self.recall = recall
+
+    def _recall(self, rid: str) -> None:
+        if self.recall is not None:
+            self.issuer.readmit(self.recall(rid))
 
     def handle(self, fields: Fields) -> Fields:
         """The answer to one decoded message; MessageFormatError for a request the dialect
@@ -103,6 +135,10 @@ class IssuerHandler:
             original_request_id=original,
         )
         now = self.clock()
+        if self.floor is not None and rid not in self.issuer.auths:
+            sent = sent_at(str(fields["7"]), now)
+            if sent is None or sent < self.floor + CLOCK_SLACK:  # a late repeat, perhaps
+                self._recall(rid)
         try:
             resp = self.issuer.authorize(request, now)
             if capture and resp.approved and resp.hold_id is not None:
@@ -115,7 +151,14 @@ class IssuerHandler:
 
     def _reversal(self, rule: MessageRule, fields: Fields) -> Fields:
         _, key = read_original(fields["90"])
-        record = self.issuer.auths.get(request_id(key))
+        rid = request_id(key)
+        record = self.issuer.auths.get(rid)
+        if self.floor is not None and (record is None or (
+                record.hold_id is not None and record.hold_id not in self.issuer.holds)):
+            # Pruned from memory, perhaps (a reversal from store-and-forward days late):
+            # the database answers, so a captured original is "21", never "25".
+            self._recall(rid)
+            record = self.issuer.auths.get(rid)
         if record is None:
             return answer(self.dialect, rule, fields, ORIGINAL_NOT_FOUND)
         if not record.code.approved or record.hold_id is None:

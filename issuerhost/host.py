@@ -20,6 +20,12 @@ reloads before its next batch when the mark is not its own.  A branch write that
 between that check and the batch's commit makes the commit conflict (the mark is checked
 under the issuer lock both take): nothing is written, and the batch is answered again on a
 fresh load, holding the lock from the reload to the commit, before anything is sent.
+
+Retention (``retention``, ``tapsim issuer run --retention``): memory holds what
+:mod:`issuer.retention` keeps for a floor, the start of the UTC day ``retention`` behind
+the host's clock; every load (start, reload) reads only those records
+(``load_issuer_since``), and when the floor moves (once a day) the issuer prunes the rest.
+A late message naming a pruned record is answered from the database (issuerhost.handler).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from backoffice.storage.base import IssuerConflictError, Store
 from isolink.dialect import Dialect, Fields, MessageFormatError
@@ -43,6 +49,13 @@ READ_CHUNK = 65536
 MAX_WRITE_BUFFER = 4 * 1024 * 1024  # bytes queued to a client that does not read: cut it off
 
 Log = Callable[[str], None]
+DAY = timedelta(days=1)
+
+
+def retention_floor(now: datetime, retention: timedelta) -> datetime:
+    """The start of the UTC day ``retention`` behind ``now``: the host's prune floor."""
+    back = (now - retention).astimezone(UTC)
+    return back.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 @dataclass
@@ -89,20 +102,49 @@ class _Answered:
 class IssuerHost:
     """See the module docstring; ``serve`` until ``stop`` is set."""
 
-    def __init__(self, store: Store, load_issuer: Callable[[], Issuer], dialect: Dialect, *,
-                 log: Log, batch_max: int = 1024,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, store: Store, load_issuer: Callable[[datetime | None], Issuer],
+                 dialect: Dialect, *, log: Log, batch_max: int = 1024,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 retention: timedelta | None = None) -> None:
+        """``load_issuer(floor)``: the issuer with the records kept for ``floor`` (None:
+        every record; ``retention`` None keeps everything, as before there was one)."""
         self.store = store
         self.dialect = dialect
         self.log = log
         self.batch_max = batch_max
         self.clock = clock
+        self.retention = retention
         self.stats = HostStats()
         self._load_issuer = load_issuer
         self._mark = store.issuer_mark()
-        self.handler = IssuerHandler(load_issuer(), dialect, clock)
+        self._floor: datetime | None = None
+        self.handler = IssuerHandler(self._load(), dialect, clock, recall=store.issuer_request)
+        self.handler.floor = self._floor
         self._queue: asyncio.Queue[tuple[Fields, _Connection]] = asyncio.Queue()
         self._writers: set[asyncio.StreamWriter] = set()
+
+    def _load(self) -> Issuer:
+        """The issuer for the floor now (what a bounded load reads)."""
+        self._floor = None if self.retention is None else \
+            retention_floor(self.clock(), self.retention)
+        return self._load_issuer(self._floor)
+
+    def _reload(self) -> None:
+        self.handler.issuer = self._load()
+        self.handler.floor = self._floor
+
+    def _prune_if_due(self) -> None:
+        """Once a day (the floor moved): forget what a load for the new floor would not
+        read."""
+        if self.retention is None or self._floor is None:
+            return
+        floor = retention_floor(self.clock(), self.retention)
+        if floor < self._floor + DAY:
+            return
+        dropped = self.handler.issuer.prune(floor)
+        self._floor = self.handler.floor = floor
+        self.log(f"retention: {dropped} record(s) before {floor.isoformat()} dropped from "
+                 "memory (kept in the database)")
 
     async def serve(self, host: str, port: int, stop: asyncio.Event,
                     ready: Callable[[str, int], None] | None = None) -> HostStats:
@@ -185,6 +227,7 @@ class IssuerHost:
 
     def _run(self, batch: list[tuple[Fields, _Connection]]) -> None:
         self._reload_if_changed()
+        self._prune_if_due()
         try:
             try:
                 answered = self._answer(batch)
@@ -195,7 +238,7 @@ class IssuerHost:
                 self.log("issuer records changed in the database during a batch: reloaded, "
                          "batch answered again")
                 with self.store.issuer_held() as held:  # no branch write until the commit
-                    self.handler.issuer = self._load_issuer()
+                    self._reload()
                     answered = self._answer(batch)
                     mark = held if not answered.changes else \
                         self.store.save_issuer(answered.changes, issuer_mark=held)
@@ -204,7 +247,7 @@ class IssuerHost:
             self.stats.store_failures += 1
             self.log(f"database write failed, {len(batch)} message(s) not answered "
                      f"(the acquirers will repeat): {exc}")
-            self.handler.issuer = self._load_issuer()
+            self._reload()
             return
         for error, conn in answered.format_errors:
             self._format_error(error, conn)
@@ -239,6 +282,6 @@ class IssuerHost:
     def _reload_if_changed(self) -> None:
         mark = self.store.issuer_mark()
         if mark != self._mark:
-            self.handler.issuer = self._load_issuer()
+            self._reload()
             self._mark = mark
             self.log("issuer records changed in the database: reloaded")

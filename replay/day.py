@@ -303,9 +303,12 @@ class Replay:
                 now = datetime.now(UTC)
                 self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, now)),
                               now)
-            self._finish(auths_before)
+            self._finish(auths_before, None, set())
             return self.report
         first = min(times)
+        # The answers are read back from the database too: a replay longer than the
+        # late-arrival horizon prunes the older ones from the issuer's memory (issue 15).
+        stored_before = {a.request_id for a in self.core.store.issuer_auths_from(first)}
         self.report.cards += self.core.run(lambda: self._issue_all(first))
         if problems:
             self._collect(self.core.run(lambda: self._reject_rows(taps_file, source, first)),
@@ -331,7 +334,7 @@ class Replay:
                 self._branch_once(*item)
         if pending:
             self._flush(pending)
-        self._finish(auths_before)
+        self._finish(auths_before, first, stored_before)
         return self.report
 
     def _timeline(
@@ -516,10 +519,18 @@ class Replay:
                              if count[s.masked_pan] == 1}  # fmt: skip
         return self._by_mask.get(masked, masked)
 
-    def _finish(self, auths_before: set[str]) -> None:
+    def _finish(self, auths_before: set[str], first: datetime | None,
+                stored_before: set[str]) -> None:
+        """The answers the replay got: in the issuer's memory and not there before it, and
+        (pruned from memory meanwhile) in the database from ``first`` on and not there
+        before it (``stored_before``)."""
         issuer = self.core.issuer
         report = self.report
-        new: list[AuthRecord] = [a for rid, a in issuer.auths.items() if rid not in auths_before]
+        found = {rid: a for rid, a in issuer.auths.items() if rid not in auths_before}
+        if first is not None:
+            found.update((a.request_id, a) for a in self.core.store.issuer_auths_from(first)
+                         if a.request_id not in stored_before)
+        new: list[AuthRecord] = list(found.values())
         for a in sorted(new, key=lambda a: (a.at, a.request_id)):
             if a.code is ResponseCode.APPROVED:
                 continue

@@ -48,6 +48,7 @@ class Host:
     port: int
     db: Path | str
     stderr_path: Path
+    ready: str = ""  # the host's ready: line
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
@@ -73,7 +74,7 @@ def start_host(db: Path | str, tmp: Path, *extra: str) -> Host:
         proc.kill()
         raise AssertionError(f"no ready line: {line!r} {err.read_text()}")
     port = int(line.split(" on 127.0.0.1:")[1].split()[0])
-    return Host(proc, port, db, err)
+    return Host(proc, port, db, err, line)
 
 
 @contextmanager

@@ -285,7 +285,7 @@ def test_a_branch_write_during_an_issuer_host_batch_is_kept(
     try:
         banks = db_banks(store)
 
-        def load() -> Issuer:
+        def load(floor: object = None) -> Issuer:  # no retention: every record
             return Issuer(key_store(kek()), banks, token_key(), store.load_issuer())
 
         logs: list[str] = []

@@ -236,6 +236,11 @@ class NetworkIssuer:
         return Hold(hold_id, "", row.pan_token, str(row.fields.get("42", "")), row.amount, "",
                     now, HoldStatus.RELEASED, now)
 
+    def prune(self, floor: datetime) -> int:
+        """Nothing to forget: the bank's records are the bank's (``tapsim issuer run``
+        prunes its own, by ``--retention``); the adapter's rows live in its tables."""
+        return 0
+
     # -- pieces -----------------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from backoffice.records import (
@@ -26,7 +27,7 @@ from backoffice.records import (
     Snapshot,
     TapRow,
 )
-from issuer.models import Capture
+from issuer.models import AuthRecord, Capture
 from issuer.store import IssuerChanges, IssuerSnapshot
 
 # Meta key rewritten whenever the issuer's records change outside a running back office;
@@ -91,6 +92,18 @@ class Store(Protocol):
     def load_issuer_open(self) -> IssuerSnapshot:
         """The issuer's records a running core can still need (accounts, cards, active holds,
         recent authorizations and captures, open verifications), not its history."""
+        ...
+
+    def load_issuer_since(self, floor: datetime) -> IssuerSnapshot:
+        """The issuer's records issuer.retention keeps for ``floor`` (tapsim issuer run)."""
+        ...
+
+    def issuer_request(self, request_id: str) -> IssuerSnapshot:
+        """One authorization with its hold and capture, as the database has it."""
+        ...
+
+    def issuer_auths_from(self, at: datetime) -> list[AuthRecord]:
+        """Authorizations answered at ``at`` or later."""
         ...
 
     def commit(self, changes: Changes, issuer: IssuerChanges | None = None, *,

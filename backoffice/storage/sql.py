@@ -12,6 +12,7 @@ import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from backoffice.ledger import ACCOUNTS, Entry
@@ -29,6 +30,7 @@ from backoffice.records import (
     RejectRow,
     Snapshot,
     TapRow,
+    to_us,
 )
 from backoffice.storage import issuer_rows as ir
 from backoffice.storage.base import (
@@ -42,7 +44,8 @@ from backoffice.storage.base import (
 from backoffice.storage.owner import Owner, Survey, classify, refusal
 from backoffice.storage.schema import MARKER_KEY, SCHEMA_VERSION, TABLES, VERSION_KEY
 from issuer.load_sql import JOURNAL_COLS
-from issuer.models import Capture
+from issuer.models import AuthRecord, Capture
+from issuer.retention import REFERENCE_REACH
 from issuer.store import IssuerChanges, IssuerSnapshot
 
 Params = Sequence[Any]
@@ -103,8 +106,9 @@ CARD_COLS = CardRow._fields
 CARD_ATC_COLS = CardAtcRow._fields
 TOTALS_KEY = "core.totals"  # = backoffice.engine.TOTALS_KEY (the core's running figures)
 # How far back a charge may refer to a verification: the longest travel time (14 days) plus
-# the recovery retry window (14 days).
-REFERENCE_REACH_US = 28 * 86_400 * 1_000_000
+# the recovery retry window (14 days); issuer.retention, the rule this module's bounded
+# issuer load writes in SQL.
+REFERENCE_REACH_US = REFERENCE_REACH // timedelta(microseconds=1)
 ENTRY_COLS = Entry._fields
 REJECT_COLS = RejectRow._fields
 DENY_COLS = DenyRow._fields
@@ -546,17 +550,27 @@ class SqlStore(ABC):
     @gc_paused
     def load_issuer_open(self) -> IssuerSnapshot:
         """What the in-process issuer of a running core can still need, not its history:
-        accounts and cards; holds still active; authorizations and captures from the core's
-        late-arrival floor on (a retried batch asks again with the same ids), and older
-        approved, verified verifications no charge has completed yet (a deferred charge or
-        a resubmission refers to them: up to 14 days of travel + 14 of retries back).
-        Without the core's floor (a database of an older tapsim): every record."""
+        :meth:`load_issuer_since` the core's late-arrival floor.  Without the core's floor
+        (a database of an older tapsim): every record."""
         totals = self.meta(TOTALS_KEY)
         floor = json.loads(totals)["floor_us"] if totals is not None else None
         if floor is None:
             return self.load_issuer()
+        return self._issuer_since(floor)
+
+    @gc_paused
+    def load_issuer_since(self, floor: datetime) -> IssuerSnapshot:
+        """The records :mod:`issuer.retention` keeps for ``floor``: accounts and cards; holds
+        still active and settled ones from the floor on; authorizations and captures from
+        the floor on (a retried batch asks again with the same ids), and older approved,
+        verified verifications no charge has completed yet (a deferred charge or a
+        resubmission refers to them: up to 14 days of travel + 14 of retries back)."""
+        return self._issuer_since(to_us(floor))
+
+    def _issuer_since(self, floor: int) -> IssuerSnapshot:
         refs = floor - REFERENCE_REACH_US
-        # Literals as in the partial index iss_auths_open, so both databases use it.
+        # Literals as in the partial index iss_auths_open, so both databases use it
+        # (issuer.retention.keeps_auth in SQL).
         open_refs = ("WHERE completed_by IS NULL AND code = '00' AND verified = 1 "
                      "AND kind IN ('account_verification', 'purchase') "
                      "AND at_us >= ? AND at_us < ?")
@@ -573,6 +587,28 @@ class SqlStore(ABC):
             captures=[ir.capture_from(r) for r in self._select(
                 "iss_captures", ir.CAPTURE_COLS, "WHERE at_us >= ?", (floor,))],
         )  # fmt: skip
+
+    def issuer_request(self, request_id: str) -> IssuerSnapshot:
+        """One authorization as the database has it, with its hold and that hold's capture
+        (empty when unknown): for a late message naming a record memory has pruned."""
+        auths = [ir.auth_from(r) for r in self._select(
+            "iss_auths", ir.AUTH_COLS, "WHERE request_id = ?", (request_id,))]  # fmt: skip
+        hold_id = auths[0].hold_id if auths else None
+        if hold_id is None:
+            return IssuerSnapshot(auths=auths)
+        return IssuerSnapshot(
+            auths=auths,
+            holds=[ir.hold_from(r) for r in self._select(
+                "iss_holds", ir.HOLD_COLS, "WHERE hold_id = ?", (hold_id,))],
+            captures=[ir.capture_from(r) for r in self._select(
+                "iss_captures", ir.CAPTURE_COLS, "WHERE hold_id = ?", (hold_id,))],
+        )  # fmt: skip
+
+    def issuer_auths_from(self, at: datetime) -> list[AuthRecord]:
+        """Authorizations answered at ``at`` or later (indexed by time), oldest first."""
+        rows = self._select("iss_auths", ir.AUTH_COLS, "WHERE at_us >= ? ORDER BY at_us",
+                            (to_us(at),))
+        return [ir.auth_from(r) for r in rows]
 
     def meta(self, key: str) -> str | None:
         """A value of the key/value table (settings kept with the data), or None."""

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tapsim.checks import integer
 from tapsim.commands.backoffice import (
     DEFAULT_DB,
     add_db_argument,
@@ -52,6 +53,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="the host's clock starts at this time and runs on from there "
                           "(default: the real clock); to answer a replay of recorded days "
                           "as the bank would have then (expiry, dormancy)")
+    run.add_argument("--retention", type=integer(1, 366, "days"), default=7, metavar="DAYS",
+                     help="keep in memory the records of the last DAYS days (from the start "
+                          "of that UTC day by the host's clock), open verifications 28 days "
+                          "before that and active holds; older ones stay in the database, "
+                          "which answers a late repeat or reversal naming one (default 7, "
+                          "the back office's late-arrival horizon)")
     run.add_argument("--json", action="store_true",
                      help="print the final figures as one JSON object")
     run.set_defaults(func=run_main)
@@ -124,8 +131,9 @@ def run_main(args: argparse.Namespace) -> int:
         tokens = token_key()
         banks = db_banks(store)
 
-        def load_issuer() -> Issuer:
-            return Issuer(keys, banks, tokens, store.load_issuer())
+        def load_issuer(floor: dt.datetime | None) -> Issuer:
+            snapshot = store.load_issuer() if floor is None else store.load_issuer_since(floor)
+            return Issuer(keys, banks, tokens, snapshot)
 
         stopped_by: list[int] = []
 
@@ -139,13 +147,15 @@ def run_main(args: argparse.Namespace) -> int:
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, on_signal, sig)
-            server = IssuerHost(store, load_issuer, dialect, log=log, clock=clock)
+            server = IssuerHost(store, load_issuer, dialect, log=log, clock=clock,
+                                retention=dt.timedelta(days=args.retention))
 
             def ready(h: str, p: int) -> None:
                 lock.note(listen=f"[{h}]:{p}" if ":" in h else f"{h}:{p}")
                 print(f"ready: issuer host on {h}:{p} for {redact(store.url)}, dialect "
                       f"{dialect.name} v{dialect.version}, {len(server.handler.issuer.cards)} "
-                      "card(s)", flush=True)
+                      f"card(s), {len(server.handler.issuer.auths)} authorization(s) in memory "
+                      f"(retention {args.retention} days)", flush=True)
 
             try:
                 stats = await server.serve(host, port, stop, ready)
