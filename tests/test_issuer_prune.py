@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -118,6 +119,24 @@ def test_prune_and_the_bounded_load_keep_the_same_records_at_every_edge(store: S
     store.set_meta(TOTALS_KEY, json.dumps({"floor_us": to_us(floor)}))
     assert keys_of(Issuer(keystore(), BANKS, TOKEN_KEY, store.load_issuer_open())) == \
         keys_of(issuer)
+
+
+@pytest.mark.parametrize("first_zone", [timezone(timedelta(hours=8)), UTC,
+                                        ZoneInfo("Europe/Berlin")])
+def test_prune_decides_the_same_whatever_zones_the_times_carry(first_zone: tzinfo) -> None:
+    """Prune compares against the floor put in the zone of the first record's time (a fast
+    comparison): records of that zone, of others and of a zone with summer time, a microsecond
+    either side of the floor, are kept exactly as the retention rule says."""
+    floor = datetime(2026, 3, 29, 1, 0, 0, 500, tzinfo=UTC)  # Berlin moves to summer time
+    zones = [first_zone, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5)), UTC,
+             ZoneInfo("Europe/Berlin")]
+    auths = [_auth(f"{i}-{name}", (floor + delta).astimezone(z), completed_by="chg")
+             for i, z in enumerate(zones)
+             for name, delta in (("before", -US), ("at", timedelta(0)), ("after", US))]
+    issuer = Issuer(keystore(), BANKS, TOKEN_KEY, IssuerSnapshot(auths=auths))
+    issuer.prune(floor)
+    assert set(issuer.auths) == {a.request_id for a in auths if a.at >= floor}
+    assert len(issuer.auths) == 2 * len(zones)
 
 
 # -- the core prunes when its floor moves ----------------------------------------------------
