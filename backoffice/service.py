@@ -175,17 +175,16 @@ class TransactionCore:
         batch = list(records)  # read again if the batch is redone
 
         def ingest() -> BatchResult:
-            core = self.core
-            self._adopt_cards(core, batch)
-            return core.ingest(batch, now)
+            self.adopt_cards(batch)
+            return self.core.ingest(batch, now)
 
         return self.run(ingest)
 
-    def _adopt_cards(
-        self, core: BackOffice, batch: list[Mapping[str, object] | TapRecord]
-    ) -> None:
+    def adopt_cards(self, batch: Iterable[Mapping[str, object] | TapRecord]) -> None:
         """Read back the cards of the batch's taps the core does not hold (evicted when idle,
-        backoffice.idle): one query for them all; a new card is a look-up that finds nothing."""
+        backoffice.idle): one query for them all; a new card is a look-up that finds nothing.
+        Whoever gives ``core.ingest`` a batch inside ``run`` calls this first (``ingest`` does)."""
+        core = self.core
         cards = core.cards
         wanted: set[str] = set()
         for raw in batch:
