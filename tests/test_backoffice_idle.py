@@ -15,6 +15,7 @@ import pytest
 from backoffice.engine import BackOffice
 from backoffice.fare_pricer import FarePricer
 from backoffice.idle import evict_idle
+from backoffice.outcomes import BatchResult
 from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
 from backoffice.pricing import Pricer
 from backoffice.records import ATC_SAVED, TransitCard
@@ -222,3 +223,29 @@ def test_cards_in_memory_are_bounded_by_the_cards_active_within_the_horizon(
     assert store.count("transit_cards") == 60
     assert max(held) <= 15, held  # riders of today, yesterday and the day before
     assert c.reconcile().ok
+
+
+def test_a_batch_given_to_the_core_inside_run_reads_evicted_cards_back(
+    store_url: tuple[SqlStore, str],
+) -> None:
+    """What ``tapsim backoffice replay`` does (``core.ingest`` inside ``run``, after
+    ``adopt_cards``): an evicted card's old ATC is refused there too."""
+    store, _ = store_url
+    c = new_core(store)
+    gone, ticker = TestCard(pan_for(831)), TestCard(pan_for(832))
+    for tc in (gone, ticker):
+        c.run(lambda tc=tc: open_card(c.issuer, tc))
+    c.ingest([gone.tap("g0", T0)], T0)
+    for d in range(4):
+        c.ingest([ticker.tap(f"k{d}", T0 + d * DAY)], T0 + d * DAY)
+        c.close_due(T0 + (d + 1) * DAY - H)
+    assert gone.token not in c.core.cards
+    gone.atc -= 1
+    replay = gone.tap("g-replay", T0 + 3 * DAY + H)
+
+    def batch() -> BatchResult:
+        c.adopt_cards([replay])
+        return c.core.ingest([replay], T0 + 3 * DAY + H)
+
+    res = c.run(batch)
+    assert res.rejected == 1 and [e.detail for e in res.of_kind("alert")] == ["replayed_atc"]
