@@ -124,8 +124,13 @@ class BackOffice:
         issuer: IssuerGateway,
         config: BackOfficeConfig | None = None,
         snapshot: Snapshot | None = None,
+        *,
+        evict_idle: bool = False,
     ) -> None:
         self.pricer = pricer
+        # Drop cards idle past the floor when it moves (backoffice.idle): only a core whose
+        # store brings them back when they tap again (TransactionCore) asks for it.
+        self.evict_idle = evict_idle
         self.issuer = issuer
         self.config = config or BackOfficeConfig()
         if pricer.currency != self.config.currency:
@@ -354,6 +359,8 @@ class BackOffice:
         bucket = us // _DAY_US
         if bucket < card.atc_unsaved:  # noqa: PLR1730 - no call on the per-tap path
             card.atc_unsaved = bucket
+        if bucket > card.last_day:  # noqa: PLR1730 - no call on the per-tap path
+            card.last_day = bucket
         ids = self._ids_by_day.get(bucket)
         if ids is None:
             ids = self._ids_by_day[bucket] = []

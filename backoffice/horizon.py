@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
+from backoffice.idle import evict_idle
 from backoffice.records import ATC_SAVED, CardAtcRow, from_us
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ def advance_floor(office: BackOffice) -> None:
             office._atc_rows.append(
                 CardAtcRow(card.pan_token, card.atc_high, format(card.atc_bits, "x"))
             )
+    if office.evict_idle:
+        evict_idle(office, first)
 
 
 __all__ = ["DAY_US", "NO_FLOOR", "advance_floor", "floor_time", "saved_floor"]

@@ -187,6 +187,7 @@ class TransitCard:
     dirty: bool = False  # changed since the core last handed out its rows (in _dirty_cards)
     atc_unsaved: int = ATC_SAVED  # UTC day of its oldest tap not covered by card_atcs
     raw_state: str | None = None
+    last_day: int = -1  # UTC day of its newest tap (backoffice.idle: idle past the floor)
 
 
 def atc_seen(card: TransitCard, atc: int, window: int) -> bool:
@@ -534,3 +535,6 @@ class Snapshot:
     deny: list[DenyRow] = field(default_factory=list)
     balances: dict[str, int] = field(default_factory=dict)  # ledger balance per account
     fares_total: int = 0
+    # One stored fare state (hex) when ``cards`` leaves idle cards out: decoded at start, so
+    # a database of another fare feed is still refused then.
+    state_sample: str | None = None

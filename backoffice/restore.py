@@ -55,6 +55,8 @@ def _restore_open(office: BackOffice, snap: Snapshot) -> None:
     sample = next((c for c in cards.values() if c.raw_state is not None), None)
     if sample is not None:
         decode(office, sample)
+    elif snap.state_sample is not None:  # idle cards left in the database (backoffice.idle)
+        office.pricer.decode_state(bytes.fromhex(snap.state_sample))
     for token, high, bits in snap.card_atcs:
         saved = cards.get(token)
         if saved is not None:
@@ -81,6 +83,8 @@ def _restore_open(office: BackOffice, snap: Snapshot) -> None:
             remember_atc(tapped, atc, window)
             if bucket < tapped.atc_unsaved:  # noqa: PLR1730 - saved as it ages out
                 tapped.atc_unsaved = bucket
+            if bucket > tapped.last_day:  # noqa: PLR1730 - a loop over every tap
+                tapped.last_day = bucket
     office._high_us = high
     office.reject_ids = set(snap.reject_ids)
     aggs: dict[str, Aggregate] = {}

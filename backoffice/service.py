@@ -24,6 +24,7 @@ from datetime import date, datetime
 from typing import TypeVar
 
 from backoffice.engine import BackOffice
+from backoffice.idle import adopt
 from backoffice.outcomes import BatchResult
 from backoffice.policy import BackOfficeConfig
 from backoffice.ports import IssuerGateway
@@ -79,7 +80,9 @@ class TransactionCore:
         self._issuer = Issuer(self._keys, self._policies, self._token_key,
                               self.store.load_issuer_open())
         issuer: IssuerGateway = self._issuer if self.gateway is None else self.gateway
-        self._core = BackOffice(self.pricer, issuer, self.config, self.store.load())
+        # Cards idle past the floor stay in the database until they tap again (_adopt_cards).
+        self._core = BackOffice(self.pricer, issuer, self.config,
+                                self.store.load(idle_cards=False), evict_idle=True)
         self._stale = False
 
     def _reload_issuer(self) -> None:
@@ -170,7 +173,26 @@ class TransactionCore:
     ) -> BatchResult:
         """One batch of tap records, committed as one transaction."""
         batch = list(records)  # read again if the batch is redone
-        return self.run(lambda: self.core.ingest(batch, now))
+
+        def ingest() -> BatchResult:
+            self.adopt_cards(batch)
+            return self.core.ingest(batch, now)
+
+        return self.run(ingest)
+
+    def adopt_cards(self, batch: Iterable[Mapping[str, object] | TapRecord]) -> None:
+        """Read back the cards of the batch's taps the core does not hold (evicted when idle,
+        backoffice.idle): one query for them all; a new card is a look-up that finds nothing.
+        Whoever gives ``core.ingest`` a batch inside ``run`` calls this first (``ingest`` does)."""
+        core = self.core
+        cards = core.cards
+        wanted: set[str] = set()
+        for raw in batch:
+            token = raw.pan_token if isinstance(raw, TapRecord) else raw.get("pan_token")
+            if isinstance(token, str) and token not in cards:
+                wanted.add(token)
+        if wanted:
+            adopt(core, self.store.load_cards(sorted(wanted)))
 
     def close_due(self, now: datetime) -> BatchResult:
         """The core's closes due at ``now``; once a service day, with them, the in-process

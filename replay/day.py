@@ -375,6 +375,7 @@ class Replay:
         now = rows[-1].tap.time
 
         def batch() -> BatchResult:
+            self.core.adopt_cards(records)  # cards evicted when idle (backoffice.idle)
             res = self.core.core.ingest(records, now)
             for rt, exc in bad:
                 more = self.core.core.reject(_raw(rt), exc.field, exc.reason, rt.tap.tap_id, now)

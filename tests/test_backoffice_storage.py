@@ -229,7 +229,8 @@ def test_an_interrupt_leaves_memory_to_reload_when_next_used(
     [tc] = setup_cards(c, [10_000])
     loads: list[int] = []
     real_load = type(store).load
-    monkeypatch.setattr(type(store), "load", lambda self: loads.append(1) or real_load(self))
+    monkeypatch.setattr(type(store), "load",
+                        lambda self, **kw: loads.append(1) or real_load(self, **kw))
 
     def interrupted() -> None:
         c.core.ingest([tc.tap("t0", T0)], T0)

@@ -17,6 +17,8 @@ from typing import NamedTuple, Protocol
 from backoffice.records import (
     AggregateRow,
     AlertRow,
+    CardAtcRow,
+    CardRow,
     Changes,
     ClearingItemRow,
     DebtRow,
@@ -85,7 +87,14 @@ class Store(Protocol):
         """The store's URL, password redacted."""
         ...
 
-    def load(self) -> Snapshot: ...
+    def load(self, *, idle_cards: bool = True) -> Snapshot:
+        """Open state; ``idle_cards=False`` leaves out cards idle past the floor
+        (backoffice.idle), read when they tap again by ``load_cards``."""
+        ...
+
+    def load_cards(self, tokens: Sequence[str]) -> list[tuple[CardRow, CardAtcRow | None]]:
+        """The stored rows of these cards (each with its saved ATC window), those it holds."""
+        ...
 
     def load_issuer(self) -> IssuerSnapshot: ...
 

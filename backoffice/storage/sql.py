@@ -484,9 +484,14 @@ class SqlStore(ABC):
         return self._query(f"{sql} {where}" if where else sql, params)
 
     @gc_paused
-    def load(self) -> Snapshot:
+    def load(self, *, idle_cards: bool = True) -> Snapshot:
         """Open state only (see :class:`Snapshot`): with the core's running totals kept, no
-        query reads the whole history; every one is indexed or bounded by cards."""
+        query reads the whole history; every one is indexed or bounded by cards.
+
+        ``idle_cards=False``: only the cards a core evicting idle cards can hold (tapped from
+        the floor on, or with an open aggregate, an unpaid debt, on the deny list; see
+        backoffice.idle), and one stored fare state to check; the caller reads the others
+        when they tap again (:meth:`load_cards`)."""
         snap = Snapshot()
         totals = self.meta(TOTALS_KEY)
         since: tuple[str, Params] = ("", ())
@@ -514,8 +519,25 @@ class SqlStore(ABC):
                 "rejects", ("reject_id",), since[0].replace("time_us", "received_us"), since[1]
             )
         }  # fmt: skip
-        snap.cards = [CardRow(*r) for r in self._select("transit_cards", CARD_COLS)]
-        snap.card_atcs = [CardAtcRow(*r) for r in self._select("card_atcs", CARD_ATC_COLS)]
+        if idle_cards or snap.floor_us is None:
+            snap.cards = [CardRow(*r) for r in self._select("transit_cards", CARD_COLS)]
+            snap.card_atcs = [CardAtcRow(*r) for r in self._select("card_atcs", CARD_ATC_COLS)]
+        else:
+            active = (
+                "WHERE pan_token IN (SELECT pan_token FROM taps WHERE time_us >= ? "
+                "UNION SELECT pan_token FROM aggregates WHERE status = 'open' "
+                "UNION SELECT pan_token FROM debts WHERE status IN ('open', 'written_off') "
+                "UNION SELECT pan_token FROM deny_list)"
+            )
+            params = (snap.floor_us,)
+            snap.cards = [CardRow(*r) for r in self._select("transit_cards", CARD_COLS,
+                                                            active, params)]
+            snap.card_atcs = [CardAtcRow(*r) for r in self._select("card_atcs", CARD_ATC_COLS,
+                                                                   active, params)]
+            if not snap.cards:
+                sample = self._query("SELECT fare_state FROM transit_cards "
+                                     "WHERE fare_state <> '' LIMIT 1")
+                snap.state_sample = str(sample[0][0]) if sample else None
         snap.open_aggregates = [
             AggregateRow(*r)
             for r in self._select("aggregates", AGG_COLS, "WHERE status = ?", ("open",))
@@ -537,6 +559,24 @@ class SqlStore(ABC):
         ]
         snap.deny = [DenyRow(*r) for r in self._select("deny_list", DENY_COLS)]
         return snap
+
+    def load_cards(self, tokens: Sequence[str]) -> list[tuple[CardRow, CardAtcRow | None]]:
+        """The stored rows of these cards (those the database holds), each with its saved
+        ATC window: what a core that evicted them needs when they tap again (one query per
+        500 tokens, by primary key)."""
+        cols = ", ".join(f"c.{f}" for f in CARD_COLS)
+        out: list[tuple[CardRow, CardAtcRow | None]] = []
+        for i in range(0, len(tokens), _CHUNK):
+            chunk = tokens[i:i + _CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            for r in self._query(
+                f"SELECT {cols}, a.atc_high, a.atc_bits FROM transit_cards c "  # noqa: S608
+                f"LEFT JOIN card_atcs a ON a.pan_token = c.pan_token "
+                f"WHERE c.pan_token IN ({marks})", chunk):
+                card = CardRow(*r[:5])
+                atcs = None if r[5] is None else CardAtcRow(card.pan_token, int(r[5]), str(r[6]))
+                out.append((card, atcs))
+        return out
 
     def load_issuer(self) -> IssuerSnapshot:
         return IssuerSnapshot(
