@@ -18,7 +18,7 @@ from backoffice.idle import evict_idle
 from backoffice.outcomes import BatchResult
 from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
 from backoffice.pricing import Pricer
-from backoffice.records import ATC_SAVED, TransitCard
+from backoffice.records import ATC_SAVED, Aggregate, TransitCard
 from backoffice.service import TransactionCore
 from backoffice.storage import SqlStore, StorageError, open_store
 from backoffice.taps import Action, TapRecord
@@ -166,7 +166,7 @@ def test_only_clean_idle_cards_are_evicted() -> None:
     card(4, denied=True)
     card(5, dirty=True)
     card(6, atc_unsaved=5)  # its ATC window not saved
-    card(7, open_agg=object())
+    card(7, open_agg=Aggregate("A:x", f"{7:032x}", "2026-03-02", 0, 0, "x", None))
     assert evict_idle(bo, 10) == 1 and idle.pan_token not in bo.cards and len(bo.cards) == 6
     bare = BackOffice(flat_pricer(), new_issuer(), cfg())
     assert bare.evict_idle is False  # a core without a store keeps every card
