@@ -190,6 +190,21 @@ def test_replay_refuses_a_batch_of_zero_before_opening_the_database(
     assert not (tmp_path / "r.db").exists()
 
 
+def test_replay_takes_an_atc_window_in_range(capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    """``--atc-window`` reaches the core's rules (the end-to-end crash tests run with 4096);
+    out of 1..4096 it stops the parse."""
+    from tapsim.commands.backoffice import core_config
+
+    assert core_config("CNY", dt.UTC, 4096).atc_window == 4096
+    assert core_config("CNY", dt.UTC).atc_window == 64
+    err = parse_refused(capsys, "backoffice", "replay", "--feed", "city", "--taps", "-",
+                        "--cards", "sscard3", "--db", str(tmp_path / "r.db"),
+                        "--atc-window", "5000")
+    assert "argument --atc-window: 5000 is out of range: 1 to 4,096 counter values" in err
+    assert not (tmp_path / "r.db").exists()
+
+
 def test_replay_refuses_a_malformed_database_url(capsys: pytest.CaptureFixture[str],
                                                  tmp_path: Path) -> None:
     from fare.samples import sample_taps_path
@@ -202,7 +217,8 @@ def test_replay_refuses_a_malformed_database_url(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.parametrize(("option", "value"), [
     ("--workers", "0"), ("--workers", "65"), ("--batch", "0"), ("--tick", "0"),
-    ("--snapshot-every", "-1"), ("--tick", "nan"),
+    ("--snapshot-every", "-1"), ("--tick", "nan"), ("--atc-window", "0"),
+    ("--atc-window", "4097"),
 ])
 def test_backoffice_run_numbers_out_of_range(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                              option: str, value: str) -> None:

@@ -79,10 +79,16 @@ class Fleet:
         self.procs: list[Proc] = []
 
     def backoffice(self) -> Proc:
+        # --atc-window: each validator here taps one card every 10-20 ms and sends again
+        # what the back office has not confirmed after its commit timeout (seconds): by then
+        # the card has made hundreds of taps, more than the default window of 64 (weeks of a
+        # real card's taps), and the late ones would be refused as too old, by design
+        # (backoffice/README.md, the ATC window).  These tests are about nothing being lost
+        # or charged twice in crashes, so the window is sized for their cards' rate.
         p = Proc("backoffice", [
             "backoffice", "run", "--broker", f"mqtt://backoffice@{self.b.host}:{self.b.port}",
             "--db", self.url, "--signing-key", str(self.private), "--snapshot-every", "0.5",
-            "--tick", "2", "--json", "-v"],
+            "--tick", "2", "--atc-window", "4096", "--json", "-v"],
             self.tmp, {"TAPSIM_MQTT_PASSWORD": self.creds["backoffice"]})
         self.procs.append(p)
         p.wait_for_line("ready:")

@@ -206,6 +206,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"taps per transaction (default {DEFAULT_BATCH})")
     p.add_argument("--json", action="store_true", help="print one JSON object (shape: README)")
     add_issuer_arguments(p)
+    add_atc_window_argument(p)
     add_ca_keys_option(p)
     p.set_defaults(func=replay_main)
     register_run(bs)
@@ -283,12 +284,32 @@ def check_issuer_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--spec: {exc}") from None
 
 
-def core_config(currency: str, feed_tz: dt.tzinfo) -> BackOfficeConfig:
-    """The core's rules for a feed: its currency, service days in its time zone."""
-    from backoffice.policy import AggregationPolicy, BackOfficeConfig, ServiceDay  # noqa: PLC0415
+def add_atc_window_argument(p: argparse.ArgumentParser) -> None:
+    """``--atc-window``: how far behind a card's highest counter a tap is still taken."""
+    from backoffice.policy import ATC_WINDOW  # noqa: PLC0415
+
+    p.add_argument("--atc-window", type=integer(1, 4096, "counter values"), default=ATC_WINDOW,
+                   metavar="N",
+                   help=f"per card, the ATCs below its highest one that are still told apart "
+                        f"(default {ATC_WINDOW}); a tap whose ATC is further behind is refused "
+                        f"as replayed or too old, so a card that can tap more than N times "
+                        f"before a validator's resend arrives needs more (backoffice/README.md)")
+
+
+def core_config(currency: str, feed_tz: dt.tzinfo, atc_window: int | None = None,
+                ) -> BackOfficeConfig:  # fmt: skip
+    """The core's rules for a feed: its currency, service days in its time zone, and the
+    ATC window (``--atc-window``; None: the default)."""
+    from backoffice.policy import (  # noqa: PLC0415
+        ATC_WINDOW,
+        AggregationPolicy,
+        BackOfficeConfig,
+        ServiceDay,
+    )
 
     return BackOfficeConfig(
-        currency=currency, aggregation=AggregationPolicy(service_day=ServiceDay(tz=feed_tz))
+        currency=currency, aggregation=AggregationPolicy(service_day=ServiceDay(tz=feed_tz)),
+        atc_window=ATC_WINDOW if atc_window is None else atc_window,
     )
 
 
@@ -353,7 +374,8 @@ def replay_main(args: argparse.Namespace) -> int:
         banks = db_banks(store, *cards.banks)
         gateway = open_gateway(args, store)
         core = open_core(store, FarePricer(feed), key_store(kek(), cards.profiles()), banks,
-                         core_config(feed.currency, feed.timezone), gateway)  # fmt: skip
+                         core_config(feed.currency, feed.timezone, args.atc_window),
+                         gateway)  # fmt: skip
         report = _run(core, feed, cards, taps_file, source, until, args)
         if gateway is not None:
             gateway.drain()  # what is due in the store-and-forward table, before reporting
@@ -583,6 +605,7 @@ def register_run(bs: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                         "each tap after their commit timeout): only to measure what the "
                         "confirmations cost")
     add_issuer_arguments(p)
+    add_atc_window_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     p.set_defaults(func=run_main)
 
@@ -648,7 +671,7 @@ def run_main(args: argparse.Namespace) -> int:
     check_db_url(url)
     keys = key_store(kek())  # card keys are stored wrapped: the KEK is all the issuer needs
     token_key()  # a bad TAPSIM_TOKEN_KEY is an error now, not at the first reopen
-    cfg = core_config(feed.currency, feed.timezone)
+    cfg = core_config(feed.currency, feed.timezone, args.atc_window)
 
     check_issuer_arguments(args)
 
