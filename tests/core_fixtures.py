@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from backoffice.engine import BackOffice
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
+from backoffice.policy import (
+    ATC_WINDOW,
+    LATE_HORIZON,
+    AggregationPolicy,
+    BackOfficeConfig,
+    RecoveryPolicy,
+)
 from backoffice.pricing import FlatFarePricer
 from backoffice.storage import SqlStore, StorageUnavailableError, open_store, sqlite_url
 from backoffice.taps import Action, TapRecord
@@ -159,9 +165,13 @@ def flat_pricer(**kw: object) -> FlatFarePricer:
     return FlatFarePricer(default=200, **kw)  # type: ignore[arg-type]
 
 
-def config(**kw: object) -> BackOfficeConfig:
+def config(*, late_horizon: timedelta = LATE_HORIZON, atc_window: int = ATC_WINDOW,
+           **kw: object) -> BackOfficeConfig:
+    """The tests' core rules: ``kw`` for the aggregation policy, the late-arrival horizon and
+    the ATC window (BackOfficeConfig's defaults unless given)."""
     agg = AggregationPolicy(**kw)  # type: ignore[arg-type]
-    return BackOfficeConfig(merchant_id=MERCHANT, aggregation=agg, recovery=RecoveryPolicy())
+    return BackOfficeConfig(merchant_id=MERCHANT, aggregation=agg, recovery=RecoveryPolicy(),
+                            late_horizon=late_horizon, atc_window=atc_window)
 
 
 def core(issuer: Issuer, **kw: object) -> BackOffice:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backoffice.engine import TOTALS_KEY, BackOffice
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, PolicyError, RecoveryPolicy
+from backoffice.policy import BackOfficeConfig, PolicyError
 from backoffice.records import TransitCard, atc_seen, remember_atc
 from backoffice.service import TransactionCore
 from backoffice.storage import SqlStore, open_store
@@ -19,10 +19,10 @@ from issuer.service import Issuer
 from tests.core_fixtures import (
     BACKENDS,
     BANKS,
-    MERCHANT,
     T0,
     TOKEN_KEY,
     TestCard,
+    config,
     flat_pricer,
     keystore,
     make_store,
@@ -36,9 +36,7 @@ DAY = timedelta(days=1)
 
 
 def horizon_config(days: int = 1, window: int = 64) -> BackOfficeConfig:
-    return BackOfficeConfig(merchant_id=MERCHANT, aggregation=AggregationPolicy(),
-                            recovery=RecoveryPolicy(), late_horizon=timedelta(days=days),
-                            atc_window=window)  # fmt: skip
+    return config(late_horizon=timedelta(days=days), atc_window=window)
 
 
 def engine(issuer: Issuer, **kw: int) -> BackOffice:

@@ -16,7 +16,7 @@ from backoffice.engine import BackOffice
 from backoffice.fare_pricer import FarePricer
 from backoffice.idle import evict_idle
 from backoffice.outcomes import BatchResult
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
+from backoffice.policy import BackOfficeConfig
 from backoffice.pricing import Pricer
 from backoffice.records import ATC_SAVED, Aggregate, TransitCard
 from backoffice.service import TransactionCore
@@ -27,10 +27,10 @@ from fare.samples import sample_feed_path
 from tests.core_fixtures import (
     BACKENDS,
     BANKS,
-    MERCHANT,
     T0,
     TOKEN_KEY,
     TestCard,
+    config,
     flat_pricer,
     keystore,
     make_store,
@@ -44,9 +44,7 @@ DAY = timedelta(days=1)
 
 
 def cfg() -> BackOfficeConfig:
-    return BackOfficeConfig(merchant_id=MERCHANT,
-                            aggregation=AggregationPolicy(spend_limit=100_000),
-                            recovery=RecoveryPolicy(), late_horizon=DAY)  # fmt: skip
+    return config(spend_limit=100_000, late_horizon=DAY)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from backoffice.engine import TOTALS_KEY, BackOffice
-from backoffice.policy import AggregationPolicy, BackOfficeConfig, RecoveryPolicy
+from backoffice.policy import BackOfficeConfig
 from backoffice.records import to_us
 from backoffice.service import TransactionCore
 from backoffice.storage import SqlStore
@@ -43,6 +43,7 @@ from tests.core_fixtures import (
     T0,
     TOKEN_KEY,
     TestCard,
+    config,
     flat_pricer,
     fresh_db_url,
     keystore,
@@ -60,8 +61,7 @@ US = timedelta(microseconds=1)
 
 
 def one_day_horizon() -> BackOfficeConfig:
-    return BackOfficeConfig(merchant_id=MERCHANT, aggregation=AggregationPolicy(),
-                            recovery=RecoveryPolicy(), late_horizon=DAY)  # fmt: skip
+    return config(late_horizon=DAY)
 
 
 @pytest.fixture(params=BACKENDS)
