@@ -17,9 +17,6 @@ from __future__ import annotations
 import secrets
 import statistics
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,46 +26,21 @@ from backoffice.engine import BackOffice
 from backoffice.idle import adopt
 from backoffice.records import CardAtcRow, CardRow, Changes
 from backoffice.service import TransactionCore
-from backoffice.storage import SqlStore, StorageUnavailableError, open_store, sqlite_url
+from benchmarks.test_bench_branch_check import fresh_store
 from benchmarks.test_bench_core import pricer, workload
 from tests.core_fixtures import (
     BANKS,
     TOKEN_KEY,
-    backend_url,
     config,
-    drop_schema,
     flat_pricer,
     keystore,
     new_issuer,
-    pg_unavailable,
 )
 
 STORED = 200_000
 ROUNDS = 5
 CASES = (("50 cards read back", 50, True), ("200 cards read back", 200, True),
          ("50 new cards (found nothing)", 50, False), ("1,000 new cards", 1_000, False))
-
-
-@contextmanager
-def fresh_store(backend: str, tmp_path: Path) -> Iterator[SqlStore]:
-    if backend == "sqlite":
-        store = open_store(sqlite_url(tmp_path / f"{uuid.uuid4().hex}.db"))
-        try:
-            yield store
-        finally:
-            store.close()
-        return
-    url, schema = backend_url("postgres", tmp_path)
-    try:
-        store = open_store(url)
-    except StorageUnavailableError as exc:
-        pg_unavailable(str(exc))
-    try:
-        yield store
-    finally:
-        store.close()
-        if schema:
-            drop_schema(schema)
 
 
 def _median(samples: list[tuple[float, float]]) -> tuple[float, float]:
@@ -92,7 +64,7 @@ def _batch_baseline(backend: str, tmp_path: Path) -> tuple[float, float]:
     return _median(out)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_bench_reading_evicted_cards_back(benchmark: Any, backend: str, tmp_path: Path) -> None:
     base_cpu, base_wall = _batch_baseline(backend, tmp_path)
     with fresh_store(backend, tmp_path) as store:
